@@ -1,0 +1,187 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+
+/// A parsed JSON value, for validating request bodies field by field with OpenAI-style errors that name the field.
+indirect enum JSONValue: Decodable, Sendable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// How an error message names the type a client sent.
+    var typeDescription: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .integer: "an integer"
+        case .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// A request's JSON object body. Unknown fields are ignored, so that newer SDKs sending newer optional fields
+/// keep working; known fields are checked for type and range, and errors name them in `param`.
+struct JSONBody {
+    static let maximumSize = 1 << 20
+
+    private let fields: [String: JSONValue]
+
+    init(fields: [String: JSONValue]) {
+        self.fields = fields
+    }
+
+    /// Reads and parses the body. An empty body is an empty object (the SDKs send none for bodiless POSTs).
+    static func parse(_ request: Request) async throws -> JSONBody {
+        let buffer = try await request.body.collect(upTo: Self.maximumSize)
+        guard buffer.readableBytes > 0 else { return JSONBody(fields: [:]) }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: buffer)
+        } catch {
+            throw OpenAIError.invalid(
+                "We could not parse the JSON body of your request. The API expects a JSON object, but what was sent was not valid JSON.",
+                param: nil,
+                code: "invalid_json"
+            )
+        }
+        guard case .object(let fields) = value else {
+            throw OpenAIError.invalid(
+                "The request body must be a JSON object, but \(value.typeDescription) was sent.",
+                param: nil,
+                code: "invalid_json"
+            )
+        }
+        return JSONBody(fields: fields)
+    }
+
+    private func typeError(_ name: String, expected: String, got value: JSONValue) -> OpenAIError {
+        .invalid("Invalid type for '\(name)': expected \(expected), but got \(value.typeDescription) instead.", param: name)
+    }
+
+    /// A string field that must be present and, after trimming, non-empty.
+    func requiredString(_ name: String, maxLength: Int = 256) throws -> String {
+        guard let value = try self.string(name, maxLength: maxLength) else { throw OpenAIError.missingParameter(name) }
+        return value
+    }
+
+    /// An optional string field; `null` counts as absent. Present strings must be non-empty after trimming.
+    func string(_ name: String, maxLength: Int = 256) throws -> String? {
+        switch self.fields[name] {
+        case nil, .null?:
+            return nil
+        case .string(let raw)?:
+            let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !value.isEmpty else {
+                throw OpenAIError.invalid(
+                    "Invalid '\(name)': empty string. Expected a string with minimum length 1, but got an empty string instead.",
+                    param: name
+                )
+            }
+            guard value.count <= maxLength else {
+                throw OpenAIError.invalid(
+                    "Invalid '\(name)': string too long. Expected a string with maximum length \(maxLength), but got a string with length \(value.count) instead.",
+                    param: name
+                )
+            }
+            return value
+        case let value?:
+            throw self.typeError(name, expected: "a string", got: value)
+        }
+    }
+
+    /// A field that may be absent (outer nil), explicitly `null` (inner nil), or a string.
+    func nullableString(_ name: String, maxLength: Int = 256) throws -> String?? {
+        switch self.fields[name] {
+        case nil: return .none
+        case .null?: return .some(nil)
+        default: return .some(try self.string(name, maxLength: maxLength))
+        }
+    }
+
+    /// A string field that must be one of `allowed`.
+    func enumeration(_ name: String, allowed: [String]) throws -> String? {
+        guard let value = try self.string(name) else { return nil }
+        guard allowed.contains(value) else {
+            let choices = allowed.map { "'\($0)'" }.joined(separator: ", ")
+            throw OpenAIError.invalid(
+                "Invalid value for '\(name)': '\(value)'. Supported values are: \(choices).",
+                param: name
+            )
+        }
+        return value
+    }
+
+    func integer(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
+        switch self.fields[name] {
+        case nil, .null?:
+            return nil
+        case .integer(let value)?:
+            if value < range.lowerBound {
+                throw OpenAIError.invalid(
+                    "Invalid '\(name)': integer below minimum value. Expected a value >= \(range.lowerBound), but got \(value) instead.",
+                    param: name
+                )
+            }
+            if value > range.upperBound {
+                throw OpenAIError.invalid(
+                    "Invalid '\(name)': integer above maximum value. Expected a value <= \(range.upperBound), but got \(value) instead.",
+                    param: name
+                )
+            }
+            return value
+        case let value?:
+            throw self.typeError(name, expected: "an integer", got: value)
+        }
+    }
+
+    func bool(_ name: String) throws -> Bool? {
+        switch self.fields[name] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        case let value?: throw self.typeError(name, expected: "a boolean", got: value)
+        }
+    }
+
+    func stringArray(_ name: String) throws -> [String]? {
+        switch self.fields[name] {
+        case nil, .null?:
+            return nil
+        case .array(let elements)?:
+            return try elements.enumerated().map { index, element in
+                guard case .string(let value) = element else {
+                    throw self.typeError("\(name)[\(index)]", expected: "a string", got: element)
+                }
+                return value
+            }
+        case let value?:
+            throw self.typeError(name, expected: "an array of strings", got: value)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+public import HTTPTypes
+public import Hummingbird
+import KeysmithCore
+import Logging
+import NIOCore
+
+/// The only shape in which errors leave the server: `{"error":{"message","type","param","code"}}`, all four keys
+/// always present, as OpenAI's `ErrorResponse` requires.
+public struct OpenAIError: HTTPResponseError, Sendable {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+    public var headers: HTTPFields
+
+    public init(
+        status: HTTPResponse.Status,
+        message: String,
+        type: String = "invalid_request_error",
+        param: String? = nil,
+        code: String? = nil,
+        headers: HTTPFields = [:]
+    ) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        self.response()
+    }
+
+    public func response() -> Response {
+        var writer = JSONWriter(capacity: 256)
+        writer.object { writer in
+            writer.key("error")
+            writer.object { error in
+                error.field("message", self.message)
+                error.field("type", self.type)
+                error.field("param", self.param)
+                error.field("code", self.code)
+            }
+        }
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        return Response(status: self.status, headers: headers, body: .init(byteBuffer: writer.buffer))
+    }
+}
+
+extension OpenAIError {
+    /// 400 for a client mistake in a parameter or the body.
+    static func invalid(_ message: String, param: String?, code: String? = nil) -> OpenAIError {
+        OpenAIError(status: .badRequest, message: message, param: param, code: code)
+    }
+
+    static func missingParameter(_ name: String) -> OpenAIError {
+        .invalid("Missing required parameter: '\(name)'.", param: name)
+    }
+
+    /// The OpenAI envelope for a domain error.
+    init(_ error: KeysmithError) {
+        switch error {
+        case .notFound(let resource, let id):
+            self.init(status: .notFound, message: "No such \(resource): \(id)")
+        case .invalidRequest(let message, let param, let code):
+            self.init(status: .badRequest, message: message, param: param, code: code)
+        }
+    }
+}
+
+/// Renders every error that reaches it as OpenAI's envelope: domain errors with their status, Hummingbird's own
+/// (unknown route, body too large) with theirs, and anything unexpected as a logged 500.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as OpenAIError {
+            return error.response()
+        } catch let error as KeysmithError {
+            return OpenAIError(error).response()
+        } catch is NIOTooManyBytesError {
+            return OpenAIError(
+                status: .contentTooLarge,
+                message: "The request body is larger than the 1 MiB this server accepts.",
+                code: "request_too_large"
+            ).response()
+        } catch let error as any HTTPResponseError {
+            switch error.status {
+            case .notFound:
+                return OpenAIError(
+                    status: .notFound,
+                    message: "Invalid URL (\(request.method) \(request.uri.path))",
+                    code: "unknown_url"
+                ).response()
+            default:
+                return OpenAIError(
+                    status: error.status,
+                    message: error.status.reasonPhrase,
+                    type: error.status.code >= 500 ? "server_error" : "invalid_request_error"
+                ).response()
+            }
+        } catch {
+            context.logger.error("Unexpected error", metadata: ["error": "\(String(reflecting: error))"])
+            return OpenAIError(
+                status: .internalServerError,
+                message: "The server had an error while processing your request.",
+                type: "server_error"
+            ).response()
+        }
+    }
+}

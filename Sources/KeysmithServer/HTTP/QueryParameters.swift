@@ -1,0 +1,89 @@
+import KeysmithCore
+
+/// A request's query string, decoded as the OpenAI SDKs encode it: percent-encoded names and values, `+` for
+/// space, arrays as repeated `name[]=` (or plain repeated `name=`), booleans as `true`/`false`.
+struct QueryParameters {
+    private var values: [String: [String]] = [:]
+
+    init(_ query: String?) {
+        guard let query, !query.isEmpty else { return }
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            var name = Self.decode(parts[0])
+            if name.hasSuffix("[]") { name.removeLast(2) }
+            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
+            self.values[name, default: []].append(value)
+        }
+    }
+
+    /// The last value given for `name`.
+    subscript(_ name: String) -> String? { self.values[name]?.last }
+
+    func all(_ name: String) -> [String] { self.values[name] ?? [] }
+
+    /// `limit` (1–100, default 20) and `after` (empty means absent).
+    func page(defaultLimit: Int = PageRequest.defaultLimit, range: ClosedRange<Int> = PageRequest.limitRange) throws -> PageRequest {
+        var request = PageRequest(limit: defaultLimit)
+        if let text = self["limit"] {
+            guard let limit = Int(text) else {
+                throw OpenAIError.invalid("Invalid 'limit': expected an integer, but got '\(text)' instead.", param: "limit")
+            }
+            guard range.contains(limit) else {
+                throw OpenAIError.invalid(
+                    "Invalid 'limit': \(limit). The limit must be an integer between \(range.lowerBound) and \(range.upperBound).",
+                    param: "limit"
+                )
+            }
+            request.limit = limit
+        }
+        if let after = self["after"], !after.isEmpty {
+            request.after = after
+        }
+        return request
+    }
+
+    func bool(_ name: String, default defaultValue: Bool) throws -> Bool {
+        guard let text = self[name] else { return defaultValue }
+        switch text.lowercased() {
+        case "true", "1": return true
+        case "false", "0": return false
+        default:
+            throw OpenAIError.invalid("Invalid '\(name)': expected true or false, but got '\(text)' instead.", param: name)
+        }
+    }
+
+    func enumeration<Value: RawRepresentable<String> & CaseIterable>(_ name: String, default defaultValue: Value) throws -> Value {
+        guard let text = self[name] else { return defaultValue }
+        guard let value = Value(rawValue: text) else {
+            let choices = Value.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+            throw OpenAIError.invalid("Invalid value for '\(name)': '\(text)'. Supported values are: \(choices).", param: name)
+        }
+        return value
+    }
+
+    private static func decode(_ text: Substring) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                let high = iterator.next()
+                let low = iterator.next()
+                if let high, let low, let value = Hex.decode(String(decoding: [high, low], as: UTF8.self))?.first {
+                    bytes.append(value)
+                } else {
+                    // Not an escape: keep what was sent.
+                    bytes.append(byte)
+                    if let high { bytes.append(high) }
+                    if let low { bytes.append(low) }
+                }
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,180 @@
+public import Hummingbird
+import KeysmithCore
+import NIOCore
+
+/// OpenAI's JSON objects, written by hand (see ``JSONWriter``): field names and nullability as the official spec
+/// has them, with required-but-nullable fields always present.
+enum Wire {
+    static func response(_ status: HTTPResponse.Status = .ok, capacity: Int = 512, _ body: (inout JSONWriter) -> Void) -> Response {
+        var writer = JSONWriter(capacity: capacity)
+        body(&writer)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: writer.buffer)
+        )
+    }
+
+    /// `{"object":"list","data":[…],"first_id","last_id","has_more"}`; the ids are null only when `data` is empty.
+    static func list<Item>(
+        _ page: Page<Item>,
+        id: (Item) -> String,
+        capacity: Int = 512,
+        write: (inout JSONWriter, Item) -> Void
+    ) -> Response {
+        self.response(capacity: capacity) { writer in
+            writer.object { writer in
+                writer.field("object", "list")
+                writer.key("data")
+                writer.array { writer in
+                    for item in page.items { write(&writer, item) }
+                }
+                writer.field("first_id", page.items.first.map(id))
+                writer.field("last_id", page.items.last.map(id))
+                writer.field("has_more", page.hasMore)
+            }
+        }
+    }
+
+    static func deleted(_ object: StaticString, id: String) -> Response {
+        self.response { writer in
+            writer.object { writer in
+                writer.field("object", object.description)
+                writer.field("id", id)
+                writer.field("deleted", true)
+            }
+        }
+    }
+
+    static func project(_ writer: inout JSONWriter, _ project: Project) {
+        writer.object { writer in
+            writer.field("id", project.id)
+            writer.field("object", "organization.project")
+            writer.field("name", project.name)
+            writer.field("created_at", project.createdAt)
+            writer.field("archived_at", project.archivedAt)
+            writer.field("status", project.isArchived ? "archived" : "active")
+            writer.field("external_key_id", project.externalKeyID)
+            if let residency = project.residency {
+                writer.field("residency", residency)
+            }
+        }
+    }
+
+    static func user(_ writer: inout JSONWriter, _ user: User) {
+        writer.object { writer in
+            writer.field("object", "organization.user")
+            writer.field("id", user.id)
+            writer.field("name", user.name)
+            writer.field("email", user.email)
+            writer.field("role", user.role)
+            writer.field("added_at", user.addedAt)
+        }
+    }
+
+    static func projectUser(_ writer: inout JSONWriter, _ member: ProjectMember) {
+        writer.object { writer in
+            writer.field("object", "organization.project.user")
+            writer.field("id", member.user.id)
+            writer.field("name", member.user.name)
+            writer.field("email", member.user.email)
+            writer.field("role", member.role)
+            writer.field("added_at", member.addedAt)
+        }
+    }
+
+    static func serviceAccount(_ writer: inout JSONWriter, _ account: ServiceAccount) {
+        writer.object { writer in
+            self.serviceAccountFields(&writer, account)
+        }
+    }
+
+    static func serviceAccountFields(_ writer: inout JSONWriter, _ account: ServiceAccount) {
+        writer.field("object", "organization.project.service_account")
+        writer.field("id", account.id)
+        writer.field("name", account.name)
+        writer.field("role", account.role)
+        writer.field("created_at", account.createdAt)
+    }
+
+    /// A service account key's one appearance with its plaintext (`ServiceAccountApiKeyBody`).
+    static func serviceAccountKeyWithValue(_ writer: inout JSONWriter, _ key: APIKey, value: String) {
+        writer.object { writer in
+            writer.field("object", "organization.project.service_account.api_key")
+            writer.field("value", value)
+            writer.field("name", key.name)
+            writer.field("created_at", key.createdAt)
+            writer.field("id", key.id)
+            writer.field("expires_at", key.expiresAt)
+            writer.field("scopes", key.scopes)
+        }
+    }
+
+    /// `organization.project.api_key`. `value` is given only in the response that creates the key.
+    static func apiKey(_ writer: inout JSONWriter, _ key: APIKey, value: String? = nil) {
+        writer.object { writer in
+            writer.field("object", "organization.project.api_key")
+            if let value {
+                writer.field("value", value)
+            }
+            writer.field("redacted_value", key.redactedValue)
+            writer.field("name", key.name)
+            writer.field("created_at", key.createdAt)
+            writer.field("last_used_at", key.lastUsedAt)
+            writer.field("expires_at", key.expiresAt)
+            writer.field("id", key.id)
+            writer.field("owner_project_access", key.owner.hasProjectAccess ? "active" : "inactive")
+            writer.field("scopes", key.scopes)
+            writer.key("owner")
+            writer.object { writer in
+                switch key.owner {
+                case .user(let user, let role):
+                    writer.field("type", "user")
+                    writer.key("user")
+                    writer.object { writer in
+                        writer.field("id", user.id)
+                        writer.field("email", user.email)
+                        writer.field("name", user.name ?? user.email)
+                        writer.field("created_at", user.addedAt)
+                        // A user who left the project keeps their keys, inactive, with no project role.
+                        writer.field("role", role ?? "none")
+                    }
+                case .serviceAccount(let account):
+                    writer.field("type", "service_account")
+                    writer.key("service_account")
+                    writer.object { writer in
+                        writer.field("id", account.id)
+                        writer.field("name", account.name)
+                        writer.field("created_at", account.createdAt)
+                        writer.field("role", account.role)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `organization.admin_api_key`. An admin key acts as its own principal, so `owner` describes the key.
+    static func adminKey(_ writer: inout JSONWriter, _ key: AdminKey, value: String? = nil) {
+        writer.object { writer in
+            writer.field("object", "organization.admin_api_key")
+            writer.field("id", key.id)
+            writer.field("name", key.name)
+            writer.field("redacted_value", key.redactedValue)
+            if let value {
+                writer.field("value", value)
+            }
+            writer.field("created_at", key.createdAt)
+            writer.field("expires_at", key.expiresAt)
+            writer.field("last_used_at", key.lastUsedAt)
+            writer.key("owner")
+            writer.object { writer in
+                writer.field("type", "service_account")
+                writer.field("object", "organization.service_account")
+                writer.field("id", key.id)
+                writer.field("name", key.name)
+                writer.field("created_at", key.createdAt)
+                writer.field("role", "owner")
+            }
+        }
+    }
+}

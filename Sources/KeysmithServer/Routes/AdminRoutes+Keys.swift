@@ -1,0 +1,205 @@
+import Hummingbird
+import KeysmithCore
+import KeysmithStore
+
+extension AdminRoutes {
+    // MARK: Project API keys
+
+    @Sendable func listAPIKeys(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let query = QueryParameters(request.uri.query)
+        let page = try await self.store.listAPIKeys(
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID,
+            access: try query.enumeration("owner_project_access", default: OwnerProjectAccess.active),
+            page: try query.page()
+        )
+        return Wire.list(page, id: \.id, capacity: 512 + page.items.count * 512) { writer, key in
+            Wire.apiKey(&writer, key)
+        }
+    }
+
+    /// Extension: a key for a project member. OpenAI issues these only in its dashboard.
+    @Sendable func createAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let name = try body.requiredString("name")
+        let userID = try body.requiredString("user_id")
+        let created = try await self.keysmith.createAPIKey(
+            organizationID: principal.organizationID,
+            projectID: context.parameters.path("project_id"),
+            owner: .user(id: userID),
+            name: name,
+            scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
+            expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
+        )
+        return Wire.response { Wire.apiKey(&$0, created.key, value: created.plaintext) }
+    }
+
+    @Sendable func retrieveAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let key = try await self.store.apiKey(
+            id: context.parameters.path("api_key_id"),
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID
+        )
+        return Wire.response { Wire.apiKey(&$0, key) }
+    }
+
+    /// `expires_in_seconds` (from now) and `scopes` (replaces them; empty means unrestricted), as the newest SDK
+    /// sends them.
+    @Sendable func updateAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let scopes = try Self.validatedScopes(body.stringArray("scopes"))
+        let expiresIn = try body.integer("expires_in_seconds", in: Self.expiryRange)
+        let now = self.keysmith.clock.now()
+        let key = try await self.store.updateAPIKey(
+            id: context.parameters.path("api_key_id"),
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID,
+            scopes: scopes,
+            expiresAt: expiresIn.map { .some(now + $0) },
+            now: now
+        )
+        return Wire.response { Wire.apiKey(&$0, key) }
+    }
+
+    @Sendable func deleteAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let keyID = context.parameters.path("api_key_id")
+        try await self.store.deleteAPIKey(
+            id: keyID,
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID
+        )
+        return Wire.deleted("organization.project.api_key.deleted", id: keyID)
+    }
+
+    // MARK: Service accounts
+
+    @Sendable func listServiceAccounts(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let page = try await self.store.listServiceAccounts(
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID,
+            page: try QueryParameters(request.uri.query).page()
+        )
+        return Wire.list(page, id: \.id, write: Wire.serviceAccount)
+    }
+
+    @Sendable func createServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let created = try await self.keysmith.createServiceAccount(
+            organizationID: principal.organizationID,
+            projectID: context.parameters.path("project_id"),
+            name: try body.requiredString("name"),
+            withoutKey: try body.bool("create_service_account_only") ?? false
+        )
+        return Wire.response { writer in
+            writer.object { writer in
+                Wire.serviceAccountFields(&writer, created.account)
+                writer.key("api_key")
+                if let key = created.key {
+                    Wire.serviceAccountKeyWithValue(&writer, key.key, value: key.plaintext)
+                } else {
+                    writer.null()
+                }
+            }
+        }
+    }
+
+    @Sendable func retrieveServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let account = try await self.store.serviceAccount(
+            id: context.parameters.path("service_account_id"),
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID
+        )
+        return Wire.response { Wire.serviceAccount(&$0, account) }
+    }
+
+    @Sendable func updateServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let account = try await self.store.updateServiceAccount(
+            id: context.parameters.path("service_account_id"),
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID,
+            name: try body.string("name"),
+            role: try body.enumeration("role", allowed: ["owner", "member"])
+        )
+        return Wire.response { Wire.serviceAccount(&$0, account) }
+    }
+
+    /// Deletes the account and every key it owns.
+    @Sendable func deleteServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let accountID = context.parameters.path("service_account_id")
+        try await self.store.deleteServiceAccount(
+            id: accountID,
+            projectID: context.parameters.path("project_id"),
+            organizationID: principal.organizationID
+        )
+        return Wire.deleted("organization.project.service_account.deleted", id: accountID)
+    }
+
+    @Sendable func createServiceAccountKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let created = try await self.keysmith.createAPIKey(
+            organizationID: principal.organizationID,
+            projectID: context.parameters.path("project_id"),
+            owner: .serviceAccount(id: context.parameters.path("service_account_id")),
+            name: try body.string("name") ?? "Secret Key",
+            scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
+            expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
+        )
+        return Wire.response { Wire.serviceAccountKeyWithValue(&$0, created.key, value: created.plaintext) }
+    }
+
+    // MARK: Admin keys
+
+    @Sendable func listAdminKeys(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let query = QueryParameters(request.uri.query)
+        let order = try query.enumeration("order", default: SortOrder.asc)
+        let page = try await self.store.listAdminKeys(
+            organizationID: principal.organizationID,
+            descending: order == .desc,
+            page: try query.page()
+        )
+        return Wire.list(page, id: \.id) { writer, key in Wire.adminKey(&writer, key) }
+    }
+
+    @Sendable func createAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let created = try await self.keysmith.createAdminKey(
+            name: try body.requiredString("name"),
+            organizationID: principal.organizationID,
+            expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
+        )
+        return Wire.response { Wire.adminKey(&$0, created.key, value: created.plaintext) }
+    }
+
+    @Sendable func retrieveAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.read(request)
+        let key = try await self.store.adminKey(id: context.parameters.path("key_id"), organizationID: principal.organizationID)
+        return Wire.response { Wire.adminKey(&$0, key) }
+    }
+
+    @Sendable func deleteAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let keyID = context.parameters.path("key_id")
+        try await self.store.deleteAdminKey(id: keyID, organizationID: principal.organizationID)
+        self.authenticator.forget(keyID: keyID)
+        return Wire.deleted("organization.admin_api_key.deleted", id: keyID)
+    }
+}
+
+enum SortOrder: String, CaseIterable {
+    case asc
+    case desc
+}

@@ -1,0 +1,57 @@
+public import SQLKit
+import Synchronization
+
+/// A database engine as the store uses it: reads that see committed data, and writes that run in one
+/// transaction each, serialised so that a check and the change it guards cannot interleave with another write.
+public protocol SQLEngine: Sendable {
+    /// Runs `body` on a connection suitable for reading.
+    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T
+
+    /// Runs `body` in a transaction: committed if it returns, rolled back if it throws.
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T
+
+    /// Closes every connection. No call may follow.
+    func close() async throws
+}
+
+/// An async mutual-exclusion lock with FIFO hand-over.
+final class AsyncLock: Sendable {
+    private struct State {
+        var isLocked = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await self.lock()
+        defer { self.unlock() }
+        return try await body()
+    }
+
+    private func lock() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let acquired = self.state.withLock { state in
+                if state.isLocked {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                state.isLocked = true
+                return true
+            }
+            if acquired { continuation.resume() }
+        }
+    }
+
+    private func unlock() {
+        let next = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.isLocked = false
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        // The lock passes straight to the next waiter; it stays locked.
+        next?.resume()
+    }
+}

@@ -1,0 +1,219 @@
+public import KeysmithCore
+import SQLKit
+
+extension SQLStore {
+    /// A key with everything its `owner` object shows, in one query.
+    static let apiKeySelect = """
+        SELECT k.id, k.organization_id, k.project_id, k.name, k.redacted_value, k.created_at, k.last_used_at,
+               k.expires_at, k.scopes, k.owner_type,
+               u.id AS user_id, u.email AS user_email, u.name AS user_name, u.role AS user_role,
+               u.added_at AS user_added_at, m.role AS member_role,
+               s.id AS account_id, s.name AS account_name, s.role AS account_role, s.created_at AS account_created_at
+        FROM api_keys k
+        LEFT JOIN users u ON u.id = k.user_id
+        LEFT JOIN project_members m ON m.project_id = k.project_id AND m.user_id = k.user_id
+        LEFT JOIN service_accounts s ON s.id = k.service_account_id
+        """
+
+    static func apiKey(from row: any SQLRow) throws -> APIKey {
+        let organizationID = try row.string("organization_id")
+        let projectID = try row.string("project_id")
+        let owner: APIKeyOwner
+        if try row.string("owner_type") == "user" {
+            let user = User(
+                id: try row.string("user_id"),
+                organizationID: organizationID,
+                email: try row.string("user_email"),
+                name: try row.optionalString("user_name"),
+                role: try row.string("user_role"),
+                addedAt: try row.int("user_added_at")
+            )
+            owner = .user(user, role: try row.optionalString("member_role"))
+        } else {
+            owner = .serviceAccount(
+                ServiceAccount(
+                    id: try row.string("account_id"),
+                    organizationID: organizationID,
+                    projectID: projectID,
+                    name: try row.string("account_name"),
+                    role: try row.string("account_role"),
+                    createdAt: try row.int("account_created_at")
+                )
+            )
+        }
+        return APIKey(
+            id: try row.string("id"),
+            organizationID: organizationID,
+            projectID: projectID,
+            name: try row.string("name"),
+            redactedValue: try row.string("redacted_value"),
+            createdAt: try row.int("created_at"),
+            lastUsedAt: try row.optionalInt("last_used_at"),
+            expiresAt: try row.optionalInt("expires_at"),
+            scopes: ScopeList.decode(try row.string("scopes")),
+            owner: owner
+        )
+    }
+
+    static func insertAPIKey(_ database: any SQLDatabase, _ key: NewAPIKey) async throws {
+        let ownerType: String
+        let userID: String?
+        let accountID: String?
+        switch key.owner {
+        case .user(let id):
+            (ownerType, userID, accountID) = ("user", id, nil)
+        case .serviceAccount(let id):
+            (ownerType, userID, accountID) = ("service_account", nil, id)
+        }
+        try await database.raw(
+            """
+            INSERT INTO api_keys (id, organization_id, project_id, owner_type, user_id, service_account_id, name,
+                                  secret_hash, redacted_value, scopes, created_at, expires_at)
+            VALUES (\(bind: key.id), \(bind: key.organizationID), \(bind: key.projectID), \(bind: ownerType),
+                    \(bind: userID), \(bind: accountID), \(bind: key.name), \(bind: key.secret.hash),
+                    \(bind: key.secret.redactedValue), \(bind: ScopeList.encode(key.scopes)), \(bind: key.createdAt),
+                    \(bind: key.expiresAt))
+            """
+        ).run()
+    }
+
+    static func apiKey(_ database: any SQLDatabase, id: String, projectID: String, organizationID: String) async throws -> APIKey {
+        let row = try await database.raw(
+            """
+            \(unsafeRaw: apiKeySelect)
+            WHERE k.id = \(bind: id) AND k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
+            """
+        ).first()
+        guard let row else {
+            _ = try await project(database, id: projectID, organizationID: organizationID)
+            throw KeysmithError.notFound(resource: "API key", id: id)
+        }
+        return try apiKey(from: row)
+    }
+
+    public func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
+        try await self.engine.write { database in
+            _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
+            switch key.owner {
+            case .user(let userID):
+                do {
+                    _ = try await Self.member(
+                        database,
+                        projectID: key.projectID,
+                        organizationID: key.organizationID,
+                        userID: userID
+                    )
+                } catch KeysmithError.notFound {
+                    throw KeysmithError.invalidRequest(
+                        message: "User \(userID) is not a member of project \(key.projectID); add them to the project first.",
+                        param: "user_id",
+                        code: nil
+                    )
+                }
+            case .serviceAccount(let accountID):
+                _ = try await Self.serviceAccount(
+                    database,
+                    id: accountID,
+                    projectID: key.projectID,
+                    organizationID: key.organizationID
+                )
+            }
+            try await Self.insertAPIKey(database, key)
+            return try await Self.apiKey(database, id: key.id, projectID: key.projectID, organizationID: key.organizationID)
+        }
+    }
+
+    public func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey {
+        try await self.engine.read { database in
+            try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+        }
+    }
+
+    public func listAPIKeys(
+        projectID: String,
+        organizationID: String,
+        access: OwnerProjectAccess,
+        page: PageRequest
+    ) async throws -> Page<APIKey> {
+        try await self.engine.read { database in
+            var query: SQLQueryString = """
+                \(unsafeRaw: Self.apiKeySelect)
+                WHERE k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
+                """
+            switch access {
+            case .active: query = query + " AND (k.owner_type = 'service_account' OR m.user_id IS NOT NULL)"
+            case .inactive: query = query + " AND k.owner_type = 'user' AND m.user_id IS NULL"
+            case .any: break
+            }
+            if let after = page.after {
+                let time = try await Self.cursorTime(
+                    database,
+                    after: after,
+                    query: """
+                        SELECT created_at AS cursor_time FROM api_keys
+                        WHERE id = \(bind: after) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+                        """
+                )
+                query = query + " AND (k.created_at > \(bind: time) OR (k.created_at = \(bind: time) AND k.id > \(bind: after)))"
+            }
+            query = query + " ORDER BY k.created_at, k.id LIMIT \(literal: page.limit + 1)"
+            let rows = try await database.raw(query).all()
+            if rows.isEmpty && page.after == nil {
+                // An empty first page: the project may not exist at all, which is a 404, not an empty list.
+                _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            }
+            return Self.page(try rows.map(Self.apiKey(from:)), limit: page.limit)
+        }
+    }
+
+    public func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
+        try await self.engine.write { database in
+            let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+            if case .serviceAccount(let account) = key.owner {
+                throw KeysmithError.invalidRequest(
+                    message: "API key \(id) belongs to service account \(account.id); service account keys cannot be "
+                        + "deleted one by one. Delete the service account instead.",
+                    param: "api_key_id",
+                    code: nil
+                )
+            }
+            try await database.raw("DELETE FROM api_keys WHERE id = \(bind: id)").run()
+        }
+    }
+
+    public func updateAPIKey(
+        id: String,
+        projectID: String,
+        organizationID: String,
+        scopes: [String]?,
+        expiresAt: UnixSeconds??,
+        now: UnixSeconds
+    ) async throws -> APIKey {
+        try await self.engine.write { database in
+            var key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+            if let expiry = key.expiresAt, expiry <= now {
+                throw KeysmithError.invalidRequest(
+                    message: "API key \(id) has expired; expired keys cannot be updated.",
+                    param: nil,
+                    code: "api_key_expired"
+                )
+            }
+            if let scopes { key.scopes = scopes }
+            if let expiresAt { key.expiresAt = expiresAt }
+            try await database.raw(
+                """
+                UPDATE api_keys SET scopes = \(bind: ScopeList.encode(key.scopes)), expires_at = \(bind: key.expiresAt)
+                WHERE id = \(bind: id)
+                """
+            ).run()
+            return key
+        }
+    }
+
+    public func apiKey(secretHash: String) async throws -> APIKey? {
+        try await self.engine.read { database in
+            try await database.raw("\(unsafeRaw: Self.apiKeySelect) WHERE k.secret_hash = \(bind: secretHash)")
+                .first().map(Self.apiKey(from:))
+        }
+    }
+}

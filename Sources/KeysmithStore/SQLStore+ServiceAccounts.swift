@@ -1,0 +1,107 @@
+public import KeysmithCore
+import SQLKit
+
+extension SQLStore {
+    static let serviceAccountColumns = "id, organization_id, project_id, name, role, created_at"
+
+    static func serviceAccount(from row: any SQLRow) throws -> ServiceAccount {
+        ServiceAccount(
+            id: try row.string("id"),
+            organizationID: try row.string("organization_id"),
+            projectID: try row.string("project_id"),
+            name: try row.string("name"),
+            role: try row.string("role"),
+            createdAt: try row.int("created_at")
+        )
+    }
+
+    static func serviceAccount(
+        _ database: any SQLDatabase,
+        id: String,
+        projectID: String,
+        organizationID: String
+    ) async throws -> ServiceAccount {
+        let row = try await database.raw(
+            """
+            SELECT \(unsafeRaw: serviceAccountColumns) FROM service_accounts
+            WHERE id = \(bind: id) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+            """
+        ).first()
+        guard let row else {
+            _ = try await project(database, id: projectID, organizationID: organizationID)
+            throw KeysmithError.notFound(resource: "service account", id: id)
+        }
+        return try serviceAccount(from: row)
+    }
+
+    public func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
+        try await self.engine.write { database in
+            _ = try await Self.activeProject(database, id: account.projectID, organizationID: account.organizationID)
+            try await database.raw(
+                """
+                INSERT INTO service_accounts (id, organization_id, project_id, name, role, created_at)
+                VALUES (\(bind: account.id), \(bind: account.organizationID), \(bind: account.projectID),
+                        \(bind: account.name), \(bind: account.role), \(bind: account.createdAt))
+                """
+            ).run()
+            if let key {
+                try await Self.insertAPIKey(database, key)
+            }
+        }
+    }
+
+    public func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount {
+        try await self.engine.read { database in
+            try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+        }
+    }
+
+    public func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
+        try await self.engine.read { database in
+            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            var query: SQLQueryString = """
+                SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
+                """
+            if let after = page.after {
+                let time = try await Self.cursorTime(
+                    database,
+                    after: after,
+                    query: """
+                        SELECT created_at AS cursor_time FROM service_accounts
+                        WHERE id = \(bind: after) AND project_id = \(bind: projectID)
+                        """
+                )
+                query = query + " AND (created_at > \(bind: time) OR (created_at = \(bind: time) AND id > \(bind: after)))"
+            }
+            query = query + " ORDER BY created_at, id LIMIT \(literal: page.limit + 1)"
+            let rows = try await database.raw(query).all()
+            return Self.page(try rows.map(Self.serviceAccount(from:)), limit: page.limit)
+        }
+    }
+
+    public func updateServiceAccount(
+        id: String,
+        projectID: String,
+        organizationID: String,
+        name: String?,
+        role: String?
+    ) async throws -> ServiceAccount {
+        try await self.engine.write { database in
+            var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            if let name { account.name = name }
+            if let role { account.role = role }
+            try await database.raw(
+                "UPDATE service_accounts SET name = \(bind: account.name), role = \(bind: account.role) WHERE id = \(bind: id)"
+            ).run()
+            return account
+        }
+    }
+
+    public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
+        try await self.engine.write { database in
+            _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()
+            try await database.raw("DELETE FROM service_accounts WHERE id = \(bind: id)").run()
+        }
+    }
+}

@@ -1,0 +1,200 @@
+public import KeysmithCore
+import SQLKit
+
+extension SQLStore {
+    public func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
+        try await self.engine.write { database in
+            let stored = try await database.raw(
+                "SELECT name, value FROM keysmith_settings WHERE name IN ('hmac_secret', 'hmac_secret_fingerprint')"
+            ).all()
+            var settings: [String: String] = [:]
+            for row in stored {
+                settings[try row.string("name")] = try row.string("value")
+            }
+            let secret: [UInt8]
+            if let override {
+                secret = override
+            } else if let hex = settings["hmac_secret"], let bytes = Hex.decode(hex) {
+                return bytes
+            } else {
+                var generator = SystemRandomNumberGenerator()
+                secret = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+                try await Self.setSetting(database, "hmac_secret", Hex.encode(secret))
+            }
+            let fingerprint = KeyHasher(secret: secret).fingerprint
+            if let recorded = settings["hmac_secret_fingerprint"] {
+                guard recorded == fingerprint else { throw SecretMismatchError() }
+            } else {
+                try await Self.setSetting(database, "hmac_secret_fingerprint", fingerprint)
+            }
+            return secret
+        }
+    }
+
+    static func setSetting(_ database: any SQLDatabase, _ name: String, _ value: String) async throws {
+        try await database.raw(
+            """
+            INSERT INTO keysmith_settings (name, value) VALUES (\(bind: name), \(bind: value))
+            ON CONFLICT (name) DO UPDATE SET value = excluded.value
+            """
+        ).run()
+    }
+
+    public func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
+        try await self.engine.write { database in
+            guard try await database.raw("SELECT id FROM organizations LIMIT 1").first() == nil else { return false }
+            try await Self.insertOrganization(database, organization)
+            try await Self.setSetting(database, "default_organization_id", organization.id)
+            if let adminKey {
+                try await Self.insertAdminKey(database, adminKey.key, secretHash: adminKey.secretHash)
+            }
+            return true
+        }
+    }
+
+    public func defaultOrganization() async throws -> Organization? {
+        try await self.engine.read { database in
+            try await database.raw(
+                """
+                SELECT o.id, o.name, o.created_at FROM organizations o
+                JOIN keysmith_settings s ON s.name = 'default_organization_id' AND s.value = o.id
+                """
+            ).first().map(Self.organization(from:))
+        }
+    }
+
+    public func createOrganization(_ organization: Organization) async throws {
+        try await self.engine.write { database in
+            try await Self.insertOrganization(database, organization)
+            // The first organization of a database is its default one.
+            let hasDefault = try await database.raw(
+                "SELECT value FROM keysmith_settings WHERE name = 'default_organization_id'"
+            ).first()
+            if hasDefault == nil {
+                try await Self.setSetting(database, "default_organization_id", organization.id)
+            }
+        }
+    }
+
+    public func organization(id: String) async throws -> Organization {
+        let found = try await self.engine.read { database in
+            try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
+                .first().map(Self.organization(from:))
+        }
+        guard let found else { throw KeysmithError.notFound(resource: "organization", id: id) }
+        return found
+    }
+
+    static func insertOrganization(_ database: any SQLDatabase, _ organization: Organization) async throws {
+        try await database.raw(
+            """
+            INSERT INTO organizations (id, name, created_at)
+            VALUES (\(bind: organization.id), \(bind: organization.name), \(bind: organization.createdAt))
+            """
+        ).run()
+    }
+
+    static func organization(from row: any SQLRow) throws -> Organization {
+        Organization(id: try row.string("id"), name: try row.string("name"), createdAt: try row.int("created_at"))
+    }
+
+    // MARK: Admin keys
+
+    public func createAdminKey(_ key: AdminKey, secretHash: String) async throws {
+        try await self.engine.write { database in
+            guard try await database.raw("SELECT id FROM organizations WHERE id = \(bind: key.organizationID)").first() != nil
+            else { throw KeysmithError.notFound(resource: "organization", id: key.organizationID) }
+            try await Self.insertAdminKey(database, key, secretHash: secretHash)
+        }
+    }
+
+    static func insertAdminKey(_ database: any SQLDatabase, _ key: AdminKey, secretHash: String) async throws {
+        try await database.raw(
+            """
+            INSERT INTO admin_keys (id, organization_id, name, secret_hash, redacted_value, created_at, expires_at)
+            VALUES (\(bind: key.id), \(bind: key.organizationID), \(bind: key.name), \(bind: secretHash),
+                    \(bind: key.redactedValue), \(bind: key.createdAt), \(bind: key.expiresAt))
+            """
+        ).run()
+    }
+
+    static let adminKeyColumns = "id, organization_id, name, redacted_value, created_at, expires_at, last_used_at"
+
+    static func adminKey(from row: any SQLRow) throws -> AdminKey {
+        AdminKey(
+            id: try row.string("id"),
+            organizationID: try row.string("organization_id"),
+            name: try row.string("name"),
+            redactedValue: try row.string("redacted_value"),
+            createdAt: try row.int("created_at"),
+            expiresAt: try row.optionalInt("expires_at"),
+            lastUsedAt: try row.optionalInt("last_used_at")
+        )
+    }
+
+    public func adminKey(secretHash: String) async throws -> AdminKey? {
+        try await self.engine.read { database in
+            try await database.raw(
+                "SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE secret_hash = \(bind: secretHash)"
+            ).first().map(Self.adminKey(from:))
+        }
+    }
+
+    public func adminKey(id: String, organizationID: String) async throws -> AdminKey {
+        let found = try await self.engine.read { database in
+            try await database.raw(
+                """
+                SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys
+                WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)
+                """
+            ).first().map(Self.adminKey(from:))
+        }
+        guard let found else { throw KeysmithError.notFound(resource: "admin API key", id: id) }
+        return found
+    }
+
+    public func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
+        try await self.engine.read { database in
+            var query: SQLQueryString = """
+                SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
+                """
+            let comparison = descending ? "<" : ">"
+            if let after = page.after {
+                let time = try await Self.cursorTime(
+                    database,
+                    after: after,
+                    query: """
+                        SELECT created_at AS cursor_time FROM admin_keys
+                        WHERE id = \(bind: after) AND organization_id = \(bind: organizationID)
+                        """
+                )
+                query =
+                    query
+                    + " AND (created_at \(unsafeRaw: comparison) \(bind: time)"
+                    + " OR (created_at = \(bind: time) AND id \(unsafeRaw: comparison) \(bind: after)))"
+            }
+            let direction = descending ? "DESC" : "ASC"
+            query = query + " ORDER BY created_at \(unsafeRaw: direction), id \(unsafeRaw: direction) LIMIT \(literal: page.limit + 1)"
+            let rows = try await database.raw(query).all()
+            return Self.page(try rows.map(Self.adminKey(from:)), limit: page.limit)
+        }
+    }
+
+    public func deleteAdminKey(id: String, organizationID: String) async throws {
+        try await self.engine.write { database in
+            let existing = try await database.raw(
+                "SELECT id FROM admin_keys WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)"
+            ).first()
+            guard existing != nil else { throw KeysmithError.notFound(resource: "admin API key", id: id) }
+            try await database.raw("DELETE FROM admin_keys WHERE id = \(bind: id)").run()
+        }
+    }
+}
+
+/// `KEYSMITH_SECRET` is not the secret this database's keys were hashed with.
+public struct SecretMismatchError: Error, CustomStringConvertible {
+    public var description: String {
+        "the server secret (KEYSMITH_SECRET) differs from the one this database's keys were hashed with; "
+            + "start with the original secret, or unset KEYSMITH_SECRET if the database keeps its own"
+    }
+}
