@@ -1,0 +1,140 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeysmithCore
+import KeysmithServer
+import KeysmithStore
+import Logging
+import NIOCore
+import Testing
+
+/// A response's status, headers and parsed JSON body.
+struct Reply: Sendable {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var text: String
+
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(self.text.utf8))) as? [String: Any] ?? [:]
+    }
+
+    var data: [[String: Any]] { self.json["data"] as? [[String: Any]] ?? [] }
+
+    subscript(_ key: String) -> Any? { self.json[key] }
+
+    var error: [String: Any] { self.json["error"] as? [String: Any] ?? [:] }
+
+    /// Checks OpenAI's error envelope: all four keys present, and the status, param and code given.
+    func expectError(
+        _ status: HTTPResponse.Status,
+        param: String? = nil,
+        code: String? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(self.status == status, "body: \(self.text)", sourceLocation: sourceLocation)
+        let error = self.error
+        #expect(Set(error.keys) == ["message", "type", "param", "code"], "body: \(self.text)", sourceLocation: sourceLocation)
+        #expect(error["message"] is String, sourceLocation: sourceLocation)
+        #expect(error["type"] is String, sourceLocation: sourceLocation)
+        #expect((error["param"] as? String) == param, "body: \(self.text)", sourceLocation: sourceLocation)
+        if let code {
+            #expect((error["code"] as? String) == code, "body: \(self.text)", sourceLocation: sourceLocation)
+        }
+        #expect(self.headers[.contentType] == "application/json", sourceLocation: sourceLocation)
+    }
+}
+
+/// The application on an in-memory database with a manual clock, and helpers that speak its API.
+struct Harness: Sendable {
+    let client: any TestClientProtocol
+    let adminKey: String
+    let clock: ManualClock
+    let keysmith: Keysmith
+
+    /// Builds the application exactly as `keysmith serve` does, on a private in-memory database.
+    static func run(_ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
+        let clock = ManualClock()
+        let built = try await buildApplication(
+            KeysmithConfiguration(database: .sqliteMemory, clock: clock.clock, bootstrapAdminKeyName: "test admin key"),
+            logger: Logger(label: "test")
+        )
+        let adminKey = try #require(built.bootstrap?.adminKey)
+        let keysmith = built.keysmith
+        try await built.application.test(.router) { client in
+            try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith))
+        }
+    }
+
+    func request(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        key: String? = nil,
+        body: String? = nil,
+        headers: HTTPFields = [:]
+    ) async throws -> Reply {
+        var headers = headers
+        // nil means the harness's admin key; "" sends no Authorization header.
+        let token = key ?? self.adminKey
+        if !token.isEmpty {
+            headers[.authorization] = "Bearer \(token)"
+        }
+        if body != nil { headers[.contentType] = "application/json" }
+        let response = try await self.client.execute(
+            uri: path,
+            method: method,
+            headers: headers,
+            body: body.map { ByteBuffer(string: $0) }
+        )
+        return Reply(status: response.status, headers: response.headers, text: String(buffer: response.body))
+    }
+
+    func get(_ path: String, key: String? = nil) async throws -> Reply {
+        try await self.request(.get, "/v1/organization" + path, key: key)
+    }
+
+    func post(_ path: String, _ body: String? = "{}", key: String? = nil) async throws -> Reply {
+        try await self.request(.post, "/v1/organization" + path, key: key, body: body)
+    }
+
+    func delete(_ path: String, key: String? = nil) async throws -> Reply {
+        // The Python SDK sends a JSON content type on DELETE with no body.
+        try await self.request(.delete, "/v1/organization" + path, key: key, headers: [.contentType: "application/json"])
+    }
+
+    /// Creates a project and returns its id.
+    func project(_ name: String = "Project") async throws -> String {
+        let reply = try await self.post("/projects", #"{"name":"\#(name)"}"#)
+        #expect(reply.status == .ok, "\(reply.text)")
+        return try #require(reply["id"] as? String)
+    }
+
+    /// Creates an organization user and adds them to the project; returns the user id.
+    func member(of projectID: String, email: String, role: String = "member") async throws -> String {
+        let user = try await self.post("/users", #"{"email":"\#(email)","name":"Member"}"#)
+        #expect(user.status == .ok, "\(user.text)")
+        let userID = try #require(user["id"] as? String)
+        let added = try await self.post("/projects/\(projectID)/users", #"{"user_id":"\#(userID)","role":"\#(role)"}"#)
+        #expect(added.status == .ok, "\(added.text)")
+        return userID
+    }
+
+    /// Creates a user-owned key; returns (id, plaintext).
+    func userKey(projectID: String, userID: String, name: String = "key", extra: String = "") async throws -> (id: String, value: String) {
+        let reply = try await self.post("/projects/\(projectID)/api_keys", #"{"name":"\#(name)","user_id":"\#(userID)"\#(extra)}"#)
+        #expect(reply.status == .ok, "\(reply.text)")
+        return (try #require(reply["id"] as? String), try #require(reply["value"] as? String))
+    }
+
+    /// Creates a service account with its first key; returns (account id, key id, plaintext).
+    func serviceAccount(projectID: String, name: String = "bot") async throws -> (id: String, keyID: String, value: String) {
+        let reply = try await self.post("/projects/\(projectID)/service_accounts", #"{"name":"\#(name)"}"#)
+        #expect(reply.status == .ok, "\(reply.text)")
+        let key = try #require(reply["api_key"] as? [String: Any])
+        return (
+            try #require(reply["id"] as? String),
+            try #require(key["id"] as? String),
+            try #require(key["value"] as? String)
+        )
+    }
+}

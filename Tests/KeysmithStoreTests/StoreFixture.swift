@@ -1,0 +1,101 @@
+import Foundation
+import KeysmithCore
+import KeysmithStore
+import Logging
+import Testing
+
+/// A migrated store on a private in-memory SQLite database, with one organization and a manual clock.
+struct StoreFixture {
+    let store: SQLStore
+    let clock: ManualClock
+    let organization: Organization
+    let ids = IDGenerator()
+
+    /// Runs `body` with a fresh fixture and closes the database afterwards, whatever happens.
+    static func run(_ body: (StoreFixture) async throws -> Void) async throws {
+        let clock = ManualClock()
+        let store = try await SQLStore.open(.sqliteMemory, clock: clock.clock, logger: Logger(label: "test"))
+        do {
+            try await store.migrate()
+            let organization = Organization(id: IDGenerator.shared.make(.organization), name: "Org", createdAt: clock.now)
+            try await store.createOrganization(organization)
+            try await body(StoreFixture(store: store, clock: clock, organization: organization))
+        } catch {
+            try await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+
+    var organizationID: String { self.organization.id }
+
+    func project(_ name: String = "Project") async throws -> Project {
+        let project = Project(id: self.ids.make(.project), organizationID: self.organizationID, name: name, createdAt: self.clock.now)
+        try await self.store.createProject(project)
+        return project
+    }
+
+    func user(_ email: String) async throws -> User {
+        let user = User(
+            id: self.ids.make(.user),
+            organizationID: self.organizationID,
+            email: email,
+            name: nil,
+            role: "reader",
+            addedAt: self.clock.now
+        )
+        try await self.store.createUser(user)
+        return user
+    }
+
+    func newKey(projectID: String, owner: NewAPIKey.Owner, name: String = "key", expiresAt: Int? = nil) -> NewAPIKey {
+        let plaintext = KeySecret.generate(owner.kind)
+        return NewAPIKey(
+            id: self.ids.make(.apiKey),
+            organizationID: self.organizationID,
+            projectID: projectID,
+            owner: owner,
+            name: name,
+            secret: NewKeySecret(hash: Hex.encode(Array(plaintext.utf8.prefix(32))), redactedValue: KeySecret.redact(plaintext, kind: owner.kind)),
+            scopes: [],
+            createdAt: self.clock.now,
+            expiresAt: expiresAt
+        )
+    }
+
+    /// A project with a member whose keys can be created.
+    func projectWithMember() async throws -> (Project, User) {
+        let project = try await self.project()
+        let user = try await self.user("\(UUID().uuidString.prefix(8))@example.com")
+        _ = try await self.store.addProjectMember(
+            projectID: project.id,
+            organizationID: self.organizationID,
+            userID: user.id,
+            role: "member",
+            at: self.clock.now
+        )
+        return (project, user)
+    }
+}
+
+func expectInvalid(param: String?, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected an invalid request error for \(param ?? "no param")")
+    } catch KeysmithError.invalidRequest(_, let actual, _) {
+        #expect(actual == param)
+    } catch {
+        Issue.record("unexpected error \(error)")
+    }
+}
+
+func expectNotFound(_ resource: String, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected not found")
+    } catch KeysmithError.notFound(let actual, _) {
+        #expect(actual == resource)
+    } catch {
+        Issue.record("unexpected error \(error)")
+    }
+}

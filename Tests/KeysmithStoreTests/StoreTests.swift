@@ -1,0 +1,419 @@
+import Foundation
+import KeysmithCore
+import KeysmithStore
+import Logging
+import Testing
+
+@Suite("Store: setup")
+struct StoreSetupTests {
+    @Test("Migrations apply once, in order, and a second run applies nothing")
+    func migrationsAreIdempotent() async throws {
+        let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
+        #expect(try await store.migrate() == ["0001_create_schema"])
+        #expect(try await store.migrate() == [])
+        try await store.close()
+    }
+
+    @Test("The server secret is generated once and kept; a different override is refused")
+    func serverSecret() async throws {
+        try await StoreFixture.run { fixture in
+            let first = try await fixture.store.serverSecret(override: nil)
+            #expect(first.count == 32)
+            #expect(try await fixture.store.serverSecret(override: nil) == first)
+            #expect(try await fixture.store.serverSecret(override: first) == first)
+            await #expect(throws: SecretMismatchError.self) {
+                _ = try await fixture.store.serverSecret(override: Array(repeating: 1, count: 32))
+            }
+        }
+    }
+
+    @Test("A database started with KEYSMITH_SECRET refuses to start without it")
+    func overrideIsRemembered() async throws {
+        try await StoreFixture.run { fixture in
+            let configured: [UInt8] = Array("0123456789abcdef0123456789abcdef".utf8)
+            let secret = try await fixture.store.serverSecret(override: configured)
+            #expect(secret == configured)
+            await #expect(throws: SecretMismatchError.self) {
+                _ = try await fixture.store.serverSecret(override: nil)
+            }
+        }
+    }
+
+    @Test("Bootstrap creates the default organization only on an empty database")
+    func bootstrap() async throws {
+        let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
+        try await store.migrate()
+        #expect(try await store.defaultOrganization() == nil)
+        let organization = Organization(id: "org-first", name: "Default", createdAt: 1)
+        let key = AdminKey(id: "key_admin", organizationID: organization.id, name: "boot", redactedValue: "sk-admin-***", createdAt: 1)
+        #expect(try await store.bootstrap(organization: organization, adminKey: (key, "hash")))
+        #expect(try await store.defaultOrganization() == organization)
+        #expect(try await store.adminKey(secretHash: "hash")?.id == "key_admin")
+        let other = Organization(id: "org-second", name: "Other", createdAt: 2)
+        #expect(try await !store.bootstrap(organization: other, adminKey: nil))
+        #expect(try await store.defaultOrganization() == organization)
+        try await store.close()
+    }
+
+    @Test("A file database keeps its data and secret across reopening, in WAL mode")
+    func fileDatabase() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let url = DatabaseURL.sqliteFile(path: directory.appendingPathComponent("k.sqlite").path)
+
+        let first = try await SQLStore.open(url, logger: Logger(label: "test"))
+        try await first.migrate()
+        let secret = try await first.serverSecret(override: nil)
+        let organization = Organization(id: "org-a", name: "A", createdAt: 1)
+        try await first.createOrganization(organization)
+        try await first.close()
+
+        let second = try await SQLStore.open(url, logger: Logger(label: "test"))
+        #expect(try await second.migrate() == [])
+        #expect(try await second.serverSecret(override: nil) == secret)
+        #expect(try await second.defaultOrganization() == organization)
+        // WAL mode: the log sits beside the database while it is open.
+        #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("k.sqlite-wal").path))
+        try await second.close()
+    }
+
+    @Test("A file that is not a database, or a path that cannot be created, is a clear error")
+    func unreadableDatabase() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let garbage = directory.appendingPathComponent("garbage.sqlite")
+        try Data(repeating: 0x41, count: 4096).write(to: garbage)
+        await #expect(throws: SQLiteOpenError.self) {
+            _ = try await SQLStore.open(.sqliteFile(path: garbage.path), logger: Logger(label: "test"))
+        }
+        await #expect(throws: SQLiteOpenError.self) {
+            _ = try await SQLStore.open(.sqliteFile(path: "/nonexistent-dir/x/k.sqlite"), logger: Logger(label: "test"))
+        }
+    }
+
+    @Test("Database URLs parse as documented")
+    func databaseURLs() throws {
+        #expect(try DatabaseURL(parsing: "sqlite:keysmith.sqlite") == .sqliteFile(path: "keysmith.sqlite"))
+        #expect(try DatabaseURL(parsing: "sqlite:data/k.sqlite") == .sqliteFile(path: "data/k.sqlite"))
+        #expect(try DatabaseURL(parsing: "sqlite:///var/lib/k.sqlite") == .sqliteFile(path: "/var/lib/k.sqlite"))
+        #expect(try DatabaseURL(parsing: "sqlite::memory:") == .sqliteMemory)
+        #expect(try DatabaseURL(parsing: "postgres://u:p@localhost/k") == .postgres("postgres://u:p@localhost/k"))
+        for bad in ["", "mysql://x", "sqlite:", "sqlite://host/x", "sqlite::other:", "keysmith.sqlite"] {
+            #expect(throws: DatabaseURLError.self) { try DatabaseURL(parsing: bad) }
+        }
+        #expect(!DatabaseURL.postgres("postgres://u:secret@h/k").description.contains("secret"))
+    }
+
+    @Test("PostgreSQL URLs are refused with a clear error until it is supported")
+    func postgresNotYet() async {
+        await #expect(throws: UnsupportedDatabaseError.self) {
+            _ = try await SQLStore.open(.postgres("postgres://localhost/k"), logger: Logger(label: "test"))
+        }
+    }
+}
+
+@Suite("Store: projects and pagination")
+struct StoreProjectTests {
+    @Test("Lists page in (creation time, id) order with exact has_more, also when times tie")
+    func pagination() async throws {
+        try await StoreFixture.run { fixture in
+            var created: [String] = []
+            for index in 0..<25 {
+                created.append(try await fixture.project("p\(index)").id)
+                if index % 10 == 9 { fixture.clock.advance(by: 1) }
+            }
+            var seen: [String] = []
+            var after: String?
+            var pages = 0
+            while true {
+                let page = try await fixture.store.listProjects(
+                    organizationID: fixture.organizationID,
+                    includeArchived: false,
+                    page: PageRequest(limit: 10, after: after)
+                )
+                pages += 1
+                seen += page.items.map(\.id)
+                #expect(page.hasMore == (seen.count < 25))
+                guard page.hasMore else { break }
+                after = page.items.last?.id
+            }
+            #expect(pages == 3)
+            #expect(seen == created)
+
+            let exact = try await fixture.store.listProjects(
+                organizationID: fixture.organizationID,
+                includeArchived: false,
+                page: PageRequest(limit: 25)
+            )
+            #expect(exact.items.count == 25 && !exact.hasMore)
+        }
+    }
+
+    @Test("An unknown or foreign after cursor is an invalid request naming 'after'")
+    func unknownCursor() async throws {
+        try await StoreFixture.run { fixture in
+            _ = try await fixture.project()
+            await expectInvalid(param: "after") {
+                _ = try await fixture.store.listProjects(
+                    organizationID: fixture.organizationID,
+                    includeArchived: false,
+                    page: PageRequest(after: "proj_missing")
+                )
+            }
+        }
+    }
+
+    @Test("Archived projects are listed only on request, and refuse updates")
+    func archive() async throws {
+        try await StoreFixture.run { fixture in
+            let kept = try await fixture.project("kept")
+            let archived = try await fixture.project("gone")
+            fixture.clock.advance(by: 5)
+            let result = try await fixture.store.archiveProject(id: archived.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            #expect(result.archivedAt == fixture.clock.now)
+            // Archiving again keeps the first time.
+            fixture.clock.advance(by: 5)
+            let again = try await fixture.store.archiveProject(id: archived.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            #expect(again.archivedAt == result.archivedAt)
+
+            let active = try await fixture.store.listProjects(organizationID: fixture.organizationID, includeArchived: false, page: PageRequest())
+            #expect(active.items.map(\.id) == [kept.id])
+            let all = try await fixture.store.listProjects(organizationID: fixture.organizationID, includeArchived: true, page: PageRequest())
+            #expect(all.items.map(\.id) == [kept.id, archived.id])
+
+            await expectInvalid(param: nil) {
+                _ = try await fixture.store.updateProject(id: archived.id, organizationID: fixture.organizationID, name: "x", externalKeyID: nil)
+            }
+        }
+    }
+
+    @Test("Updating a project changes only the fields given; a null external key id clears it")
+    func update() async throws {
+        try await StoreFixture.run { fixture in
+            let project = try await fixture.project("before")
+            var updated = try await fixture.store.updateProject(
+                id: project.id,
+                organizationID: fixture.organizationID,
+                name: nil,
+                externalKeyID: .some("ext-1")
+            )
+            #expect(updated.name == "before" && updated.externalKeyID == "ext-1")
+            updated = try await fixture.store.updateProject(
+                id: project.id,
+                organizationID: fixture.organizationID,
+                name: "after",
+                externalKeyID: .some(nil)
+            )
+            #expect(updated.name == "after" && updated.externalKeyID == nil)
+            #expect(try await fixture.store.project(id: project.id, organizationID: fixture.organizationID) == updated)
+        }
+    }
+
+    @Test("Another organization's objects are not found")
+    func organizationIsolation() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, _) = try await fixture.projectWithMember()
+            let other = Organization(id: "org-other", name: "Other", createdAt: 1)
+            try await fixture.store.createOrganization(other)
+            await expectNotFound("project") {
+                _ = try await fixture.store.project(id: project.id, organizationID: other.id)
+            }
+            await expectNotFound("project") {
+                _ = try await fixture.store.listAPIKeys(projectID: project.id, organizationID: other.id, access: .any, page: PageRequest())
+            }
+            let list = try await fixture.store.listProjects(organizationID: other.id, includeArchived: true, page: PageRequest())
+            #expect(list.items.isEmpty)
+        }
+    }
+}
+
+@Suite("Store: users, service accounts and keys")
+struct StoreKeyTests {
+    @Test("Emails are unique per organization, case-insensitively")
+    func uniqueEmails() async throws {
+        try await StoreFixture.run { fixture in
+            _ = try await fixture.user("Ada@Example.com")
+            await expectInvalid(param: "email") {
+                _ = try await fixture.user("ada@example.COM")
+            }
+            let found = try await fixture.store.listUsers(organizationID: fixture.organizationID, emails: ["ADA@example.com"], page: PageRequest())
+            #expect(found.items.map(\.email) == ["Ada@Example.com"])
+        }
+    }
+
+    @Test("Only project members can own user keys, only in active projects")
+    func keyCreationRules() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let outsider = try await fixture.user("outsider@example.com")
+            await expectInvalid(param: "user_id") {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: outsider.id)))
+            }
+            let key = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            #expect(key.owner == .user(member, role: "member"))
+            #expect(key.lastUsedAt == nil)
+
+            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            await expectInvalid(param: nil) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            }
+            let account = ServiceAccount(
+                id: fixture.ids.make(.serviceAccount),
+                organizationID: fixture.organizationID,
+                projectID: project.id,
+                name: "bot",
+                role: "member",
+                createdAt: fixture.clock.now
+            )
+            await expectInvalid(param: nil) {
+                try await fixture.store.createServiceAccount(account, key: nil)
+            }
+        }
+    }
+
+    @Test("A member who leaves keeps their keys, listed as inactive")
+    func ownerProjectAccess() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let stays = try await fixture.user("stays@example.com")
+            _ = try await fixture.store.addProjectMember(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                userID: stays.id,
+                role: "owner",
+                at: fixture.clock.now
+            )
+            let leaving = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            let staying = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: stays.id)))
+            try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+
+            func ids(_ access: OwnerProjectAccess) async throws -> [String] {
+                try await fixture.store.listAPIKeys(
+                    projectID: project.id,
+                    organizationID: fixture.organizationID,
+                    access: access,
+                    page: PageRequest()
+                )
+                .items.map(\.id)
+            }
+            #expect(try await ids(.active) == [staying.id])
+            #expect(try await ids(.inactive) == [leaving.id])
+            #expect(try await ids(.any) == [leaving.id, staying.id])
+            let inactive = try await fixture.store.apiKey(id: leaving.id, projectID: project.id, organizationID: fixture.organizationID)
+            #expect(!inactive.owner.hasProjectAccess)
+        }
+    }
+
+    @Test("Deleting a service account deletes its keys; its keys cannot be deleted one by one")
+    func serviceAccountKeys() async throws {
+        try await StoreFixture.run { fixture in
+            let project = try await fixture.project()
+            let account = ServiceAccount(
+                id: fixture.ids.make(.serviceAccount),
+                organizationID: fixture.organizationID,
+                projectID: project.id,
+                name: "bot",
+                role: "member",
+                createdAt: fixture.clock.now
+            )
+            let first = fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id))
+            try await fixture.store.createServiceAccount(account, key: first)
+            let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
+            await expectInvalid(param: "api_key_id") {
+                try await fixture.store.deleteAPIKey(id: second.id, projectID: project.id, organizationID: fixture.organizationID)
+            }
+            try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+            #expect(try await fixture.store.apiKey(secretHash: first.secret.hash) == nil)
+            let keys = try await fixture.store.listAPIKeys(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                access: .any,
+                page: PageRequest()
+            )
+            #expect(keys.items.isEmpty)
+            await expectNotFound("service account") {
+                _ = try await fixture.store.serviceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+            }
+        }
+    }
+
+    @Test("Updating a key replaces scopes and expiry; an expired key cannot be updated")
+    func updateKey() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let key = try await fixture.store.createAPIKey(
+                fixture.newKey(projectID: project.id, owner: .user(id: member.id), expiresAt: fixture.clock.now + 60)
+            )
+            let updated = try await fixture.store.updateAPIKey(
+                id: key.id,
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                scopes: ["api.model.read", "api.model.request"],
+                expiresAt: nil,
+                now: fixture.clock.now
+            )
+            #expect(updated.scopes == ["api.model.read", "api.model.request"])
+            #expect(updated.expiresAt == fixture.clock.now + 60)
+            fixture.clock.advance(by: 60)
+            await expectInvalid(param: nil) {
+                _ = try await fixture.store.updateAPIKey(
+                    id: key.id,
+                    projectID: project.id,
+                    organizationID: fixture.organizationID,
+                    scopes: [],
+                    expiresAt: nil,
+                    now: fixture.clock.now
+                )
+            }
+        }
+    }
+
+    @Test("Deleting a user key removes it; a second delete is not found")
+    func deleteKey() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let new = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
+            let key = try await fixture.store.createAPIKey(new)
+            #expect(try await fixture.store.apiKey(secretHash: new.secret.hash)?.id == key.id)
+            try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+            #expect(try await fixture.store.apiKey(secretHash: new.secret.hash) == nil)
+            await expectNotFound("API key") {
+                try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+            }
+        }
+    }
+
+    @Test("Admin keys list in both orders and delete")
+    func adminKeys() async throws {
+        try await StoreFixture.run { fixture in
+            var ids: [String] = []
+            for index in 0..<5 {
+                let key = AdminKey(
+                    id: fixture.ids.make(.apiKey),
+                    organizationID: fixture.organizationID,
+                    name: "a\(index)",
+                    redactedValue: "sk-admin-***",
+                    createdAt: fixture.clock.now
+                )
+                try await fixture.store.createAdminKey(key, secretHash: "hash\(index)")
+                ids.append(key.id)
+            }
+            let ascending = try await fixture.store.listAdminKeys(
+                organizationID: fixture.organizationID,
+                descending: false,
+                page: PageRequest(limit: 3)
+            )
+            #expect(ascending.items.map(\.id) == Array(ids.prefix(3)) && ascending.hasMore)
+            let descending = try await fixture.store.listAdminKeys(
+                organizationID: fixture.organizationID,
+                descending: true,
+                page: PageRequest(limit: 3, after: ids[3])
+            )
+            #expect(descending.items.map(\.id) == [ids[2], ids[1], ids[0]] && !descending.hasMore)
+            try await fixture.store.deleteAdminKey(id: ids[0], organizationID: fixture.organizationID)
+            #expect(try await fixture.store.adminKey(secretHash: "hash0") == nil)
+        }
+    }
+}
