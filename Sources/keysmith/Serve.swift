@@ -4,6 +4,8 @@ import Hummingbird
 import KeysmithCore
 import KeysmithServer
 import Logging
+import NIOCore
+import NIOPosix
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,6 +32,7 @@ struct Serve: AsyncParsableCommand {
             let host = self.host ?? Environment.value("KEYSMITH_HOST") ?? "127.0.0.1"
             let port = try self.port ?? Environment.value("KEYSMITH_PORT").map(Self.parsePort) ?? 8080
             guard (0...65535).contains(port) else { throw ValidationError("port \(port) is not between 0 and 65535") }
+            try await Self.checkAddressIsFree(host: host, port: port)
             let configuration = KeysmithConfiguration(
                 host: host,
                 port: port,
@@ -52,8 +55,34 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
+    /// Fails early, before the database is touched, when the address cannot be bound: a port in use is then one
+    /// clear error line rather than a failure after migrations and bootstrap ran.
+    static func checkAddressIsFree(host: String, port: Int) async throws {
+        guard port != 0 else { return }
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port)
+                .get()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw ListenError(host: host, port: port, reason: "the address is already in use")
+        } catch {
+            throw ListenError(host: host, port: port, reason: "\(error)")
+        }
+        try await channel.close()
+    }
+
     static func parsePort(_ text: String) throws -> Int {
         guard let port = Int(text) else { throw ValidationError("KEYSMITH_PORT '\(text)' is not a port number") }
         return port
     }
+}
+
+struct ListenError: Error, CustomStringConvertible {
+    var host: String
+    var port: Int
+    var reason: String
+
+    var description: String { "cannot listen on \(self.host):\(self.port): \(self.reason)" }
 }

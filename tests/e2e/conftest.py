@@ -1,0 +1,122 @@
+"""Fixtures that run the real `keysmith` binary on loopback, each on a fresh database in a temporary folder."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+KEYSMITH_BIN = os.environ.get("KEYSMITH_BIN", "")
+
+
+def keysmith_bin() -> str:
+    if not KEYSMITH_BIN or not Path(KEYSMITH_BIN).exists():
+        pytest.fail("KEYSMITH_BIN must name a built keysmith binary (scripts/test sets it)")
+    return KEYSMITH_BIN
+
+
+LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+ADMIN_KEY = re.compile(r"sk-admin-[A-Za-z0-9]+")
+
+
+class Server:
+    """`keysmith serve --port 0` on a database in `directory`; stdout and stderr are kept in files."""
+
+    def __init__(self, directory: Path, env: dict | None = None, args: list[str] | None = None):
+        self.directory = directory
+        self.database = directory / "keysmith.sqlite"
+        self.stdout_path = directory / "stdout.log"
+        self.stderr_path = directory / "stderr.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
+        environment.update(env or {})
+        self.process = subprocess.Popen(
+            [keysmith_bin(), "serve", "--port", "0", "--database", f"sqlite:{self.database}", *(args or [])],
+            stdout=open(self.stdout_path, "wb"),
+            stderr=open(self.stderr_path, "wb"),
+            env=environment,
+        )
+        deadline = time.time() + 60
+        while True:
+            match = LISTENING.search(self.stderr())
+            if match:
+                self.port = int(match.group(2))
+                break
+            if self.process.poll() is not None:
+                raise RuntimeError(f"keysmith exited early: {self.stderr()}")
+            if time.time() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"keysmith did not start: {self.stderr()}")
+            time.sleep(0.05)
+        keys = ADMIN_KEY.findall(self.stdout())
+        self.admin_key = keys[0] if keys else None
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def client(self, key: str | None = None, **options) -> OpenAI:
+        return OpenAI(admin_api_key=key or self.admin_key, base_url=self.base_url, max_retries=0, **options)
+
+    def request(self, method: str, path: str, body=None, key: str | None = None, headers: dict | None = None):
+        """Plain HTTP, for Keysmith's extensions and the data plane. Returns (status, headers, parsed body or text)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if key is not False:
+            request.add_header("Authorization", f"Bearer {key or self.admin_key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, response_headers, raw = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, response_headers, raw = error.code, error.headers, error.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return status, response_headers, parsed
+
+    def stop(self, expect_clean_exit: bool = True) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail("keysmith did not shut down within 30 s of SIGTERM")
+        if expect_clean_exit:
+            assert self.process.returncode == 0, self.stderr()
+        return self.process.returncode
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = Server(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    running = Server(tmp_path_factory.mktemp("keysmith"))
+    yield running
+    running.stop()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
+    environment.update(env or {})
+    return subprocess.run([keysmith_bin(), *args], capture_output=True, text=True, env=environment, timeout=timeout)

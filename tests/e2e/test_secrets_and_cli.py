@@ -1,0 +1,203 @@
+"""What must never happen to a key's plaintext, and the command-line tool's contract."""
+
+import hashlib
+import hmac
+import socket
+import sqlite3
+
+import openai
+import pytest
+
+from conftest import Server, run_cli
+
+
+def database_bytes(server: Server) -> bytes:
+    data = b""
+    for suffix in ("", "-wal", "-shm"):
+        path = server.database.with_name(server.database.name + suffix)
+        if path.exists():
+            data += path.read_bytes()
+    return data
+
+
+def test_no_plaintext_in_the_database_or_the_log(tmp_path):
+    # Trace logging: the most the server ever logs.
+    server = Server(tmp_path, env={"KEYSMITH_LOG_LEVEL": "trace"})
+    try:
+        bootstrap = server.admin_key
+        assert bootstrap, server.stdout()
+        admin = server.client().admin.organization
+        plaintexts = [bootstrap]
+
+        project = admin.projects.create(name="secrets")
+        account = admin.projects.service_accounts.create(project.id, name="bot")
+        plaintexts.append(account.api_key.value)
+        plaintexts.append(admin.projects.service_accounts.api_keys.create(account.id, project_id=project.id).value)
+        plaintexts.append(admin.admin_api_keys.create(name="second admin").value)
+        status, _, user = server.request("POST", "/organization/users", {"email": "s@example.com"})
+        admin.projects.users.create(project.id, user_id=user["id"], role="member")
+        status, _, key = server.request(
+            "POST", f"/organization/projects/{project.id}/api_keys", {"name": "k", "user_id": user["id"]}
+        )
+        assert status == 200
+        plaintexts.append(key["value"])
+        # Use every key where it is refused, so that refusals get logged if anything is.
+        for value in plaintexts[1:]:
+            try:
+                server.client(key=value).admin.organization.projects.list()
+            except openai.PermissionDeniedError:
+                pass
+    finally:
+        server.stop()
+
+    stored = database_bytes(server)
+    log = server.stderr()
+    assert "listening on" in log, "the log was captured"
+    for value in plaintexts:
+        assert value.encode() not in stored, "a plaintext key is in the database"
+        assert value not in log, "a plaintext key is in the server's log"
+        # Not even the random part without its prefix.
+        assert value.split("-")[-1].encode() not in stored
+
+    # What the database holds instead: HMAC-SHA-256 of each key under the server secret.
+    connection = sqlite3.connect(server.database)
+    secret = bytes.fromhex(
+        connection.execute("SELECT value FROM keysmith_settings WHERE name = 'hmac_secret'").fetchone()[0]
+    )
+    hashes = {row[0] for row in connection.execute("SELECT secret_hash FROM api_keys UNION SELECT secret_hash FROM admin_keys")}
+    connection.close()
+    assert {hmac.new(secret, value.encode(), hashlib.sha256).hexdigest() for value in plaintexts} <= hashes
+
+    # The bootstrap key is printed once, on standard output only.
+    assert server.stdout().count(bootstrap) == 1
+    assert "will not be shown again" in server.stdout()
+
+
+def test_bootstrap_key_is_printed_only_on_first_start(tmp_path):
+    first = Server(tmp_path)
+    first.stop()
+    assert first.admin_key
+    second = Server(tmp_path)
+    try:
+        assert second.admin_key is None
+        assert second.stdout() == ""
+        # The first start's key still works after a restart.
+        assert second.client(key=first.admin_key).admin.organization.projects.list().data == []
+    finally:
+        second.stop()
+
+
+def test_admin_keys_create_prints_only_the_key(tmp_path):
+    database = f"sqlite:{tmp_path / 'cli.sqlite'}"
+    result = run_cli("admin-keys", "create", "--name", "recovery", "--database", database)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert result.stdout == key + "\n"
+    assert key.startswith("sk-admin-")
+    assert key not in result.stderr
+    # Two runs, two different keys.
+    again = run_cli("admin-keys", "create", "--name", "recovery 2", "--database", database)
+    assert again.returncode == 0 and again.stdout.strip() != key
+
+
+def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_path):
+    database_path = tmp_path / "keysmith.sqlite"
+    database = f"sqlite:{database_path}"
+    first = run_cli("admin-keys", "create", "--name", "ops", "--database", database)
+    assert first.returncode == 0, first.stderr
+    organization = run_cli("organizations", "create", "--name", "Tenant B", "--database", database)
+    assert organization.returncode == 0, organization.stderr
+    organization_id = organization.stdout.strip()
+    assert organization_id.startswith("org-") and "\n" not in organization_id
+    tenant_key = run_cli("admin-keys", "create", "--name", "b", "--organization", organization_id, "--database", database)
+    assert tenant_key.returncode == 0, tenant_key.stderr
+
+    server = Server(tmp_path)  # the same database file: tmp_path/keysmith.sqlite
+    try:
+        assert server.admin_key is None, "a database with an organization is not bootstrapped again"
+        default_admin = server.client(key=first.stdout.strip()).admin.organization
+        tenant_admin = server.client(key=tenant_key.stdout.strip()).admin.organization
+        project = default_admin.projects.create(name="default tenant's")
+        assert [p.id for p in default_admin.projects.list()] == [project.id]
+        assert list(tenant_admin.projects.list()) == []
+        with pytest.raises(openai.NotFoundError):
+            tenant_admin.projects.retrieve(project.id)
+    finally:
+        server.stop()
+
+    unknown = run_cli("admin-keys", "create", "--name", "x", "--organization", "org-missing", "--database", database)
+    assert unknown.returncode != 0
+    assert unknown.stdout == ""
+    assert "org-missing" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["admin-keys", "--help"],
+        ["admin-keys", "create", "--help"],
+        ["organizations", "--help"],
+        ["organizations", "create", "--help"],
+    ],
+)
+def test_every_command_has_help(arguments):
+    result = run_cli(*arguments)
+    assert result.returncode == 0, result.stderr
+    assert "USAGE" in result.stdout.upper()
+
+
+def assert_one_clear_line(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("keysmith: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], result.stderr
+    assert "Fatal error" not in result.stderr and "Stack dump" not in result.stderr
+
+
+def test_bad_database_url_is_one_clear_line():
+    result = run_cli("serve", "--port", "0", "--database", "mysql://nope")
+    assert_one_clear_line(result, "mysql://nope")
+
+
+def test_postgres_is_not_supported_yet():
+    result = run_cli("serve", "--port", "0", "--database", "postgres://user@127.0.0.1:1/keysmith")
+    assert_one_clear_line(result, "not supported yet")
+
+
+def test_unreadable_database_is_one_clear_line(tmp_path):
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 400)
+    result = run_cli("serve", "--port", "0", "--database", f"sqlite:{garbage}")
+    assert_one_clear_line(result, str(garbage))
+    missing = run_cli("serve", "--port", "0", "--database", "sqlite:///nonexistent-folder/k.sqlite")
+    assert_one_clear_line(missing, "/nonexistent-folder/k.sqlite")
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    with socket.socket() as occupied:
+        occupied.bind(("127.0.0.1", 0))
+        occupied.listen()
+        port = occupied.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), "--database", f"sqlite:{tmp_path / 'k.sqlite'}")
+    assert_one_clear_line(result, "in use")
+
+
+def test_environment_configures_serve(tmp_path):
+    server = Server(
+        tmp_path,
+        env={"KEYSMITH_HOST": "127.0.0.1", "KEYSMITH_DATABASE_URL": "sqlite::memory:"},
+    )
+    try:
+        # --database on the command line wins over KEYSMITH_DATABASE_URL; the file exists.
+        assert server.database.exists()
+    finally:
+        server.stop()
+
+
+def test_short_secret_is_refused(tmp_path):
+    result = run_cli("serve", "--port", "0", "--database", f"sqlite:{tmp_path / 'k.sqlite'}", env={"KEYSMITH_SECRET": "short"})
+    assert_one_clear_line(result, "KEYSMITH_SECRET")
