@@ -132,9 +132,7 @@ extension SQLStore {
             ).run()
         }
         let applied = try await self.engine.read { database in
-            try await database.raw("SELECT name FROM keysmith_migrations").all().map {
-                try $0.decode(column: "name", as: String.self)
-            }
+            try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
         }
         let known = Set(Migrations.all.map(\.name))
         let unknown = applied.filter { !known.contains($0) }.sorted()

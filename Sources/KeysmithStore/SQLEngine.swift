@@ -3,15 +3,48 @@ import Synchronization
 
 /// A database engine as the store uses it: reads that see committed data, and writes that run in one
 /// transaction each, serialised so that a check and the change it guards cannot interleave with another write.
+///
+/// Queries are SQLKit `SQLQueryString`s (values always bound, never concatenated); rows come back as
+/// ``StoreRow``s read column by column, because decoding rows through `Codable` costs more than the query on the
+/// hot paths.
 public protocol SQLEngine: Sendable {
     /// Runs `body` on a connection suitable for reading.
-    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T
+    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Runs `body` in a transaction: committed if it returns, rolled back if it throws.
-    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Closes every connection. No call may follow.
     func close() async throws
+}
+
+/// One connection's worth of queries.
+public protocol SQLSession: Sendable {
+    func rows(_ query: SQLQueryString) async throws -> [StoreRow]
+}
+
+extension SQLSession {
+    /// A statement to run, in the spelling of SQLKit's raw builder: `.run()`, `.first()`, `.all()`.
+    func raw(_ query: SQLQueryString) -> SQLStatement {
+        SQLStatement(session: self, query: query)
+    }
+}
+
+struct SQLStatement {
+    let session: any SQLSession
+    let query: SQLQueryString
+
+    func run() async throws {
+        _ = try await self.session.rows(self.query)
+    }
+
+    func all() async throws -> [StoreRow] {
+        try await self.session.rows(self.query)
+    }
+
+    func first() async throws -> StoreRow? {
+        try await self.session.rows(self.query).first
+    }
 }
 
 /// An async mutual-exclusion lock with FIFO hand-over.

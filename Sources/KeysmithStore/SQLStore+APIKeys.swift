@@ -15,7 +15,7 @@ extension SQLStore {
         LEFT JOIN service_accounts s ON s.id = k.service_account_id
         """
 
-    static func apiKey(from row: any SQLRow) throws -> APIKey {
+    static func apiKey(from row: StoreRow) throws -> APIKey {
         let organizationID = try row.string("organization_id")
         let projectID = try row.string("project_id")
         let owner: APIKeyOwner
@@ -55,7 +55,7 @@ extension SQLStore {
         )
     }
 
-    static func insertAPIKey(_ database: any SQLDatabase, _ key: NewAPIKey) async throws {
+    static func insertAPIKey(_ database: any SQLSession, _ key: NewAPIKey) async throws {
         let ownerType: String
         let userID: String?
         let accountID: String?
@@ -77,7 +77,7 @@ extension SQLStore {
         ).run()
     }
 
-    static func apiKey(_ database: any SQLDatabase, id: String, projectID: String, organizationID: String) async throws -> APIKey {
+    static func apiKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey {
         let row = try await database.raw(
             """
             \(unsafeRaw: apiKeySelect)
@@ -145,23 +145,20 @@ extension SQLStore {
             case .inactive: query = query + " AND k.owner_type = 'user' AND m.user_id IS NULL"
             case .any: break
             }
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT created_at AS cursor_time FROM api_keys
-                        WHERE id = \(bind: after) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
-                        """
-                )
-                query = query + " AND (k.created_at > \(bind: time) OR (k.created_at = \(bind: time) AND k.id > \(bind: after)))"
-            }
-            query = query + " ORDER BY k.created_at, k.id LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
-            if rows.isEmpty && page.after == nil {
-                // An empty first page: the project may not exist at all, which is a 404, not an empty list.
-                _ = try await Self.project(database, id: projectID, organizationID: organizationID)
-            }
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "k.created_at",
+                id: "k.id",
+                cursor: """
+                    SELECT created_at FROM api_keys
+                    WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
+                      AND organization_id = \(bind: organizationID)
+                    """,
+                // The page query already proves the project exists whenever it returns a key.
+                ensureListExists: { _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+            )
             return Self.page(try rows.map(Self.apiKey(from:)), limit: page.limit)
         }
     }

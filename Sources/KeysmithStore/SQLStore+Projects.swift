@@ -23,7 +23,7 @@ extension SQLStore {
         }
     }
 
-    static func project(_ database: any SQLDatabase, id: String, organizationID: String) async throws -> Project {
+    static func project(_ database: any SQLSession, id: String, organizationID: String) async throws -> Project {
         let row = try await database.raw(
             """
             SELECT \(unsafeRaw: projectColumns) FROM projects
@@ -35,7 +35,7 @@ extension SQLStore {
     }
 
     /// The project, which must accept new service accounts and keys.
-    static func activeProject(_ database: any SQLDatabase, id: String, organizationID: String) async throws -> Project {
+    static func activeProject(_ database: any SQLSession, id: String, organizationID: String) async throws -> Project {
         let project = try await project(database, id: id, organizationID: organizationID)
         guard !project.isArchived else {
             throw KeysmithError.invalidRequest(
@@ -47,7 +47,7 @@ extension SQLStore {
         return project
     }
 
-    static func project(from row: any SQLRow) throws -> Project {
+    static func project(from row: StoreRow) throws -> Project {
         Project(
             id: try row.string("id"),
             organizationID: try row.string("organization_id"),
@@ -67,19 +67,16 @@ extension SQLStore {
             if !includeArchived {
                 query = query + " AND archived_at IS NULL"
             }
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT created_at AS cursor_time FROM projects
-                        WHERE id = \(bind: after) AND organization_id = \(bind: organizationID)
-                        """
-                )
-                query = query + " AND (created_at > \(bind: time) OR (created_at = \(bind: time) AND id > \(bind: after)))"
-            }
-            query = query + " ORDER BY created_at, id LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "created_at",
+                id: "id",
+                cursor: """
+                    SELECT created_at FROM projects WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
+                    """
+            )
             return Self.page(try rows.map(Self.project(from:)), limit: page.limit)
         }
     }

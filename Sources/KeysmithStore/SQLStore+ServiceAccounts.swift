@@ -4,7 +4,7 @@ import SQLKit
 extension SQLStore {
     static let serviceAccountColumns = "id, organization_id, project_id, name, role, created_at"
 
-    static func serviceAccount(from row: any SQLRow) throws -> ServiceAccount {
+    static func serviceAccount(from row: StoreRow) throws -> ServiceAccount {
         ServiceAccount(
             id: try row.string("id"),
             organizationID: try row.string("organization_id"),
@@ -16,7 +16,7 @@ extension SQLStore {
     }
 
     static func serviceAccount(
-        _ database: any SQLDatabase,
+        _ database: any SQLSession,
         id: String,
         projectID: String,
         organizationID: String
@@ -62,19 +62,16 @@ extension SQLStore {
             var query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
                 """
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT created_at AS cursor_time FROM service_accounts
-                        WHERE id = \(bind: after) AND project_id = \(bind: projectID)
-                        """
-                )
-                query = query + " AND (created_at > \(bind: time) OR (created_at = \(bind: time) AND id > \(bind: after)))"
-            }
-            query = query + " ORDER BY created_at, id LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "created_at",
+                id: "id",
+                cursor: """
+                    SELECT created_at FROM service_accounts WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
+                    """
+            )
             return Self.page(try rows.map(Self.serviceAccount(from:)), limit: page.limit)
         }
     }

@@ -31,7 +31,7 @@ extension SQLStore {
         }
     }
 
-    static func setSetting(_ database: any SQLDatabase, _ name: String, _ value: String) async throws {
+    static func setSetting(_ database: any SQLSession, _ name: String, _ value: String) async throws {
         try await database.raw(
             """
             INSERT INTO keysmith_settings (name, value) VALUES (\(bind: name), \(bind: value))
@@ -85,7 +85,7 @@ extension SQLStore {
         return found
     }
 
-    static func insertOrganization(_ database: any SQLDatabase, _ organization: Organization) async throws {
+    static func insertOrganization(_ database: any SQLSession, _ organization: Organization) async throws {
         try await database.raw(
             """
             INSERT INTO organizations (id, name, created_at)
@@ -94,7 +94,7 @@ extension SQLStore {
         ).run()
     }
 
-    static func organization(from row: any SQLRow) throws -> Organization {
+    static func organization(from row: StoreRow) throws -> Organization {
         Organization(id: try row.string("id"), name: try row.string("name"), createdAt: try row.int("created_at"))
     }
 
@@ -108,7 +108,7 @@ extension SQLStore {
         }
     }
 
-    static func insertAdminKey(_ database: any SQLDatabase, _ key: AdminKey, secretHash: String) async throws {
+    static func insertAdminKey(_ database: any SQLSession, _ key: AdminKey, secretHash: String) async throws {
         try await database.raw(
             """
             INSERT INTO admin_keys (id, organization_id, name, secret_hash, redacted_value, created_at, expires_at)
@@ -120,7 +120,7 @@ extension SQLStore {
 
     static let adminKeyColumns = "id, organization_id, name, redacted_value, created_at, expires_at, last_used_at"
 
-    static func adminKey(from row: any SQLRow) throws -> AdminKey {
+    static func adminKey(from row: StoreRow) throws -> AdminKey {
         AdminKey(
             id: try row.string("id"),
             organizationID: try row.string("organization_id"),
@@ -158,24 +158,17 @@ extension SQLStore {
             var query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
                 """
-            let comparison = descending ? "<" : ">"
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT created_at AS cursor_time FROM admin_keys
-                        WHERE id = \(bind: after) AND organization_id = \(bind: organizationID)
-                        """
-                )
-                query =
-                    query
-                    + " AND (created_at \(unsafeRaw: comparison) \(bind: time)"
-                    + " OR (created_at = \(bind: time) AND id \(unsafeRaw: comparison) \(bind: after)))"
-            }
-            let direction = descending ? "DESC" : "ASC"
-            query = query + " ORDER BY created_at \(unsafeRaw: direction), id \(unsafeRaw: direction) LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "created_at",
+                id: "id",
+                cursor: """
+                    SELECT created_at FROM admin_keys WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
+                    """,
+                descending: descending
+            )
             return Self.page(try rows.map(Self.adminKey(from:)), limit: page.limit)
         }
     }

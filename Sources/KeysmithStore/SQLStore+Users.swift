@@ -35,7 +35,7 @@ extension SQLStore {
         }
     }
 
-    static func user(_ database: any SQLDatabase, id: String, organizationID: String) async throws -> User {
+    static func user(_ database: any SQLSession, id: String, organizationID: String) async throws -> User {
         let row = try await database.raw(
             "SELECT \(unsafeRaw: userColumns) FROM users u WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID)"
         ).first()
@@ -43,7 +43,7 @@ extension SQLStore {
         return try user(from: row)
     }
 
-    static func user(from row: any SQLRow) throws -> User {
+    static func user(from row: StoreRow) throws -> User {
         User(
             id: try row.string("id"),
             organizationID: try row.string("organization_id"),
@@ -62,19 +62,16 @@ extension SQLStore {
             if !emails.isEmpty {
                 query = query + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
             }
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT added_at AS cursor_time FROM users
-                        WHERE id = \(bind: after) AND organization_id = \(bind: organizationID)
-                        """
-                )
-                query = query + " AND (u.added_at > \(bind: time) OR (u.added_at = \(bind: time) AND u.id > \(bind: after)))"
-            }
-            query = query + " ORDER BY u.added_at, u.id LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "u.added_at",
+                id: "u.id",
+                cursor: """
+                    SELECT added_at FROM users WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
+                    """
+            )
             return Self.page(try rows.map(Self.user(from:)), limit: page.limit)
         }
     }
@@ -86,7 +83,7 @@ extension SQLStore {
         FROM project_members m JOIN users u ON u.id = m.user_id
         """
 
-    static func member(from row: any SQLRow) throws -> ProjectMember {
+    static func member(from row: StoreRow) throws -> ProjectMember {
         ProjectMember(
             projectID: try row.string("project_id"),
             user: try user(from: row),
@@ -96,7 +93,7 @@ extension SQLStore {
     }
 
     static func member(
-        _ database: any SQLDatabase,
+        _ database: any SQLSession,
         projectID: String,
         organizationID: String,
         userID: String
@@ -164,20 +161,16 @@ extension SQLStore {
         try await self.engine.read { database in
             _ = try await Self.project(database, id: projectID, organizationID: organizationID)
             var query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
-            if let after = page.after {
-                let time = try await Self.cursorTime(
-                    database,
-                    after: after,
-                    query: """
-                        SELECT added_at AS cursor_time FROM project_members
-                        WHERE project_id = \(bind: projectID) AND user_id = \(bind: after)
-                        """
-                )
-                query =
-                    query + " AND (m.added_at > \(bind: time) OR (m.added_at = \(bind: time) AND m.user_id > \(bind: after)))"
-            }
-            query = query + " ORDER BY m.added_at, m.user_id LIMIT \(literal: page.limit + 1)"
-            let rows = try await database.raw(query).all()
+            let rows = try await Self.fetchPage(
+                database,
+                base: query,
+                page: page,
+                time: "m.added_at",
+                id: "m.user_id",
+                cursor: """
+                    SELECT added_at FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: page.after ?? "")
+                    """
+            )
             return Self.page(try rows.map(Self.member(from:)), limit: page.limit)
         }
     }

@@ -35,26 +35,6 @@ public struct UnsupportedDatabaseError: Error, CustomStringConvertible {
     }
 }
 
-// MARK: - Row reading
-
-extension SQLRow {
-    func string(_ column: String) throws -> String {
-        try self.decode(column: column, as: String.self)
-    }
-
-    func optionalString(_ column: String) throws -> String? {
-        try self.decodeNil(column: column) ? nil : self.decode(column: column, as: String.self)
-    }
-
-    func int(_ column: String) throws -> Int {
-        try self.decode(column: column, as: Int.self)
-    }
-
-    func optionalInt(_ column: String) throws -> Int? {
-        try self.decodeNil(column: column) ? nil : self.decode(column: column, as: Int.self)
-    }
-}
-
 // MARK: - Pagination
 
 extension SQLStore {
@@ -63,20 +43,48 @@ extension SQLStore {
         Page(items: Array(rows.prefix(limit)), hasMore: rows.count > limit)
     }
 
-    /// The creation time of the `after` cursor, which must be an item of the list being paged.
-    static func cursorTime(
-        _ database: any SQLDatabase,
-        after: String,
-        query: SQLQueryString
-    ) async throws -> Int {
-        guard let row = try await database.raw(query).first() else {
+    /// Runs a keyset-paginated list query: `base` (a SELECT with its WHERE clause) continued with
+    /// `AND (time, id) > (cursor's time, cursor's id) ORDER BY time, id LIMIT limit + 1`.
+    ///
+    /// `cursor` selects the `after` item's time among the list's items; it is read inside the same query, so a deep
+    /// page costs what the first page costs. An `after` that names no item of the list yields no rows, and only
+    /// then is it looked up on its own, to tell an unknown cursor (400 naming `after`) from the end of the list.
+    /// `ensureListExists`, if given, runs first in that case, for lists whose owner is not otherwise checked.
+    static func fetchPage(
+        _ database: any SQLSession,
+        base: SQLQueryString,
+        page: PageRequest,
+        time: String,
+        id: String,
+        cursor: SQLQueryString,
+        descending: Bool = false,
+        ensureListExists: (@Sendable () async throws -> Void)? = nil
+    ) async throws -> [StoreRow] {
+        var query = base
+        let comparison = descending ? "<" : ">"
+        let direction = descending ? "DESC" : "ASC"
+        if let after = page.after {
+            query =
+                query
+                + " AND (\(unsafeRaw: time), \(unsafeRaw: id)) \(unsafeRaw: comparison) ((" + cursor + "), \(bind: after))"
+        }
+        query =
+            query
+            + " ORDER BY \(unsafeRaw: time) \(unsafeRaw: direction), \(unsafeRaw: id) \(unsafeRaw: direction)"
+            + " LIMIT \(literal: page.limit + 1)"
+        let rows = try await database.raw(query).all()
+        if rows.isEmpty, let ensureListExists {
+            // No rows: the list itself (say, a project's keys) may not exist, which is a 404 rather than a 400.
+            try await ensureListExists()
+        }
+        if rows.isEmpty, let after = page.after, try await database.raw(cursor).first() == nil {
             throw KeysmithError.invalidRequest(
                 message: "Invalid 'after': '\(after)' is not an object of this list.",
                 param: "after",
                 code: nil
             )
         }
-        return try row.int("cursor_time")
+        return rows
     }
 }
 

@@ -68,25 +68,24 @@ public final class SQLiteEngine: SQLEngine {
     }
 
     private static func configure(_ connection: SQLiteConnection, statements: [String]) async throws {
-        let database = connection.sql(queryLogLevel: nil)
         for statement in statements {
-            try await database.raw(SQLQueryString(statement)).run()
+            _ = try await connection.query(statement, [])
         }
     }
 
-    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         if self.readers.isEmpty {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
-            let database = self.writer.sql(queryLogLevel: nil)
+            let database = SQLiteSession(connection: self.writer)
             return try await self.writeLock.withLock { try await body(database) }
         }
         let index = self.nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
         let reader = self.readers[(index & Int.max) % self.readers.count]
-        return try await body(reader.sql(queryLogLevel: nil))
+        return try await body(SQLiteSession(connection: reader))
     }
 
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
-        let database = self.writer.sql(queryLogLevel: nil)
+    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        let database = SQLiteSession(connection: self.writer)
         return try await self.writeLock.withLock {
             try await database.raw("BEGIN IMMEDIATE").run()
             let result: T
@@ -108,6 +107,40 @@ public final class SQLiteEngine: SQLEngine {
         try await self.writer.close()
     }
 }
+
+/// Queries on one sqlite-nio connection. SQLKit turns the query into SQL with `?` placeholders and its binds;
+/// rows are handed back as sqlite-nio has them, without `Codable` decoding.
+struct SQLiteSession: SQLSession {
+    let connection: SQLiteConnection
+    private static let encoder = SQLiteDataEncoder()
+
+    init(connection: SQLiteConnection) {
+        self.connection = connection
+    }
+
+    func rows(_ query: SQLQueryString) async throws -> [StoreRow] {
+        var serializer = SQLSerializer(database: SQLiteSerializingDatabase.shared)
+        query.serialize(to: &serializer)
+        let binds = try serializer.binds.map { try Self.encoder.encode($0) }
+        return try await self.connection.query(serializer.sql, binds).map(StoreRow.init)
+    }
+}
+
+/// What SQLKit needs to serialize queries in SQLite's dialect; it never runs one.
+private struct SQLiteSerializingDatabase: SQLDatabase {
+    static let shared = SQLiteSerializingDatabase()
+
+    var logger: Logger { Logger(label: "keysmith.sql") }
+    var eventLoop: any EventLoop { MultiThreadedEventLoopGroup.singleton.any() }
+    var dialect: any SQLDialect { SQLiteDialect() }
+    var queryLogLevel: Logger.Level? { nil }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        self.eventLoop.makeFailedFuture(SQLiteSerializingOnlyError())
+    }
+}
+
+private struct SQLiteSerializingOnlyError: Error {}
 
 /// The database could not be opened or is not a SQLite database.
 public struct SQLiteOpenError: Error, CustomStringConvertible {

@@ -5,43 +5,57 @@ public import NIOCore
 /// The hot paths (key lists, verification) cannot afford Foundation's `JSONEncoder`, and OpenAI's objects need
 /// explicit `null`s (`"last_used_at": null`) that synthesized `Codable` omits. Keys are `StaticString`s written
 /// as they are, so they must be plain JSON-safe text; string values are escaped.
+///
+/// Bytes collect in an array (appending to one is cheaper than `ByteBuffer`'s per-write bookkeeping) and move
+/// into a `ByteBuffer` once, at the end.
 public struct JSONWriter {
-    public private(set) var buffer: ByteBuffer
+    private var bytes: [UInt8]
     private var needsComma = false
 
     public init(capacity: Int = 512) {
-        self.buffer = ByteBufferAllocator().buffer(capacity: capacity)
+        self.bytes = []
+        self.bytes.reserveCapacity(capacity)
+    }
+
+    /// The JSON written so far.
+    public var buffer: ByteBuffer {
+        ByteBuffer(bytes: self.bytes)
     }
 
     @inline(__always)
     private mutating func separate() {
-        if self.needsComma { self.buffer.writeInteger(UInt8(ascii: ",")) }
+        if self.needsComma { self.bytes.append(UInt8(ascii: ",")) }
+    }
+
+    @inline(__always)
+    private mutating func append(_ text: StaticString) {
+        self.bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
         self.separate()
-        self.buffer.writeInteger(UInt8(ascii: "{"))
+        self.bytes.append(UInt8(ascii: "{"))
         self.needsComma = false
         body(&self)
-        self.buffer.writeInteger(UInt8(ascii: "}"))
+        self.bytes.append(UInt8(ascii: "}"))
         self.needsComma = true
     }
 
     public mutating func array(_ body: (inout JSONWriter) -> Void) {
         self.separate()
-        self.buffer.writeInteger(UInt8(ascii: "["))
+        self.bytes.append(UInt8(ascii: "["))
         self.needsComma = false
         body(&self)
-        self.buffer.writeInteger(UInt8(ascii: "]"))
+        self.bytes.append(UInt8(ascii: "]"))
         self.needsComma = true
     }
 
     /// Writes `"name":`; the value written next belongs to it.
     public mutating func key(_ name: StaticString) {
         self.separate()
-        self.buffer.writeInteger(UInt8(ascii: "\""))
-        self.buffer.writeStaticString(name)
-        self.buffer.writeStaticString("\":")
+        self.bytes.append(UInt8(ascii: "\""))
+        self.append(name)
+        self.append("\":")
         self.needsComma = false
     }
 
@@ -53,19 +67,19 @@ public struct JSONWriter {
 
     public mutating func int(_ value: Int) {
         self.separate()
-        self.buffer.writeString(String(value))
+        self.bytes.append(contentsOf: String(value).utf8)
         self.needsComma = true
     }
 
     public mutating func bool(_ value: Bool) {
         self.separate()
-        self.buffer.writeStaticString(value ? "true" : "false")
+        self.append(value ? "true" : "false")
         self.needsComma = true
     }
 
     public mutating func null() {
         self.separate()
-        self.buffer.writeStaticString("null")
+        self.append("null")
         self.needsComma = true
     }
 
@@ -106,29 +120,29 @@ public struct JSONWriter {
     private mutating func writeEscaped(_ value: String) {
         var value = value
         value.withUTF8 { bytes in
-            self.buffer.writeInteger(UInt8(ascii: "\""))
+            self.bytes.append(UInt8(ascii: "\""))
             var start = 0
             for index in bytes.indices {
                 let byte = bytes[index]
                 guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                self.buffer.writeBytes(UnsafeBufferPointer(rebasing: bytes[start..<index]))
+                self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
                 start = index + 1
                 switch byte {
-                case UInt8(ascii: "\""): self.buffer.writeStaticString("\\\"")
-                case UInt8(ascii: "\\"): self.buffer.writeStaticString("\\\\")
-                case UInt8(ascii: "\n"): self.buffer.writeStaticString("\\n")
-                case UInt8(ascii: "\r"): self.buffer.writeStaticString("\\r")
-                case UInt8(ascii: "\t"): self.buffer.writeStaticString("\\t")
-                case 0x08: self.buffer.writeStaticString("\\b")
-                case 0x0C: self.buffer.writeStaticString("\\f")
+                case UInt8(ascii: "\""): self.append("\\\"")
+                case UInt8(ascii: "\\"): self.append("\\\\")
+                case UInt8(ascii: "\n"): self.append("\\n")
+                case UInt8(ascii: "\r"): self.append("\\r")
+                case UInt8(ascii: "\t"): self.append("\\t")
+                case 0x08: self.append("\\b")
+                case 0x0C: self.append("\\f")
                 default:
-                    self.buffer.writeStaticString("\\u00")
-                    self.buffer.writeInteger(Self.hexDigits[Int(byte >> 4)])
-                    self.buffer.writeInteger(Self.hexDigits[Int(byte & 0x0F)])
+                    self.append("\\u00")
+                    self.bytes.append(Self.hexDigits[Int(byte >> 4)])
+                    self.bytes.append(Self.hexDigits[Int(byte & 0x0F)])
                 }
             }
-            self.buffer.writeBytes(UnsafeBufferPointer(rebasing: bytes[start...]))
-            self.buffer.writeInteger(UInt8(ascii: "\""))
+            self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
+            self.bytes.append(UInt8(ascii: "\""))
         }
     }
 }
