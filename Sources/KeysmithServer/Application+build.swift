@@ -42,9 +42,14 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
 
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: OpenAIErrorMiddleware())
-    router.get("/healthz") { _, _ -> Response in
-        Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: .init(string: "ok")))
-    }
+    router.route(
+        "/healthz",
+        [
+            .get: { _, _ in
+                Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: .init(string: "ok")))
+            }
+        ]
+    )
     AdminRoutes(keysmith: keysmith, authenticator: authenticator).register(on: router)
 
     let application = Application(

@@ -88,6 +88,15 @@ class Server:
             parsed = raw.decode(errors="replace")
         return status, response_headers, parsed
 
+    def request_root(self, method: str, path: str, key: str | None = None, headers: dict | None = None):
+        """Like `request`, for paths outside /v1 (such as /healthz)."""
+        saved = self.base_url
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        try:
+            return self.request(method, path, key=key, headers=headers)
+        finally:
+            self.base_url = saved
+
     def stop(self, expect_clean_exit: bool = True) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
