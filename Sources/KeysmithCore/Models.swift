@@ -264,3 +264,26 @@ public struct NewAPIKey: Sendable, Equatable {
         self.expiresAt = expiresAt
     }
 }
+
+/// What verifying a secret needs to know about the key it belongs to.
+public struct KeyVerificationRecord: Sendable, Equatable {
+    public var key: APIKey
+    public var projectArchivedAt: UnixSeconds?
+    /// Set when the secret presented is the key's previous one (after a rotation): when its grace period ends.
+    public var previousSecretExpiresAt: UnixSeconds?
+
+    public init(key: APIKey, projectArchivedAt: UnixSeconds?, previousSecretExpiresAt: UnixSeconds?) {
+        self.key = key
+        self.projectArchivedAt = projectArchivedAt
+        self.previousSecretExpiresAt = previousSecretExpiresAt
+    }
+}
+
+/// What the store knows about a secret's digest.
+public enum KeyLookup: Sendable, Equatable {
+    /// The current or previous secret of a key that exists.
+    case key(KeyVerificationRecord)
+    /// The secret of a key that was deleted, or a previous secret that a later rotation replaced.
+    case revoked(keyID: String, organizationID: String, projectID: String)
+    case unknown
+}

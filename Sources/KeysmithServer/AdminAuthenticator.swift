@@ -27,6 +27,7 @@ final class AdminAuthenticator: Sendable {
     private let hasher: KeyHasher
     private let clock: KeysmithClock
     private let cache = Mutex<[String: Entry]>([:])
+    private let usage: UsageRecorder
     /// Answers whether a non-admin key is a valid project key (403) or not (401).
     private let isKnownProjectKey: @Sendable (_ secretHash: String) async throws -> Bool
 
@@ -34,11 +35,13 @@ final class AdminAuthenticator: Sendable {
         store: any KeysmithStore,
         hasher: KeyHasher,
         clock: KeysmithClock,
+        usage: UsageRecorder,
         isKnownProjectKey: @escaping @Sendable (_ secretHash: String) async throws -> Bool
     ) {
         self.store = store
         self.hasher = hasher
         self.clock = clock
+        self.usage = usage
         self.isKnownProjectKey = isKnownProjectKey
     }
 
@@ -61,6 +64,7 @@ final class AdminAuthenticator: Sendable {
             if let expiresAt = key.expiresAt, expiresAt <= now {
                 throw Self.incorrectKey(token, code: "api_key_expired", reason: "This API key has expired.")
             }
+            self.usage.recordAdminKeyUse(key.id)
             return AdminPrincipal(keyID: key.id, organizationID: key.organizationID)
         case .project, .serviceAccount:
             guard try await self.isKnownProjectKey(hash) else { throw Self.incorrectKey(token) }

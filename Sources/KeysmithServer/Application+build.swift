@@ -13,6 +13,8 @@ public struct BuiltApplication: Sendable {
     public var keysmith: Keysmith
     /// Set when the database was empty: the default organization and, once, the first admin key.
     public var bootstrap: Keysmith.Bootstrap?
+    /// Batches `last_used_at` writes; tests flush it instead of waiting for its interval.
+    public var usage: UsageRecorder
 }
 
 /// Builds Keysmith: opens and migrates the database, bootstraps an empty one, and wires the routes. The one
@@ -32,13 +34,17 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         throw error
     }
 
-    let authenticator = AdminAuthenticator(
+    let verifier = KeyVerifier(store: store, hasher: keysmith.hasher, clock: configuration.clock)
+    let usage = UsageRecorder(
         store: store,
-        hasher: keysmith.hasher,
-        clock: configuration.clock
-    ) { secretHash in
-        try await store.apiKey(secretHash: secretHash) != nil
+        clock: configuration.clock,
+        interval: configuration.usageFlushInterval,
+        logger: logger
+    )
+    let authenticator = AdminAuthenticator(store: store, hasher: keysmith.hasher, clock: configuration.clock, usage: usage) {
+        try await verifier.isKnownKey(hash: $0)
     }
+    let reporting = keysmith.reporting(to: verifier)
 
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: OpenAIErrorMiddleware())
@@ -50,15 +56,17 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
             }
         ]
     )
-    AdminRoutes(keysmith: keysmith, authenticator: authenticator).register(on: router)
+    AdminRoutes(keysmith: reporting, authenticator: authenticator).register(on: router)
+    VerificationRoutes(verifier: verifier, usage: usage, authenticator: authenticator).register(on: router)
 
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        services: [DatabaseService(store: store)],
+        // Shut down in reverse: the HTTP server, then the usage recorder's last flush, then the database.
+        services: [DatabaseService(store: store), usage],
         logger: logger
     )
-    return BuiltApplication(application: application, keysmith: keysmith, bootstrap: bootstrap)
+    return BuiltApplication(application: application, keysmith: reporting, bootstrap: bootstrap, usage: usage)
 }
 
 /// Keeps the database open while the server runs and closes it after the server (and every service added after

@@ -11,6 +11,8 @@ public struct KeysmithConfiguration: Sendable {
     public var clock: KeysmithClock
     /// Name of the admin key created on an empty database; nil creates none (tests make their own).
     public var bootstrapAdminKeyName: String?
+    /// How often batched `last_used_at` updates are written (at most 60 s, so that lists are that fresh).
+    public var usageFlushInterval: Duration
 
     public init(
         host: String = "127.0.0.1",
@@ -18,7 +20,8 @@ public struct KeysmithConfiguration: Sendable {
         database: DatabaseURL = .default,
         secret: [UInt8]? = nil,
         clock: KeysmithClock = .system,
-        bootstrapAdminKeyName: String? = "Bootstrap admin key"
+        bootstrapAdminKeyName: String? = "Bootstrap admin key",
+        usageFlushInterval: Duration = .seconds(10)
     ) {
         self.host = host
         self.port = port
@@ -26,6 +29,7 @@ public struct KeysmithConfiguration: Sendable {
         self.secret = secret
         self.clock = clock
         self.bootstrapAdminKeyName = bootstrapAdminKeyName
+        self.usageFlushInterval = usageFlushInterval
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

@@ -9,12 +9,24 @@ public struct Keysmith: Sendable {
     public let hasher: KeyHasher
     public let clock: KeysmithClock
     let ids: IDGenerator
+    /// The running server's verification cache, told about every change that affects a key's validity.
+    let verifier: KeyVerifier?
 
     public init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock = .system, ids: IDGenerator = .shared) {
+        self.init(store: store, hasher: hasher, clock: clock, ids: ids, verifier: nil)
+    }
+
+    init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock, ids: IDGenerator, verifier: KeyVerifier?) {
         self.store = store
         self.hasher = hasher
         self.clock = clock
         self.ids = ids
+        self.verifier = verifier
+    }
+
+    /// This Keysmith, telling `verifier` about changes.
+    func reporting(to verifier: KeyVerifier) -> Keysmith {
+        Keysmith(store: self.store, hasher: self.hasher, clock: self.clock, ids: self.ids, verifier: verifier)
     }
 
     /// Opens the database, applies pending migrations and loads (or on first start, makes) the server secret.
@@ -148,13 +160,27 @@ public struct Keysmith: Sendable {
     }
 
     public func addProjectMember(organizationID: String, projectID: String, userID: String, role: String) async throws -> ProjectMember {
-        try await self.store.addProjectMember(
+        let member = try await self.store.addProjectMember(
             projectID: projectID,
             organizationID: organizationID,
             userID: userID,
             role: role,
             at: self.clock.now()
         )
+        // Keys the user kept from an earlier membership are active again.
+        self.verifier?.invalidate(.membership(projectID: projectID, userID: userID))
+        return member
+    }
+
+    public func removeProjectMember(organizationID: String, projectID: String, userID: String) async throws {
+        try await self.store.removeProjectMember(projectID: projectID, organizationID: organizationID, userID: userID)
+        self.verifier?.invalidate(.membership(projectID: projectID, userID: userID))
+    }
+
+    public func archiveProject(organizationID: String, projectID: String) async throws -> Project {
+        let project = try await self.store.archiveProject(id: projectID, organizationID: organizationID, at: self.clock.now())
+        self.verifier?.invalidate(.project(id: projectID))
+        return project
     }
 
     // MARK: Service accounts and keys
@@ -192,6 +218,7 @@ public struct Keysmith: Sendable {
             expiresAt: nil
         )
         try await self.store.createServiceAccount(account, key: newKey)
+        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
         let key = APIKey(
             id: newKey.id,
             organizationID: organizationID,
@@ -231,6 +258,62 @@ public struct Keysmith: Sendable {
                 expiresAt: expiresInSeconds.map { now + $0 }
             )
         )
+        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
         return (key, issued.plaintext)
+    }
+
+    public func deleteServiceAccount(organizationID: String, projectID: String, accountID: String) async throws {
+        try await self.store.deleteServiceAccount(id: accountID, projectID: projectID, organizationID: organizationID)
+        self.verifier?.invalidate(.serviceAccount(id: accountID))
+    }
+
+    public func deleteAPIKey(organizationID: String, projectID: String, keyID: String) async throws {
+        try await self.store.deleteAPIKey(id: keyID, projectID: projectID, organizationID: organizationID)
+        self.verifier?.invalidate(.key(id: keyID))
+    }
+
+    /// Replaces scopes and/or sets the expiry to `expiresInSeconds` from now.
+    public func updateAPIKey(
+        organizationID: String,
+        projectID: String,
+        keyID: String,
+        scopes: [String]?,
+        expiresInSeconds: Int?
+    ) async throws -> APIKey {
+        let now = self.clock.now()
+        let key = try await self.store.updateAPIKey(
+            id: keyID,
+            projectID: projectID,
+            organizationID: organizationID,
+            scopes: scopes,
+            expiresAt: expiresInSeconds.map { .some(now + $0) },
+            now: now
+        )
+        self.verifier?.invalidate(.key(id: keyID))
+        return key
+    }
+
+    /// Gives a key a new secret, returned once. The old one keeps verifying for `gracePeriodSeconds` (0: never).
+    public func rotateAPIKey(
+        organizationID: String,
+        projectID: String,
+        keyID: String,
+        gracePeriodSeconds: Int
+    ) async throws -> (key: APIKey, plaintext: String, previousSecretExpiresAt: UnixSeconds?) {
+        let now = self.clock.now()
+        let current = try await self.store.apiKey(id: keyID, projectID: projectID, organizationID: organizationID)
+        let issued = self.issueSecret(current.owner.kind)
+        let graceEndsAt = gracePeriodSeconds > 0 ? now + gracePeriodSeconds : nil
+        let key = try await self.store.rotateAPIKey(
+            id: keyID,
+            projectID: projectID,
+            organizationID: organizationID,
+            secret: issued.secret,
+            graceEndsAt: graceEndsAt,
+            now: now
+        )
+        self.verifier?.invalidate(.key(id: keyID))
+        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
+        return (key, issued.plaintext, graceEndsAt)
     }
 }

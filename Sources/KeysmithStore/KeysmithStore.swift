@@ -95,6 +95,26 @@ public protocol KeysmithStore: Sendable {
         expiresAt: UnixSeconds??,
         now: UnixSeconds
     ) async throws -> APIKey
-    /// The key whose secret hashes to `secretHash`, if any.
+    /// The key whose current secret hashes to `secretHash`, if any.
     func apiKey(secretHash: String) async throws -> APIKey?
+
+    // MARK: Verification
+
+    /// Everything known about a secret's digest: its key (current or previous secret), a revocation, or nothing.
+    func lookUp(secretHash: String) async throws -> KeyLookup
+
+    /// Gives the key a new secret. With a grace period, the old secret keeps verifying until `graceEndsAt`; without
+    /// one (`graceEndsAt` nil) it is revoked at once. A previous secret still in its grace period is revoked, so a
+    /// key has at most one previous secret. Expired keys cannot be rotated.
+    func rotateAPIKey(
+        id: String,
+        projectID: String,
+        organizationID: String,
+        secret: NewKeySecret,
+        graceEndsAt: UnixSeconds?,
+        now: UnixSeconds
+    ) async throws -> APIKey
+
+    /// Writes batched uses: each key's `last_used_at` becomes the later of its stored value and the given time.
+    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws
 }

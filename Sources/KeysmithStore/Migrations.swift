@@ -108,7 +108,26 @@ enum Migrations {
                 """,
                 "CREATE INDEX admin_keys_by_organization ON admin_keys (organization_id, created_at, id)",
             ]
-        )
+        ),
+        Migration(
+            name: "0002_add_key_rotation",
+            sqlite: [
+                // After a rotation, the previous secret keeps verifying until previous_secret_expires_at.
+                "ALTER TABLE api_keys ADD COLUMN previous_secret_hash TEXT",
+                "ALTER TABLE api_keys ADD COLUMN previous_secret_expires_at INTEGER",
+                "CREATE UNIQUE INDEX api_keys_by_previous_secret ON api_keys (previous_secret_hash)",
+                // Secrets that no longer verify, so that the verify API can tell "revoked" from "never existed".
+                """
+                CREATE TABLE revoked_secrets (
+                    secret_hash TEXT PRIMARY KEY,
+                    key_id TEXT NOT NULL,
+                    organization_id TEXT NOT NULL,
+                    project_id TEXT NOT NULL,
+                    revoked_at INTEGER NOT NULL
+                ) STRICT
+                """,
+            ]
+        ),
     ]
 }
 

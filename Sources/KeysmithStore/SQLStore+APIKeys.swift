@@ -2,18 +2,23 @@ public import KeysmithCore
 import SQLKit
 
 extension SQLStore {
-    /// A key with everything its `owner` object shows, in one query.
-    static let apiKeySelect = """
-        SELECT k.id, k.organization_id, k.project_id, k.name, k.redacted_value, k.created_at, k.last_used_at,
-               k.expires_at, k.scopes, k.owner_type,
-               u.id AS user_id, u.email AS user_email, u.name AS user_name, u.role AS user_role,
-               u.added_at AS user_added_at, m.role AS member_role,
-               s.id AS account_id, s.name AS account_name, s.role AS account_role, s.created_at AS account_created_at
+    /// A key's columns with everything its `owner` object shows, read in one query with ``apiKeyJoins``.
+    static let apiKeyColumns = """
+        k.id, k.organization_id, k.project_id, k.name, k.redacted_value, k.created_at, k.last_used_at,
+        k.expires_at, k.scopes, k.owner_type,
+        u.id AS user_id, u.email AS user_email, u.name AS user_name, u.role AS user_role,
+        u.added_at AS user_added_at, m.role AS member_role,
+        s.id AS account_id, s.name AS account_name, s.role AS account_role, s.created_at AS account_created_at
+        """
+
+    static let apiKeyJoins = """
         FROM api_keys k
         LEFT JOIN users u ON u.id = k.user_id
         LEFT JOIN project_members m ON m.project_id = k.project_id AND m.user_id = k.user_id
         LEFT JOIN service_accounts s ON s.id = k.service_account_id
         """
+
+    static let apiKeySelect = "SELECT \(apiKeyColumns) \(apiKeyJoins)"
 
     static func apiKey(from row: StoreRow) throws -> APIKey {
         let organizationID = try row.string("organization_id")
@@ -174,7 +179,21 @@ extension SQLStore {
                     code: nil
                 )
             }
+            try await Self.revokeSecrets(database, keyCondition: "id = \(bind: id)", at: self.clock.now())
             try await database.raw("DELETE FROM api_keys WHERE id = \(bind: id)").run()
+        }
+    }
+
+    /// Records the current and previous secrets of the keys matching `keyCondition` as revoked.
+    static func revokeSecrets(_ database: any SQLSession, keyCondition: SQLQueryString, at time: UnixSeconds) async throws {
+        for column in ["secret_hash", "previous_secret_hash"] {
+            try await database.raw(
+                """
+                INSERT INTO revoked_secrets (secret_hash, key_id, organization_id, project_id, revoked_at)
+                SELECT \(unsafeRaw: column), id, organization_id, project_id, \(bind: time) FROM api_keys
+                WHERE \(unsafeRaw: column) IS NOT NULL
+                """ + " AND " + keyCondition + " ON CONFLICT (secret_hash) DO NOTHING"
+            ).run()
         }
     }
 

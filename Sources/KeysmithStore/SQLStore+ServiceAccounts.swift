@@ -97,6 +97,7 @@ extension SQLStore {
     public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: self.clock.now())
             try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()
             try await database.raw("DELETE FROM service_accounts WHERE id = \(bind: id)").run()
         }

@@ -51,19 +51,36 @@ struct Harness: Sendable {
     let adminKey: String
     let clock: ManualClock
     let keysmith: Keysmith
+    let usage: UsageRecorder
 
     /// Builds the application exactly as `keysmith serve` does, on a private in-memory database.
-    static func run(_ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
+    static func run(
+        usageFlushInterval: Duration = .seconds(3600),
+        _ body: @escaping @Sendable (Harness) async throws -> Void
+    ) async throws {
         let clock = ManualClock()
         let built = try await buildApplication(
-            KeysmithConfiguration(database: .sqliteMemory, clock: clock.clock, bootstrapAdminKeyName: "test admin key"),
+            KeysmithConfiguration(
+                database: .sqliteMemory,
+                clock: clock.clock,
+                bootstrapAdminKeyName: "test admin key",
+                usageFlushInterval: usageFlushInterval
+            ),
             logger: Logger(label: "test")
         )
         let adminKey = try #require(built.bootstrap?.adminKey)
         let keysmith = built.keysmith
+        let usage = built.usage
         try await built.application.test(.router) { client in
-            try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith))
+            try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith, usage: usage))
         }
+    }
+
+    /// `/v1/auth/check` with `key` as a bearer token (nil: no key) and any extra headers.
+    func check(_ key: String?, method: HTTPRequest.Method = .get, path: String = "/v1/auth/check", headers: HTTPFields = [:]) async throws -> Reply {
+        var headers = headers
+        if let key { headers[.authorization] = "Bearer \(key)" }
+        return try await self.request(method, path, key: "", headers: headers)
     }
 
     func request(

@@ -9,7 +9,7 @@ struct StoreSetupTests {
     @Test("Migrations apply once, in order, and a second run applies nothing")
     func migrationsAreIdempotent() async throws {
         let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
-        #expect(try await store.migrate() == ["0001_create_schema"])
+        #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation"])
         #expect(try await store.migrate() == [])
         try await store.close()
     }

@@ -110,12 +110,16 @@ enum Wire {
         }
     }
 
-    /// `organization.project.api_key`. `value` is given only in the response that creates the key.
-    static func apiKey(_ writer: inout JSONWriter, _ key: APIKey, value: String? = nil) {
+    /// `organization.project.api_key`. `value` is given only in the response that creates (or rotates) the key;
+    /// `previousSecretExpiresAt` only in the response that rotates it.
+    static func apiKey(_ writer: inout JSONWriter, _ key: APIKey, value: String? = nil, previousSecretExpiresAt: UnixSeconds?? = nil) {
         writer.object { writer in
             writer.field("object", "organization.project.api_key")
             if let value {
                 writer.field("value", value)
+            }
+            if let previousSecretExpiresAt {
+                writer.field("previous_secret_expires_at", previousSecretExpiresAt)
             }
             writer.field("redacted_value", key.redactedValue)
             writer.field("name", key.name)

@@ -51,16 +51,12 @@ extension AdminRoutes {
     @Sendable func updateAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let principal = try await self.write(request)
         let body = try await JSONBody.parse(request)
-        let scopes = try Self.validatedScopes(body.stringArray("scopes"))
-        let expiresIn = try body.integer("expires_in_seconds", in: Self.expiryRange)
-        let now = self.keysmith.clock.now()
-        let key = try await self.store.updateAPIKey(
-            id: context.parameters.path("api_key_id"),
-            projectID: context.parameters.path("project_id"),
+        let key = try await self.keysmith.updateAPIKey(
             organizationID: principal.organizationID,
-            scopes: scopes,
-            expiresAt: expiresIn.map { .some(now + $0) },
-            now: now
+            projectID: context.parameters.path("project_id"),
+            keyID: context.parameters.path("api_key_id"),
+            scopes: try Self.validatedScopes(body.stringArray("scopes")),
+            expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
         )
         return Wire.response { Wire.apiKey(&$0, key) }
     }
@@ -68,12 +64,27 @@ extension AdminRoutes {
     @Sendable func deleteAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let principal = try await self.write(request)
         let keyID = context.parameters.path("api_key_id")
-        try await self.store.deleteAPIKey(
-            id: keyID,
+        try await self.keysmith.deleteAPIKey(
+            organizationID: principal.organizationID,
             projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID
+            keyID: keyID
         )
         return Wire.deleted("organization.project.api_key.deleted", id: keyID)
+    }
+
+    /// Extension: a new secret for the key (value returned once); the old one keeps verifying for the grace period.
+    @Sendable func rotateAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await self.write(request)
+        let body = try await JSONBody.parse(request)
+        let rotated = try await self.keysmith.rotateAPIKey(
+            organizationID: principal.organizationID,
+            projectID: context.parameters.path("project_id"),
+            keyID: context.parameters.path("api_key_id"),
+            gracePeriodSeconds: try body.integer("grace_period_seconds", in: 0...604_800) ?? 0
+        )
+        return Wire.response {
+            Wire.apiKey(&$0, rotated.key, value: rotated.plaintext, previousSecretExpiresAt: .some(rotated.previousSecretExpiresAt))
+        }
     }
 
     // MARK: Service accounts
@@ -137,10 +148,10 @@ extension AdminRoutes {
     @Sendable func deleteServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let principal = try await self.write(request)
         let accountID = context.parameters.path("service_account_id")
-        try await self.store.deleteServiceAccount(
-            id: accountID,
+        try await self.keysmith.deleteServiceAccount(
+            organizationID: principal.organizationID,
             projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID
+            accountID: accountID
         )
         return Wire.deleted("organization.project.service_account.deleted", id: accountID)
     }

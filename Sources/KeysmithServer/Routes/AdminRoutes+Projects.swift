@@ -52,10 +52,9 @@ extension AdminRoutes {
 
     @Sendable func archiveProject(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let principal = try await self.write(request)
-        let project = try await self.store.archiveProject(
-            id: context.parameters.path("project_id"),
+        let project = try await self.keysmith.archiveProject(
             organizationID: principal.organizationID,
-            at: self.keysmith.clock.now()
+            projectID: context.parameters.path("project_id")
         )
         return Wire.response { Wire.project(&$0, project) }
     }
@@ -171,9 +170,9 @@ extension AdminRoutes {
     @Sendable func removeProjectUser(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let principal = try await self.write(request)
         let userID = context.parameters.path("user_id")
-        try await self.store.removeProjectMember(
-            projectID: context.parameters.path("project_id"),
+        try await self.keysmith.removeProjectMember(
             organizationID: principal.organizationID,
+            projectID: context.parameters.path("project_id"),
             userID: userID
         )
         return Wire.deleted("organization.project.user.deleted", id: userID)

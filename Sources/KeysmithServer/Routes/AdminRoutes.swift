@@ -23,6 +23,7 @@ struct AdminRoutes: Sendable {
             "\(base)/projects/:project_id/api_keys/:api_key_id",
             [.get: self.retrieveAPIKey, .post: self.updateAPIKey, .delete: self.deleteAPIKey]
         )
+        router.route("\(base)/projects/:project_id/api_keys/:api_key_id/rotate", [.post: self.rotateAPIKey])
 
         router.route(
             "\(base)/projects/:project_id/service_accounts",

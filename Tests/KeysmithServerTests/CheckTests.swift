@@ -1,0 +1,198 @@
+import Foundation
+import HTTPTypes
+import KeysmithCore
+import KeysmithServer
+import KeysmithStore
+import Testing
+
+extension HTTPField.Name {
+    static let projectIDHeader = Self("X-Keysmith-Project-Id")!
+}
+
+@Suite("Forward auth: /v1/auth/check")
+struct CheckTests {
+    @Test("A good key gets 200 and the identity headers; a service account key too")
+    func validKeys() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let userKey = try await app.userKey(projectID: projectID, userID: userID)
+            let account = try await app.serviceAccount(projectID: projectID)
+
+            let reply = try await app.check(userKey.value)
+            #expect(reply.status == .ok)
+            #expect(reply.text.isEmpty)
+            let organizationID = try #require(reply.headers[HTTPField.Name("X-Keysmith-Organization-Id")!])
+            #expect(organizationID.hasPrefix("org-"))
+            #expect(reply.headers[.projectIDHeader] == projectID)
+            #expect(reply.headers[HTTPField.Name("X-Keysmith-Key-Id")!] == userKey.id)
+            #expect(reply.headers[HTTPField.Name("X-Keysmith-Owner-Type")!] == "user")
+            #expect(reply.headers[HTTPField.Name("X-Keysmith-Owner-Id")!] == userID)
+            #expect(reply.headers[HTTPField.Name("X-Keysmith-Scopes")!] == "")
+
+            let bot = try await app.check(account.value, method: .post)
+            #expect(bot.status == .ok)
+            #expect(bot.headers[HTTPField.Name("X-Keysmith-Owner-Type")!] == "service_account")
+            #expect(bot.headers[HTTPField.Name("X-Keysmith-Owner-Id")!] == account.id)
+
+            // Azure-style clients send api-key.
+            let azure = try await app.check(nil, headers: [HTTPField.Name("api-key")!: account.value])
+            #expect(azure.status == .ok)
+        }
+    }
+
+    @Test("Missing, malformed, unknown and admin keys get 401 with OpenAI's body and WWW-Authenticate")
+    func badKeys() async throws {
+        try await Harness.run { app in
+            let missing = try await app.check(nil)
+            missing.expectError(.unauthorized)
+            #expect(missing.headers[.wwwAuthenticate] == "Bearer")
+
+            for key in ["sk-proj-garbage", KeySecret.generate(.project), KeySecret.generate(.serviceAccount), app.adminKey] {
+                let reply = try await app.check(key)
+                reply.expectError(.unauthorized, code: "invalid_api_key")
+                #expect(reply.headers[.wwwAuthenticate] == "Bearer")
+                #expect((reply.error["message"] as? String)?.hasPrefix("Incorrect API key provided: ") == true)
+                #expect(!reply.text.contains(key) || key.count < 13)
+            }
+        }
+    }
+
+    @Test("Deleting a key, archiving its project, removing its owner or their service account takes effect on the next request")
+    func changesTakeEffectAtOnce() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let deleted = try await app.userKey(projectID: projectID, userID: userID, name: "deleted")
+            let orphaned = try await app.userKey(projectID: projectID, userID: userID, name: "orphaned")
+            let account = try await app.serviceAccount(projectID: projectID)
+            // Every key is verified (and so remembered) first.
+            for key in [deleted.value, orphaned.value, account.value] {
+                #expect(try await app.check(key).status == .ok)
+            }
+
+            #expect(try await app.delete("/projects/\(projectID)/api_keys/\(deleted.id)").status == .ok)
+            try await app.check(deleted.value).expectError(.unauthorized, code: "invalid_api_key")
+
+            #expect(try await app.delete("/projects/\(projectID)/users/\(userID)").status == .ok)
+            try await app.check(orphaned.value).expectError(.unauthorized, code: "invalid_api_key")
+            _ = try await app.post("/projects/\(projectID)/users", #"{"user_id":"\#(userID)","role":"member"}"#)
+            #expect(try await app.check(orphaned.value).status == .ok)
+
+            #expect(try await app.delete("/projects/\(projectID)/service_accounts/\(account.id)").status == .ok)
+            try await app.check(account.value).expectError(.unauthorized, code: "invalid_api_key")
+
+            let other = try await app.serviceAccount(projectID: projectID, name: "other")
+            #expect(try await app.check(other.value).status == .ok)
+            _ = try await app.post("/projects/\(projectID)/archive", nil)
+            try await app.check(other.value).expectError(.unauthorized, code: "invalid_api_key")
+            try await app.check(orphaned.value).expectError(.unauthorized, code: "invalid_api_key")
+        }
+    }
+
+    @Test("A key expires by the clock, with its own code, and an update of its expiry applies at once")
+    func expiry() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let key = try await app.userKey(projectID: projectID, userID: userID, extra: #","expires_in_seconds":600"#)
+            #expect(try await app.check(key.value).status == .ok)
+            app.clock.advance(by: 599)
+            #expect(try await app.check(key.value).status == .ok)
+            app.clock.advance(by: 1)
+            try await app.check(key.value).expectError(.unauthorized, code: "api_key_expired")
+
+            let other = try await app.userKey(projectID: projectID, userID: userID)
+            #expect(try await app.check(other.value).status == .ok)
+            _ = try await app.post("/projects/\(projectID)/api_keys/\(other.id)", #"{"expires_in_seconds":1}"#)
+            app.clock.advance(by: 1)
+            try await app.check(other.value).expectError(.unauthorized, code: "api_key_expired")
+        }
+    }
+
+    @Test("Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request, and only reported without one")
+    func scopes() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
+
+            let reported = try await app.check(reader.value)
+            #expect(reported.status == .ok)
+            #expect(reported.headers[HTTPField.Name("X-Keysmith-Scopes")!] == "api.model.read")
+
+            func traefik(_ method: String, _ uri: String) async throws -> Reply {
+                try await app.check(
+                    reader.value,
+                    headers: [HTTPField.Name("X-Forwarded-Method")!: method, HTTPField.Name("X-Forwarded-Uri")!: uri]
+                )
+            }
+            #expect(try await traefik("GET", "/v1/models").status == .ok)
+            #expect(try await traefik("GET", "/v1/models/llama-3?x=1").status == .ok)
+            let denied = try await traefik("POST", "/v1/chat/completions")
+            denied.expectError(.forbidden, code: "missing_scope")
+            #expect((denied.error["message"] as? String)?.contains("Missing scopes: api.model.request") == true)
+            // Dot segments are resolved as the upstream would: this is GET /v1/files, which the scope does not cover.
+            try await traefik("GET", "/v1/models/../files").expectError(.forbidden, code: "missing_scope")
+            try await traefik("GET", "/v1/models/%2e%2e/files").expectError(.forbidden, code: "missing_scope")
+
+            let nginx = try await app.check(
+                reader.value,
+                headers: [HTTPField.Name("X-Original-Method")!: "POST", HTTPField.Name("X-Original-URI")!: "/v1/embeddings"]
+            )
+            nginx.expectError(.forbidden, code: "missing_scope")
+
+            // Envoy appends the original path and keeps the method.
+            try await app.check(reader.value, method: .post, path: "/v1/auth/check/v1/chat/completions")
+                .expectError(.forbidden, code: "missing_scope")
+            #expect(try await app.check(reader.value, method: .get, path: "/v1/auth/check/v1/models").status == .ok)
+
+            // An unrestricted key passes everything; api.all.read passes reads only.
+            let unrestricted = try await app.userKey(projectID: projectID, userID: userID)
+            #expect(
+                try await app.check(unrestricted.value, method: .post, path: "/v1/auth/check/v1/chat/completions").status == .ok
+            )
+            let readOnly = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.all.read"]"#)
+            #expect(try await app.check(readOnly.value, method: .get, path: "/v1/auth/check/v1/files").status == .ok)
+            try await app.check(readOnly.value, method: .post, path: "/v1/auth/check/v1/responses")
+                .expectError(.forbidden, code: "missing_scope")
+
+            // Changing the scopes applies at once.
+            _ = try await app.post("/projects/\(projectID)/api_keys/\(reader.id)", #"{"scopes":["api.model.request"]}"#)
+            #expect(try await traefik("POST", "/v1/chat/completions").status == .ok)
+        }
+    }
+
+    @Test("A new key verifies at once, and a refused request records no use")
+    func newKeysAndUsage() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let account = try await app.serviceAccount(projectID: projectID)
+            #expect(try await app.check(account.value).status == .ok)
+            let second = try await app.post("/projects/\(projectID)/service_accounts/\(account.id)/api_keys", "{}")
+            #expect(try await app.check(try #require(second["value"] as? String)).status == .ok)
+        }
+    }
+}
+
+@Suite("Scope map")
+struct ScopeMapTests {
+    @Test("Paths are judged as an upstream resolves them")
+    func normalize() {
+        #expect(ScopeMapProbe.normalize("/v1/models/../files?x=/v1/models") == "/v1/files")
+        #expect(ScopeMapProbe.normalize("//v1//chat/completions/") == "/v1/chat/completions")
+        #expect(ScopeMapProbe.normalize("/v1/%6dodels") == "/v1/models")
+        #expect(ScopeMapProbe.normalize("/../../etc") == "/etc")
+    }
+
+    @Test("Routes map to the documented scopes")
+    func requiredScopes() {
+        #expect(ScopeMapProbe.required("GET", "/v1/models") == "api.model.read")
+        #expect(ScopeMapProbe.required("POST", "/v1/chat/completions") == "api.model.request")
+        #expect(ScopeMapProbe.required("POST", "/v1/responses") == "api.model.request")
+        #expect(ScopeMapProbe.required("GET", "/v1/responses/resp_1") == "api.responses.read")
+        #expect(ScopeMapProbe.required("POST", "/v1/embeddings") == "api.model.request")
+        #expect(ScopeMapProbe.required("post", "/v1/embeddingsX") == nil)
+        #expect(ScopeMapProbe.required("DELETE", "/v1/models") == nil)
+    }
+}
