@@ -6,6 +6,11 @@ stamp="$venv_dir/.requirements.sha256"
 wanted=$(sha256sum tests/e2e/requirements.txt | cut -d' ' -f1)
 if [ ! -x "$venv_dir/bin/python" ]; then
     echo "==> creating Python venv in $venv_dir"
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        # Debian's own python3 keeps venv in a separate package.
+        source scripts/lib/debian.sh
+        ensure_debian_package python3-venv
+    fi
     python3 -m venv "$venv_dir"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || [ -z "${KEYSMITH_SKIP_PIP_UPGRADE:-}" ]; then

@@ -41,11 +41,21 @@ def test_no_plaintext_in_the_database_or_the_log(tmp_path):
         )
         assert status == 200
         plaintexts.append(key["value"])
-        # Use every key where it is refused, so that refusals get logged if anything is.
-        for value in plaintexts[1:]:
+        status, _, rotated = server.request(
+            "POST", f"/organization/projects/{project.id}/api_keys/{key['id']}/rotate", {"grace_period_seconds": 60}
+        )
+        assert status == 200
+        plaintexts.append(rotated["value"])
+        # Use every key where it works and where it is refused, so that anything logged about keys is in the log.
+        for value in plaintexts:
+            server.request_root("GET", "/v1/auth/check", key=value)
+            server.request_root(
+                "GET", "/v1/auth/check", key=value, headers={"X-Original-Method": "POST", "X-Original-URI": "/v1/x"}
+            )
+            server.request("POST", "/keys/verify", {"key": value})
             try:
                 server.client(key=value).admin.organization.projects.list()
-            except openai.PermissionDeniedError:
+            except (openai.PermissionDeniedError, openai.AuthenticationError):
                 pass
     finally:
         server.stop()
@@ -64,7 +74,13 @@ def test_no_plaintext_in_the_database_or_the_log(tmp_path):
     secret = bytes.fromhex(
         connection.execute("SELECT value FROM keysmith_settings WHERE name = 'hmac_secret'").fetchone()[0]
     )
-    hashes = {row[0] for row in connection.execute("SELECT secret_hash FROM api_keys UNION SELECT secret_hash FROM admin_keys")}
+    hashes = {
+        row[0]
+        for row in connection.execute(
+            "SELECT secret_hash FROM api_keys UNION SELECT previous_secret_hash FROM api_keys"
+            " UNION SELECT secret_hash FROM admin_keys"
+        )
+    }
     connection.close()
     assert {hmac.new(secret, value.encode(), hashlib.sha256).hexdigest() for value in plaintexts} <= hashes
 
