@@ -6,17 +6,32 @@ import Crypto
 /// nothing without the server secret, and the 256-bit keys cannot be brute-forced either way.
 public struct KeyHasher: Sendable {
     private let key: SymmetricKey
+    /// HMAC state with the key already absorbed: copying it skips the key schedule on every hash, which is on the
+    /// verification hot path.
+    private let keyed: HMAC<SHA256>
 
     /// - Parameter secret: the server secret, at least 32 bytes.
     public init(secret: some Sequence<UInt8>) {
         self.key = SymmetricKey(data: Array(secret))
+        self.keyed = HMAC<SHA256>(key: self.key)
     }
 
-    /// The lowercase hex HMAC-SHA-256 of the key's UTF-8 bytes.
+    /// The lowercase hex HMAC-SHA-256 of the key's UTF-8 bytes: what the store keeps and looks keys up by.
     public func hash(_ key: some StringProtocol) -> String {
-        var key = String(key)
-        let code = key.withUTF8 { HMAC<SHA256>.authenticationCode(for: $0, using: self.key) }
-        return Hex.encode(code)
+        self.digest(key).hex
+    }
+
+    /// The HMAC-SHA-256 of the key's UTF-8 bytes as a value that hashes and compares without allocating.
+    public func digest(_ key: some StringProtocol) -> KeyDigest {
+        var hmac = self.keyed
+        let hashedInPlace: Void? = key.utf8.withContiguousStorageIfAvailable { bytes in
+            hmac.update(data: UnsafeRawBufferPointer(bytes))
+        }
+        if hashedInPlace == nil {
+            var copy = String(key)
+            copy.withUTF8 { hmac.update(data: UnsafeRawBufferPointer($0)) }
+        }
+        return hmac.finalize().withUnsafeBytes { KeyDigest(bytes: $0) }
     }
 
     /// A value derived from the secret that identifies it without revealing it, so that a server started with
@@ -38,18 +53,56 @@ public struct KeyHasher: Sendable {
     }
 }
 
+/// A 32-byte HMAC-SHA-256 digest.
+public struct KeyDigest: Hashable, Sendable {
+    private let words: (UInt64, UInt64, UInt64, UInt64)
+
+    init(bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.count == 32, "a SHA-256 digest has 32 bytes")
+        self.words = (
+            bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+            bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+            bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+            bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+        )
+    }
+
+    /// The digest of a lowercase hex string as ``hex`` writes it; nil for anything else.
+    public init?(hex: String) {
+        guard let bytes = Hex.decode(hex), bytes.count == 32 else { return nil }
+        self = bytes.withUnsafeBytes { KeyDigest(bytes: $0) }
+    }
+
+    /// Lowercase hex, as the store keeps digests.
+    public var hex: String {
+        withUnsafeBytes(of: self.words) { Hex.encode($0) }
+    }
+
+    public static func == (lhs: KeyDigest, rhs: KeyDigest) -> Bool {
+        lhs.words == rhs.words
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.words.0)
+        hasher.combine(self.words.1)
+        hasher.combine(self.words.2)
+        hasher.combine(self.words.3)
+    }
+}
+
 /// Lowercase hexadecimal.
 public enum Hex {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
-        var output: [UInt8] = []
-        output.reserveCapacity(64)
-        for byte in bytes {
-            output.append(digits[Int(byte >> 4)])
-            output.append(digits[Int(byte & 0x0F)])
+        let bytes = Array(bytes)
+        return String(unsafeUninitializedCapacity: bytes.count * 2) { output in
+            for (index, byte) in bytes.enumerated() {
+                output[2 * index] = digits[Int(byte >> 4)]
+                output[2 * index + 1] = digits[Int(byte & 0x0F)]
+            }
+            return bytes.count * 2
         }
-        return String(decoding: output, as: UTF8.self)
     }
 
     public static func decode(_ text: String) -> [UInt8]? {

@@ -40,26 +40,30 @@ public enum KeySecret {
 
     /// The kind of a well-formed key (right prefix, length, alphabet and checksum), or nil.
     public static func parse(_ key: some StringProtocol) -> KeyKind? {
-        var key = String(key)
-        return key.withUTF8 { bytes in
-            for kind in KeyKind.allCases {
-                let prefix = kind.prefix.utf8
-                guard bytes.count == prefix.count + randomLength + checksumLength,
-                    bytes.starts(with: prefix)
-                else { continue }
-                let bodyEnd = bytes.count - checksumLength
-                for byte in bytes[prefix.count..<bodyEnd] where Base62.value(of: byte) == nil {
-                    return nil
-                }
-                var checksum: UInt64 = 0
-                for byte in bytes[bodyEnd...] {
-                    guard let digit = Base62.value(of: byte) else { return nil }
-                    checksum = checksum * 62 + digit
-                }
-                return checksum == UInt64(CRC32.checksum(bytes[..<bodyEnd])) ? kind : nil
-            }
-            return nil
+        // Outer optional: whether the bytes were contiguous; inner: the verdict.
+        if let verdict = key.utf8.withContiguousStorageIfAvailable({ parse(utf8: $0) }) {
+            return verdict
         }
+        var copy = String(key)
+        return copy.withUTF8 { parse(utf8: $0) }
+    }
+
+    private static func parse(utf8 bytes: UnsafeBufferPointer<UInt8>) -> KeyKind? {
+        for kind in KeyKind.allCases {
+            let prefix = kind.prefix.utf8
+            guard bytes.count == prefix.count + randomLength + checksumLength, bytes.starts(with: prefix) else { continue }
+            let bodyEnd = bytes.count - checksumLength
+            for byte in bytes[prefix.count..<bodyEnd] where Base62.value(of: byte) == nil {
+                return nil
+            }
+            var checksum: UInt64 = 0
+            for byte in bytes[bodyEnd...] {
+                guard let digit = Base62.value(of: byte) else { return nil }
+                checksum = checksum * 62 + digit
+            }
+            return checksum == UInt64(CRC32.checksum(bytes[..<bodyEnd])) ? kind : nil
+        }
+        return nil
     }
 
     /// The form lists show: the type prefix, then `*` for every hidden character, then the last 4 characters,

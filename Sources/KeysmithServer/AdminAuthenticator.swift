@@ -29,14 +29,14 @@ final class AdminAuthenticator: Sendable {
     private let cache = Mutex<[String: Entry]>([:])
     private let usage: UsageRecorder
     /// Answers whether a non-admin key is a valid project key (403) or not (401).
-    private let isKnownProjectKey: @Sendable (_ secretHash: String) async throws -> Bool
+    private let isKnownProjectKey: @Sendable (KeyDigest) async throws -> Bool
 
     init(
         store: any KeysmithStore,
         hasher: KeyHasher,
         clock: KeysmithClock,
         usage: UsageRecorder,
-        isKnownProjectKey: @escaping @Sendable (_ secretHash: String) async throws -> Bool
+        isKnownProjectKey: @escaping @Sendable (KeyDigest) async throws -> Bool
     ) {
         self.store = store
         self.hasher = hasher
@@ -56,7 +56,8 @@ final class AdminAuthenticator: Sendable {
             )
         }
         guard let kind = KeySecret.parse(token) else { throw Self.incorrectKey(token) }
-        let hash = self.hasher.hash(token)
+        let digest = self.hasher.digest(token)
+        let hash = digest.hex
         let now = self.clock.now()
         switch kind {
         case .admin:
@@ -67,7 +68,7 @@ final class AdminAuthenticator: Sendable {
             self.usage.recordAdminKeyUse(key.id)
             return AdminPrincipal(keyID: key.id, organizationID: key.organizationID)
         case .project, .serviceAccount:
-            guard try await self.isKnownProjectKey(hash) else { throw Self.incorrectKey(token) }
+            guard try await self.isKnownProjectKey(digest) else { throw Self.incorrectKey(token) }
             let scope = write ? "api.management.write" : "api.management.read"
             throw OpenAIError(
                 status: .forbidden,

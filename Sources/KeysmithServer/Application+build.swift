@@ -1,5 +1,5 @@
 public import Hummingbird
-public import KeysmithCore
+import KeysmithCore
 import KeysmithStore
 public import Logging
 import ServiceLifecycle
@@ -42,7 +42,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         logger: logger
     )
     let authenticator = AdminAuthenticator(store: store, hasher: keysmith.hasher, clock: configuration.clock, usage: usage) {
-        try await verifier.isKnownKey(hash: $0)
+        try await verifier.isKnownKey($0)
     }
     let reporting = keysmith.reporting(to: verifier)
 

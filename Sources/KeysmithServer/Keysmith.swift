@@ -51,9 +51,10 @@ public struct Keysmith: Sendable {
     }
 
     /// The secret of a new key, hashed for the store, and its plaintext to return once.
-    func issueSecret(_ kind: KeyKind) -> (plaintext: String, secret: NewKeySecret) {
+    func issueSecret(_ kind: KeyKind) -> (plaintext: String, secret: NewKeySecret, digest: KeyDigest) {
         let plaintext = KeySecret.generate(kind)
-        return (plaintext, NewKeySecret(hash: self.hasher.hash(plaintext), redactedValue: KeySecret.redact(plaintext, kind: kind)))
+        let digest = self.hasher.digest(plaintext)
+        return (plaintext, NewKeySecret(hash: digest.hex, redactedValue: KeySecret.redact(plaintext, kind: kind)), digest)
     }
 
     // MARK: Organizations and admin keys
@@ -218,7 +219,7 @@ public struct Keysmith: Sendable {
             expiresAt: nil
         )
         try await self.store.createServiceAccount(account, key: newKey)
-        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
+        self.verifier?.invalidate(.newSecret(issued.digest))
         let key = APIKey(
             id: newKey.id,
             organizationID: organizationID,
@@ -258,7 +259,7 @@ public struct Keysmith: Sendable {
                 expiresAt: expiresInSeconds.map { now + $0 }
             )
         )
-        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
+        self.verifier?.invalidate(.newSecret(issued.digest))
         return (key, issued.plaintext)
     }
 
@@ -313,7 +314,7 @@ public struct Keysmith: Sendable {
             now: now
         )
         self.verifier?.invalidate(.key(id: keyID))
-        self.verifier?.invalidate(.newSecret(hash: issued.secret.hash))
+        self.verifier?.invalidate(.newSecret(issued.digest))
         return (key, issued.plaintext, graceEndsAt)
     }
 }

@@ -120,6 +120,20 @@ struct KeyHasherTests {
         )
     }
 
+    @Test("A digest is the hash's bytes: hex round-trips, and substrings hash like strings")
+    func digests() {
+        let hasher = KeyHasher(secret: self.secret)
+        let key = KeySecret.generate(.project)
+        let digest = hasher.digest(key)
+        #expect(digest.hex == hasher.hash(key))
+        #expect(KeyDigest(hex: digest.hex) == digest)
+        #expect(KeyDigest(hex: "abc") == nil)
+        let header = "Bearer " + key
+        #expect(hasher.digest(header.dropFirst(7)) == digest)
+        #expect(hasher.digest(KeySecret.generate(.project)) != digest)
+        #expect(KeySecret.parse(header.dropFirst(7)) == .project)
+    }
+
     @Test("Digests compare equal only when identical")
     func digestComparison() {
         let hasher = KeyHasher(secret: self.secret)

@@ -64,7 +64,7 @@ struct KeyVerifierTests {
                     expiresAt: nil
                 )
             )
-            verifier.invalidate(.newSecret(hash: hasher.hash(other)))
+            verifier.invalidate(.newSecret(hasher.digest(other)))
             #expect(try await verifier.verify(other).code == .valid)
 
             // Positive entries are re-read after their lifetime, bounding changes made behind the server's back.

@@ -1,4 +1,4 @@
-public import HTTPTypes
+import HTTPTypes
 
 extension HTTPFields {
     /// The token of `Authorization: Bearer <token>`; also `api-key: <token>` when `allowAPIKeyHeader` is set
@@ -6,7 +6,11 @@ extension HTTPFields {
     func bearerToken(allowAPIKeyHeader: Bool = false) -> Substring? {
         if let authorization = self[.authorization] {
             let trimmed = authorization.drop { $0 == " " }
-            guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
+            // "Bearer " in any case, compared without allocating.
+            var scheme = trimmed.utf8.makeIterator()
+            for expected in "bearer ".utf8 {
+                guard let byte = scheme.next(), byte | 0x20 == expected else { return nil }
+            }
             let token = trimmed.dropFirst(7).drop { $0 == " " }
             return token.isEmpty ? nil : token
         }

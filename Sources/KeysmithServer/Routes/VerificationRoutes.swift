@@ -31,12 +31,11 @@ struct VerificationRoutes: Sendable {
             )
         }
         let verification = try await self.verifier.verify(token)
-        guard verification.isValid, let record = verification.record else {
+        guard verification.isValid, let keyID = verification.keyID else {
             return Self.refusal(verification.code, token: token)
         }
-        let key = record.key
         if let original = Self.originalRequest(request, context: context),
-            let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path)
+            let missing = ScopeMap.missingScope(scopes: verification.scopes, method: original.method, path: original.path)
         {
             return OpenAIError(
                 status: .forbidden,
@@ -45,16 +44,8 @@ struct VerificationRoutes: Sendable {
                 code: "missing_scope"
             ).response()
         }
-        self.usage.recordAPIKeyUse(key.id)
-        var headers = HTTPFields()
-        headers.reserveCapacity(6)
-        headers[.keysmithOrganizationID] = key.organizationID
-        headers[.keysmithProjectID] = key.projectID
-        headers[.keysmithKeyID] = key.id
-        headers[.keysmithOwnerType] = key.owner.kind == .serviceAccount ? "service_account" : "user"
-        headers[.keysmithOwnerID] = key.owner.id
-        headers[.keysmithScopes] = verification.scopesHeader
-        return Response(status: .ok, headers: headers)
+        self.usage.recordAPIKeyUse(keyID)
+        return Response(status: .ok, headers: verification.identityHeaders)
     }
 
     /// The request the gateway is asking about: Traefik's `X-Forwarded-Method`/`X-Forwarded-Uri`, nginx's
@@ -106,7 +97,7 @@ struct VerificationRoutes: Sendable {
         var verification = try await self.verifier.verify(presented)
         // Another organization's key is not this admin's business: as unknown as a key that never existed.
         if let record = verification.record, record.key.organizationID != principal.organizationID {
-            verification = Verification(code: .notFound, record: nil, scopesHeader: "")
+            verification = Verification(code: .notFound)
         }
         return Wire.response { writer in
             writer.object { writer in

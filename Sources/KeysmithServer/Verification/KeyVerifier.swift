@@ -1,3 +1,4 @@
+import HTTPTypes
 import KeysmithCore
 import KeysmithStore
 import Synchronization
@@ -16,12 +17,61 @@ enum VerificationCode: String, Sendable {
 /// The answer for one presented key.
 struct Verification: Sendable {
     var code: VerificationCode
-    /// The key the secret belongs to, when it belongs to one that still exists.
-    var record: KeyVerificationRecord?
-    /// `X-Keysmith-Scopes`: the key's scopes, comma-separated (empty for unrestricted).
-    var scopesHeader: String
+    /// What is known about the secret; `record` and `identityHeaders` when it belongs to a key that still exists.
+    private var lookup: CachedLookup?
+
+    init(code: VerificationCode, lookup: CachedLookup? = nil) {
+        self.code = code
+        self.lookup = lookup
+    }
 
     var isValid: Bool { self.code == .valid }
+
+    /// The key the secret belongs to (not for a revoked secret).
+    var record: KeyVerificationRecord? {
+        guard self.code != .revoked, case .key(let record)? = self.lookup?.lookup else { return nil }
+        return record
+    }
+
+    /// The response headers for a good key, made once per cached key.
+    var identityHeaders: HTTPFields { self.lookup?.identityHeaders ?? [:] }
+
+    /// The key's id and scopes, without copying the whole record.
+    var keyID: String? { self.lookup?.keyID }
+    var scopes: [String] { self.lookup?.scopes ?? [] }
+}
+
+/// One remembered lookup, shared by reference so that a cache hit copies one pointer.
+final class CachedLookup: Sendable {
+    let lookup: KeyLookup
+    let identityHeaders: HTTPFields
+    let keyID: String?
+    let scopes: [String]
+    let cachedAt: UnixSeconds
+
+    init(lookup: KeyLookup, cachedAt: UnixSeconds) {
+        self.lookup = lookup
+        self.cachedAt = cachedAt
+        var headers = HTTPFields()
+        if case .key(let record) = lookup {
+            self.keyID = record.key.id
+            self.scopes = record.key.scopes
+        } else {
+            self.keyID = nil
+            self.scopes = []
+        }
+        if case .key(let record) = lookup {
+            let key = record.key
+            headers.reserveCapacity(6)
+            headers[.keysmithOrganizationID] = key.organizationID
+            headers[.keysmithProjectID] = key.projectID
+            headers[.keysmithKeyID] = key.id
+            headers[.keysmithOwnerType] = key.owner.kind == .serviceAccount ? "service_account" : "user"
+            headers[.keysmithOwnerID] = key.owner.id
+            headers[.keysmithScopes] = key.scopes.joined(separator: ",")
+        }
+        self.identityHeaders = headers
+    }
 }
 
 /// What changed, so that verification answers from memory stay right on the very next request.
@@ -29,7 +79,7 @@ enum KeyChange: Sendable {
     /// A key was deleted, updated or rotated.
     case key(id: String)
     /// A secret now exists that may have been looked up (and remembered as unknown) before.
-    case newSecret(hash: String)
+    case newSecret(KeyDigest)
     case project(id: String)
     case membership(projectID: String, userID: String)
     case serviceAccount(id: String)
@@ -48,14 +98,8 @@ final class KeyVerifier: Sendable {
     static let negativeLifetime = 30
     static let maximumEntries = 1_000_000
 
-    private struct Entry {
-        var lookup: KeyLookup
-        var scopesHeader: String
-        var cachedAt: UnixSeconds
-    }
-
     private struct Cache {
-        var entries: [String: Entry] = [:]
+        var entries: [KeyDigest: CachedLookup] = [:]
         var generation: UInt64 = 0
     }
 
@@ -72,54 +116,45 @@ final class KeyVerifier: Sendable {
 
     /// Verifies a presented project or service account key. Admin keys are not data-plane keys: `not_found`.
     func verify(_ presented: some StringProtocol) async throws -> Verification {
-        guard let kind = KeySecret.parse(presented) else {
-            return Verification(code: .malformed, record: nil, scopesHeader: "")
-        }
-        guard kind != .admin else { return Verification(code: .notFound, record: nil, scopesHeader: "") }
+        guard let kind = KeySecret.parse(presented) else { return Verification(code: .malformed) }
+        guard kind != .admin else { return Verification(code: .notFound) }
         let now = self.clock.now()
-        let entry = try await self.entry(hash: self.hasher.hash(presented), now: now)
+        let entry = try await self.entry(self.hasher.digest(presented), now: now)
         return Self.evaluate(entry, now: now)
     }
 
     /// Whether a secret digest belongs to an existing project or service account key (in any state).
-    func isKnownKey(hash: String) async throws -> Bool {
-        if case .key = try await self.entry(hash: hash, now: self.clock.now()).lookup { return true }
+    func isKnownKey(_ digest: KeyDigest) async throws -> Bool {
+        if case .key = try await self.entry(digest, now: self.clock.now()).lookup { return true }
         return false
     }
 
-    private func entry(hash: String, now: UnixSeconds) async throws -> Entry {
-        let (cached, generation) = self.cache.withLock { cache -> (Entry?, UInt64) in
-            guard let entry = cache.entries[hash] else { return (nil, cache.generation) }
+    private func entry(_ digest: KeyDigest, now: UnixSeconds) async throws -> CachedLookup {
+        let (cached, generation) = self.cache.withLock { cache -> (CachedLookup?, UInt64) in
+            guard let entry = cache.entries[digest] else { return (nil, cache.generation) }
             let lifetime = if case .key = entry.lookup { Self.positiveLifetime } else { Self.negativeLifetime }
             return now - entry.cachedAt < lifetime ? (entry, cache.generation) : (nil, cache.generation)
         }
         if let cached { return cached }
 
-        let lookup = try await self.store.lookUp(secretHash: hash)
-        let scopes: String
-        if case .key(let record) = lookup {
-            scopes = record.key.scopes.joined(separator: ",")
-        } else {
-            scopes = ""
-        }
-        let entry = Entry(lookup: lookup, scopesHeader: scopes, cachedAt: now)
+        let entry = CachedLookup(lookup: try await self.store.lookUp(secretHash: digest.hex), cachedAt: now)
         self.cache.withLock { cache in
             // A change invalidated entries while we read: what we read may be stale, so don't keep it.
             guard cache.generation == generation else { return }
             if cache.entries.count >= Self.maximumEntries {
                 cache.entries.removeAll(keepingCapacity: true)
             }
-            cache.entries[hash] = entry
+            cache.entries[digest] = entry
         }
         return entry
     }
 
-    private static func evaluate(_ entry: Entry, now: UnixSeconds) -> Verification {
+    private static func evaluate(_ entry: CachedLookup, now: UnixSeconds) -> Verification {
         switch entry.lookup {
         case .unknown:
-            return Verification(code: .notFound, record: nil, scopesHeader: "")
+            return Verification(code: .notFound)
         case .revoked:
-            return Verification(code: .revoked, record: nil, scopesHeader: "")
+            return Verification(code: .revoked)
         case .key(let record):
             let code: VerificationCode
             if let graceEnd = record.previousSecretExpiresAt, graceEnd <= now {
@@ -133,7 +168,7 @@ final class KeyVerifier: Sendable {
             } else {
                 code = .valid
             }
-            return Verification(code: code, record: code == .revoked ? nil : record, scopesHeader: entry.scopesHeader)
+            return Verification(code: code, lookup: entry)
         }
     }
 
@@ -141,8 +176,8 @@ final class KeyVerifier: Sendable {
     func invalidate(_ change: KeyChange) {
         self.cache.withLock { cache in
             cache.generation &+= 1
-            if case .newSecret(let hash) = change {
-                cache.entries.removeValue(forKey: hash)
+            if case .newSecret(let digest) = change {
+                cache.entries.removeValue(forKey: digest)
                 return
             }
             cache.entries = cache.entries.filter { _, entry in
