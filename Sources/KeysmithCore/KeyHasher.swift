@@ -3,7 +3,10 @@ import Crypto
 /// HMAC-SHA-256 under the server secret: what the store keeps instead of a key's plaintext.
 ///
 /// The digest is deterministic, so it doubles as the lookup index; an attacker who reads the database learns
-/// nothing without the server secret, and the 256-bit keys cannot be brute-forced either way.
+/// nothing without the server secret, and the 256-bit keys cannot be brute-forced either way. Keys are found by
+/// their digest (an index or dictionary lookup), never by comparing a presented secret with a stored one, so
+/// there is no secret comparison whose timing could leak: the digest of an attacker's guess says nothing about
+/// the digests it is compared with.
 public struct KeyHasher: Sendable {
     private let key: SymmetricKey
     /// HMAC state with the key already absorbed: copying it skips the key schedule on every hash, which is on the
@@ -38,18 +41,6 @@ public struct KeyHasher: Sendable {
     /// another secret than the one its keys were hashed with refuses to start instead of rejecting every key.
     public var fingerprint: String {
         Hex.encode(HMAC<SHA256>.authenticationCode(for: Array("keysmith secret fingerprint v1".utf8), using: self.key))
-    }
-
-    /// Compares two digests in constant time.
-    public static func digestsEqual(_ lhs: String, _ rhs: String) -> Bool {
-        let left = Array(lhs.utf8)
-        let right = Array(rhs.utf8)
-        guard left.count == right.count else { return false }
-        var difference: UInt8 = 0
-        for index in left.indices {
-            difference |= left[index] ^ right[index]
-        }
-        return difference == 0
     }
 }
 

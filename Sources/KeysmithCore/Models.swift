@@ -116,6 +116,14 @@ public enum APIKeyOwner: Sendable, Equatable {
         }
     }
 
+    /// The owner's `type` as OpenAI's objects spell it: `user` or `service_account`.
+    public var type: String {
+        switch self {
+        case .user: "user"
+        case .serviceAccount: "service_account"
+        }
+    }
+
     public var id: String {
         switch self {
         case .user(let user, _): user.id

@@ -44,8 +44,10 @@ struct KeyVerifierTests {
             )
             // Still remembered as unknown: the store was changed behind the verifier's back...
             #expect(try await verifier.verify(plaintext).code == .notFound)
+            clock.advance(by: KeyVerifier.negativeLifetime * 3 / 4 - 1)
+            #expect(try await verifier.verify(plaintext).code == .notFound)
             // ...until the negative lifetime passes,
-            clock.advance(by: KeyVerifier.negativeLifetime)
+            clock.advance(by: KeyVerifier.negativeLifetime / 4 + 1)
             #expect(try await verifier.verify(plaintext).code == .valid)
 
             // and at once when the creation is reported, as every creation through the server is.
@@ -70,7 +72,9 @@ struct KeyVerifierTests {
             // Positive entries are re-read after their lifetime, bounding changes made behind the server's back.
             try await store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: organization.id)
             #expect(try await verifier.verify(other).code == .valid)
-            clock.advance(by: KeyVerifier.positiveLifetime)
+            clock.advance(by: KeyVerifier.positiveLifetime * 3 / 4 - 1)
+            #expect(try await verifier.verify(other).code == .valid)
+            clock.advance(by: KeyVerifier.positiveLifetime / 4 + 1)
             #expect(try await verifier.verify(other).code == .revoked)
         } catch {
             try await store.close()

@@ -124,7 +124,7 @@ struct VerificationRoutes: Sendable {
             writer.field("project_id", key.projectID)
             writer.key("owner")
             writer.object { writer in
-                writer.field("type", key.owner.kind == .serviceAccount ? "service_account" : "user")
+                writer.field("type", key.owner.type)
                 writer.field("id", key.owner.id)
             }
             writer.field("scopes", key.scopes)

@@ -47,29 +47,29 @@ final class CachedLookup: Sendable {
     let identityHeaders: HTTPFields
     let keyID: String?
     let scopes: [String]
-    let cachedAt: UnixSeconds
+    /// When the entry must be read again from the store.
+    let expiresAt: UnixSeconds
 
-    init(lookup: KeyLookup, cachedAt: UnixSeconds) {
+    init(lookup: KeyLookup, expiresAt: UnixSeconds) {
         self.lookup = lookup
-        self.cachedAt = cachedAt
+        self.expiresAt = expiresAt
         var headers = HTTPFields()
-        if case .key(let record) = lookup {
-            self.keyID = record.key.id
-            self.scopes = record.key.scopes
-        } else {
+        guard case .key(let record) = lookup else {
             self.keyID = nil
             self.scopes = []
+            self.identityHeaders = headers
+            return
         }
-        if case .key(let record) = lookup {
-            let key = record.key
-            headers.reserveCapacity(6)
-            headers[.keysmithOrganizationID] = key.organizationID
-            headers[.keysmithProjectID] = key.projectID
-            headers[.keysmithKeyID] = key.id
-            headers[.keysmithOwnerType] = key.owner.kind == .serviceAccount ? "service_account" : "user"
-            headers[.keysmithOwnerID] = key.owner.id
-            headers[.keysmithScopes] = key.scopes.joined(separator: ",")
-        }
+        let key = record.key
+        self.keyID = key.id
+        self.scopes = key.scopes
+        headers.reserveCapacity(6)
+        headers[.keysmithOrganizationID] = key.organizationID
+        headers[.keysmithProjectID] = key.projectID
+        headers[.keysmithKeyID] = key.id
+        headers[.keysmithOwnerType] = key.owner.type
+        headers[.keysmithOwnerID] = key.owner.id
+        headers[.keysmithScopes] = key.scopes.joined(separator: ",")
         self.identityHeaders = headers
     }
 }
@@ -90,12 +90,14 @@ enum KeyChange: Sendable {
 /// Correctness first: every change made through this server invalidates the affected entries before the change's
 /// response is sent (``invalidate(_:)``), and a lookup that raced with a change is not remembered (a generation
 /// counter). Time-based states (expiry, the end of a rotation's grace period) are evaluated on every request
-/// against the clock, never cached. Entries are also re-read after ``positiveLifetime`` seconds, which bounds how
-/// long a change made behind the server's back goes unseen; unknown and revoked secrets are remembered for
-/// ``negativeLifetime`` seconds (a new secret is never among them: creation invalidates its digest).
+/// against the clock, never cached. Entries are also re-read after at most ``positiveLifetime`` seconds, which
+/// bounds how long a change made behind the server's back goes unseen; unknown and revoked secrets are remembered
+/// for at most ``negativeLifetime`` seconds (a new secret is never among them: creation invalidates its digest).
+/// Each entry's lifetime is drawn between 75% and 100% of its maximum, so that keys first seen together (at start,
+/// or in a burst) are not all read again in the same second.
 final class KeyVerifier: Sendable {
-    static let positiveLifetime = 60
-    static let negativeLifetime = 30
+    static let positiveLifetime = 300
+    static let negativeLifetime = 60
     static let maximumEntries = 1_000_000
 
     private struct Cache {
@@ -132,12 +134,13 @@ final class KeyVerifier: Sendable {
     private func entry(_ digest: KeyDigest, now: UnixSeconds) async throws -> CachedLookup {
         let (cached, generation) = self.cache.withLock { cache -> (CachedLookup?, UInt64) in
             guard let entry = cache.entries[digest] else { return (nil, cache.generation) }
-            let lifetime = if case .key = entry.lookup { Self.positiveLifetime } else { Self.negativeLifetime }
-            return now - entry.cachedAt < lifetime ? (entry, cache.generation) : (nil, cache.generation)
+            return now < entry.expiresAt ? (entry, cache.generation) : (nil, cache.generation)
         }
         if let cached { return cached }
 
-        let entry = CachedLookup(lookup: try await self.store.lookUp(secretHash: digest.hex), cachedAt: now)
+        let lookup = try await self.store.lookUp(secretHash: digest.hex)
+        let maximum = if case .key = lookup { Self.positiveLifetime } else { Self.negativeLifetime }
+        let entry = CachedLookup(lookup: lookup, expiresAt: now + Int.random(in: (maximum * 3 / 4)...maximum))
         self.cache.withLock { cache in
             // A change invalidated entries while we read: what we read may be stale, so don't keep it.
             guard cache.generation == generation else { return }
