@@ -184,9 +184,27 @@ extension SQLStore {
         }
     }
 
-    /// Records the current and previous secrets of the keys matching `keyCondition` as revoked.
-    static func revokeSecrets(_ database: any SQLSession, keyCondition: SQLQueryString, at time: UnixSeconds) async throws {
-        for column in ["secret_hash", "previous_secret_hash"] {
+    /// Which of a key's secrets ``revokeSecrets(_:_:keyCondition:at:)`` records.
+    enum SecretColumns {
+        case currentAndPrevious
+        case previousOnly
+
+        var names: [String] {
+            switch self {
+            case .currentAndPrevious: ["secret_hash", "previous_secret_hash"]
+            case .previousOnly: ["previous_secret_hash"]
+            }
+        }
+    }
+
+    /// Records secrets of the keys matching `keyCondition` as revoked, so that the verify API can say so.
+    static func revokeSecrets(
+        _ database: any SQLSession,
+        _ columns: SecretColumns = .currentAndPrevious,
+        keyCondition: SQLQueryString,
+        at time: UnixSeconds
+    ) async throws {
+        for column in columns.names {
             try await database.raw(
                 """
                 INSERT INTO revoked_secrets (secret_hash, key_id, organization_id, project_id, revoked_at)

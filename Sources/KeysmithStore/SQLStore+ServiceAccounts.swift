@@ -59,7 +59,7 @@ extension SQLStore {
     public func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
         try await self.engine.read { database in
             _ = try await Self.project(database, id: projectID, organizationID: organizationID)
-            var query: SQLQueryString = """
+            let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
                 """
             let rows = try await Self.fetchPage(

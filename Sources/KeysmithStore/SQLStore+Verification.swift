@@ -55,24 +55,14 @@ extension SQLStore {
                     code: "api_key_expired"
                 )
             }
-            // The previous secret, if any, ends now: at most one previous secret at a time.
-            try await database.raw(
-                """
-                INSERT INTO revoked_secrets (secret_hash, key_id, organization_id, project_id, revoked_at)
-                SELECT previous_secret_hash, id, organization_id, project_id, \(bind: now) FROM api_keys
-                WHERE id = \(bind: id) AND previous_secret_hash IS NOT NULL
-                ON CONFLICT (secret_hash) DO NOTHING
-                """
-            ).run()
-            if graceEndsAt == nil {
-                try await database.raw(
-                    """
-                    INSERT INTO revoked_secrets (secret_hash, key_id, organization_id, project_id, revoked_at)
-                    SELECT secret_hash, id, organization_id, project_id, \(bind: now) FROM api_keys WHERE id = \(bind: id)
-                    ON CONFLICT (secret_hash) DO NOTHING
-                    """
-                ).run()
-            }
+            // The previous secret, if any, ends now (at most one previous secret at a time); without a grace
+            // period, so does the current one.
+            try await Self.revokeSecrets(
+                database,
+                graceEndsAt == nil ? .currentAndPrevious : .previousOnly,
+                keyCondition: "id = \(bind: id)",
+                at: now
+            )
             try await database.raw(
                 """
                 UPDATE api_keys SET

@@ -25,23 +25,27 @@ struct KeyVerifierTests {
                 withoutKey: true
             ).account
 
+            /// Stores a key for `plaintext` behind the verifier's back, as another process could.
+            func storeKey(_ plaintext: String) async throws {
+                _ = try await store.createAPIKey(
+                    NewAPIKey(
+                        id: IDGenerator.shared.make(.apiKey),
+                        organizationID: organization.id,
+                        projectID: project.id,
+                        owner: .serviceAccount(id: account.id),
+                        name: "k",
+                        secret: NewKeySecret(hash: hasher.hash(plaintext), redactedValue: KeySecret.redact(plaintext, kind: .serviceAccount)),
+                        scopes: [],
+                        createdAt: clock.now,
+                        expiresAt: nil
+                    )
+                )
+            }
+
             // A key presented before it exists.
             let plaintext = KeySecret.generate(.serviceAccount)
             #expect(try await verifier.verify(plaintext).code == .notFound)
-            let hash = hasher.hash(plaintext)
-            _ = try await store.createAPIKey(
-                NewAPIKey(
-                    id: IDGenerator.shared.make(.apiKey),
-                    organizationID: organization.id,
-                    projectID: project.id,
-                    owner: .serviceAccount(id: account.id),
-                    name: "k",
-                    secret: NewKeySecret(hash: hash, redactedValue: KeySecret.redact(plaintext, kind: .serviceAccount)),
-                    scopes: [],
-                    createdAt: clock.now,
-                    expiresAt: nil
-                )
-            )
+            try await storeKey(plaintext)
             // Still remembered as unknown: the store was changed behind the verifier's back...
             #expect(try await verifier.verify(plaintext).code == .notFound)
             clock.advance(by: KeyVerifier.negativeLifetime * 3 / 4 - 1)
@@ -53,19 +57,7 @@ struct KeyVerifierTests {
             // and at once when the creation is reported, as every creation through the server is.
             let other = KeySecret.generate(.serviceAccount)
             #expect(try await verifier.verify(other).code == .notFound)
-            _ = try await store.createAPIKey(
-                NewAPIKey(
-                    id: IDGenerator.shared.make(.apiKey),
-                    organizationID: organization.id,
-                    projectID: project.id,
-                    owner: .serviceAccount(id: account.id),
-                    name: "k2",
-                    secret: NewKeySecret(hash: hasher.hash(other), redactedValue: KeySecret.redact(other, kind: .serviceAccount)),
-                    scopes: [],
-                    createdAt: clock.now,
-                    expiresAt: nil
-                )
-            )
+            try await storeKey(other)
             verifier.invalidate(.newSecret(hasher.digest(other)))
             #expect(try await verifier.verify(other).code == .valid)
 

@@ -9,9 +9,9 @@ struct QueryParameters {
         guard let query, !query.isEmpty else { return }
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            var name = Self.decode(parts[0])
+            var name = PercentEncoding.decode(parts[0], plusAsSpace: true)
             if name.hasSuffix("[]") { name.removeLast(2) }
-            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
+            let value = parts.count > 1 ? PercentEncoding.decode(parts[1], plusAsSpace: true) : ""
             self.values[name, default: []].append(value)
         }
     }
@@ -60,14 +60,17 @@ struct QueryParameters {
         }
         return value
     }
+}
 
-    private static func decode(_ text: Substring) -> String {
+/// Percent-decoding for query strings and paths. A `%` not followed by two hex digits is kept as it was sent.
+enum PercentEncoding {
+    static func decode(_ text: some StringProtocol, plusAsSpace: Bool) -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count)
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {
             switch byte {
-            case UInt8(ascii: "+"):
+            case UInt8(ascii: "+") where plusAsSpace:
                 bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
                 let high = iterator.next()
@@ -75,7 +78,6 @@ struct QueryParameters {
                 if let high, let low, let value = Hex.decode(String(decoding: [high, low], as: UTF8.self))?.first {
                     bytes.append(value)
                 } else {
-                    // Not an escape: keep what was sent.
                     bytes.append(byte)
                     if let high { bytes.append(high) }
                     if let low { bytes.append(low) }

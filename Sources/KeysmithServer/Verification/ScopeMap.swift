@@ -60,7 +60,7 @@ enum ScopeMap {
     static func normalize(_ path: some StringProtocol) -> String {
         let withoutQuery = path.prefix { $0 != "?" && $0 != "#" }
         var resolved: [Substring] = []
-        for segment in Self.percentDecoded(withoutQuery).split(separator: "/", omittingEmptySubsequences: true) {
+        for segment in PercentEncoding.decode(withoutQuery, plusAsSpace: false).split(separator: "/", omittingEmptySubsequences: true) {
             switch segment {
             case ".": continue
             case "..": _ = resolved.popLast()
@@ -68,26 +68,5 @@ enum ScopeMap {
             }
         }
         return "/" + resolved.joined(separator: "/")
-    }
-
-    private static func percentDecoded(_ text: some StringProtocol) -> String {
-        var bytes: [UInt8] = []
-        var iterator = text.utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            let high = iterator.next()
-            let low = iterator.next()
-            if let high, let low, let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
-                bytes.append(value)
-            } else {
-                bytes.append(byte)
-                if let high { bytes.append(high) }
-                if let low { bytes.append(low) }
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
