@@ -224,14 +224,7 @@ extension SQLStore {
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write { database in
-            var key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
-            if let expiry = key.expiresAt, expiry <= now {
-                throw KeysmithError.invalidRequest(
-                    message: "API key \(id) has expired; expired keys cannot be updated.",
-                    param: nil,
-                    code: "api_key_expired"
-                )
-            }
+            var key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: "updated")
             if let scopes { key.scopes = scopes }
             if let expiresAt { key.expiresAt = expiresAt }
             try await database.raw(
@@ -242,6 +235,26 @@ extension SQLStore {
             ).run()
             return key
         }
+    }
+
+    /// The key, which must not have expired: expired keys cannot be `action` (updated, rotated).
+    static func unexpiredKey(
+        _ database: any SQLSession,
+        id: String,
+        projectID: String,
+        organizationID: String,
+        now: UnixSeconds,
+        for action: String
+    ) async throws -> APIKey {
+        let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+        if let expiry = key.expiresAt, expiry <= now {
+            throw KeysmithError.invalidRequest(
+                message: "API key \(id) has expired; expired keys cannot be \(action).",
+                param: nil,
+                code: "api_key_expired"
+            )
+        }
+        return key
     }
 
     public func apiKey(secretHash: String) async throws -> APIKey? {

@@ -47,14 +47,7 @@ extension SQLStore {
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write { database in
-            let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
-            if let expiry = key.expiresAt, expiry <= now {
-                throw KeysmithError.invalidRequest(
-                    message: "API key \(id) has expired; expired keys cannot be rotated.",
-                    param: nil,
-                    code: "api_key_expired"
-                )
-            }
+            let key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: "rotated")
             // The previous secret, if any, ends now (at most one previous secret at a time); without a grace
             // period, so does the current one.
             try await Self.revokeSecrets(
