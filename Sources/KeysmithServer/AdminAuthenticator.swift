@@ -47,28 +47,21 @@ final class AdminAuthenticator: Sendable {
 
     /// The caller, or an error: `write` asks for `api.management.write`, else `api.management.read`.
     func authenticate(_ request: Request, write: Bool) async throws -> AdminPrincipal {
-        guard let token = request.headers.bearerToken() else {
-            throw OpenAIError(
-                status: .unauthorized,
-                message: "You didn't provide an API key. You need to provide your admin API key in an Authorization "
-                    + "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                headers: [.wwwAuthenticate: "Bearer"]
-            )
-        }
-        guard let kind = KeySecret.parse(token) else { throw Self.incorrectKey(token) }
+        guard let token = request.headers.bearerToken() else { throw OpenAIError.missingKey }
+        guard let kind = KeySecret.parse(token) else { throw OpenAIError.incorrectKey(token) }
         let digest = self.hasher.digest(token)
         let hash = digest.hex
         let now = self.clock.now()
         switch kind {
         case .admin:
-            guard let key = try await self.adminKey(hash: hash, now: now) else { throw Self.incorrectKey(token) }
+            guard let key = try await self.adminKey(hash: hash, now: now) else { throw OpenAIError.incorrectKey(token) }
             if let expiresAt = key.expiresAt, expiresAt <= now {
-                throw Self.incorrectKey(token, code: "api_key_expired", reason: "This API key has expired.")
+                throw OpenAIError.incorrectKey(token, detail: "This key has expired.", code: "api_key_expired")
             }
             self.usage.recordAdminKeyUse(key.id)
             return AdminPrincipal(keyID: key.id, organizationID: key.organizationID)
         case .project, .serviceAccount:
-            guard try await self.isKnownProjectKey(digest) else { throw Self.incorrectKey(token) }
+            guard try await self.isKnownProjectKey(digest) else { throw OpenAIError.incorrectKey(token) }
             let scope = write ? "api.management.write" : "api.management.read"
             throw OpenAIError(
                 status: .forbidden,
@@ -98,16 +91,5 @@ final class AdminAuthenticator: Sendable {
         self.cache.withLock { cache in
             cache = cache.filter { $0.value.key.id != keyID }
         }
-    }
-
-    static func incorrectKey(_ token: some StringProtocol, code: String = "invalid_api_key", reason: String? = nil) -> OpenAIError {
-        OpenAIError(
-            status: .unauthorized,
-            message: (reason.map { "\($0) " } ?? "")
-                + "Incorrect API key provided: \(KeySecret.describeForError(token)). "
-                + "Check the key, or create a new one.",
-            code: code,
-            headers: [.wwwAuthenticate: "Bearer"]
-        )
     }
 }

@@ -61,6 +61,26 @@ extension OpenAIError {
         .invalid("Missing required parameter: '\(name)'.", param: name)
     }
 
+    /// 401 for a request without a key, in OpenAI's words.
+    static let missingKey = OpenAIError.unauthorized(
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
+            + "(i.e. Authorization: Bearer YOUR_KEY).",
+        code: nil
+    )
+
+    /// 401 for a key that is not good, showing at most its first 8 and last 4 characters; `detail` says why when
+    /// saying so helps the key's owner.
+    static func incorrectKey(_ token: some StringProtocol, detail: String? = nil, code: String = "invalid_api_key") -> OpenAIError {
+        .unauthorized(
+            "Incorrect API key provided: \(KeySecret.describeForError(token))." + (detail.map { " \($0)" } ?? ""),
+            code: code
+        )
+    }
+
+    static func unauthorized(_ message: String, code: String?) -> OpenAIError {
+        OpenAIError(status: .unauthorized, message: message, code: code, headers: [.wwwAuthenticate: "Bearer"])
+    }
+
     /// The OpenAI envelope for a domain error.
     init(_ error: KeysmithError) {
         switch error {

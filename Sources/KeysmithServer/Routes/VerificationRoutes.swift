@@ -24,11 +24,7 @@ struct VerificationRoutes: Sendable {
     /// OpenAI's envelope otherwise.
     @Sendable func check(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard let token = request.headers.bearerToken(allowAPIKeyHeader: true) else {
-            return Self.unauthorized(
-                "You didn't provide an API key. You need to provide your API key in an Authorization header using "
-                    + "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                code: nil
-            )
+            return OpenAIError.missingKey.response()
         }
         let verification = try await self.verifier.verify(token)
         guard verification.isValid, let keyID = verification.keyID else {
@@ -66,25 +62,19 @@ struct VerificationRoutes: Sendable {
     }
 
     static func refusal(_ code: VerificationCode, token: Substring) -> Response {
-        let shown = KeySecret.describeForError(token)
+        let error: OpenAIError
         switch code {
         case .expired:
-            return Self.unauthorized("The API key provided has expired: \(shown).", code: "api_key_expired")
+            error = .incorrectKey(token, detail: "This key has expired.", code: "api_key_expired")
         case .projectArchived:
-            return Self.unauthorized("Incorrect API key provided: \(shown). Its project is archived.", code: "invalid_api_key")
+            error = .incorrectKey(token, detail: "Its project is archived.")
         case .ownerInactive:
-            return Self.unauthorized(
-                "Incorrect API key provided: \(shown). Its owner is no longer a member of the project.",
-                code: "invalid_api_key"
-            )
+            error = .incorrectKey(token, detail: "Its owner is no longer a member of the project.")
         case .valid, .malformed, .notFound, .revoked:
-            let hint = token.hasPrefix(KeyKind.admin.prefix) ? " Admin keys cannot call the API; use a project key." : ""
-            return Self.unauthorized("Incorrect API key provided: \(shown).\(hint)", code: "invalid_api_key")
+            let isAdminKey = token.hasPrefix(KeyKind.admin.prefix)
+            error = .incorrectKey(token, detail: isAdminKey ? "Admin keys cannot call the API; use a project key." : nil)
         }
-    }
-
-    static func unauthorized(_ message: String, code: String?) -> Response {
-        OpenAIError(status: .unauthorized, message: message, code: code, headers: [.wwwAuthenticate: "Bearer"]).response()
+        return error.response()
     }
 
     // MARK: Verify API
