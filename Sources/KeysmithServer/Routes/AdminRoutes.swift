@@ -56,7 +56,7 @@ struct AdminRoutes: Sendable {
         try await self.authenticator.authenticate(request, write: true)
     }
 
-    /// `name` for keys and accounts: required where the spec requires it, 1–256 characters.
+    /// `scopes` as a key may carry them: at most 100 lowercase dotted names, duplicates dropped in order.
     static func validatedScopes(_ scopes: [String]?) throws -> [String]? {
         guard let scopes else { return nil }
         guard scopes.count <= 100 else {
