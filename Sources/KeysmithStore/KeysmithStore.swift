@@ -95,8 +95,6 @@ public protocol KeysmithStore: Sendable {
         expiresAt: UnixSeconds??,
         now: UnixSeconds
     ) async throws -> APIKey
-    /// The key whose current secret hashes to `secretHash`, if any.
-    func apiKey(secretHash: String) async throws -> APIKey?
 
     // MARK: Verification
 

@@ -256,11 +256,4 @@ extension SQLStore {
         }
         return key
     }
-
-    public func apiKey(secretHash: String) async throws -> APIKey? {
-        try await self.engine.read { database in
-            try await database.raw("\(unsafeRaw: Self.apiKeySelect) WHERE k.secret_hash = \(bind: secretHash)")
-                .first().map(Self.apiKey(from:))
-        }
-    }
 }

@@ -155,7 +155,7 @@ extension SQLStore {
 
     public func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
         try await self.engine.read { database in
-            var query: SQLQueryString = """
+            let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
                 """
             let rows = try await Self.fetchPage(

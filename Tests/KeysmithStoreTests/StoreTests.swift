@@ -325,7 +325,8 @@ struct StoreKeyTests {
                 try await fixture.store.deleteAPIKey(id: second.id, projectID: project.id, organizationID: fixture.organizationID)
             }
             try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
-            #expect(try await fixture.store.apiKey(secretHash: first.secret.hash) == nil)
+            let revoked = try await fixture.store.lookUp(secretHash: first.secret.hash)
+            #expect(revoked == .revoked(keyID: first.id, organizationID: fixture.organizationID, projectID: project.id))
             let keys = try await fixture.store.listAPIKeys(
                 projectID: project.id,
                 organizationID: fixture.organizationID,
@@ -376,9 +377,14 @@ struct StoreKeyTests {
             let (project, member) = try await fixture.projectWithMember()
             let new = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
             let key = try await fixture.store.createAPIKey(new)
-            #expect(try await fixture.store.apiKey(secretHash: new.secret.hash)?.id == key.id)
+            guard case .key(let record) = try await fixture.store.lookUp(secretHash: new.secret.hash) else {
+                Issue.record("the new key's secret is not found")
+                return
+            }
+            #expect(record.key.id == key.id)
             try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
-            #expect(try await fixture.store.apiKey(secretHash: new.secret.hash) == nil)
+            let revoked = try await fixture.store.lookUp(secretHash: new.secret.hash)
+            #expect(revoked == .revoked(keyID: key.id, organizationID: fixture.organizationID, projectID: project.id))
             await expectNotFound("API key") {
                 try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
             }
