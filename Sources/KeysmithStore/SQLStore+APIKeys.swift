@@ -2,14 +2,40 @@ public import KeysmithCore
 import SQLKit
 
 extension SQLStore {
-    /// A key's columns with everything its `owner` object shows, read in one query with ``apiKeyJoins``.
-    static let apiKeyColumns = """
-        k.id, k.organization_id, k.project_id, k.name, k.redacted_value, k.created_at, k.last_used_at,
-        k.expires_at, k.scopes, k.owner_type,
-        u.id AS user_id, u.email AS user_email, u.name AS user_name, u.role AS user_role,
-        u.added_at AS user_added_at, m.role AS member_role,
-        s.id AS account_id, s.name AS account_name, s.role AS account_role, s.created_at AS account_created_at
-        """
+    /// A key's columns with everything its `owner` object shows, in the order ``apiKey(from:)`` reads them by
+    /// position: the first columns of every query that selects ``apiKeyColumns`` with ``apiKeyJoins``.
+    enum APIKeyColumn: Int, CaseIterable {
+        case id, organizationID, projectID, name, redactedValue, createdAt, lastUsedAt, expiresAt, scopes, ownerType
+        case userID, userEmail, userName, userRole, userAddedAt, memberRole
+        case accountID, accountName, accountRole, accountCreatedAt
+
+        var expression: String {
+            switch self {
+            case .id: "k.id"
+            case .organizationID: "k.organization_id"
+            case .projectID: "k.project_id"
+            case .name: "k.name"
+            case .redactedValue: "k.redacted_value"
+            case .createdAt: "k.created_at"
+            case .lastUsedAt: "k.last_used_at"
+            case .expiresAt: "k.expires_at"
+            case .scopes: "k.scopes"
+            case .ownerType: "k.owner_type"
+            case .userID: "u.id AS user_id"
+            case .userEmail: "u.email AS user_email"
+            case .userName: "u.name AS user_name"
+            case .userRole: "u.role AS user_role"
+            case .userAddedAt: "u.added_at AS user_added_at"
+            case .memberRole: "m.role AS member_role"
+            case .accountID: "s.id AS account_id"
+            case .accountName: "s.name AS account_name"
+            case .accountRole: "s.role AS account_role"
+            case .accountCreatedAt: "s.created_at AS account_created_at"
+            }
+        }
+    }
+
+    static let apiKeyColumns = APIKeyColumn.allCases.map(\.expression).joined(separator: ", ")
 
     static let apiKeyJoins = """
         FROM api_keys k
@@ -20,42 +46,49 @@ extension SQLStore {
 
     static let apiKeySelect = "SELECT \(apiKeyColumns) \(apiKeyJoins)"
 
+    /// Reads a key by position (a list page reads 20 columns of up to 100 rows, so looking each up by name costs
+    /// more than the query); the positions come from ``APIKeyColumn``, like the SELECT list.
     static func apiKey(from row: StoreRow) throws -> APIKey {
-        let organizationID = try row.string("organization_id")
-        let projectID = try row.string("project_id")
+        typealias C = APIKeyColumn
+        assert(
+            zip(C.allCases, row.columns.names).allSatisfy { $0.expression.hasSuffix($1) },
+            "the query does not start with apiKeyColumns: \(row.columns.names)"
+        )
+        let organizationID = try row.string(at: C.organizationID.rawValue)
+        let projectID = try row.string(at: C.projectID.rawValue)
         let owner: APIKeyOwner
-        if try row.string("owner_type") == "user" {
+        if try row.string(at: C.ownerType.rawValue) == "user" {
             let user = User(
-                id: try row.string("user_id"),
+                id: try row.string(at: C.userID.rawValue),
                 organizationID: organizationID,
-                email: try row.string("user_email"),
-                name: try row.optionalString("user_name"),
-                role: try row.string("user_role"),
-                addedAt: try row.int("user_added_at")
+                email: try row.string(at: C.userEmail.rawValue),
+                name: try row.optionalString(at: C.userName.rawValue),
+                role: try row.string(at: C.userRole.rawValue),
+                addedAt: try row.int(at: C.userAddedAt.rawValue)
             )
-            owner = .user(user, role: try row.optionalString("member_role"))
+            owner = .user(user, role: try row.optionalString(at: C.memberRole.rawValue))
         } else {
             owner = .serviceAccount(
                 ServiceAccount(
-                    id: try row.string("account_id"),
+                    id: try row.string(at: C.accountID.rawValue),
                     organizationID: organizationID,
                     projectID: projectID,
-                    name: try row.string("account_name"),
-                    role: try row.string("account_role"),
-                    createdAt: try row.int("account_created_at")
+                    name: try row.string(at: C.accountName.rawValue),
+                    role: try row.string(at: C.accountRole.rawValue),
+                    createdAt: try row.int(at: C.accountCreatedAt.rawValue)
                 )
             )
         }
         return APIKey(
-            id: try row.string("id"),
+            id: try row.string(at: C.id.rawValue),
             organizationID: organizationID,
             projectID: projectID,
-            name: try row.string("name"),
-            redactedValue: try row.string("redacted_value"),
-            createdAt: try row.int("created_at"),
-            lastUsedAt: try row.optionalInt("last_used_at"),
-            expiresAt: try row.optionalInt("expires_at"),
-            scopes: ScopeList.decode(try row.string("scopes")),
+            name: try row.string(at: C.name.rawValue),
+            redactedValue: try row.string(at: C.redactedValue.rawValue),
+            createdAt: try row.int(at: C.createdAt.rawValue),
+            lastUsedAt: try row.optionalInt(at: C.lastUsedAt.rawValue),
+            expiresAt: try row.optionalInt(at: C.expiresAt.rawValue),
+            scopes: ScopeList.decode(try row.string(at: C.scopes.rawValue)),
             owner: owner
         )
     }

@@ -160,7 +160,7 @@ extension SQLStore {
     public func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember> {
         try await self.engine.read { database in
             _ = try await Self.project(database, id: projectID, organizationID: organizationID)
-            var query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
+            let query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
             let rows = try await Self.fetchPage(
                 database,
                 base: query,

@@ -1,46 +1,83 @@
-import SQLiteNIO
+/// A value as the database hands it over, or as the store binds it.
+public enum StoreValue: Sendable, Equatable {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+    case blob([UInt8])
+}
+
+/// The column names of a result, shared by all of its rows, with the position of each.
+public final class StoreColumns: Sendable {
+    public let names: [String]
+    private let positions: [String: Int]
+
+    init(_ names: [String]) {
+        self.names = names
+        var positions: [String: Int] = [:]
+        for (position, name) in names.enumerated() where positions[name] == nil {
+            positions[name] = position
+        }
+        self.positions = positions
+    }
+
+    func position(of name: String) -> Int? {
+        self.positions[name]
+    }
+}
 
 /// A result row, read by column name as plain values.
 public struct StoreRow: Sendable {
-    private let row: SQLiteRow
+    public let columns: StoreColumns
+    public let values: [StoreValue]
 
-    init(_ row: SQLiteRow) {
-        self.row = row
+    init(columns: StoreColumns, values: [StoreValue]) {
+        self.columns = columns
+        self.values = values
     }
 
-    private func value(_ column: String) throws -> SQLiteData {
-        guard let value = self.row.column(column) else { throw StoreRowError(column: column, problem: "is not in the result") }
-        return value
-    }
-
-    public func string(_ column: String) throws -> String {
-        guard case .text(let text) = try self.value(column) else {
-            throw StoreRowError(column: column, problem: "is not text")
+    private func position(_ column: String) throws -> Int {
+        guard let position = self.columns.position(of: column) else {
+            throw StoreRowError(column: column, problem: "is not in the result")
         }
+        return position
+    }
+
+    public func string(_ column: String) throws -> String { try self.string(at: self.position(column)) }
+    public func optionalString(_ column: String) throws -> String? { try self.optionalString(at: self.position(column)) }
+    public func int(_ column: String) throws -> Int { try self.int(at: self.position(column)) }
+    public func optionalInt(_ column: String) throws -> Int? { try self.optionalInt(at: self.position(column)) }
+
+    // By position, for the hot paths whose SELECT lists are built from the same enumeration that reads them.
+
+    public func string(at position: Int) throws -> String {
+        guard case .text(let text) = self.values[position] else { throw self.error(at: position, "is not text") }
         return text
     }
 
-    public func optionalString(_ column: String) throws -> String? {
-        switch try self.value(column) {
+    public func optionalString(at position: Int) throws -> String? {
+        switch self.values[position] {
         case .null: nil
         case .text(let text): text
-        default: throw StoreRowError(column: column, problem: "is not text")
+        default: throw self.error(at: position, "is not text")
         }
     }
 
-    public func int(_ column: String) throws -> Int {
-        guard case .integer(let value) = try self.value(column) else {
-            throw StoreRowError(column: column, problem: "is not an integer")
-        }
+    public func int(at position: Int) throws -> Int {
+        guard case .integer(let value) = self.values[position] else { throw self.error(at: position, "is not an integer") }
         return Int(value)
     }
 
-    public func optionalInt(_ column: String) throws -> Int? {
-        switch try self.value(column) {
+    public func optionalInt(at position: Int) throws -> Int? {
+        switch self.values[position] {
         case .null: nil
         case .integer(let value): Int(value)
-        default: throw StoreRowError(column: column, problem: "is not an integer")
+        default: throw self.error(at: position, "is not an integer")
         }
+    }
+
+    private func error(at position: Int, _ problem: String) -> StoreRowError {
+        StoreRowError(column: self.columns.names[position], problem: problem)
     }
 }
 
