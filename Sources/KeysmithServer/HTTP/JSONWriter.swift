@@ -67,7 +67,28 @@ public struct JSONWriter {
 
     public mutating func int(_ value: Int) {
         self.separate()
-        self.bytes.append(contentsOf: String(value).utf8)
+        // Digits straight into the bytes: `String(value)` would allocate a string per number.
+        if value < 0 { self.bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for UInt64.max's 20 digits
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude != 0
+            self.bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
+        }
+        self.needsComma = true
+    }
+
+    /// Writes a constant string value as it is: it must be plain JSON-safe text, like a key.
+    public mutating func literal(_ value: StaticString) {
+        self.separate()
+        self.bytes.append(UInt8(ascii: "\""))
+        self.append(value)
+        self.bytes.append(UInt8(ascii: "\""))
         self.needsComma = true
     }
 
@@ -86,6 +107,12 @@ public struct JSONWriter {
     public mutating func field(_ name: StaticString, _ value: String) {
         self.key(name)
         self.string(value)
+    }
+
+    /// A field whose value is a constant (`"object": "list"`), written without escaping.
+    public mutating func field(_ name: StaticString, literal value: StaticString) {
+        self.key(name)
+        self.literal(value)
     }
 
     public mutating func field(_ name: StaticString, _ value: String?) {

@@ -24,7 +24,7 @@ enum Wire {
     ) -> Response {
         self.response(capacity: capacity) { writer in
             writer.object { writer in
-                writer.field("object", "list")
+                writer.field("object", literal: "list")
                 writer.key("data")
                 writer.array { writer in
                     for item in page.items { write(&writer, item) }
@@ -49,7 +49,7 @@ enum Wire {
     static func project(_ writer: inout JSONWriter, _ project: Project) {
         writer.object { writer in
             writer.field("id", project.id)
-            writer.field("object", "organization.project")
+            writer.field("object", literal: "organization.project")
             writer.field("name", project.name)
             writer.field("created_at", project.createdAt)
             writer.field("archived_at", project.archivedAt)
@@ -63,7 +63,7 @@ enum Wire {
 
     static func user(_ writer: inout JSONWriter, _ user: User) {
         writer.object { writer in
-            writer.field("object", "organization.user")
+            writer.field("object", literal: "organization.user")
             writer.field("id", user.id)
             writer.field("name", user.name)
             writer.field("email", user.email)
@@ -74,7 +74,7 @@ enum Wire {
 
     static func projectUser(_ writer: inout JSONWriter, _ member: ProjectMember) {
         writer.object { writer in
-            writer.field("object", "organization.project.user")
+            writer.field("object", literal: "organization.project.user")
             writer.field("id", member.user.id)
             writer.field("name", member.user.name)
             writer.field("email", member.user.email)
@@ -90,7 +90,7 @@ enum Wire {
     }
 
     static func serviceAccountFields(_ writer: inout JSONWriter, _ account: ServiceAccount) {
-        writer.field("object", "organization.project.service_account")
+        writer.field("object", literal: "organization.project.service_account")
         writer.field("id", account.id)
         writer.field("name", account.name)
         writer.field("role", account.role)
@@ -100,7 +100,7 @@ enum Wire {
     /// A service account key's one appearance with its plaintext (`ServiceAccountApiKeyBody`).
     static func serviceAccountKeyWithValue(_ writer: inout JSONWriter, _ key: APIKey, value: String) {
         writer.object { writer in
-            writer.field("object", "organization.project.service_account.api_key")
+            writer.field("object", literal: "organization.project.service_account.api_key")
             writer.field("value", value)
             writer.field("name", key.name)
             writer.field("created_at", key.createdAt)
@@ -114,7 +114,7 @@ enum Wire {
     /// `previousSecretExpiresAt` only in the response that rotates it.
     static func apiKey(_ writer: inout JSONWriter, _ key: APIKey, value: String? = nil, previousSecretExpiresAt: UnixSeconds?? = nil) {
         writer.object { writer in
-            writer.field("object", "organization.project.api_key")
+            writer.field("object", literal: "organization.project.api_key")
             if let value {
                 writer.field("value", value)
             }
@@ -127,13 +127,13 @@ enum Wire {
             writer.field("last_used_at", key.lastUsedAt)
             writer.field("expires_at", key.expiresAt)
             writer.field("id", key.id)
-            writer.field("owner_project_access", key.owner.hasProjectAccess ? "active" : "inactive")
+            writer.field("owner_project_access", literal: key.owner.hasProjectAccess ? "active" : "inactive")
             writer.field("scopes", key.scopes)
             writer.key("owner")
             writer.object { writer in
                 switch key.owner {
                 case .user(let user, let role):
-                    writer.field("type", "user")
+                    writer.field("type", literal: "user")
                     writer.key("user")
                     writer.object { writer in
                         writer.field("id", user.id)
@@ -144,7 +144,7 @@ enum Wire {
                         writer.field("role", role ?? "none")
                     }
                 case .serviceAccount(let account):
-                    writer.field("type", "service_account")
+                    writer.field("type", literal: "service_account")
                     writer.key("service_account")
                     writer.object { writer in
                         writer.field("id", account.id)
@@ -160,7 +160,7 @@ enum Wire {
     /// `organization.admin_api_key`. An admin key acts as its own principal, so `owner` describes the key.
     static func adminKey(_ writer: inout JSONWriter, _ key: AdminKey, value: String? = nil) {
         writer.object { writer in
-            writer.field("object", "organization.admin_api_key")
+            writer.field("object", literal: "organization.admin_api_key")
             writer.field("id", key.id)
             writer.field("name", key.name)
             writer.field("redacted_value", key.redactedValue)
@@ -172,12 +172,12 @@ enum Wire {
             writer.field("last_used_at", key.lastUsedAt)
             writer.key("owner")
             writer.object { writer in
-                writer.field("type", "service_account")
-                writer.field("object", "organization.service_account")
+                writer.field("type", literal: "service_account")
+                writer.field("object", literal: "organization.service_account")
                 writer.field("id", key.id)
                 writer.field("name", key.name)
                 writer.field("created_at", key.createdAt)
-                writer.field("role", "owner")
+                writer.field("role", literal: "owner")
             }
         }
     }

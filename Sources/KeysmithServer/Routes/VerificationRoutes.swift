@@ -91,7 +91,7 @@ struct VerificationRoutes: Sendable {
         }
         return Wire.response { writer in
             writer.object { writer in
-                writer.field("object", "keysmith.key_verification")
+                writer.field("object", literal: "keysmith.key_verification")
                 writer.field("valid", verification.isValid)
                 writer.field("code", verification.code.rawValue)
                 writer.key("key")
