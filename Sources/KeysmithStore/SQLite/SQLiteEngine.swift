@@ -23,7 +23,13 @@ public final class SQLiteEngine: SQLEngine {
         switch url {
         case .sqliteMemory:
             let engine = SQLiteEngine(writer: try SQLiteConnection(path: ":memory:"), readers: [])
-            try await engine.configure(.writer(engine.writer, engine.writerThread), ["PRAGMA foreign_keys = ON"])
+            do {
+                try await engine.configure(.writer(engine.writer, engine.writerThread), ["PRAGMA foreign_keys = ON"])
+            } catch {
+                // Its threads must be shut down before it goes.
+                try? await engine.close()
+                throw error
+            }
             return engine
         case .sqliteFile(let path):
             var connections: [SQLiteConnection] = []
