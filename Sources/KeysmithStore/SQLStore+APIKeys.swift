@@ -48,11 +48,11 @@ extension SQLStore {
 
     /// Reads a key by position (a list page reads 20 columns of up to 100 rows, so looking each up by name costs
     /// more than the query); the positions come from ``APIKeyColumn``, like the SELECT list.
-    static func apiKey(from row: StoreRow) throws -> APIKey {
+    static func apiKey(from row: some StoreRowReader) throws -> APIKey {
         typealias C = APIKeyColumn
         assert(
-            zip(C.allCases, row.columns.names).allSatisfy { $0.expression.hasSuffix($1) },
-            "the query does not start with apiKeyColumns: \(row.columns.names)"
+            zip(C.allCases, row.columnNames).allSatisfy { $0.expression.hasSuffix($1) },
+            "the query does not start with apiKeyColumns: \(row.columnNames)"
         )
         let organizationID = try row.string(at: C.organizationID.rawValue)
         let projectID = try row.string(at: C.projectID.rawValue)
@@ -183,7 +183,7 @@ extension SQLStore {
             case .inactive: query = query + " AND k.owner_type = 'user' AND m.user_id IS NULL"
             case .any: break
             }
-            let rows = try await Self.fetchPage(
+            let keys = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -195,9 +195,10 @@ extension SQLStore {
                       AND organization_id = \(bind: organizationID)
                     """,
                 // The page query already proves the project exists whenever it returns a key.
-                ensureListExists: { _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+                ensureListExists: { _ = try await Self.project(database, id: projectID, organizationID: organizationID) },
+                decode: { try Self.apiKey(from: $0) }
             )
-            return Self.page(try rows.map(Self.apiKey(from:)), limit: page.limit)
+            return Self.page(keys, limit: page.limit)
         }
     }
 

@@ -60,6 +60,32 @@ extension SQLStore {
         descending: Bool = false,
         ensureListExists: (@Sendable () async throws -> Void)? = nil
     ) async throws -> [StoreRow] {
+        try await Self.fetchPage(
+            database,
+            base: base,
+            page: page,
+            time: time,
+            id: id,
+            cursor: cursor,
+            descending: descending,
+            ensureListExists: ensureListExists,
+            decode: { $0.copy() }
+        )
+    }
+
+    /// ``fetchPage(_:base:page:time:id:cursor:descending:ensureListExists:)``, with each row made into an item as
+    /// the engine reads it.
+    static func fetchPage<Item: Sendable>(
+        _ database: any SQLSession,
+        base: SQLQueryString,
+        page: PageRequest,
+        time: String,
+        id: String,
+        cursor: SQLQueryString,
+        descending: Bool = false,
+        ensureListExists: (@Sendable () async throws -> Void)? = nil,
+        decode: @escaping @Sendable (any StoreRowReader) throws -> Item
+    ) async throws -> [Item] {
         var query = base
         let comparison = descending ? "<" : ">"
         let direction = descending ? "DESC" : "ASC"
@@ -72,7 +98,7 @@ extension SQLStore {
             query
             + " ORDER BY \(unsafeRaw: time) \(unsafeRaw: direction), \(unsafeRaw: id) \(unsafeRaw: direction)"
             + " LIMIT \(literal: page.limit + 1)"
-        let rows = try await database.raw(query).all()
+        let rows = try await database.rows(query, decode: decode)
         if rows.isEmpty, let ensureListExists {
             // No rows: the list itself (say, a project's keys) may not exist, which is a 404 rather than a 400.
             try await ensureListExists()

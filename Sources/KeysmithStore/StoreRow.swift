@@ -26,8 +26,20 @@ public final class StoreColumns: Sendable {
     }
 }
 
+/// A result row read by position, as the hot paths read rows: a ``StoreRow`` that was copied out, or the row an
+/// engine's statement is on, read in place (see ``SQLSession/rows(_:decode:)``).
+public protocol StoreRowReader {
+    var columnNames: [String] { get }
+    /// The row as values of its own, to keep.
+    func copy() -> StoreRow
+    func string(at position: Int) throws -> String
+    func optionalString(at position: Int) throws -> String?
+    func int(at position: Int) throws -> Int
+    func optionalInt(at position: Int) throws -> Int?
+}
+
 /// A result row, read by column name as plain values.
-public struct StoreRow: Sendable {
+public struct StoreRow: StoreRowReader, Sendable {
     public let columns: StoreColumns
     public let values: [StoreValue]
 
@@ -49,6 +61,9 @@ public struct StoreRow: Sendable {
     public func optionalInt(_ column: String) throws -> Int? { try self.optionalInt(at: self.position(column)) }
 
     // By position, for the hot paths whose SELECT lists are built from the same enumeration that reads them.
+
+    public var columnNames: [String] { self.columns.names }
+    public func copy() -> StoreRow { self }
 
     public func string(at position: Int) throws -> String {
         guard case .text(let text) = self.values[position] else { throw self.error(at: position, "is not text") }

@@ -46,6 +46,24 @@ struct SQLiteEngineTests {
         #expect(throws: UnsupportedBindError.self) { try SQLiteBind.value(of: Date()) }
     }
 
+    @Test("Rows read in place give the same values as copied rows, and refuse the wrong type")
+    func rowsReadInPlace() throws {
+        let connection = try SQLiteConnection(path: ":memory:")
+        defer { connection.close() }
+        let sql = "SELECT 42 AS n, 'sk-é✓' AS s, NULL AS z, '' AS e"
+        let inPlace = try connection.query(sql, []) { row in
+            (try row.int(at: 0), try row.string(at: 1), try row.optionalString(at: 2), try row.optionalInt(at: 2), try row.string(at: 3))
+        }
+        #expect(inPlace.count == 1)
+        #expect(inPlace[0] == (42, "sk-é✓", nil, nil, ""))
+        let copied = try #require(try connection.query(sql, []).first)
+        #expect(copied.values == [.integer(42), .text("sk-é✓"), .null, .text("")])
+        #expect(copied.columnNames == ["n", "s", "z", "e"])
+        #expect(throws: StoreRowError.self) { try connection.query(sql, []) { try $0.string(at: 0) } }
+        #expect(throws: StoreRowError.self) { try connection.query(sql, []) { try $0.int(at: 1) } }
+        #expect(throws: StoreRowError.self) { try connection.query(sql, []) { try $0.string(at: 2) } }
+    }
+
     @Test("The cache keeps at most its capacity, dropping the least recently used statement")
     func cacheIsBounded() throws {
         let connection = try SQLiteConnection(path: ":memory:")

@@ -25,7 +25,12 @@ final class SQLiteConnection: Sendable {
 
     /// Runs one statement with its binds (`?1`, `?2`, … in order) and returns every row it produces.
     func query(_ sql: String, _ binds: [StoreValue]) throws -> [StoreRow] {
-        try self.handle.withLock { try $0.query(sql, binds) }
+        try self.handle.withLock { try $0.query(sql, binds) { $0.copy() } }
+    }
+
+    /// Runs one statement and makes one value of each row with `decode`, which reads the row in place.
+    func query<T: Sendable>(_ sql: String, _ binds: [StoreValue], decode: @Sendable (any StoreRowReader) throws -> T) throws -> [T] {
+        try self.handle.withLock { try $0.query(sql, binds, decode) }
     }
 
     /// Finalizes every cached statement and closes the connection. Idempotent; queries then fail.
@@ -72,7 +77,7 @@ private final class SQLiteHandle {
         }
     }
 
-    func query(_ sql: String, _ binds: [StoreValue]) throws -> [StoreRow] {
+    func query<T>(_ sql: String, _ binds: [StoreValue], _ decode: (SQLiteCurrentRow) throws -> T) throws -> [T] {
         guard let handle = self.handle else {
             throw SQLiteFailure.closed(sql: sql)
         }
@@ -126,46 +131,20 @@ private final class SQLiteHandle {
             guard status == SQLITE_OK else { throw self.failure(status, sql: sql) }
         }
 
-        var rows: [StoreRow] = []
-        var columnCount: Int32 = 0
+        var results: [T] = []
+        var isFirst = true
         while true {
             let status = sqlite_nio_sqlite3_step(pointer)
             if status == SQLITE_DONE { break }
             guard status == SQLITE_ROW else { throw self.failure(status, sql: sql) }
-            if rows.isEmpty {
+            if isFirst {
                 // The first step re-prepares the statement if the schema changed since; its columns may have too.
                 statement.refreshColumnsIfReprepared()
-                columnCount = Int32(statement.columns.names.count)
+                isFirst = false
             }
-            var values: [StoreValue] = []
-            values.reserveCapacity(Int(columnCount))
-            for column in 0..<columnCount {
-                values.append(Self.value(pointer, column))
-            }
-            rows.append(StoreRow(columns: statement.columns, values: values))
+            results.append(try decode(SQLiteCurrentRow(statement: pointer, columns: statement.columns)))
         }
-        return rows
-    }
-
-    private static func value(_ statement: OpaquePointer, _ column: Int32) -> StoreValue {
-        switch sqlite_nio_sqlite3_column_type(statement, column) {
-        case SQLITE_INTEGER:
-            return .integer(sqlite_nio_sqlite3_column_int64(statement, column))
-        case SQLITE_FLOAT:
-            return .real(sqlite_nio_sqlite3_column_double(statement, column))
-        case SQLITE_TEXT:
-            // Text first, then its length in bytes, as SQLite's documentation asks.
-            guard let text = sqlite_nio_sqlite3_column_text(statement, column) else { return .text("") }
-            let count = Int(sqlite_nio_sqlite3_column_bytes(statement, column))
-            return .text(String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self))
-        case SQLITE_BLOB:
-            let start = sqlite_nio_sqlite3_column_blob(statement, column)
-            let count = Int(sqlite_nio_sqlite3_column_bytes(statement, column))
-            guard let start, count > 0 else { return .blob([]) }
-            return .blob(Array(UnsafeRawBufferPointer(start: start, count: count)))
-        default:
-            return .null
-        }
+        return results
     }
 
     /// The cached statement for `sql`, prepared now if it is not cached.
@@ -264,6 +243,80 @@ private final class PreparedStatement {
             sqlite_nio_sqlite3_column_name(pointer, column).map { String(cString: $0) } ?? ""
         }
         return StoreColumns(names)
+    }
+}
+
+/// The row a statement is on, read in place: valid only until the statement steps again, so it is handed to a
+/// decoding closure and never kept (it is not `Sendable`, and decoded values must be).
+struct SQLiteCurrentRow: StoreRowReader {
+    let statement: OpaquePointer
+    let columns: StoreColumns
+
+    var columnNames: [String] { self.columns.names }
+
+    func copy() -> StoreRow {
+        StoreRow(columns: self.columns, values: (0..<self.columns.names.count).map { self.value(at: $0) })
+    }
+
+    func value(at position: Int) -> StoreValue {
+        let column = Int32(position)
+        switch sqlite_nio_sqlite3_column_type(self.statement, column) {
+        case SQLITE_INTEGER:
+            return .integer(sqlite_nio_sqlite3_column_int64(self.statement, column))
+        case SQLITE_FLOAT:
+            return .real(sqlite_nio_sqlite3_column_double(self.statement, column))
+        case SQLITE_TEXT:
+            return .text(self.text(column))
+        case SQLITE_BLOB:
+            let start = sqlite_nio_sqlite3_column_blob(self.statement, column)
+            let count = Int(sqlite_nio_sqlite3_column_bytes(self.statement, column))
+            guard let start, count > 0 else { return .blob([]) }
+            return .blob(Array(UnsafeRawBufferPointer(start: start, count: count)))
+        default:
+            return .null
+        }
+    }
+
+    private func text(_ column: Int32) -> String {
+        // Text first, then its length in bytes, as SQLite's documentation asks.
+        guard let text = sqlite_nio_sqlite3_column_text(self.statement, column) else { return "" }
+        let count = Int(sqlite_nio_sqlite3_column_bytes(self.statement, column))
+        return String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self)
+    }
+
+    private func type(at position: Int) -> Int32 {
+        precondition(position >= 0 && position < self.columns.names.count, "column \(position) is not in the result")
+        return sqlite_nio_sqlite3_column_type(self.statement, Int32(position))
+    }
+
+    private func error(at position: Int, _ problem: String) -> StoreRowError {
+        StoreRowError(column: self.columns.names[position], problem: problem)
+    }
+
+    func string(at position: Int) throws -> String {
+        guard self.type(at: position) == SQLITE_TEXT else { throw self.error(at: position, "is not text") }
+        return self.text(Int32(position))
+    }
+
+    func optionalString(at position: Int) throws -> String? {
+        switch self.type(at: position) {
+        case SQLITE_NULL: return nil
+        case SQLITE_TEXT: return self.text(Int32(position))
+        default: throw self.error(at: position, "is not text")
+        }
+    }
+
+    func int(at position: Int) throws -> Int {
+        guard self.type(at: position) == SQLITE_INTEGER else { throw self.error(at: position, "is not an integer") }
+        return Int(sqlite_nio_sqlite3_column_int64(self.statement, Int32(position)))
+    }
+
+    func optionalInt(at position: Int) throws -> Int? {
+        switch self.type(at: position) {
+        case SQLITE_NULL: return nil
+        case SQLITE_INTEGER: return Int(sqlite_nio_sqlite3_column_int64(self.statement, Int32(position)))
+        default: throw self.error(at: position, "is not an integer")
+        }
     }
 }
 

@@ -135,13 +135,14 @@ final class ReaderPool: Sendable {
         self.threads.start()
     }
 
-    /// Runs on one of ``threads``. At most one statement runs per thread, so there is always an idle connection.
-    func query(_ sql: String, _ binds: [StoreValue]) throws -> [StoreRow] {
+    /// Runs `body` on one of ``threads`` with an idle connection. At most one statement runs per thread, so there
+    /// is always one.
+    func withConnection<T>(_ body: (SQLiteConnection) throws -> T) rethrows -> T {
         guard let connection = self.idle.withLock({ $0.popLast() }) else {
             preconditionFailure("more SQLite reads running at once than reader threads")
         }
         defer { self.idle.withLock { $0.append(connection) } }
-        return try connection.query(sql, binds)
+        return try body(connection)
     }
 
     func close() async throws {
@@ -165,32 +166,44 @@ struct SQLiteSession: SQLSession {
     }
 
     func rows(_ query: SQLQueryString) async throws -> [StoreRow] {
+        try await self.run(query) { connection, sql, binds in try connection.query(sql, binds) }
+    }
+
+    func rows<T: Sendable>(
+        _ query: SQLQueryString,
+        decode: @escaping @Sendable (any StoreRowReader) throws -> T
+    ) async throws -> [T] {
+        try await self.run(query) { connection, sql, binds in try connection.query(sql, binds, decode: decode) }
+    }
+
+    /// Serializes `query` and runs `body` with it on the target's thread and connection.
+    private func run<T: Sendable>(
+        _ query: SQLQueryString,
+        _ body: @escaping @Sendable (SQLiteConnection, String, [StoreValue]) throws -> T
+    ) async throws -> T {
         var serializer = SQLSerializer(database: SQLiteSerializingDatabase.shared)
         query.serialize(to: &serializer)
         let sql = serializer.sql
         let binds = try serializer.binds.map(SQLiteBind.value(of:))
+        let threads: NIOThreadPool
+        let work: @Sendable () throws -> T
         switch self.target {
         case .writer(let connection, let thread):
-            return try await Self.run(on: thread, sql: sql) { try connection.query(sql, binds) }
+            threads = thread
+            work = { try body(connection, sql, binds) }
         case .readers(let readers):
-            return try await Self.run(on: readers.threads, sql: sql) { try readers.query(sql, binds) }
+            threads = readers.threads
+            work = { try readers.withConnection { try body($0, sql, binds) } }
         }
-    }
-
-    /// Not `NIOThreadPool.runIfActive(_:)`, which skips the work if the task is cancelled: a ROLLBACK must run
-    /// whatever happens to the task that asked for it.
-    private static func run(
-        on threads: NIOThreadPool,
-        sql: String,
-        _ body: @escaping @Sendable () throws -> [StoreRow]
-    ) async throws -> [StoreRow] {
-        try await withCheckedThrowingContinuation { continuation in
+        // Not `NIOThreadPool.runIfActive(_:)`, which skips the work if the task is cancelled: a ROLLBACK must run
+        // whatever happens to the task that asked for it.
+        return try await withCheckedThrowingContinuation { continuation in
             threads.submit { state in
                 guard case .active = state else {
                     continuation.resume(throwing: SQLiteFailure.closed(sql: sql))
                     return
                 }
-                continuation.resume(with: Result { try body() })
+                continuation.resume(with: Result { try work() })
             }
         }
     }
