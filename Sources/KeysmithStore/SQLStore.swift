@@ -94,6 +94,8 @@ extension SQLStore {
                 query
                 + " AND (\(unsafeRaw: time), \(unsafeRaw: id)) \(unsafeRaw: comparison) ((" + cursor + "), \(bind: after))"
         }
+        // LIMIT is a literal, not a bind: SQLite re-prepares a statement whenever a bound LIMIT changes, which would
+        // defeat the engine's statement cache (see SQLiteConnection).
         query =
             query
             + " ORDER BY \(unsafeRaw: time) \(unsafeRaw: direction), \(unsafeRaw: id) \(unsafeRaw: direction)"

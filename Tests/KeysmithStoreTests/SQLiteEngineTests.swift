@@ -41,6 +41,11 @@ struct SQLiteEngineTests {
         let integer = try #require(try connection.query(sql, [try SQLiteBind.value(of: Int?.some(42))]).first)
         #expect(try integer.string("type") == "integer")
         #expect(try integer.int("value") == 42)
+        let emptyBlob = try #require(try connection.query(sql, [try SQLiteBind.value(of: [UInt8]())]).first)
+        #expect(try emptyBlob.string("type") == "blob")
+        #expect(emptyBlob.values[2] == .blob([]))
+        let blob = try #require(try connection.query(sql, [.blob([0, 1, 255])]).first)
+        #expect(blob.values[2] == .blob([0, 1, 255]))
         let text = try #require(try connection.query(sql, [try SQLiteBind.value(of: "sk-é✓")]).first)
         #expect(try text.string("value") == "sk-é✓")
         #expect(throws: UnsupportedBindError.self) { try SQLiteBind.value(of: Date()) }

@@ -13,7 +13,8 @@ import VaporCSQLite
 /// guards the handle is never contended; it is what makes sharing the connection between threads safe.
 final class SQLiteConnection: Sendable {
     /// How many prepared statements a connection keeps; the least recently used goes first. The store has a few
-    /// dozen statement texts, so this bounds the cache without ever evicting on the hot paths.
+    /// dozen statement texts, plus one per `limit` a list is asked for (it is a literal, see ``SQLStore``), so
+    /// usual traffic stays in the cache; a client cycling through every `limit` costs prepares, as before the cache.
     static let statementCacheCapacity = 128
 
     private let handle: Mutex<SQLiteHandle>
@@ -125,7 +126,11 @@ private final class SQLiteHandle {
                 }
             case .blob(let bytes):
                 status = bytes.withUnsafeBytes { buffer in
-                    sqlite_nio_sqlite3_bind_blob64(pointer, position, buffer.baseAddress, UInt64(buffer.count), sqliteTransient)
+                    // As with text, a null pointer would bind NULL rather than an empty blob.
+                    guard let start = buffer.baseAddress, !buffer.isEmpty else {
+                        return sqlite_nio_sqlite3_bind_zeroblob(pointer, position, 0)
+                    }
+                    return sqlite_nio_sqlite3_bind_blob64(pointer, position, start, UInt64(buffer.count), sqliteTransient)
                 }
             }
             guard status == SQLITE_OK else { throw self.failure(status, sql: sql) }
