@@ -67,7 +67,7 @@ extension SQLStore {
             if !includeArchived {
                 query = query + " AND archived_at IS NULL"
             }
-            let rows = try await Self.fetchPage(
+            let items = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -75,9 +75,10 @@ extension SQLStore {
                 id: "id",
                 cursor: """
                     SELECT created_at FROM projects WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """
+                    """,
+                decode: { try Self.project(from: $0.copy()) }
             )
-            return Self.page(try rows.map(Self.project(from:)), limit: page.limit)
+            return Self.page(items, limit: page.limit)
         }
     }
 

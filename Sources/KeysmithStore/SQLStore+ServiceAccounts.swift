@@ -62,7 +62,7 @@ extension SQLStore {
             let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
                 """
-            let rows = try await Self.fetchPage(
+            let items = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -70,9 +70,10 @@ extension SQLStore {
                 id: "id",
                 cursor: """
                     SELECT created_at FROM service_accounts WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
-                    """
+                    """,
+                decode: { try Self.serviceAccount(from: $0.copy()) }
             )
-            return Self.page(try rows.map(Self.serviceAccount(from:)), limit: page.limit)
+            return Self.page(items, limit: page.limit)
         }
     }
 

@@ -158,7 +158,7 @@ extension SQLStore {
             let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
                 """
-            let rows = try await Self.fetchPage(
+            let items = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -167,9 +167,10 @@ extension SQLStore {
                 cursor: """
                     SELECT created_at FROM admin_keys WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
                     """,
-                descending: descending
+                descending: descending,
+                decode: { try Self.adminKey(from: $0.copy()) }
             )
-            return Self.page(try rows.map(Self.adminKey(from:)), limit: page.limit)
+            return Self.page(items, limit: page.limit)
         }
     }
 

@@ -62,7 +62,7 @@ extension SQLStore {
             if !emails.isEmpty {
                 query = query + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
             }
-            let rows = try await Self.fetchPage(
+            let items = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -70,9 +70,10 @@ extension SQLStore {
                 id: "u.id",
                 cursor: """
                     SELECT added_at FROM users WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """
+                    """,
+                decode: { try Self.user(from: $0.copy()) }
             )
-            return Self.page(try rows.map(Self.user(from:)), limit: page.limit)
+            return Self.page(items, limit: page.limit)
         }
     }
 
@@ -161,7 +162,7 @@ extension SQLStore {
         try await self.engine.read { database in
             _ = try await Self.project(database, id: projectID, organizationID: organizationID)
             let query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
-            let rows = try await Self.fetchPage(
+            let items = try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -169,9 +170,10 @@ extension SQLStore {
                 id: "m.user_id",
                 cursor: """
                     SELECT added_at FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: page.after ?? "")
-                    """
+                    """,
+                decode: { try Self.member(from: $0.copy()) }
             )
-            return Self.page(try rows.map(Self.member(from:)), limit: page.limit)
+            return Self.page(items, limit: page.limit)
         }
     }
 

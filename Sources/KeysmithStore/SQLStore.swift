@@ -50,31 +50,7 @@ extension SQLStore {
     /// page costs what the first page costs. An `after` that names no item of the list yields no rows, and only
     /// then is it looked up on its own, to tell an unknown cursor (400 naming `after`) from the end of the list.
     /// `ensureListExists`, if given, runs first in that case, for lists whose owner is not otherwise checked.
-    static func fetchPage(
-        _ database: any SQLSession,
-        base: SQLQueryString,
-        page: PageRequest,
-        time: String,
-        id: String,
-        cursor: SQLQueryString,
-        descending: Bool = false,
-        ensureListExists: (@Sendable () async throws -> Void)? = nil
-    ) async throws -> [StoreRow] {
-        try await Self.fetchPage(
-            database,
-            base: base,
-            page: page,
-            time: time,
-            id: id,
-            cursor: cursor,
-            descending: descending,
-            ensureListExists: ensureListExists,
-            decode: { $0.copy() }
-        )
-    }
-
-    /// ``fetchPage(_:base:page:time:id:cursor:descending:ensureListExists:)``, with each row made into an item as
-    /// the engine reads it.
+    /// `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``).
     static func fetchPage<Item: Sendable>(
         _ database: any SQLSession,
         base: SQLQueryString,
