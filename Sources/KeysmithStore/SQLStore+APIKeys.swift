@@ -183,7 +183,7 @@ extension SQLStore {
             case .inactive: query = query + " AND k.owner_type = 'user' AND m.user_id IS NULL"
             case .any: break
             }
-            let keys = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -198,7 +198,6 @@ extension SQLStore {
                 ensureListExists: { _ = try await Self.project(database, id: projectID, organizationID: organizationID) },
                 decode: { try Self.apiKey(from: $0) }
             )
-            return Self.page(keys, limit: page.limit)
         }
     }
 

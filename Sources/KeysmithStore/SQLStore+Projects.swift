@@ -67,7 +67,7 @@ extension SQLStore {
             if !includeArchived {
                 query = query + " AND archived_at IS NULL"
             }
-            let items = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -78,7 +78,6 @@ extension SQLStore {
                     """,
                 decode: { try Self.project(from: $0.copy()) }
             )
-            return Self.page(items, limit: page.limit)
         }
     }
 

@@ -62,7 +62,7 @@ extension SQLStore {
             let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
                 """
-            let items = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -73,7 +73,6 @@ extension SQLStore {
                     """,
                 decode: { try Self.serviceAccount(from: $0.copy()) }
             )
-            return Self.page(items, limit: page.limit)
         }
     }
 

@@ -158,7 +158,7 @@ extension SQLStore {
             let query: SQLQueryString = """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
                 """
-            let items = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -170,7 +170,6 @@ extension SQLStore {
                 descending: descending,
                 decode: { try Self.adminKey(from: $0.copy()) }
             )
-            return Self.page(items, limit: page.limit)
         }
     }
 

@@ -62,7 +62,7 @@ extension SQLStore {
             if !emails.isEmpty {
                 query = query + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
             }
-            let items = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -73,7 +73,6 @@ extension SQLStore {
                     """,
                 decode: { try Self.user(from: $0.copy()) }
             )
-            return Self.page(items, limit: page.limit)
         }
     }
 
@@ -162,7 +161,7 @@ extension SQLStore {
         try await self.engine.read { database in
             _ = try await Self.project(database, id: projectID, organizationID: organizationID)
             let query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
-            let items = try await Self.fetchPage(
+            return try await Self.fetchPage(
                 database,
                 base: query,
                 page: page,
@@ -173,7 +172,6 @@ extension SQLStore {
                     """,
                 decode: { try Self.member(from: $0.copy()) }
             )
-            return Self.page(items, limit: page.limit)
         }
     }
 

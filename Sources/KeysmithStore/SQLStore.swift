@@ -38,11 +38,6 @@ public struct UnsupportedDatabaseError: Error, CustomStringConvertible {
 // MARK: - Pagination
 
 extension SQLStore {
-    /// Cuts a result fetched with `LIMIT limit + 1` into a page with an exact `hasMore`.
-    static func page<Item>(_ rows: [Item], limit: Int) -> Page<Item> {
-        Page(items: Array(rows.prefix(limit)), hasMore: rows.count > limit)
-    }
-
     /// Runs a keyset-paginated list query: `base` (a SELECT with its WHERE clause) continued with
     /// `AND (time, id) > (cursor's time, cursor's id) ORDER BY time, id LIMIT limit + 1`.
     ///
@@ -50,7 +45,8 @@ extension SQLStore {
     /// page costs what the first page costs. An `after` that names no item of the list yields no rows, and only
     /// then is it looked up on its own, to tell an unknown cursor (400 naming `after`) from the end of the list.
     /// `ensureListExists`, if given, runs first in that case, for lists whose owner is not otherwise checked.
-    /// `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``).
+    /// `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``). The page is cut
+    /// from `limit + 1` rows, so `hasMore` is exact.
     static func fetchPage<Item: Sendable>(
         _ database: any SQLSession,
         base: SQLQueryString,
@@ -61,7 +57,7 @@ extension SQLStore {
         descending: Bool = false,
         ensureListExists: (@Sendable () async throws -> Void)? = nil,
         decode: @escaping @Sendable (any StoreRowReader) throws -> Item
-    ) async throws -> [Item] {
+    ) async throws -> Page<Item> {
         var query = base
         let comparison = descending ? "<" : ">"
         let direction = descending ? "DESC" : "ASC"
@@ -88,7 +84,7 @@ extension SQLStore {
                 code: nil
             )
         }
-        return rows
+        return Page(items: Array(rows.prefix(page.limit)), hasMore: rows.count > page.limit)
     }
 }
 
