@@ -106,45 +106,44 @@ struct SQLiteEngineTests {
 
     @Test("On a file database, reads see committed data only and never wait for a write in progress")
     func readsDoNotWaitForWrites() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let engine = try await SQLiteEngine.open(
-            .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
-            logger: Logger(label: "test")
-        )
-        try await engine.write { try await $0.raw("CREATE TABLE t (id TEXT PRIMARY KEY)").run() }
+        try await withTemporaryDirectory { directory in
+            let engine = try await SQLiteEngine.open(
+                .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
+                logger: Logger(label: "test")
+            )
+            try await engine.write { try await $0.raw("CREATE TABLE t (id TEXT PRIMARY KEY)").run() }
 
-        let (inserted, insertedContinuation) = AsyncStream<Void>.makeStream()
-        let (release, releaseContinuation) = AsyncStream<Void>.makeStream()
-        let write = Task {
-            try await engine.write { database in
-                try await database.raw("INSERT INTO t (id) VALUES ('a')").run()
-                insertedContinuation.yield()
-                for await _ in release { break }
-            }
-        }
-        for await _ in inserted { break }
-        // More reads at once than there are reader connections, all while the write holds its transaction open.
-        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<8 {
-                group.addTask {
-                    try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") ?? -1 }
+            let (inserted, insertedContinuation) = AsyncStream<Void>.makeStream()
+            let (release, releaseContinuation) = AsyncStream<Void>.makeStream()
+            let write = Task {
+                try await engine.write { database in
+                    try await database.raw("INSERT INTO t (id) VALUES ('a')").run()
+                    insertedContinuation.yield()
+                    for await _ in release { break }
                 }
             }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
-        #expect(counts == Array(repeating: 0, count: 8))
-        releaseContinuation.yield()
-        try await write.value
-        #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            for await _ in inserted { break }
+            // More reads at once than there are reader connections, all while the write holds its transaction open.
+            let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") ?? -1 }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(counts == Array(repeating: 0, count: 8))
+            releaseContinuation.yield()
+            try await write.value
+            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
 
-        try await engine.close()
-        await #expect(throws: SQLiteFailure.self) {
-            try await engine.read { try await $0.raw("SELECT 1").run() }
-        }
-        await #expect(throws: SQLiteFailure.self) {
-            try await engine.write { try await $0.raw("SELECT 1").run() }
+            try await engine.close()
+            await #expect(throws: SQLiteFailure.self) {
+                try await engine.read { try await $0.raw("SELECT 1").run() }
+            }
+            await #expect(throws: SQLiteFailure.self) {
+                try await engine.write { try await $0.raw("SELECT 1").run() }
+            }
         }
     }
 

@@ -99,3 +99,11 @@ func expectNotFound(_ resource: String, _ body: () async throws -> Void) async {
         Issue.record("unexpected error \(error)")
     }
 }
+
+/// Runs `body` with a new empty directory, removed afterwards whatever happens.
+func withTemporaryDirectory(_ body: (URL) async throws -> Void) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    try await body(directory)
+}

@@ -57,39 +57,37 @@ struct StoreSetupTests {
 
     @Test("A file database keeps its data and secret across reopening, in WAL mode")
     func fileDatabase() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let url = DatabaseURL.sqliteFile(path: directory.appendingPathComponent("k.sqlite").path)
+        try await withTemporaryDirectory { directory in
+            let url = DatabaseURL.sqliteFile(path: directory.appendingPathComponent("k.sqlite").path)
 
-        let first = try await SQLStore.open(url, logger: Logger(label: "test"))
-        try await first.migrate()
-        let secret = try await first.serverSecret(override: nil)
-        let organization = Organization(id: "org-a", name: "A", createdAt: 1)
-        try await first.createOrganization(organization)
-        try await first.close()
+            let first = try await SQLStore.open(url, logger: Logger(label: "test"))
+            try await first.migrate()
+            let secret = try await first.serverSecret(override: nil)
+            let organization = Organization(id: "org-a", name: "A", createdAt: 1)
+            try await first.createOrganization(organization)
+            try await first.close()
 
-        let second = try await SQLStore.open(url, logger: Logger(label: "test"))
-        #expect(try await second.migrate() == [])
-        #expect(try await second.serverSecret(override: nil) == secret)
-        #expect(try await second.defaultOrganization() == organization)
-        // WAL mode: the log sits beside the database while it is open.
-        #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("k.sqlite-wal").path))
-        try await second.close()
+            let second = try await SQLStore.open(url, logger: Logger(label: "test"))
+            #expect(try await second.migrate() == [])
+            #expect(try await second.serverSecret(override: nil) == secret)
+            #expect(try await second.defaultOrganization() == organization)
+            // WAL mode: the log sits beside the database while it is open.
+            #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("k.sqlite-wal").path))
+            try await second.close()
+        }
     }
 
     @Test("A file that is not a database, or a path that cannot be created, is a clear error")
     func unreadableDatabase() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let garbage = directory.appendingPathComponent("garbage.sqlite")
-        try Data(repeating: 0x41, count: 4096).write(to: garbage)
-        await #expect(throws: SQLiteOpenError.self) {
-            _ = try await SQLStore.open(.sqliteFile(path: garbage.path), logger: Logger(label: "test"))
-        }
-        await #expect(throws: SQLiteOpenError.self) {
-            _ = try await SQLStore.open(.sqliteFile(path: "/nonexistent-dir/x/k.sqlite"), logger: Logger(label: "test"))
+        try await withTemporaryDirectory { directory in
+            let garbage = directory.appendingPathComponent("garbage.sqlite")
+            try Data(repeating: 0x41, count: 4096).write(to: garbage)
+            await #expect(throws: SQLiteOpenError.self) {
+                _ = try await SQLStore.open(.sqliteFile(path: garbage.path), logger: Logger(label: "test"))
+            }
+            await #expect(throws: SQLiteOpenError.self) {
+                _ = try await SQLStore.open(.sqliteFile(path: "/nonexistent-dir/x/k.sqlite"), logger: Logger(label: "test"))
+            }
         }
     }
 
