@@ -63,6 +63,18 @@ struct StoreFixture {
         )
     }
 
+    /// A service account named "bot", not yet stored.
+    func newServiceAccount(projectID: String) -> ServiceAccount {
+        ServiceAccount(
+            id: self.ids.make(.serviceAccount),
+            organizationID: self.organizationID,
+            projectID: projectID,
+            name: "bot",
+            role: "member",
+            createdAt: self.clock.now
+        )
+    }
+
     /// A project with a member whose keys can be created.
     func projectWithMember() async throws -> (Project, User) {
         let project = try await self.project()

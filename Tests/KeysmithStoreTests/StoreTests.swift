@@ -257,14 +257,7 @@ struct StoreKeyTests {
             await expectInvalid(param: nil) {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
             }
-            let account = ServiceAccount(
-                id: fixture.ids.make(.serviceAccount),
-                organizationID: fixture.organizationID,
-                projectID: project.id,
-                name: "bot",
-                role: "member",
-                createdAt: fixture.clock.now
-            )
+            let account = fixture.newServiceAccount(projectID: project.id)
             await expectInvalid(param: nil) {
                 try await fixture.store.createServiceAccount(account, key: nil)
             }
@@ -308,14 +301,7 @@ struct StoreKeyTests {
     func serviceAccountKeys() async throws {
         try await StoreFixture.run { fixture in
             let project = try await fixture.project()
-            let account = ServiceAccount(
-                id: fixture.ids.make(.serviceAccount),
-                organizationID: fixture.organizationID,
-                projectID: project.id,
-                name: "bot",
-                role: "member",
-                createdAt: fixture.clock.now
-            )
+            let account = fixture.newServiceAccount(projectID: project.id)
             let first = fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id))
             try await fixture.store.createServiceAccount(account, key: first)
             let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
