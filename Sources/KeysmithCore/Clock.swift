@@ -41,3 +41,22 @@ public final class ManualClock: Sendable {
         KeysmithClock { self.now }
     }
 }
+
+/// The wall clock as logs show it.
+public enum Timestamp {
+    /// Now, in UTC, as ISO 8601 with milliseconds: `2026-11-26T22:22:51.123Z`.
+    public static func now() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))T"
+            + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2))."
+            + "\(pad(Int(now.tv_nsec) / 1_000_000, 3))Z"
+    }
+}

@@ -64,6 +64,9 @@ public struct KeyDigest: Hashable, Sendable {
         self = bytes.withUnsafeBytes { KeyDigest(bytes: $0) }
     }
 
+    /// The digest's first 8 bytes: uniformly random, as any part of an HMAC is, so good for picking a shard.
+    public var firstWord: UInt64 { self.words.0 }
+
     /// Lowercase hex, as the store keeps digests.
     public var hex: String {
         withUnsafeBytes(of: self.words) { Hex.encode($0) }

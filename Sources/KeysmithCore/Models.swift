@@ -44,18 +44,43 @@ public struct Project: Sendable, Equatable {
     }
 }
 
-/// A person in an organization. `role` is the organization role: `owner` or `reader`.
-public struct User: Sendable, Equatable {
-    public static let roles: Set<String> = ["owner", "reader"]
+/// A person's role in an organization.
+public enum OrganizationRole: String, Sendable, CaseIterable {
+    case owner
+    case reader
+}
 
+/// A user's or a service account's role in a project.
+public enum ProjectRole: String, Sendable, CaseIterable {
+    case owner
+    case member
+}
+
+/// A service account's role: a project role, or `none` for an account created without default roles
+/// (`create_service_account_only`).
+public enum ServiceAccountRole: String, Sendable, CaseIterable {
+    case owner
+    case member
+    case none
+
+    public init(_ role: ProjectRole) {
+        switch role {
+        case .owner: self = .owner
+        case .member: self = .member
+        }
+    }
+}
+
+/// A person in an organization.
+public struct User: Sendable, Equatable {
     public var id: String
     public var organizationID: String
     public var email: String
     public var name: String?
-    public var role: String
+    public var role: OrganizationRole
     public var addedAt: UnixSeconds
 
-    public init(id: String, organizationID: String, email: String, name: String?, role: String, addedAt: UnixSeconds) {
+    public init(id: String, organizationID: String, email: String, name: String?, role: OrganizationRole, addedAt: UnixSeconds) {
         self.id = id
         self.organizationID = organizationID
         self.email = email
@@ -65,16 +90,14 @@ public struct User: Sendable, Equatable {
     }
 }
 
-/// A user's membership of a project. `role` is the project role: `owner` or `member`.
+/// A user's membership of a project.
 public struct ProjectMember: Sendable, Equatable {
-    public static let roles: Set<String> = ["owner", "member"]
-
     public var projectID: String
     public var user: User
-    public var role: String
+    public var role: ProjectRole
     public var addedAt: UnixSeconds
 
-    public init(projectID: String, user: User, role: String, addedAt: UnixSeconds) {
+    public init(projectID: String, user: User, role: ProjectRole, addedAt: UnixSeconds) {
         self.projectID = projectID
         self.user = user
         self.role = role
@@ -82,18 +105,23 @@ public struct ProjectMember: Sendable, Equatable {
     }
 }
 
-/// A non-human member of one project. `role` is `owner`, `member`, or `none` when created without default roles.
+/// A non-human member of one project.
 public struct ServiceAccount: Sendable, Equatable {
-    public static let assignableRoles: Set<String> = ["owner", "member"]
-
     public var id: String
     public var organizationID: String
     public var projectID: String
     public var name: String
-    public var role: String
+    public var role: ServiceAccountRole
     public var createdAt: UnixSeconds
 
-    public init(id: String, organizationID: String, projectID: String, name: String, role: String, createdAt: UnixSeconds) {
+    public init(
+        id: String,
+        organizationID: String,
+        projectID: String,
+        name: String,
+        role: ServiceAccountRole,
+        createdAt: UnixSeconds
+    ) {
         self.id = id
         self.organizationID = organizationID
         self.projectID = projectID
@@ -103,24 +131,32 @@ public struct ServiceAccount: Sendable, Equatable {
     }
 }
 
-/// Who a project API key belongs to, as its `owner` object shows it.
-public enum APIKeyOwner: Sendable, Equatable {
-    /// `role` is the user's project role, or nil once the user is no longer a member of the project.
-    case user(User, role: String?)
-    case serviceAccount(ServiceAccount)
+/// What kind of principal owns a project API key, spelled as OpenAI's `owner.type`.
+public enum APIKeyOwnerType: String, Sendable, CaseIterable {
+    case user
+    case serviceAccount = "service_account"
 
-    public var kind: KeyKind {
+    /// The kind of key this owner holds: `sk-proj-` for users, `sk-svcacct-` for service accounts.
+    public var keyKind: KeyKind {
         switch self {
         case .user: .project
         case .serviceAccount: .serviceAccount
         }
     }
+}
 
-    /// The owner's `type` as OpenAI's objects spell it: `user` or `service_account`.
-    public var type: String {
+/// Who a project API key belongs to, as its `owner` object shows it.
+public enum APIKeyOwner: Sendable, Equatable {
+    /// `role` is the user's project role, or nil once the user is no longer a member of the project.
+    case user(User, role: ProjectRole?)
+    case serviceAccount(ServiceAccount)
+
+    public var kind: KeyKind { self.type.keyKind }
+
+    public var type: APIKeyOwnerType {
         switch self {
-        case .user: "user"
-        case .serviceAccount: "service_account"
+        case .user: .user
+        case .serviceAccount: .serviceAccount
         }
     }
 
@@ -232,12 +268,14 @@ public struct NewAPIKey: Sendable, Equatable {
         case user(id: String)
         case serviceAccount(id: String)
 
-        public var kind: KeyKind {
+        public var type: APIKeyOwnerType {
             switch self {
-            case .user: .project
+            case .user: .user
             case .serviceAccount: .serviceAccount
             }
         }
+
+        public var kind: KeyKind { self.type.keyKind }
     }
 
     public var id: String
@@ -273,25 +311,101 @@ public struct NewAPIKey: Sendable, Equatable {
     }
 }
 
-/// What verifying a secret needs to know about the key it belongs to.
-public struct KeyVerificationRecord: Sendable, Equatable {
-    public var key: APIKey
-    public var projectArchivedAt: UnixSeconds?
-    /// Set when the secret presented is the key's previous one (after a rotation): when its grace period ends.
+/// What verification needs to know about one project API key, loaded for every key when the server starts and
+/// again for a key whenever a change touches it. Secrets appear only as their digests.
+public struct KeyVerificationState: Sendable, Equatable {
+    public var keyID: String
+    public var organizationID: String
+    public var projectID: String
+    public var ownerType: APIKeyOwnerType
+    public var ownerID: String
+    public var scopes: [String]
+    public var expiresAt: UnixSeconds?
+    /// The digest of the key's current secret (lowercase hex, as the store keeps it).
+    public var secretHash: String
+    /// After a rotation with a grace period: the previous secret's digest, and when it stops verifying.
+    public var previousSecretHash: String?
     public var previousSecretExpiresAt: UnixSeconds?
+    public var isProjectArchived: Bool
+    /// Whether the owner still belongs to the project: false for a user who left it; always true for a service
+    /// account, whose keys go with it.
+    public var ownerHasProjectAccess: Bool
 
-    public init(key: APIKey, projectArchivedAt: UnixSeconds?, previousSecretExpiresAt: UnixSeconds?) {
-        self.key = key
-        self.projectArchivedAt = projectArchivedAt
+    public init(
+        keyID: String,
+        organizationID: String,
+        projectID: String,
+        ownerType: APIKeyOwnerType,
+        ownerID: String,
+        scopes: [String],
+        expiresAt: UnixSeconds?,
+        secretHash: String,
+        previousSecretHash: String?,
+        previousSecretExpiresAt: UnixSeconds?,
+        isProjectArchived: Bool,
+        ownerHasProjectAccess: Bool
+    ) {
+        self.keyID = keyID
+        self.organizationID = organizationID
+        self.projectID = projectID
+        self.ownerType = ownerType
+        self.ownerID = ownerID
+        self.scopes = scopes
+        self.expiresAt = expiresAt
+        self.secretHash = secretHash
+        self.previousSecretHash = previousSecretHash
         self.previousSecretExpiresAt = previousSecretExpiresAt
+        self.isProjectArchived = isProjectArchived
+        self.ownerHasProjectAccess = ownerHasProjectAccess
     }
 }
 
-/// What the store knows about a secret's digest.
-public enum KeyLookup: Sendable, Equatable {
-    /// The current or previous secret of a key that exists.
-    case key(KeyVerificationRecord)
-    /// The secret of a key that was deleted, or a previous secret that a later rotation replaced.
-    case revoked(keyID: String, organizationID: String, projectID: String)
-    case unknown
+/// An admin key with the digest of its secret, as admin authentication needs it.
+public struct AdminKeyCredential: Sendable, Equatable {
+    public var key: AdminKey
+    public var secretHash: String
+
+    public init(key: AdminKey, secretHash: String) {
+        self.key = key
+        self.secretHash = secretHash
+    }
+}
+
+/// A secret that no longer verifies: its key was deleted, or a rotation replaced it.
+public struct RevokedSecret: Sendable, Equatable {
+    public var keyID: String
+    public var organizationID: String
+    public var projectID: String
+    public var revokedAt: UnixSeconds
+
+    public init(keyID: String, organizationID: String, projectID: String, revokedAt: UnixSeconds) {
+        self.keyID = keyID
+        self.organizationID = organizationID
+        self.projectID = projectID
+        self.revokedAt = revokedAt
+    }
+}
+
+/// What a committed write changed that verification must know about. The store records one in the same
+/// transaction as the write (the change log), so that every process serving the database can apply it.
+public enum KeysmithChange: Sendable, Hashable {
+    /// A project key was created, updated, rotated or deleted.
+    case apiKey(id: String)
+    /// An admin key was created or deleted.
+    case adminKey(id: String)
+    /// A project was archived.
+    case project(id: String)
+    /// A user joined or left a project.
+    case membership(projectID: String, userID: String)
+}
+
+/// One entry of the change log, in commit order.
+public struct ChangeRecord: Sendable, Equatable {
+    public var sequence: Int64
+    public var change: KeysmithChange
+
+    public init(sequence: Int64, change: KeysmithChange) {
+        self.sequence = sequence
+        self.change = change
+    }
 }

@@ -1,11 +1,15 @@
 public import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import KeysmithCore
 import KeysmithStore
 public import Logging
+import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 /// The application `keysmith serve` runs and the tests drive.
-public typealias KeysmithApplication = Application<RouterResponder<BasicRequestContext>>
+public typealias KeysmithApplication = Application<RouterResponder<KeysmithRequestContext>>
 
 /// A built application and what building it did.
 public struct BuiltApplication: Sendable {
@@ -15,58 +19,201 @@ public struct BuiltApplication: Sendable {
     public var bootstrap: Keysmith.Bootstrap?
     /// Batches `last_used_at` writes; tests flush it instead of waiting for its interval.
     public var usage: UsageRecorder
+    public var metrics: ServerMetrics
+    /// The migrations this start applied.
+    public var migrationsApplied: [String]
 }
 
-/// Builds Keysmith: opens and migrates the database, bootstraps an empty one, and wires the routes. The one
-/// function that assembles the application; `keysmith serve` and the tests both call it.
+/// Builds Keysmith: opens and migrates the database, bootstraps an empty one, loads the verification state, and
+/// wires the routes. The one function that assembles the application; `keysmith serve` and the tests both call it.
 public func buildApplication(_ configuration: KeysmithConfiguration, logger: Logger) async throws -> BuiltApplication {
-    let (keysmith, store) = try await Keysmith.open(
+    let metrics = ServerMetrics()
+    let database = try await Keysmith.openDatabase(
         configuration.database,
         secret: configuration.secret,
         clock: configuration.clock,
-        logger: logger
+        logger: logger,
+        observer: metrics.statementObserver
     )
+    let store = database.store
+    let index = VerificationIndex()
+    let feed = ChangeFeed(
+        store: store,
+        index: index,
+        clock: configuration.clock,
+        configuration: .init(pollInterval: configuration.changePollInterval),
+        logger: logger,
+        metrics: metrics
+    )
+    let keysmith = Keysmith(store: store, hasher: database.hasher, clock: configuration.clock, ids: .shared, changes: feed)
     let bootstrap: Keysmith.Bootstrap?
+    let tlsConfiguration: TLSConfiguration?
     do {
+        let started = ContinuousClock.now
+        try await feed.load()
         bootstrap = try await keysmith.bootstrapIfEmpty(adminKeyName: configuration.bootstrapAdminKeyName)
+        let counts = index.counts
+        logger.info(
+            "Loaded the verification state",
+            metadata: [
+                "keys": "\(counts.current)",
+                "admin_keys": "\(counts.admin)",
+                "duration_ms": "\(RequestObservation.milliseconds(ContinuousClock.now - started))",
+            ]
+        )
+        tlsConfiguration = try configuration.tls.map(makeTLSConfiguration)
     } catch {
         try? await store.close()
         throw error
     }
 
-    let verifier = KeyVerifier(store: store, hasher: keysmith.hasher, clock: configuration.clock)
-    let usage = UsageRecorder(
-        store: store,
-        clock: configuration.clock,
-        interval: configuration.usageFlushInterval,
-        logger: logger
-    )
-    let authenticator = AdminAuthenticator(store: store, hasher: keysmith.hasher, clock: configuration.clock, usage: usage) {
-        try await verifier.isKnownKey($0)
-    }
-    let reporting = keysmith.reporting(to: verifier)
+    let verifier = KeyVerifier(index: index, hasher: database.hasher, clock: configuration.clock, metrics: metrics)
+    let usage = UsageRecorder(keysmith: keysmith, interval: configuration.usageFlushInterval, logger: logger, metrics: metrics)
+    let authenticator = AdminAuthenticator(index: index, verifier: verifier, usage: usage, clock: configuration.clock)
 
-    let router = Router(context: BasicRequestContext.self)
+    let router = Router(context: KeysmithRequestContext.self)
+    router.add(middleware: RequestObservation(metrics: metrics))
     router.add(middleware: OpenAIErrorMiddleware())
-    router.route(
-        "/healthz",
-        [
-            .get: { _, _ in
-                Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: .init(string: "ok")))
-            }
-        ]
-    )
-    AdminRoutes(keysmith: reporting, authenticator: authenticator).register(on: router)
-    VerificationRoutes(verifier: verifier, usage: usage, authenticator: authenticator).register(on: router)
+    router.route("/healthz", [.get: { _, _ in Response.text("ok") }])
+    router.route("/readyz", [.get: readiness(keysmith.reader, logger: logger)])
+    let admin = AdminRouter(router: router, authenticator: authenticator)
+    admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
+    AdminRoutes(keysmith: keysmith).register(on: admin)
+    VerificationRoutes(verifier: verifier, usage: usage, reader: keysmith.reader).register(on: admin)
 
+    // Started in this order, stopped in reverse: the HTTP server (added last by Application) drains first, then the
+    // metrics listener, the change feed, the usage recorder's last flush, and finally the database.
+    var services: [any Service] = [DatabaseService(store: store), usage, feed]
+    if let address = configuration.metricsAddress {
+        services.append(metricsApplication(metrics, index: index, address: address, logger: logger))
+    }
+    let registry = ConnectionRegistry(limits: configuration.connectionLimits, logger: logger, metrics: metrics)
+    let scheme = tlsConfiguration == nil ? "http" : "https"
     let application = Application(
         router: router,
+        server: try guardedServer(registry: registry, tls: tlsConfiguration),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        // Shut down in reverse: the HTTP server, then the usage recorder's last flush, then the database.
-        services: [DatabaseService(store: store), usage],
+        services: services,
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.info(
+                "Keysmith \(KeysmithVersion.current) is listening on \(configuration.host):\(port) (\(scheme))",
+                metadata: [
+                    "version": "\(KeysmithVersion.current)",
+                    "address": "\(scheme)://\(configuration.host):\(port)",
+                    "database": "\(configuration.database)",
+                    "migrations_applied": "\(database.migrationsApplied.isEmpty ? "none" : database.migrationsApplied.joined(separator: ","))",
+                    "metrics_address": "\(configuration.metricsAddress.map { "\($0)" } ?? "none")",
+                    "maximum_connections": "\(configuration.connectionLimits.maximumConnections)",
+                ]
+            )
+        },
         logger: logger
     )
-    return BuiltApplication(application: application, keysmith: reporting, bootstrap: bootstrap, usage: usage)
+    return BuiltApplication(
+        application: application,
+        keysmith: keysmith,
+        bootstrap: bootstrap,
+        usage: usage,
+        metrics: metrics,
+        migrationsApplied: database.migrationsApplied
+    )
+}
+
+/// HTTP/1.1, in TLS when configured, behind the connection guard (deadlines and the connection limit).
+private func guardedServer(registry: ConnectionRegistry, tls: TLSConfiguration?) throws -> HTTPServerBuilder {
+    HTTPServerBuilder { responder in
+        let http = HTTP1Channel(
+            responder: responder,
+            configuration: .init(additionalChannelHandlers: [ConnectionActivity(registry: registry)])
+        )
+        if let tls {
+            return GuardedChannel(base: try TLSChannel(http, tlsConfiguration: tls), registry: registry)
+        }
+        return GuardedChannel(base: http, registry: registry)
+    }
+}
+
+private func makeTLSConfiguration(_ files: KeysmithConfiguration.TLSFiles) throws -> TLSConfiguration {
+    do {
+        let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+        guard !chain.isEmpty else { throw TLSFilesError(reason: "\(files.certificateChain) holds no PEM certificate") }
+        let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        return configuration
+    } catch let error as TLSFilesError {
+        throw error
+    } catch {
+        throw TLSFilesError(reason: "cannot load the certificate \(files.certificateChain) and key \(files.privateKey): \(error)")
+    }
+}
+
+public struct TLSFilesError: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { self.reason }
+}
+
+/// `GET /readyz`: 200 when the database answers and every migration is applied; 503 in OpenAI's envelope otherwise.
+/// Load balancers take a replica out of rotation on it; `/healthz` stays liveness only.
+private func readiness(_ reader: any KeysmithStoreReader, logger: Logger) -> Handler {
+    { _, context in
+        do {
+            try await reader.checkReadiness()
+            return Response.json(#"{"status":"ready","database":"up"}"#)
+        } catch {
+            context.logger.warning("Not ready", metadata: ["error": "\(error)"])
+            return OpenAIError(
+                status: .serviceUnavailable,
+                message: "Not ready: the database is unavailable or not migrated.",
+                type: "server_error",
+                code: "database_unavailable"
+            ).response()
+        }
+    }
+}
+
+private func metricsEndpoint(_ metrics: ServerMetrics, index: VerificationIndex) -> AdminHandler {
+    { _, _ in metricsResponse(metrics, index: index) }
+}
+
+private func metricsResponse(_ metrics: ServerMetrics, index: VerificationIndex) -> Response {
+    metrics.indexChanged(index)
+    return Response(
+        status: .ok,
+        headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))
+    )
+}
+
+/// `GET /metrics` without authentication on its own listener (`--metrics-address`), for a private network.
+private func metricsApplication(
+    _ metrics: ServerMetrics,
+    index: VerificationIndex,
+    address: KeysmithConfiguration.ListenAddress,
+    logger: Logger
+) -> some Service {
+    let router = Router(context: KeysmithRequestContext.self)
+    router.add(middleware: OpenAIErrorMiddleware())
+    router.route("/metrics", [.get: { _, _ in metricsResponse(metrics, index: index) }])
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+        onServerRunning: { channel in
+            logger.info("Serving /metrics without authentication on \(address.host):\(channel.localAddress?.port ?? address.port)")
+        },
+        logger: logger
+    )
+}
+
+extension Response {
+    static func text(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: .init(string: text)))
+    }
+
+    static func json(_ json: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(string: json)))
+    }
 }
 
 /// Keeps the database open while the server runs and closes it after the server (and every service added after

@@ -3,6 +3,40 @@ public import KeysmithStore
 
 /// What `keysmith serve` and the tests configure.
 public struct KeysmithConfiguration: Sendable {
+    /// A host and port to listen on.
+    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `HOST:PORT` (`[IPv6]:PORT` for IPv6), as `--metrics-address` takes it.
+        public init(parsing text: String) throws {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+            else { throw InvalidListenAddressError(text: text) }
+            var host = String(text[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty else { throw InvalidListenAddressError(text: text) }
+            self.init(host: host, port: port)
+        }
+
+        public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+    }
+
+    /// A PEM certificate chain and its PEM private key, to serve HTTPS directly.
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificateChain: String
+        public var privateKey: String
+
+        public init(certificateChain: String, privateKey: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
+
     public var host: String
     public var port: Int
     public var database: DatabaseURL
@@ -13,6 +47,13 @@ public struct KeysmithConfiguration: Sendable {
     public var bootstrapAdminKeyName: String?
     /// How often batched `last_used_at` updates are written (at most 60 s, so that lists are that fresh).
     public var usageFlushInterval: Duration
+    /// Serve HTTPS with these files; nil serves plain HTTP.
+    public var tls: TLSFiles?
+    /// Also serve `GET /metrics`, without authentication, on this address (a private network's).
+    public var metricsAddress: ListenAddress?
+    public var connectionLimits: ConnectionLimits
+    /// How often the change log is read for writes made by other processes.
+    public var changePollInterval: Duration
 
     public init(
         host: String = "127.0.0.1",
@@ -21,7 +62,11 @@ public struct KeysmithConfiguration: Sendable {
         secret: [UInt8]? = nil,
         clock: KeysmithClock = .system,
         bootstrapAdminKeyName: String? = "Bootstrap admin key",
-        usageFlushInterval: Duration = .seconds(10)
+        usageFlushInterval: Duration = .seconds(10),
+        tls: TLSFiles? = nil,
+        metricsAddress: ListenAddress? = nil,
+        connectionLimits: ConnectionLimits = ConnectionLimits(),
+        changePollInterval: Duration = .milliseconds(250)
     ) {
         self.host = host
         self.port = port
@@ -30,6 +75,10 @@ public struct KeysmithConfiguration: Sendable {
         self.clock = clock
         self.bootstrapAdminKeyName = bootstrapAdminKeyName
         self.usageFlushInterval = usageFlushInterval
+        self.tls = tls
+        self.metricsAddress = metricsAddress
+        self.connectionLimits = connectionLimits
+        self.changePollInterval = changePollInterval
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.
@@ -43,5 +92,13 @@ public struct KeysmithConfiguration: Sendable {
 public struct SecretTooShortError: Error, CustomStringConvertible {
     public var description: String {
         "KEYSMITH_SECRET must be at least 32 characters (for example the output of `openssl rand -hex 32`)"
+    }
+}
+
+public struct InvalidListenAddressError: Error, CustomStringConvertible {
+    public var text: String
+
+    public var description: String {
+        "'\(self.text)' is not an address to listen on; expected HOST:PORT, such as 127.0.0.1:9090"
     }
 }

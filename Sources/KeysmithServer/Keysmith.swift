@@ -2,59 +2,87 @@ public import KeysmithCore
 public import KeysmithStore
 public import Logging
 
-/// Keysmith's domain operations over the store: everything that makes ids, issues key secrets or reads the clock.
-/// The HTTP handlers and the command-line tool both go through it; neither builds SQL or hashes keys itself.
+/// Keysmith's domain operations: the one way in for every write, from the HTTP handlers and the command-line tool
+/// alike. It makes ids, issues key secrets, reads the clock, and calls the store's writes; neither callers nor
+/// handlers build SQL or hash keys themselves, and handlers hold only the store's read side (``reader``).
+///
+/// Change reporting has one owner. Each store write records what it changed in the change log, inside its own
+/// transaction; in a server, the ``ChangeFeed`` is the only thing that applies the log to the verification state,
+/// and every write here waits for it to have done so before returning, so that the very next check sees the
+/// change. The command-line tool's writes have no feed: the running server picks them up from the log.
 public struct Keysmith: Sendable {
-    public let store: any KeysmithStore
+    let store: any KeysmithStore
     public let hasher: KeyHasher
     public let clock: KeysmithClock
     let ids: IDGenerator
-    /// The running server's verification cache, told about every change that affects a key's validity.
-    let verifier: KeyVerifier?
+    /// The server's change feed; nil in the command-line tool.
+    let changes: ChangeFeed?
 
+    /// A Keysmith for the command-line tool: its writes reach a running server through the change log.
     public init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock = .system, ids: IDGenerator = .shared) {
-        self.init(store: store, hasher: hasher, clock: clock, ids: ids, verifier: nil)
+        self.init(store: store, hasher: hasher, clock: clock, ids: ids, changes: nil)
     }
 
-    init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock, ids: IDGenerator, verifier: KeyVerifier?) {
+    init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock, ids: IDGenerator, changes: ChangeFeed?) {
         self.store = store
         self.hasher = hasher
         self.clock = clock
         self.ids = ids
-        self.verifier = verifier
+        self.changes = changes
     }
 
-    /// This Keysmith, telling `verifier` about changes.
-    func reporting(to verifier: KeyVerifier) -> Keysmith {
-        Keysmith(store: self.store, hasher: self.hasher, clock: self.clock, ids: self.ids, verifier: verifier)
+    /// What handlers may read directly.
+    public var reader: any KeysmithStoreReader { self.store }
+
+    /// A database opened for Keysmith: migrated, with the server secret's hasher.
+    public struct Database: Sendable {
+        public var store: SQLStore
+        public var hasher: KeyHasher
+        /// The migrations this opening applied.
+        public var migrationsApplied: [String]
     }
 
     /// Opens the database, applies pending migrations and loads (or on first start, makes) the server secret.
-    public static func open(
+    public static func openDatabase(
         _ url: DatabaseURL,
         secret: [UInt8]? = nil,
         clock: KeysmithClock = .system,
-        logger: Logger
-    ) async throws -> (keysmith: Keysmith, store: SQLStore) {
-        let store = try await SQLStore.open(url, clock: clock, logger: logger)
+        logger: Logger,
+        observer: SQLStatementObserver? = nil
+    ) async throws -> Database {
+        let store = try await SQLStore.open(url, clock: clock, logger: logger, observer: observer)
         do {
             let applied = try await store.migrate()
-            if !applied.isEmpty {
-                logger.info("Applied database migrations", metadata: ["migrations": "\(applied.joined(separator: ", "))"])
-            }
             let secret = try await store.serverSecret(override: secret)
-            return (Keysmith(store: store, hasher: KeyHasher(secret: secret), clock: clock), store)
+            return Database(store: store, hasher: KeyHasher(secret: secret), migrationsApplied: applied)
         } catch {
             try? await store.close()
             throw error
         }
     }
 
+    /// Opens the database for the command-line tool (see ``openDatabase(_:secret:clock:logger:observer:)``).
+    public static func open(
+        _ url: DatabaseURL,
+        secret: [UInt8]? = nil,
+        clock: KeysmithClock = .system,
+        logger: Logger
+    ) async throws -> (keysmith: Keysmith, store: SQLStore) {
+        let database = try await self.openDatabase(url, secret: secret, clock: clock, logger: logger)
+        return (Keysmith(store: database.store, hasher: database.hasher, clock: clock), database.store)
+    }
+
+    /// Runs a store write, then waits for the change feed to apply what it changed.
+    private func write<T>(_ body: () async throws -> T) async throws -> T {
+        let result = try await body()
+        await self.changes?.applyCommittedChanges()
+        return result
+    }
+
     /// The secret of a new key, hashed for the store, and its plaintext to return once.
-    func issueSecret(_ kind: KeyKind) -> (plaintext: String, secret: NewKeySecret, digest: KeyDigest) {
+    func issueSecret(_ kind: KeyKind) -> (plaintext: String, secret: NewKeySecret) {
         let plaintext = KeySecret.generate(kind)
-        let digest = self.hasher.digest(plaintext)
-        return (plaintext, NewKeySecret(hash: digest.hex, redactedValue: KeySecret.redact(plaintext, kind: kind)), digest)
+        return (plaintext, NewKeySecret(hash: self.hasher.hash(plaintext), redactedValue: KeySecret.redact(plaintext, kind: kind)))
     }
 
     // MARK: Organizations and admin keys
@@ -87,13 +115,15 @@ public struct Keysmith: Sendable {
                 issued.secret.hash
             )
         }
-        guard try await self.store.bootstrap(organization: organization, adminKey: adminKey) else { return nil }
-        return Bootstrap(organization: organization, adminKey: plaintext)
+        let created = try await self.write {
+            try await self.store.bootstrap(organization: organization, adminKey: adminKey)
+        }
+        return created ? Bootstrap(organization: organization, adminKey: plaintext) : nil
     }
 
     public func createOrganization(name: String) async throws -> Organization {
         let organization = Organization(id: self.ids.make(.organization), name: name, createdAt: self.clock.now())
-        try await self.store.createOrganization(organization)
+        try await self.write { try await self.store.createOrganization(organization) }
         return organization
     }
 
@@ -114,8 +144,12 @@ public struct Keysmith: Sendable {
             createdAt: now,
             expiresAt: expiresInSeconds.map { now + $0 }
         )
-        try await self.store.createAdminKey(key, secretHash: issued.secret.hash)
+        try await self.write { try await self.store.createAdminKey(key, secretHash: issued.secret.hash) }
         return (key, issued.plaintext)
+    }
+
+    public func deleteAdminKey(organizationID: String, keyID: String) async throws {
+        try await self.write { try await self.store.deleteAdminKey(id: keyID, organizationID: organizationID) }
     }
 
     private func resolveOrganization(_ organizationID: String?) async throws -> String {
@@ -127,12 +161,12 @@ public struct Keysmith: Sendable {
         }
         _ = try await self.bootstrapIfEmpty(adminKeyName: nil)
         guard let organization = try await self.store.defaultOrganization() else {
-            throw KeysmithError.notFound(resource: "organization", id: "default")
+            throw KeysmithError.notFound(.organization, id: "default")
         }
         return organization.id
     }
 
-    // MARK: Projects, users, members
+    // MARK: Projects
 
     public func createProject(organizationID: String, name: String, externalKeyID: String?, residency: String?) async throws -> Project {
         let project = Project(
@@ -143,11 +177,26 @@ public struct Keysmith: Sendable {
             externalKeyID: externalKeyID,
             residency: residency
         )
-        try await self.store.createProject(project)
+        try await self.write { try await self.store.createProject(project) }
         return project
     }
 
-    public func createUser(organizationID: String, email: String, name: String?, role: String) async throws -> User {
+    /// Renames the project and/or sets its external key id (a double optional: `.some(nil)` clears it).
+    public func updateProject(organizationID: String, projectID: String, name: String?, externalKeyID: String??) async throws -> Project {
+        try await self.write {
+            try await self.store.updateProject(id: projectID, organizationID: organizationID, name: name, externalKeyID: externalKeyID)
+        }
+    }
+
+    public func archiveProject(organizationID: String, projectID: String) async throws -> Project {
+        try await self.write {
+            try await self.store.archiveProject(id: projectID, organizationID: organizationID, at: self.clock.now())
+        }
+    }
+
+    // MARK: Users and project members
+
+    public func createUser(organizationID: String, email: String, name: String?, role: OrganizationRole) async throws -> User {
         let user = User(
             id: self.ids.make(.user),
             organizationID: organizationID,
@@ -156,32 +205,53 @@ public struct Keysmith: Sendable {
             role: role,
             addedAt: self.clock.now()
         )
-        try await self.store.createUser(user)
+        try await self.write { try await self.store.createUser(user) }
         return user
     }
 
-    public func addProjectMember(organizationID: String, projectID: String, userID: String, role: String) async throws -> ProjectMember {
-        let member = try await self.store.addProjectMember(
-            projectID: projectID,
-            organizationID: organizationID,
-            userID: userID,
-            role: role,
-            at: self.clock.now()
-        )
-        // Keys the user kept from an earlier membership are active again.
-        self.verifier?.invalidate(.membership(projectID: projectID, userID: userID))
-        return member
+    /// Who to add to a project: a user of the organization by id, or by email.
+    public enum UserReference: Sendable {
+        case id(String)
+        case email(String)
     }
 
+    public func addProjectMember(
+        organizationID: String,
+        projectID: String,
+        user: UserReference,
+        role: ProjectRole
+    ) async throws -> ProjectMember {
+        let userID: String
+        switch user {
+        case .id(let id):
+            userID = id
+        case .email(let email):
+            let page = try await self.store.listUsers(organizationID: organizationID, emails: [email], page: PageRequest(limit: 1))
+            guard let found = page.items.first else { throw KeysmithError.noUserWithEmail(email) }
+            userID = found.id
+        }
+        return try await self.write {
+            try await self.store.addProjectMember(
+                projectID: projectID,
+                organizationID: organizationID,
+                userID: userID,
+                role: role,
+                at: self.clock.now()
+            )
+        }
+    }
+
+    public func updateProjectMember(organizationID: String, projectID: String, userID: String, role: ProjectRole) async throws -> ProjectMember {
+        try await self.write {
+            try await self.store.updateProjectMember(projectID: projectID, organizationID: organizationID, userID: userID, role: role)
+        }
+    }
+
+    /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
     public func removeProjectMember(organizationID: String, projectID: String, userID: String) async throws {
-        try await self.store.removeProjectMember(projectID: projectID, organizationID: organizationID, userID: userID)
-        self.verifier?.invalidate(.membership(projectID: projectID, userID: userID))
-    }
-
-    public func archiveProject(organizationID: String, projectID: String) async throws -> Project {
-        let project = try await self.store.archiveProject(id: projectID, organizationID: organizationID, at: self.clock.now())
-        self.verifier?.invalidate(.project(id: projectID))
-        return project
+        try await self.write {
+            try await self.store.removeProjectMember(projectID: projectID, organizationID: organizationID, userID: userID)
+        }
     }
 
     // MARK: Service accounts and keys
@@ -199,11 +269,11 @@ public struct Keysmith: Sendable {
             organizationID: organizationID,
             projectID: projectID,
             name: name,
-            role: withoutKey ? "none" : "member",
+            role: withoutKey ? .none : .member,
             createdAt: now
         )
         guard !withoutKey else {
-            try await self.store.createServiceAccount(account, key: nil)
+            try await self.write { try await self.store.createServiceAccount(account, key: nil) }
             return (account, nil)
         }
         let issued = self.issueSecret(.serviceAccount)
@@ -218,8 +288,7 @@ public struct Keysmith: Sendable {
             createdAt: now,
             expiresAt: nil
         )
-        try await self.store.createServiceAccount(account, key: newKey)
-        self.verifier?.invalidate(.newSecret(issued.digest))
+        try await self.write { try await self.store.createServiceAccount(account, key: newKey) }
         let key = APIKey(
             id: newKey.id,
             organizationID: organizationID,
@@ -235,6 +304,31 @@ public struct Keysmith: Sendable {
         return (account, (key, issued.plaintext))
     }
 
+    public func updateServiceAccount(
+        organizationID: String,
+        projectID: String,
+        accountID: String,
+        name: String?,
+        role: ProjectRole?
+    ) async throws -> ServiceAccount {
+        try await self.write {
+            try await self.store.updateServiceAccount(
+                id: accountID,
+                projectID: projectID,
+                organizationID: organizationID,
+                name: name,
+                role: role
+            )
+        }
+    }
+
+    /// Deletes the account and every key it owns.
+    public func deleteServiceAccount(organizationID: String, projectID: String, accountID: String) async throws {
+        try await self.write {
+            try await self.store.deleteServiceAccount(id: accountID, projectID: projectID, organizationID: organizationID)
+        }
+    }
+
     /// A new project key for a project member or a service account; its plaintext is returned once.
     public func createAPIKey(
         organizationID: String,
@@ -246,31 +340,28 @@ public struct Keysmith: Sendable {
     ) async throws -> (key: APIKey, plaintext: String) {
         let now = self.clock.now()
         let issued = self.issueSecret(owner.kind)
-        let key = try await self.store.createAPIKey(
-            NewAPIKey(
-                id: self.ids.make(.apiKey),
-                organizationID: organizationID,
-                projectID: projectID,
-                owner: owner,
-                name: name,
-                secret: issued.secret,
-                scopes: scopes,
-                createdAt: now,
-                expiresAt: expiresInSeconds.map { now + $0 }
+        let key = try await self.write {
+            try await self.store.createAPIKey(
+                NewAPIKey(
+                    id: self.ids.make(.apiKey),
+                    organizationID: organizationID,
+                    projectID: projectID,
+                    owner: owner,
+                    name: name,
+                    secret: issued.secret,
+                    scopes: scopes,
+                    createdAt: now,
+                    expiresAt: expiresInSeconds.map { now + $0 }
+                )
             )
-        )
-        self.verifier?.invalidate(.newSecret(issued.digest))
+        }
         return (key, issued.plaintext)
     }
 
-    public func deleteServiceAccount(organizationID: String, projectID: String, accountID: String) async throws {
-        try await self.store.deleteServiceAccount(id: accountID, projectID: projectID, organizationID: organizationID)
-        self.verifier?.invalidate(.serviceAccount(id: accountID))
-    }
-
     public func deleteAPIKey(organizationID: String, projectID: String, keyID: String) async throws {
-        try await self.store.deleteAPIKey(id: keyID, projectID: projectID, organizationID: organizationID)
-        self.verifier?.invalidate(.key(id: keyID))
+        try await self.write {
+            try await self.store.deleteAPIKey(id: keyID, projectID: projectID, organizationID: organizationID)
+        }
     }
 
     /// Replaces scopes and/or sets the expiry to `expiresInSeconds` from now.
@@ -282,16 +373,16 @@ public struct Keysmith: Sendable {
         expiresInSeconds: Int?
     ) async throws -> APIKey {
         let now = self.clock.now()
-        let key = try await self.store.updateAPIKey(
-            id: keyID,
-            projectID: projectID,
-            organizationID: organizationID,
-            scopes: scopes,
-            expiresAt: expiresInSeconds.map { .some(now + $0) },
-            now: now
-        )
-        self.verifier?.invalidate(.key(id: keyID))
-        return key
+        return try await self.write {
+            try await self.store.updateAPIKey(
+                id: keyID,
+                projectID: projectID,
+                organizationID: organizationID,
+                scopes: scopes,
+                expiresAt: expiresInSeconds.map { .some(now + $0) },
+                now: now
+            )
+        }
     }
 
     /// Gives a key a new secret, returned once. The old one keeps verifying for `gracePeriodSeconds` (0: never).
@@ -305,16 +396,23 @@ public struct Keysmith: Sendable {
         let current = try await self.store.apiKey(id: keyID, projectID: projectID, organizationID: organizationID)
         let issued = self.issueSecret(current.owner.kind)
         let graceEndsAt = gracePeriodSeconds > 0 ? now + gracePeriodSeconds : nil
-        let key = try await self.store.rotateAPIKey(
-            id: keyID,
-            projectID: projectID,
-            organizationID: organizationID,
-            secret: issued.secret,
-            graceEndsAt: graceEndsAt,
-            now: now
-        )
-        self.verifier?.invalidate(.key(id: keyID))
-        self.verifier?.invalidate(.newSecret(issued.digest))
+        let key = try await self.write {
+            try await self.store.rotateAPIKey(
+                id: keyID,
+                projectID: projectID,
+                organizationID: organizationID,
+                secret: issued.secret,
+                graceEndsAt: graceEndsAt,
+                now: now
+            )
+        }
         return (key, issued.plaintext, graceEndsAt)
+    }
+
+    // MARK: Usage
+
+    /// Writes batched uses (see ``UsageRecorder``). Not a change verification cares about: no change log entry.
+    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
+        try await self.store.recordUses(apiKeys: apiKeys, adminKeys: adminKeys)
     }
 }

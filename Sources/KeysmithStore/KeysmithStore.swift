@@ -1,11 +1,75 @@
 public import KeysmithCore
 
-/// Everything Keysmith keeps, behind one `Sendable` seam. Every method is organization-scoped where the data is:
-/// an id from another organization is as unknown as an id that never existed.
+/// Everything Keysmith reads, behind one `Sendable` seam. Every method is organization-scoped where the data is: an
+/// id from another organization is as unknown as an id that never existed. Lookups of a single object by path throw
+/// ``KeysmithError/notFound(_:id:)``.
+///
+/// The server's route handlers hold only this view of the store: every write goes through the domain layer
+/// (`Keysmith`), which holds the whole ``KeysmithStore``.
+public protocol KeysmithStoreReader: Sendable {
+    // MARK: Organizations and admin keys
+
+    func defaultOrganization() async throws -> Organization?
+    func organization(id: String) async throws -> Organization
+    func adminKey(id: String, organizationID: String) async throws -> AdminKey
+    func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey>
+
+    // MARK: Projects, users, members, service accounts, keys
+
+    func project(id: String, organizationID: String) async throws -> Project
+    func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
+    func user(id: String, organizationID: String) async throws -> User
+    /// Users in added order; with `emails`, only those (compared case-insensitively).
+    func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User>
+    func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember
+    func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember>
+    func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount
+    func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount>
+    func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey
+    func listAPIKeys(
+        projectID: String,
+        organizationID: String,
+        access: OwnerProjectAccess,
+        page: PageRequest
+    ) async throws -> Page<APIKey>
+
+    // MARK: Verification state and the change log
+
+    /// The sequence number of the newest entry of the change log (0 when it is empty). Read it before loading the
+    /// verification state, then apply every change after it: the state is then never older than the log.
+    func latestChangeSequence() async throws -> Int64
+    /// The oldest entry still in the change log, or nil when it is empty; entries older than a retention period are
+    /// pruned, and a reader that fell behind them must load everything again.
+    func earliestChangeSequence() async throws -> Int64?
+    /// Up to `limit` entries after `sequence`, in order.
+    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
+    /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
+    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
+    /// One key's verification state, or nil when the key does not exist (any more).
+    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
+    /// The digests of every secret of the key that no longer verifies (deleted, or rotated out).
+    func revokedSecretHashes(keyID: String) async throws -> [String]
+    /// What is known about a secret that is not a current or previous secret of any key: revoked, or never issued.
+    func revokedSecret(secretHash: String) async throws -> RevokedSecret?
+    /// Whether the project is archived; nil when it does not exist.
+    func isProjectArchived(projectID: String) async throws -> Bool?
+    func isProjectMember(projectID: String, userID: String) async throws -> Bool
+    /// Every admin key with its secret's digest.
+    func adminKeyCredentials() async throws -> [AdminKeyCredential]
+    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
+
+    // MARK: Health
+
+    /// Runs a trivial statement and checks that every migration this build knows is applied; throws otherwise.
+    func checkReadiness() async throws
+}
+
+/// The whole store: reads and the writes that only the domain layer makes.
 ///
 /// Methods that change data run in one transaction, with the checks that guard them (an archived project, a
-/// membership) inside it. Lookups of a single object by path throw ``KeysmithError/notFound(resource:id:)``.
-public protocol KeysmithStore: Sendable {
+/// membership) inside it, and record what they changed in the change log (``KeysmithChange``) in that same
+/// transaction, so that no write can forget to tell verification about itself.
+public protocol KeysmithStore: KeysmithStoreReader {
     // MARK: Setup
 
     /// Applies pending migrations; returns the names applied.
@@ -19,56 +83,42 @@ public protocol KeysmithStore: Sendable {
     /// transaction, and returns true; on a database that has an organization, does nothing and returns false.
     func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool
 
-    func defaultOrganization() async throws -> Organization?
     func createOrganization(_ organization: Organization) async throws
-    func organization(id: String) async throws -> Organization
 
     // MARK: Admin keys
 
     func createAdminKey(_ key: AdminKey, secretHash: String) async throws
-    func adminKey(secretHash: String) async throws -> AdminKey?
-    func adminKey(id: String, organizationID: String) async throws -> AdminKey
-    func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey>
     func deleteAdminKey(id: String, organizationID: String) async throws
 
     // MARK: Projects
 
     func createProject(_ project: Project) async throws
-    func project(id: String, organizationID: String) async throws -> Project
-    func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
     func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project
     func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project
 
     // MARK: Users and project members
 
     func createUser(_ user: User) async throws
-    func user(id: String, organizationID: String) async throws -> User
-    func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User>
-
     func addProjectMember(
         projectID: String,
         organizationID: String,
         userID: String,
-        role: String,
+        role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember
-    func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember
-    func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember>
-    func updateProjectMember(projectID: String, organizationID: String, userID: String, role: String) async throws -> ProjectMember
+    func updateProjectMember(projectID: String, organizationID: String, userID: String, role: ProjectRole) async throws -> ProjectMember
     func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws
 
     // MARK: Service accounts
 
     /// Creates the account and, if given, its first key, in one transaction. The project must not be archived.
     func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws
-    func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount
-    func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount>
     func updateServiceAccount(
         id: String,
         projectID: String,
         organizationID: String,
         name: String?,
-        role: String?
+        role: ProjectRole?
     ) async throws -> ServiceAccount
     /// Deletes the account and every key it owns.
     func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws
@@ -77,13 +127,6 @@ public protocol KeysmithStore: Sendable {
 
     /// Stores a key for a project member or a service account of an active project.
     func createAPIKey(_ key: NewAPIKey) async throws -> APIKey
-    func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey
-    func listAPIKeys(
-        projectID: String,
-        organizationID: String,
-        access: OwnerProjectAccess,
-        page: PageRequest
-    ) async throws -> Page<APIKey>
     /// Deletes a user-owned key; a service account's key is refused (delete the service account instead).
     func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws
     /// Replaces the scopes and/or the expiry (a double optional: `.some(nil)` clears it) of an unexpired key.
@@ -95,11 +138,6 @@ public protocol KeysmithStore: Sendable {
         expiresAt: UnixSeconds??,
         now: UnixSeconds
     ) async throws -> APIKey
-
-    // MARK: Verification
-
-    /// Everything known about a secret's digest: its key (current or previous secret), a revocation, or nothing.
-    func lookUp(secretHash: String) async throws -> KeyLookup
 
     /// Gives the key a new secret. With a grace period, the old secret keeps verifying until `graceEndsAt`; without
     /// one (`graceEndsAt` nil) it is revoked at once. A previous secret still in its grace period is revoked, so a
@@ -115,4 +153,7 @@ public protocol KeysmithStore: Sendable {
 
     /// Writes batched uses: each key's `last_used_at` becomes the later of its stored value and the given time.
     func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws
+
+    /// Deletes change log entries recorded before `time`; returns how many.
+    @discardableResult func pruneChanges(before time: UnixSeconds) async throws -> Int
 }

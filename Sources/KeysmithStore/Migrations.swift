@@ -128,6 +128,25 @@ enum Migrations {
                 """,
             ]
         ),
+        Migration(
+            name: "0003_create_change_log",
+            sqlite: [
+                // What each committed write changed for verification, in commit order: every process serving the
+                // database applies these to its in-memory verification state (see ChangeFeed).
+                """
+                CREATE TABLE keysmith_changes (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    subject TEXT NOT NULL CHECK (subject IN ('api_key', 'admin_key', 'project', 'membership')),
+                    subject_id TEXT NOT NULL,
+                    related_id TEXT,
+                    changed_at INTEGER NOT NULL
+                ) STRICT
+                """,
+                "CREATE INDEX keysmith_changes_by_time ON keysmith_changes (changed_at)",
+                // A changed key's revoked secrets leave the verification state by key id.
+                "CREATE INDEX revoked_secrets_by_key ON revoked_secrets (key_id)",
+            ]
+        ),
     ]
 }
 
@@ -146,9 +165,9 @@ extension SQLStore {
     @discardableResult
     public func migrate() async throws -> [String] {
         try await self.engine.write { database in
-            try await database.raw(
+            try await database.execute(
                 "CREATE TABLE IF NOT EXISTS keysmith_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
-            ).run()
+            )
         }
         let applied = try await self.engine.read { database in
             try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
@@ -167,7 +186,7 @@ extension SQLStore {
                 ).first()
                 guard already == nil else { return false }
                 for statement in migration.sqlite {
-                    try await database.raw(SQLQueryString(statement)).run()
+                    try await database.execute(statement)
                 }
                 try await database.raw(
                     "INSERT INTO keysmith_migrations (name, applied_at) VALUES (\(bind: migration.name), \(bind: now))"
@@ -177,5 +196,24 @@ extension SQLStore {
             if didApply { appliedNow.append(migration.name) }
         }
         return appliedNow
+    }
+}
+
+/// The database lacks migrations this build needs: it has not been migrated yet (`keysmith serve` migrates on start).
+public struct PendingMigrationsError: Error, CustomStringConvertible {
+    public var names: [String]
+
+    public var description: String {
+        "the database is missing migrations: \(self.names.joined(separator: ", "))"
+    }
+}
+
+extension SQLStore {
+    public func checkReadiness() async throws {
+        let applied = try await self.engine.read { database in
+            try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
+        }
+        let pending = Migrations.all.map(\.name).filter { !applied.contains($0) }
+        guard pending.isEmpty else { throw PendingMigrationsError(names: pending) }
     }
 }

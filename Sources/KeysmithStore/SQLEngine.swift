@@ -1,17 +1,25 @@
 public import SQLKit
-import Synchronization
 
-/// A database engine as the store uses it: reads that see committed data, and writes that run in one
-/// transaction each, serialised so that a check and the change it guards cannot interleave with another write.
+/// A database engine as the store uses it.
+///
+/// The rule for reads: ``read(_:)`` gives each statement the data committed when that statement starts, and may run
+/// two statements of one body on different connections, so they can see different snapshots. That is right for a
+/// body of one statement, and for the hot paths, which are one statement each. A body whose statements must agree
+/// (a page and the check that tells an unknown cursor from the end of the list; an object and the check that says
+/// which of two ids is unknown) uses ``snapshot(_:)``: one connection, one read transaction. Writes run in one
+/// transaction each, serialised, so that a check and the change it guards cannot interleave with another write.
 ///
 /// Queries are SQLKit `SQLQueryString`s (values always bound, never concatenated); rows come back as
 /// ``StoreRow``s read column by column, because decoding rows through `Codable` costs more than the query on the
 /// hot paths.
 public protocol SQLEngine: Sendable {
-    /// Runs `body` on a connection suitable for reading.
+    /// Runs `body`; each of its statements sees the data committed when it starts.
     func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
-    /// Runs `body` in a transaction: committed if it returns, rolled back if it throws.
+    /// Runs `body` in one read transaction: every statement sees the same committed snapshot.
+    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
+
+    /// Runs `body` in a transaction: committed if it returns, rolled back if it (or the commit) throws.
     func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Closes every connection. No call may follow.
@@ -28,6 +36,9 @@ public protocol SQLSession: Sendable {
         _ query: SQLQueryString,
         decode: @escaping @Sendable (any StoreRowReader) throws -> T
     ) async throws -> [T]
+
+    /// Runs one statement of schema or configuration (DDL, a PRAGMA) that runs once, so it is not kept prepared.
+    func execute(_ sql: String) async throws
 }
 
 extension SQLSession {
@@ -54,44 +65,12 @@ struct SQLStatement {
     }
 }
 
-/// An async mutual-exclusion lock with FIFO hand-over.
-final class AsyncLock: Sendable {
-    private struct State {
-        var isLocked = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
-    }
+/// Told about every statement an engine runs: how long it took from being asked for to its last row (queueing for
+/// a connection included, as the caller waits for it), and whether it failed. For metrics.
+public struct SQLStatementObserver: Sendable {
+    public var statementFinished: @Sendable (_ duration: Duration, _ failed: Bool) -> Void
 
-    private let state = Mutex(State())
-
-    func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        await self.lock()
-        defer { self.unlock() }
-        return try await body()
-    }
-
-    private func lock() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let acquired = self.state.withLock { state in
-                if state.isLocked {
-                    state.waiters.append(continuation)
-                    return false
-                }
-                state.isLocked = true
-                return true
-            }
-            if acquired { continuation.resume() }
-        }
-    }
-
-    private func unlock() {
-        let next = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if state.waiters.isEmpty {
-                state.isLocked = false
-                return nil
-            }
-            return state.waiters.removeFirst()
-        }
-        // The lock passes straight to the next waiter; it stays locked.
-        next?.resume()
+    public init(statementFinished: @escaping @Sendable (_ duration: Duration, _ failed: Bool) -> Void) {
+        self.statementFinished = statementFinished
     }
 }

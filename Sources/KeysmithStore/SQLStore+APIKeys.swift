@@ -63,10 +63,11 @@ extension SQLStore {
                 organizationID: organizationID,
                 email: try row.string(at: C.userEmail.rawValue),
                 name: try row.optionalString(at: C.userName.rawValue),
-                role: try row.string(at: C.userRole.rawValue),
+                role: try enumValue(OrganizationRole.self, row.string(at: C.userRole.rawValue), column: "user_role"),
                 addedAt: try row.int(at: C.userAddedAt.rawValue)
             )
-            owner = .user(user, role: try row.optionalString(at: C.memberRole.rawValue))
+            let memberRole = try row.optionalString(at: C.memberRole.rawValue)
+            owner = .user(user, role: try memberRole.map { try enumValue(ProjectRole.self, $0, column: "member_role") })
         } else {
             owner = .serviceAccount(
                 ServiceAccount(
@@ -74,7 +75,7 @@ extension SQLStore {
                     organizationID: organizationID,
                     projectID: projectID,
                     name: try row.string(at: C.accountName.rawValue),
-                    role: try row.string(at: C.accountRole.rawValue),
+                    role: try enumValue(ServiceAccountRole.self, row.string(at: C.accountRole.rawValue), column: "account_role"),
                     createdAt: try row.int(at: C.accountCreatedAt.rawValue)
                 )
             )
@@ -94,39 +95,43 @@ extension SQLStore {
     }
 
     static func insertAPIKey(_ database: any SQLSession, _ key: NewAPIKey) async throws {
-        let ownerType: String
         let userID: String?
         let accountID: String?
         switch key.owner {
-        case .user(let id):
-            (ownerType, userID, accountID) = ("user", id, nil)
-        case .serviceAccount(let id):
-            (ownerType, userID, accountID) = ("service_account", nil, id)
+        case .user(let id): (userID, accountID) = (id, nil)
+        case .serviceAccount(let id): (userID, accountID) = (nil, id)
         }
         try await database.raw(
             """
             INSERT INTO api_keys (id, organization_id, project_id, owner_type, user_id, service_account_id, name,
                                   secret_hash, redacted_value, scopes, created_at, expires_at)
-            VALUES (\(bind: key.id), \(bind: key.organizationID), \(bind: key.projectID), \(bind: ownerType),
+            VALUES (\(bind: key.id), \(bind: key.organizationID), \(bind: key.projectID), \(bind: key.owner.type.rawValue),
                     \(bind: userID), \(bind: accountID), \(bind: key.name), \(bind: key.secret.hash),
                     \(bind: key.secret.redactedValue), \(bind: ScopeList.encode(key.scopes)), \(bind: key.createdAt),
                     \(bind: key.expiresAt))
             """
         ).run()
+        try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
     }
 
-    static func apiKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey {
-        let row = try await database.raw(
+    static func findAPIKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey? {
+        try await database.rows(
             """
             \(unsafeRaw: apiKeySelect)
             WHERE k.id = \(bind: id) AND k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
-            """
-        ).first()
-        guard let row else {
-            _ = try await project(database, id: projectID, organizationID: organizationID)
-            throw KeysmithError.notFound(resource: "API key", id: id)
+            """,
+            decode: { try Self.apiKey(from: $0) }
+        ).first
+    }
+
+    /// The key, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the key is unknown, within
+    /// the caller's transaction.
+    static func apiKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey {
+        if let key = try await findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID) {
+            return key
         }
-        return try apiKey(from: row)
+        _ = try await project(database, id: projectID, organizationID: organizationID)
+        throw KeysmithError.notFound(.apiKey, id: id)
     }
 
     public func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
@@ -134,20 +139,13 @@ extension SQLStore {
             _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
             switch key.owner {
             case .user(let userID):
-                do {
-                    _ = try await Self.member(
-                        database,
-                        projectID: key.projectID,
-                        organizationID: key.organizationID,
-                        userID: userID
-                    )
-                } catch KeysmithError.notFound {
-                    throw KeysmithError.invalidRequest(
-                        message: "User \(userID) is not a member of project \(key.projectID); add them to the project first.",
-                        param: "user_id",
-                        code: nil
-                    )
-                }
+                let member = try await Self.findMember(
+                    database,
+                    projectID: key.projectID,
+                    organizationID: key.organizationID,
+                    userID: userID
+                )
+                guard member != nil else { throw KeysmithError.ownerNotProjectMember(userID: userID, projectID: key.projectID) }
             case .serviceAccount(let accountID):
                 _ = try await Self.serviceAccount(
                     database,
@@ -162,8 +160,11 @@ extension SQLStore {
     }
 
     public func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey {
-        try await self.engine.read { database in
-            try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+        try await self.findOne { database in
+            try await Self.findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID)
+        } orExplain: { database in
+            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            throw KeysmithError.notFound(.apiKey, id: id)
         }
     }
 
@@ -173,19 +174,18 @@ extension SQLStore {
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey> {
-        try await self.engine.read { database in
-            var query: SQLQueryString = """
-                \(unsafeRaw: Self.apiKeySelect)
-                WHERE k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
-                """
-            switch access {
-            case .active: query = query + " AND (k.owner_type = 'service_account' OR m.user_id IS NOT NULL)"
-            case .inactive: query = query + " AND k.owner_type = 'user' AND m.user_id IS NULL"
-            case .any: break
-            }
-            return try await Self.fetchPage(
-                database,
-                base: query,
+        var base: SQLQueryString = """
+            \(unsafeRaw: Self.apiKeySelect)
+            WHERE k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
+            """
+        switch access {
+        case .active: base = base + " AND (k.owner_type = 'service_account' OR m.user_id IS NOT NULL)"
+        case .inactive: base = base + " AND k.owner_type = 'user' AND m.user_id IS NULL"
+        case .any: break
+        }
+        return try await self.fetchPage(
+            ListQuery(
+                base: base,
                 page: page,
                 time: "k.created_at",
                 id: "k.id",
@@ -194,26 +194,23 @@ extension SQLStore {
                     WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
                       AND organization_id = \(bind: organizationID)
                     """,
-                // The page query already proves the project exists whenever it returns a key.
-                ensureListExists: { _ = try await Self.project(database, id: projectID, organizationID: organizationID) },
-                decode: { try Self.apiKey(from: $0) }
-            )
-        }
+                // A page with keys proves the project exists; only an empty one asks.
+                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+            ),
+            decode: { try Self.apiKey(from: $0) }
+        )
     }
 
     public func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
             if case .serviceAccount(let account) = key.owner {
-                throw KeysmithError.invalidRequest(
-                    message: "API key \(id) belongs to service account \(account.id); service account keys cannot be "
-                        + "deleted one by one. Delete the service account instead.",
-                    param: "api_key_id",
-                    code: nil
-                )
+                throw KeysmithError.serviceAccountKey(keyID: id, serviceAccountID: account.id)
             }
-            try await Self.revokeSecrets(database, keyCondition: "id = \(bind: id)", at: self.clock.now())
+            let now = self.clock.now()
+            try await Self.revokeSecrets(database, keyCondition: "id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE id = \(bind: id)").run()
+            try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
         }
     }
 
@@ -257,7 +254,7 @@ extension SQLStore {
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write { database in
-            var key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: "updated")
+            var key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .update)
             if let scopes { key.scopes = scopes }
             if let expiresAt { key.expiresAt = expiresAt }
             try await database.raw(
@@ -266,26 +263,23 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
             return key
         }
     }
 
-    /// The key, which must not have expired: expired keys cannot be `action` (updated, rotated).
+    /// The key, which must not have expired: expired keys cannot be updated or rotated.
     static func unexpiredKey(
         _ database: any SQLSession,
         id: String,
         projectID: String,
         organizationID: String,
         now: UnixSeconds,
-        for action: String
+        for operation: KeysmithError.KeyOperation
     ) async throws -> APIKey {
         let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
         if let expiry = key.expiresAt, expiry <= now {
-            throw KeysmithError.invalidRequest(
-                message: "API key \(id) has expired; expired keys cannot be \(action).",
-                param: nil,
-                code: "api_key_expired"
-            )
+            throw KeysmithError.keyExpired(keyID: id, operation: operation)
         }
         return key
     }

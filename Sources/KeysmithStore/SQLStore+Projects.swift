@@ -30,67 +30,53 @@ extension SQLStore {
             WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)
             """
         ).first()
-        guard let row else { throw KeysmithError.notFound(resource: "project", id: id) }
+        guard let row else { throw KeysmithError.notFound(.project, id: id) }
         return try project(from: row)
     }
 
-    /// The project, which must accept new service accounts and keys.
+    /// The project, which must accept new service accounts, members and keys.
     static func activeProject(_ database: any SQLSession, id: String, organizationID: String) async throws -> Project {
         let project = try await project(database, id: id, organizationID: organizationID)
-        guard !project.isArchived else {
-            throw KeysmithError.invalidRequest(
-                message: "Project \(id) is archived; archived projects cannot be used or updated.",
-                param: nil,
-                code: "project_archived"
-            )
-        }
+        guard !project.isArchived else { throw KeysmithError.projectArchived(projectID: id) }
         return project
     }
 
-    static func project(from row: StoreRow) throws -> Project {
+    static func project(from row: some StoreRowReader) throws -> Project {
         Project(
-            id: try row.string("id"),
-            organizationID: try row.string("organization_id"),
-            name: try row.string("name"),
-            createdAt: try row.int("created_at"),
-            archivedAt: try row.optionalInt("archived_at"),
-            externalKeyID: try row.optionalString("external_key_id"),
-            residency: try row.optionalString("residency")
+            id: try row.string(at: 0),
+            organizationID: try row.string(at: 1),
+            name: try row.string(at: 2),
+            createdAt: try row.int(at: 5),
+            archivedAt: try row.optionalInt(at: 6),
+            externalKeyID: try row.optionalString(at: 3),
+            residency: try row.optionalString(at: 4)
         )
     }
 
     public func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
-        try await self.engine.read { database in
-            var query: SQLQueryString = """
-                SELECT \(unsafeRaw: Self.projectColumns) FROM projects WHERE organization_id = \(bind: organizationID)
-                """
-            if !includeArchived {
-                query = query + " AND archived_at IS NULL"
-            }
-            return try await Self.fetchPage(
-                database,
-                base: query,
+        var base: SQLQueryString = """
+            SELECT \(unsafeRaw: Self.projectColumns) FROM projects WHERE organization_id = \(bind: organizationID)
+            """
+        if !includeArchived {
+            base = base + " AND archived_at IS NULL"
+        }
+        return try await self.fetchPage(
+            ListQuery(
+                base: base,
                 page: page,
                 time: "created_at",
                 id: "id",
                 cursor: """
                     SELECT created_at FROM projects WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """,
-                decode: { try Self.project(from: $0.copy()) }
-            )
-        }
+                    """
+            ),
+            decode: { try Self.project(from: $0) }
+        )
     }
 
     public func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.engine.write { database in
-            var project = try await Self.project(database, id: id, organizationID: organizationID)
-            guard !project.isArchived else {
-                throw KeysmithError.invalidRequest(
-                    message: "Project \(id) is archived; archived projects cannot be updated.",
-                    param: nil,
-                    code: "project_archived"
-                )
-            }
+            var project = try await Self.activeProject(database, id: id, organizationID: organizationID)
             if let name { project.name = name }
             if let externalKeyID { project.externalKeyID = externalKeyID }
             try await database.raw(
@@ -110,6 +96,7 @@ extension SQLStore {
             guard !project.isArchived else { return project }
             project.archivedAt = time
             try await database.raw("UPDATE projects SET archived_at = \(bind: time) WHERE id = \(bind: id)").run()
+            try await Self.recordChanges(database, [.project(id: id)], at: time)
             return project
         }
     }

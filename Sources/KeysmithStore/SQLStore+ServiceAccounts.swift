@@ -4,34 +4,45 @@ import SQLKit
 extension SQLStore {
     static let serviceAccountColumns = "id, organization_id, project_id, name, role, created_at"
 
-    static func serviceAccount(from row: StoreRow) throws -> ServiceAccount {
+    static func serviceAccount(from row: some StoreRowReader) throws -> ServiceAccount {
         ServiceAccount(
-            id: try row.string("id"),
-            organizationID: try row.string("organization_id"),
-            projectID: try row.string("project_id"),
-            name: try row.string("name"),
-            role: try row.string("role"),
-            createdAt: try row.int("created_at")
+            id: try row.string(at: 0),
+            organizationID: try row.string(at: 1),
+            projectID: try row.string(at: 2),
+            name: try row.string(at: 3),
+            role: try enumValue(ServiceAccountRole.self, row.string(at: 4), column: "role"),
+            createdAt: try row.int(at: 5)
         )
     }
 
+    static func findServiceAccount(
+        _ database: any SQLSession,
+        id: String,
+        projectID: String,
+        organizationID: String
+    ) async throws -> ServiceAccount? {
+        try await database.rows(
+            """
+            SELECT \(unsafeRaw: serviceAccountColumns) FROM service_accounts
+            WHERE id = \(bind: id) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+            """,
+            decode: { try Self.serviceAccount(from: $0) }
+        ).first
+    }
+
+    /// The account, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the account is unknown,
+    /// within the caller's transaction.
     static func serviceAccount(
         _ database: any SQLSession,
         id: String,
         projectID: String,
         organizationID: String
     ) async throws -> ServiceAccount {
-        let row = try await database.raw(
-            """
-            SELECT \(unsafeRaw: serviceAccountColumns) FROM service_accounts
-            WHERE id = \(bind: id) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
-            """
-        ).first()
-        guard let row else {
-            _ = try await project(database, id: projectID, organizationID: organizationID)
-            throw KeysmithError.notFound(resource: "service account", id: id)
+        if let account = try await findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID) {
+            return account
         }
-        return try serviceAccount(from: row)
+        _ = try await project(database, id: projectID, organizationID: organizationID)
+        throw KeysmithError.notFound(.serviceAccount, id: id)
     }
 
     public func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
@@ -41,7 +52,7 @@ extension SQLStore {
                 """
                 INSERT INTO service_accounts (id, organization_id, project_id, name, role, created_at)
                 VALUES (\(bind: account.id), \(bind: account.organizationID), \(bind: account.projectID),
-                        \(bind: account.name), \(bind: account.role), \(bind: account.createdAt))
+                        \(bind: account.name), \(bind: account.role.rawValue), \(bind: account.createdAt))
                 """
             ).run()
             if let key {
@@ -51,29 +62,31 @@ extension SQLStore {
     }
 
     public func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount {
-        try await self.engine.read { database in
-            try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+        try await self.findOne { database in
+            try await Self.findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+        } orExplain: { database in
+            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            throw KeysmithError.notFound(.serviceAccount, id: id)
         }
     }
 
     public func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
-        try await self.engine.read { database in
-            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
-            let query: SQLQueryString = """
-                SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts WHERE project_id = \(bind: projectID)
-                """
-            return try await Self.fetchPage(
-                database,
-                base: query,
+        try await self.fetchPage(
+            ListQuery(
+                base: """
+                    SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts
+                    WHERE project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+                    """,
                 page: page,
                 time: "created_at",
                 id: "id",
                 cursor: """
                     SELECT created_at FROM service_accounts WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
                     """,
-                decode: { try Self.serviceAccount(from: $0.copy()) }
-            )
-        }
+                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+            ),
+            decode: { try Self.serviceAccount(from: $0) }
+        )
     }
 
     public func updateServiceAccount(
@@ -81,14 +94,17 @@ extension SQLStore {
         projectID: String,
         organizationID: String,
         name: String?,
-        role: String?
+        role: ProjectRole?
     ) async throws -> ServiceAccount {
         try await self.engine.write { database in
             var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
             if let name { account.name = name }
-            if let role { account.role = role }
+            if let role { account.role = ServiceAccountRole(role) }
             try await database.raw(
-                "UPDATE service_accounts SET name = \(bind: account.name), role = \(bind: account.role) WHERE id = \(bind: id)"
+                """
+                UPDATE service_accounts SET name = \(bind: account.name), role = \(bind: account.role.rawValue)
+                WHERE id = \(bind: id)
+                """
             ).run()
             return account
         }
@@ -97,7 +113,9 @@ extension SQLStore {
     public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
-            try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: self.clock.now())
+            let now = self.clock.now()
+            try await Self.recordKeyChanges(database, keyCondition: "service_account_id = \(bind: id)", at: now)
+            try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()
             try await database.raw("DELETE FROM service_accounts WHERE id = \(bind: id)").run()
         }

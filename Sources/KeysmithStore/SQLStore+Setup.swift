@@ -81,7 +81,7 @@ extension SQLStore {
             try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
                 .first().map(Self.organization(from:))
         }
-        guard let found else { throw KeysmithError.notFound(resource: "organization", id: id) }
+        guard let found else { throw KeysmithError.notFound(.organization, id: id) }
         return found
     }
 
@@ -103,7 +103,7 @@ extension SQLStore {
     public func createAdminKey(_ key: AdminKey, secretHash: String) async throws {
         try await self.engine.write { database in
             guard try await database.raw("SELECT id FROM organizations WHERE id = \(bind: key.organizationID)").first() != nil
-            else { throw KeysmithError.notFound(resource: "organization", id: key.organizationID) }
+            else { throw KeysmithError.notFound(.organization, id: key.organizationID) }
             try await Self.insertAdminKey(database, key, secretHash: secretHash)
         }
     }
@@ -116,28 +116,21 @@ extension SQLStore {
                     \(bind: key.redactedValue), \(bind: key.createdAt), \(bind: key.expiresAt))
             """
         ).run()
+        try await Self.recordChanges(database, [.adminKey(id: key.id)], at: key.createdAt)
     }
 
     static let adminKeyColumns = "id, organization_id, name, redacted_value, created_at, expires_at, last_used_at"
 
-    static func adminKey(from row: StoreRow) throws -> AdminKey {
+    static func adminKey(from row: some StoreRowReader) throws -> AdminKey {
         AdminKey(
-            id: try row.string("id"),
-            organizationID: try row.string("organization_id"),
-            name: try row.string("name"),
-            redactedValue: try row.string("redacted_value"),
-            createdAt: try row.int("created_at"),
-            expiresAt: try row.optionalInt("expires_at"),
-            lastUsedAt: try row.optionalInt("last_used_at")
+            id: try row.string(at: 0),
+            organizationID: try row.string(at: 1),
+            name: try row.string(at: 2),
+            redactedValue: try row.string(at: 3),
+            createdAt: try row.int(at: 4),
+            expiresAt: try row.optionalInt(at: 5),
+            lastUsedAt: try row.optionalInt(at: 6)
         )
-    }
-
-    public func adminKey(secretHash: String) async throws -> AdminKey? {
-        try await self.engine.read { database in
-            try await database.raw(
-                "SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE secret_hash = \(bind: secretHash)"
-            ).first().map(Self.adminKey(from:))
-        }
     }
 
     public func adminKey(id: String, organizationID: String) async throws -> AdminKey {
@@ -149,28 +142,44 @@ extension SQLStore {
                 """
             ).first().map(Self.adminKey(from:))
         }
-        guard let found else { throw KeysmithError.notFound(resource: "admin API key", id: id) }
+        guard let found else { throw KeysmithError.notFound(.adminKey, id: id) }
         return found
     }
 
-    public func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
+    public func adminKeyCredentials() async throws -> [AdminKeyCredential] {
         try await self.engine.read { database in
-            let query: SQLQueryString = """
-                SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
-                """
-            return try await Self.fetchPage(
-                database,
-                base: query,
+            try await database.rows("SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys") { row in
+                AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
+            }
+        }
+    }
+
+    public func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
+        try await self.engine.read { database in
+            try await database.rows(
+                "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
+            ) { row in
+                AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
+            }.first
+        }
+    }
+
+    public func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
+        try await self.fetchPage(
+            ListQuery(
+                base: """
+                    SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
+                    """,
                 page: page,
                 time: "created_at",
                 id: "id",
                 cursor: """
                     SELECT created_at FROM admin_keys WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
                     """,
-                descending: descending,
-                decode: { try Self.adminKey(from: $0.copy()) }
-            )
-        }
+                descending: descending
+            ),
+            decode: { try Self.adminKey(from: $0) }
+        )
     }
 
     public func deleteAdminKey(id: String, organizationID: String) async throws {
@@ -178,8 +187,9 @@ extension SQLStore {
             let existing = try await database.raw(
                 "SELECT id FROM admin_keys WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)"
             ).first()
-            guard existing != nil else { throw KeysmithError.notFound(resource: "admin API key", id: id) }
+            guard existing != nil else { throw KeysmithError.notFound(.adminKey, id: id) }
             try await database.raw("DELETE FROM admin_keys WHERE id = \(bind: id)").run()
+            try await Self.recordChanges(database, [.adminKey(id: id)], at: self.clock.now())
         }
     }
 }

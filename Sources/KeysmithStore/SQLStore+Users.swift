@@ -12,18 +12,12 @@ extension SQLStore {
                 SELECT id FROM users WHERE organization_id = \(bind: user.organizationID) AND email_key = \(bind: emailKey)
                 """
             ).first()
-            guard taken == nil else {
-                throw KeysmithError.invalidRequest(
-                    message: "A user with email \(user.email) already exists in this organization.",
-                    param: "email",
-                    code: "user_already_exists"
-                )
-            }
+            guard taken == nil else { throw KeysmithError.emailTaken(user.email) }
             try await database.raw(
                 """
                 INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
                 VALUES (\(bind: user.id), \(bind: user.organizationID), \(bind: user.email), \(bind: emailKey),
-                        \(bind: user.name), \(bind: user.role), \(bind: user.addedAt))
+                        \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
                 """
             ).run()
         }
@@ -39,84 +33,95 @@ extension SQLStore {
         let row = try await database.raw(
             "SELECT \(unsafeRaw: userColumns) FROM users u WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID)"
         ).first()
-        guard let row else { throw KeysmithError.notFound(resource: "user", id: id) }
+        guard let row else { throw KeysmithError.notFound(.user, id: id) }
         return try user(from: row)
     }
 
-    static func user(from row: StoreRow) throws -> User {
+    /// A user from the first six columns of a row (``userColumns``), from position `offset` on.
+    static func user(from row: some StoreRowReader, offset: Int = 0) throws -> User {
         User(
-            id: try row.string("id"),
-            organizationID: try row.string("organization_id"),
-            email: try row.string("email"),
-            name: try row.optionalString("name"),
-            role: try row.string("role"),
-            addedAt: try row.int("added_at")
+            id: try row.string(at: offset),
+            organizationID: try row.string(at: offset + 1),
+            email: try row.string(at: offset + 2),
+            name: try row.optionalString(at: offset + 3),
+            role: try enumValue(OrganizationRole.self, row.string(at: offset + 4), column: "role"),
+            addedAt: try row.int(at: offset + 5)
         )
     }
 
     public func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User> {
-        try await self.engine.read { database in
-            var query: SQLQueryString = """
-                SELECT \(unsafeRaw: Self.userColumns) FROM users u WHERE u.organization_id = \(bind: organizationID)
-                """
-            if !emails.isEmpty {
-                query = query + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
-            }
-            return try await Self.fetchPage(
-                database,
-                base: query,
+        var base: SQLQueryString = """
+            SELECT \(unsafeRaw: Self.userColumns) FROM users u WHERE u.organization_id = \(bind: organizationID)
+            """
+        if !emails.isEmpty {
+            base = base + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
+        }
+        return try await self.fetchPage(
+            ListQuery(
+                base: base,
                 page: page,
                 time: "u.added_at",
                 id: "u.id",
                 cursor: """
                     SELECT added_at FROM users WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """,
-                decode: { try Self.user(from: $0.copy()) }
-            )
-        }
+                    """
+            ),
+            decode: { try Self.user(from: $0) }
+        )
     }
 
     // MARK: Project members
 
+    /// A membership's columns, then the user's (``userColumns``).
     static let memberSelect = """
         SELECT m.project_id, m.role AS member_role, m.added_at AS member_added_at, \(userColumns)
         FROM project_members m JOIN users u ON u.id = m.user_id
         """
 
-    static func member(from row: StoreRow) throws -> ProjectMember {
+    static func member(from row: some StoreRowReader) throws -> ProjectMember {
         ProjectMember(
-            projectID: try row.string("project_id"),
-            user: try user(from: row),
-            role: try row.string("member_role"),
-            addedAt: try row.int("member_added_at")
+            projectID: try row.string(at: 0),
+            user: try user(from: row, offset: 3),
+            role: try enumValue(ProjectRole.self, row.string(at: 1), column: "member_role"),
+            addedAt: try row.int(at: 2)
         )
     }
 
+    static func findMember(
+        _ database: any SQLSession,
+        projectID: String,
+        organizationID: String,
+        userID: String
+    ) async throws -> ProjectMember? {
+        try await database.rows(
+            """
+            \(unsafeRaw: memberSelect)
+            WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
+            """,
+            decode: { try Self.member(from: $0) }
+        ).first
+    }
+
+    /// The membership, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the membership is
+    /// unknown, within the caller's transaction.
     static func member(
         _ database: any SQLSession,
         projectID: String,
         organizationID: String,
         userID: String
     ) async throws -> ProjectMember {
-        let row = try await database.raw(
-            """
-            \(unsafeRaw: memberSelect)
-            WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
-            """
-        ).first()
-        guard let row else {
-            // Say which of the two is unknown.
-            _ = try await project(database, id: projectID, organizationID: organizationID)
-            throw KeysmithError.notFound(resource: "project user", id: userID)
+        if let member = try await findMember(database, projectID: projectID, organizationID: organizationID, userID: userID) {
+            return member
         }
-        return try member(from: row)
+        _ = try await project(database, id: projectID, organizationID: organizationID)
+        throw KeysmithError.notFound(.projectUser, id: userID)
     }
 
     public func addProjectMember(
         projectID: String,
         organizationID: String,
         userID: String,
-        role: String,
+        role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember {
         try await self.engine.write { database in
@@ -125,61 +130,65 @@ extension SQLStore {
             do {
                 user = try await Self.user(database, id: userID, organizationID: organizationID)
             } catch KeysmithError.notFound {
-                throw KeysmithError.invalidRequest(
-                    message: "No such user: \(userID). Add the user to the organization first.",
-                    param: "user_id",
-                    code: nil
-                )
+                throw KeysmithError.referenceNotFound(.user, id: userID)
             }
             let existing = try await database.raw(
                 "SELECT role FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).first()
-            guard existing == nil else {
-                throw KeysmithError.invalidRequest(
-                    message: "User \(userID) is already a member of project \(projectID).",
-                    param: "user_id",
-                    code: "user_already_member"
-                )
-            }
+            guard existing == nil else { throw KeysmithError.alreadyProjectMember(userID: userID, projectID: projectID) }
             try await database.raw(
                 """
                 INSERT INTO project_members (project_id, user_id, role, added_at)
-                VALUES (\(bind: projectID), \(bind: userID), \(bind: role), \(bind: time))
+                VALUES (\(bind: projectID), \(bind: userID), \(bind: role.rawValue), \(bind: time))
                 """
             ).run()
+            // Keys the user kept from an earlier membership are active again.
+            try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: time)
             return ProjectMember(projectID: projectID, user: user, role: role, addedAt: time)
         }
     }
 
     public func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember {
-        try await self.engine.read { database in
-            try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
+        try await self.findOne { database in
+            try await Self.findMember(database, projectID: projectID, organizationID: organizationID, userID: userID)
+        } orExplain: { database in
+            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            throw KeysmithError.notFound(.projectUser, id: userID)
         }
     }
 
     public func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember> {
-        try await self.engine.read { database in
-            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
-            let query: SQLQueryString = "\(unsafeRaw: Self.memberSelect) WHERE m.project_id = \(bind: projectID)"
-            return try await Self.fetchPage(
-                database,
-                base: query,
+        try await self.fetchPage(
+            ListQuery(
+                base: """
+                    \(unsafeRaw: Self.memberSelect)
+                    WHERE m.project_id = \(bind: projectID) AND u.organization_id = \(bind: organizationID)
+                    """,
                 page: page,
                 time: "m.added_at",
                 id: "m.user_id",
                 cursor: """
                     SELECT added_at FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: page.after ?? "")
                     """,
-                decode: { try Self.member(from: $0.copy()) }
-            )
-        }
+                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+            ),
+            decode: { try Self.member(from: $0) }
+        )
     }
 
-    public func updateProjectMember(projectID: String, organizationID: String, userID: String, role: String) async throws -> ProjectMember {
+    public func updateProjectMember(
+        projectID: String,
+        organizationID: String,
+        userID: String,
+        role: ProjectRole
+    ) async throws -> ProjectMember {
         try await self.engine.write { database in
             var member = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
             try await database.raw(
-                "UPDATE project_members SET role = \(bind: role) WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
+                """
+                UPDATE project_members SET role = \(bind: role.rawValue)
+                WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)
+                """
             ).run()
             member.role = role
             return member
@@ -192,6 +201,16 @@ extension SQLStore {
             try await database.raw(
                 "DELETE FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).run()
+            // The user's keys in the project stay, inactive: they stop verifying.
+            try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: self.clock.now())
         }
     }
+}
+
+/// A value of one of the domain's string enumerations, as a column holds it.
+func enumValue<Value: RawRepresentable<String>>(_ type: Value.Type, _ text: String, column: String) throws -> Value {
+    guard let value = Value(rawValue: text) else {
+        throw StoreRowError(column: column, problem: "holds '\(text)', which is not a \(Value.self)")
+    }
+    return value
 }

@@ -2,41 +2,7 @@ public import KeysmithCore
 import SQLKit
 
 extension SQLStore {
-    public func lookUp(secretHash: String) async throws -> KeyLookup {
-        try await self.engine.read { database in
-            let row = try await database.raw(
-                """
-                SELECT \(unsafeRaw: Self.apiKeyColumns), p.archived_at AS project_archived_at,
-                       k.previous_secret_hash, k.previous_secret_expires_at
-                \(unsafeRaw: Self.apiKeyJoins)
-                JOIN projects p ON p.id = k.project_id
-                WHERE k.secret_hash = \(bind: secretHash) OR k.previous_secret_hash = \(bind: secretHash)
-                """
-            ).first()
-            if let row {
-                let isPrevious = try row.optionalString("previous_secret_hash") == secretHash
-                return .key(
-                    KeyVerificationRecord(
-                        key: try Self.apiKey(from: row),
-                        projectArchivedAt: try row.optionalInt("project_archived_at"),
-                        // A previous secret without an end would be a bug; treat it as already ended.
-                        previousSecretExpiresAt: isPrevious ? try row.optionalInt("previous_secret_expires_at") ?? 0 : nil
-                    )
-                )
-            }
-            let revoked = try await database.raw(
-                "SELECT key_id, organization_id, project_id FROM revoked_secrets WHERE secret_hash = \(bind: secretHash)"
-            ).first()
-            if let revoked {
-                return .revoked(
-                    keyID: try revoked.string("key_id"),
-                    organizationID: try revoked.string("organization_id"),
-                    projectID: try revoked.string("project_id")
-                )
-            }
-            return .unknown
-        }
-    }
+    // MARK: Rotation and usage
 
     public func rotateAPIKey(
         id: String,
@@ -47,7 +13,7 @@ extension SQLStore {
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write { database in
-            let key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: "rotated")
+            let key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .rotate)
             // The previous secret, if any, ends now (at most one previous secret at a time); without a grace
             // period, so does the current one.
             try await Self.revokeSecrets(
@@ -66,6 +32,7 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
             var rotated = key
             rotated.redactedValue = secret.redactedValue
             return rotated
@@ -85,6 +52,154 @@ extension SQLStore {
                     ).run()
                 }
             }
+        }
+    }
+
+    // MARK: Verification state
+
+    /// The columns ``keyVerificationState(from:)`` reads, in order.
+    static let keyVerificationSelect = """
+        SELECT k.id, k.organization_id, k.project_id, k.owner_type, COALESCE(k.user_id, k.service_account_id) AS owner_id,
+               k.scopes, k.expires_at, k.secret_hash, k.previous_secret_hash, k.previous_secret_expires_at,
+               p.archived_at AS project_archived_at, m.user_id AS member_user_id
+        FROM api_keys k
+        JOIN projects p ON p.id = k.project_id
+        LEFT JOIN project_members m ON m.project_id = k.project_id AND m.user_id = k.user_id
+        """
+
+    static func keyVerificationState(from row: some StoreRowReader) throws -> KeyVerificationState {
+        let ownerType = try enumValue(APIKeyOwnerType.self, row.string(at: 3), column: "owner_type")
+        let previousSecretHash = try row.optionalString(at: 8)
+        let isMember = try row.optionalString(at: 11) != nil
+        return KeyVerificationState(
+            keyID: try row.string(at: 0),
+            organizationID: try row.string(at: 1),
+            projectID: try row.string(at: 2),
+            ownerType: ownerType,
+            ownerID: try row.string(at: 4),
+            scopes: ScopeList.decode(try row.string(at: 5)),
+            expiresAt: try row.optionalInt(at: 6),
+            secretHash: try row.string(at: 7),
+            previousSecretHash: previousSecretHash,
+            // A previous secret without an end would be a bug; treat it as already ended.
+            previousSecretExpiresAt: previousSecretHash == nil ? nil : (try row.optionalInt(at: 9) ?? 0),
+            isProjectArchived: try row.optionalInt(at: 10) != nil,
+            ownerHasProjectAccess: ownerType == .serviceAccount || isMember
+        )
+    }
+
+    public func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
+        try await self.engine.read { database in
+            try await database.rows(
+                """
+                \(unsafeRaw: Self.keyVerificationSelect)
+                WHERE k.id > \(bind: keyID ?? "") ORDER BY k.id LIMIT \(literal: limit)
+                """,
+                decode: { try Self.keyVerificationState(from: $0) }
+            )
+        }
+    }
+
+    public func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
+        try await self.engine.read { database in
+            try await database.rows(
+                "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
+                decode: { try Self.keyVerificationState(from: $0) }
+            ).first
+        }
+    }
+
+    public func revokedSecretHashes(keyID: String) async throws -> [String] {
+        try await self.engine.read { database in
+            try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
+        }
+    }
+
+    public func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
+        try await self.engine.read { database in
+            try await database.rows(
+                """
+                SELECT key_id, organization_id, project_id, revoked_at FROM revoked_secrets
+                WHERE secret_hash = \(bind: secretHash)
+                """
+            ) { row in
+                RevokedSecret(
+                    keyID: try row.string(at: 0),
+                    organizationID: try row.string(at: 1),
+                    projectID: try row.string(at: 2),
+                    revokedAt: try row.int(at: 3)
+                )
+            }.first
+        }
+    }
+
+    public func isProjectArchived(projectID: String) async throws -> Bool? {
+        try await self.engine.read { database in
+            try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
+                try $0.optionalInt(at: 0) != nil
+            }.first
+        }
+    }
+
+    public func isProjectMember(projectID: String, userID: String) async throws -> Bool {
+        try await self.engine.read { database in
+            try await database.raw(
+                "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
+            ).first() != nil
+        }
+    }
+
+    // MARK: The change log
+
+    public func latestChangeSequence() async throws -> Int64 {
+        try await self.engine.read { database in
+            try await database.rows("SELECT COALESCE(MAX(sequence), 0) AS latest FROM keysmith_changes") {
+                Int64(try $0.int(at: 0))
+            }.first ?? 0
+        }
+    }
+
+    public func earliestChangeSequence() async throws -> Int64? {
+        try await self.engine.read { database in
+            try await database.rows("SELECT MIN(sequence) AS earliest FROM keysmith_changes") {
+                try $0.optionalInt(at: 0).map(Int64.init)
+            }.first ?? nil
+        }
+    }
+
+    public func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord] {
+        try await self.engine.read { database in
+            try await database.rows(
+                """
+                SELECT sequence, subject, subject_id, related_id FROM keysmith_changes
+                WHERE sequence > \(bind: sequence) ORDER BY sequence LIMIT \(literal: limit)
+                """
+            ) { row in
+                let subject = try row.string(at: 1)
+                guard
+                    let change = KeysmithChange(
+                        subject: subject,
+                        id: try row.string(at: 2),
+                        relatedID: try row.optionalString(at: 3)
+                    )
+                else {
+                    throw StoreRowError(column: "subject", problem: "holds '\(subject)', which is not a change this build knows")
+                }
+                return ChangeRecord(sequence: Int64(try row.int(at: 0)), change: change)
+            }
+        }
+    }
+
+    public func pruneChanges(before time: UnixSeconds) async throws -> Int {
+        try await self.engine.write { database in
+            // The newest entry stays whatever its age, so that MAX(sequence) always tells a reader where the log is.
+            try await database.raw(
+                """
+                DELETE FROM keysmith_changes
+                WHERE changed_at < \(bind: time) AND sequence < (SELECT MAX(sequence) FROM keysmith_changes)
+                RETURNING sequence
+                """
+            ).all().count
         }
     }
 }

@@ -13,10 +13,15 @@ public struct SQLStore: KeysmithStore {
     }
 
     /// Opens the database `url` names. PostgreSQL is not supported yet.
-    public static func open(_ url: DatabaseURL, clock: KeysmithClock = .system, logger: Logger) async throws -> SQLStore {
+    public static func open(
+        _ url: DatabaseURL,
+        clock: KeysmithClock = .system,
+        logger: Logger,
+        observer: SQLStatementObserver? = nil
+    ) async throws -> SQLStore {
         switch url {
         case .sqliteFile, .sqliteMemory:
-            return SQLStore(engine: try await SQLiteEngine.open(url, logger: logger), clock: clock)
+            return SQLStore(engine: try await SQLiteEngine.open(url, logger: logger, observer: observer), clock: clock)
         case .postgres:
             throw UnsupportedDatabaseError(url: url)
         }
@@ -38,53 +43,110 @@ public struct UnsupportedDatabaseError: Error, CustomStringConvertible {
 // MARK: - Pagination
 
 extension SQLStore {
-    /// Runs a keyset-paginated list query: `base` (a SELECT with its WHERE clause) continued with
+    /// A keyset-paginated list: `base` (a SELECT with its WHERE clause) continued with
     /// `AND (time, id) > (cursor's time, cursor's id) ORDER BY time, id LIMIT limit + 1`.
-    ///
-    /// `cursor` selects the `after` item's time among the list's items; it is read inside the same query, so a deep
-    /// page costs what the first page costs. An `after` that names no item of the list yields no rows, and only
-    /// then is it looked up on its own, to tell an unknown cursor (400 naming `after`) from the end of the list.
-    /// `ensureListExists`, if given, runs first in that case, for lists whose owner is not otherwise checked.
-    /// `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``). The page is cut
-    /// from `limit + 1` rows, so `hasMore` is exact.
-    static func fetchPage<Item: Sendable>(
-        _ database: any SQLSession,
-        base: SQLQueryString,
-        page: PageRequest,
-        time: String,
-        id: String,
-        cursor: SQLQueryString,
-        descending: Bool = false,
-        ensureListExists: (@Sendable () async throws -> Void)? = nil,
+    struct ListQuery: Sendable {
+        var base: SQLQueryString
+        var page: PageRequest
+        var time: String
+        var id: String
+        /// Selects the `after` item's time among the list's items.
+        var cursor: SQLQueryString
+        var descending = false
+        /// Throws ``KeysmithError/notFound(_:id:)`` when the list's owner (a project, say) does not exist.
+        var ensureListExists: (@Sendable (any SQLSession) async throws -> Void)? = nil
+
+        var pageQuery: SQLQueryString {
+            var query = self.base
+            let comparison = self.descending ? "<" : ">"
+            let direction = self.descending ? "DESC" : "ASC"
+            if let after = self.page.after {
+                query =
+                    query
+                    + " AND (\(unsafeRaw: self.time), \(unsafeRaw: self.id)) \(unsafeRaw: comparison) (("
+                    + self.cursor + "), \(bind: after))"
+            }
+            // LIMIT is a literal, not a bind: SQLite re-prepares a statement whenever a bound LIMIT changes, which
+            // would defeat the engine's statement cache (see SQLiteConnection).
+            return query
+                + " ORDER BY \(unsafeRaw: self.time) \(unsafeRaw: direction), \(unsafeRaw: self.id) \(unsafeRaw: direction)"
+                + " LIMIT \(literal: self.page.limit + 1)"
+        }
+    }
+
+    /// Runs a list query. The cursor's time is read inside the page query, so a deep page costs what the first page
+    /// costs, and a page with rows is one statement (one ``SQLEngine/read(_:)``). A page without rows may mean an
+    /// unknown cursor (400 naming `after`) or list owner (404) rather than the end of the list; only then does the
+    /// page run again, with those checks, in one ``SQLEngine/snapshot(_:)``, so that the answer is the state of one
+    /// moment. `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``). The page
+    /// is cut from `limit + 1` rows, so `hasMore` is exact.
+    func fetchPage<Item: Sendable>(
+        _ list: ListQuery,
         decode: @escaping @Sendable (any StoreRowReader) throws -> Item
     ) async throws -> Page<Item> {
-        var query = base
-        let comparison = descending ? "<" : ">"
-        let direction = descending ? "DESC" : "ASC"
-        if let after = page.after {
-            query =
-                query
-                + " AND (\(unsafeRaw: time), \(unsafeRaw: id)) \(unsafeRaw: comparison) ((" + cursor + "), \(bind: after))"
+        var rows = try await self.engine.read { database in try await database.rows(list.pageQuery, decode: decode) }
+        if rows.isEmpty, list.page.after != nil || list.ensureListExists != nil {
+            rows = try await self.engine.snapshot { database in
+                let rows = try await database.rows(list.pageQuery, decode: decode)
+                guard rows.isEmpty else { return rows }
+                try await list.ensureListExists?(database)
+                if let after = list.page.after, try await database.raw(list.cursor).first() == nil {
+                    throw KeysmithError.unknownCursor(after)
+                }
+                return rows
+            }
         }
-        // LIMIT is a literal, not a bind: SQLite re-prepares a statement whenever a bound LIMIT changes, which would
-        // defeat the engine's statement cache (see SQLiteConnection).
-        query =
-            query
-            + " ORDER BY \(unsafeRaw: time) \(unsafeRaw: direction), \(unsafeRaw: id) \(unsafeRaw: direction)"
-            + " LIMIT \(literal: page.limit + 1)"
-        let rows = try await database.rows(query, decode: decode)
-        if rows.isEmpty, let ensureListExists {
-            // No rows: the list itself (say, a project's keys) may not exist, which is a 404 rather than a 400.
-            try await ensureListExists()
+        return Page(items: Array(rows.prefix(list.page.limit)), hasMore: rows.count > list.page.limit)
+    }
+}
+
+// MARK: - The change log
+
+extension SQLStore {
+    /// Records `changes` in the change log, inside the caller's write transaction.
+    static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
+        for change in changes {
+            let (subject, id, relatedID) = change.columns
+            try await database.raw(
+                """
+                INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
+                VALUES (\(bind: subject), \(bind: id), \(bind: relatedID), \(bind: time))
+                """
+            ).run()
         }
-        if rows.isEmpty, let after = page.after, try await database.raw(cursor).first() == nil {
-            throw KeysmithError.invalidRequest(
-                message: "Invalid 'after': '\(after)' is not an object of this list.",
-                param: "after",
-                code: nil
-            )
+    }
+
+    /// Records one `api_key` change for every key matching `keyCondition` (a condition on `api_keys`), before the
+    /// write that changes them all (a service account's deletion).
+    static func recordKeyChanges(_ database: any SQLSession, keyCondition: SQLQueryString, at time: UnixSeconds) async throws {
+        try await database.raw(
+            """
+            INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
+            SELECT 'api_key', id, NULL, \(bind: time) FROM api_keys WHERE
+            """ + " " + keyCondition + " ORDER BY id"
+        ).run()
+    }
+}
+
+extension KeysmithChange {
+    /// How the change log spells it: subject, subject id, related id.
+    var columns: (String, String, String?) {
+        switch self {
+        case .apiKey(let id): ("api_key", id, nil)
+        case .adminKey(let id): ("admin_key", id, nil)
+        case .project(let id): ("project", id, nil)
+        case .membership(let projectID, let userID): ("membership", projectID, userID)
         }
-        return Page(items: Array(rows.prefix(page.limit)), hasMore: rows.count > page.limit)
+    }
+
+    init?(subject: String, id: String, relatedID: String?) {
+        switch (subject, relatedID) {
+        case ("api_key", _): self = .apiKey(id: id)
+        case ("admin_key", _): self = .adminKey(id: id)
+        case ("project", _): self = .project(id: id)
+        case ("membership", let userID?): self = .membership(projectID: id, userID: userID)
+        default: return nil
+        }
     }
 }
 
@@ -94,5 +156,23 @@ enum ScopeList {
 
     static func decode(_ text: String) -> [String] {
         text.isEmpty ? [] : text.split(separator: ",").map(String.init)
+    }
+}
+
+// MARK: - Single objects
+
+extension SQLStore {
+    /// Reads one object with `find`, one statement. Only when it finds nothing does it run `find` again, in one
+    /// snapshot with `explain`, which throws the error that says what is unknown (the object, or the project it
+    /// would be in), so that the answer describes one moment.
+    func findOne<T: Sendable>(
+        _ find: @escaping @Sendable (any SQLSession) async throws -> T?,
+        orExplain explain: @escaping @Sendable (any SQLSession) async throws -> Never
+    ) async throws -> T {
+        if let found = try await self.engine.read(find) { return found }
+        return try await self.engine.snapshot { database in
+            if let found = try await find(database) { return found }
+            try await explain(database)
+        }
     }
 }

@@ -28,8 +28,8 @@ struct AdminKeys: AsyncParsableCommand {
         @OptionGroup var databaseOptions: DatabaseOptions
 
         func run() async throws {
-            let logger = Logs.bootstrap()
             try await reportingErrors {
+                let logger = try Logs.bootstrap()
                 let (keysmith, store) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),
@@ -66,8 +66,8 @@ struct Organizations: AsyncParsableCommand {
         @OptionGroup var databaseOptions: DatabaseOptions
 
         func run() async throws {
-            let logger = Logs.bootstrap()
             try await reportingErrors {
+                let logger = try Logs.bootstrap()
                 let (keysmith, store) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),

@@ -16,7 +16,8 @@ struct KeysmithCommand: AsyncParsableCommand {
             Keysmith serves OpenAI's Administration API (organizations, projects, service accounts, users and API
             keys) so that the official OpenAI SDKs can manage keys for your own model gateways.
             """,
-        subcommands: [Serve.self, AdminKeys.self, Organizations.self],
+        version: KeysmithVersion.current,
+        subcommands: [Serve.self, Backup.self, AdminKeys.self, Organizations.self],
         defaultSubcommand: nil
     )
 }
@@ -51,11 +52,47 @@ enum Environment {
 
 /// Logs go to standard error; standard output carries only what a command prints for scripts (ids, keys).
 enum Logs {
-    static func bootstrap() -> Logger {
+    /// How log lines look: `text` for people, `json` (one object per line) for log shippers.
+    enum Format: String, CaseIterable, ExpressibleByArgument {
+        case text
+        case json
+    }
+
+    /// Sets up logging from `KEYSMITH_LOG_LEVEL` and the format (`--log-format`, else `KEYSMITH_LOG_FORMAT`);
+    /// an unknown level or format is an error, never silently the default.
+    static func bootstrap(format: Format? = nil) throws -> Logger {
+        let level: Logger.Level
+        if let text = Environment.value("KEYSMITH_LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: text.lowercased()) else {
+                let choices = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("KEYSMITH_LOG_LEVEL '\(text)' is not a log level; use one of \(choices)")
+            }
+            level = parsed
+        } else {
+            level = .info
+        }
+        let chosen: Format
+        if let format {
+            chosen = format
+        } else if let text = Environment.value("KEYSMITH_LOG_FORMAT") {
+            guard let parsed = Format(rawValue: text.lowercased()) else {
+                throw ValidationError("KEYSMITH_LOG_FORMAT '\(text)' is not a log format; use text or json")
+            }
+            chosen = parsed
+        } else {
+            chosen = .text
+        }
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Environment.value("KEYSMITH_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
+            switch chosen {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            case .json:
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         return Logger(label: "keysmith")
     }
@@ -79,6 +116,9 @@ func describe(_ error: any Error) -> String {
     }
     if let error = error as? KeysmithError {
         return error.description
+    }
+    if let error = error as? ValidationError {
+        return error.message
     }
     return String(describing: error)
 }

@@ -6,15 +6,20 @@ import KeysmithServer
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import UnixSignals
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the Keysmith server.",
         discussion: """
-            Applies pending database migrations, then serves the API. On an empty database it creates the default
-            organization and prints its first admin key on standard output, once. SIGTERM or SIGINT shut it down
-            gracefully. Logs go to standard error (level: KEYSMITH_LOG_LEVEL, default info).
-            KEYSMITH_SECRET (at least 32 characters) overrides the hashing secret kept in the database.
+            Applies pending database migrations, then serves the API. On an empty database it creates the \
+            default organization and prints its first admin key on standard output, once. SIGTERM or SIGINT \
+            shut it down gracefully.
+
+            Logs go to standard error: level KEYSMITH_LOG_LEVEL (trace, debug, info, notice, warning, error, \
+            critical; default info), one access log line per request at info. KEYSMITH_SECRET (at least 32 \
+            characters) overrides the hashing secret kept in the database.
             """
     )
 
@@ -26,19 +31,83 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var databaseOptions: DatabaseOptions
 
+    @Option(
+        name: .customLong("tls-certificate"),
+        help: ArgumentHelp(
+            "Serve HTTPS with this PEM certificate chain (with --tls-key). Environment: KEYSMITH_TLS_CERTIFICATE.",
+            valueName: "file"
+        )
+    )
+    var tlsCertificate: String?
+
+    @Option(
+        name: .customLong("tls-key"),
+        help: ArgumentHelp("The PEM private key of --tls-certificate. Environment: KEYSMITH_TLS_KEY.", valueName: "file")
+    )
+    var tlsKey: String?
+
+    @Option(
+        name: .customLong("metrics-address"),
+        help: ArgumentHelp(
+            "Also serve GET /metrics, without a token, on HOST:PORT (a private network's). Environment: KEYSMITH_METRICS_ADDRESS.",
+            valueName: "host:port"
+        )
+    )
+    var metricsAddress: String?
+
+    @Option(
+        name: .customLong("log-format"),
+        help: ArgumentHelp("text, or json (one object per line). Environment: KEYSMITH_LOG_FORMAT.", valueName: "format")
+    )
+    var logFormat: Logs.Format?
+
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: ArgumentHelp(
+            "Close connections idle for this many seconds (default 60). Environment: KEYSMITH_IDLE_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var idleTimeout: Double?
+
+    @Option(
+        name: .customLong("request-head-timeout"),
+        help: ArgumentHelp(
+            "Close connections whose request head takes longer than this many seconds (default 10). Environment: KEYSMITH_REQUEST_HEAD_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var requestHeadTimeout: Double?
+
+    @Option(
+        name: .customLong("max-connections"),
+        help: ArgumentHelp(
+            "At most this many open connections (default: 90% of the open-file limit). Environment: KEYSMITH_MAX_CONNECTIONS.",
+            valueName: "count"
+        )
+    )
+    var maxConnections: Int?
+
     func run() async throws {
-        let logger = Logs.bootstrap()
         try await reportingErrors {
+            let logger = try Logs.bootstrap(format: self.logFormat)
             let host = self.host ?? Environment.value("KEYSMITH_HOST") ?? "127.0.0.1"
-            let port = try self.port ?? Environment.value("KEYSMITH_PORT").map(Self.parsePort) ?? 8080
+            let port = try self.port ?? Environment.value("KEYSMITH_PORT").map { try Self.parse($0, "KEYSMITH_PORT", as: Int.self) } ?? 8080
             guard (0...65535).contains(port) else { throw ValidationError("port \(port) is not between 0 and 65535") }
-            try await Self.checkAddressIsFree(host: host, port: port)
             let configuration = KeysmithConfiguration(
                 host: host,
                 port: port,
                 database: try self.databaseOptions.url(),
-                secret: try self.databaseOptions.secret()
+                secret: try self.databaseOptions.secret(),
+                tls: try self.tlsFiles(),
+                metricsAddress: try (self.metricsAddress ?? Environment.value("KEYSMITH_METRICS_ADDRESS"))
+                    .map(KeysmithConfiguration.ListenAddress.init(parsing:)),
+                connectionLimits: try self.connectionLimits()
             )
+            try await Self.checkAddressIsFree(host: host, port: port)
+            if let metricsAddress = configuration.metricsAddress {
+                try await Self.checkAddressIsFree(host: metricsAddress.host, port: metricsAddress.port)
+            }
             let built = try await buildApplication(configuration, logger: logger)
             if let bootstrap = built.bootstrap, let adminKey = bootstrap.adminKey {
                 let notice = """
@@ -51,8 +120,65 @@ struct Serve: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(notice.utf8))
             }
-            try await built.application.runService()
+            let started = ContinuousClock.now
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [
+                        .init(service: built.application),
+                        .init(service: ShutdownNotice(logger: logger), successTerminationBehavior: .ignore),
+                    ],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+            let uptime = ContinuousClock.now - started
+            logger.info("Keysmith stopped", metadata: ["uptime_seconds": "\(uptime.components.seconds)"])
         }
+    }
+
+    private func tlsFiles() throws -> KeysmithConfiguration.TLSFiles? {
+        let certificate = self.tlsCertificate ?? Environment.value("KEYSMITH_TLS_CERTIFICATE")
+        let key = self.tlsKey ?? Environment.value("KEYSMITH_TLS_KEY")
+        switch (certificate, key) {
+        case (nil, nil): return nil
+        case (let certificate?, let key?): return .init(certificateChain: certificate, privateKey: key)
+        default: throw ValidationError("--tls-certificate and --tls-key go together: give both, or neither")
+        }
+    }
+
+    private func connectionLimits() throws -> ConnectionLimits {
+        var limits = ConnectionLimits()
+        if let seconds = try self.idleTimeout
+            ?? Environment.value("KEYSMITH_IDLE_TIMEOUT").map({
+                try Self.parse($0, "KEYSMITH_IDLE_TIMEOUT", as: Double.self)
+            })
+        {
+            guard seconds > 0 else { throw ValidationError("the idle timeout must be more than 0 seconds") }
+            limits.idleTimeout = .milliseconds(Int64(seconds * 1000))
+        }
+        if let seconds = try self.requestHeadTimeout
+            ?? Environment.value("KEYSMITH_REQUEST_HEAD_TIMEOUT").map({
+                try Self.parse($0, "KEYSMITH_REQUEST_HEAD_TIMEOUT", as: Double.self)
+            })
+        {
+            guard seconds > 0 else { throw ValidationError("the request head timeout must be more than 0 seconds") }
+            limits.requestHeadTimeout = .milliseconds(Int64(seconds * 1000))
+        }
+        if let count = try self.maxConnections
+            ?? Environment.value("KEYSMITH_MAX_CONNECTIONS").map({
+                try Self.parse($0, "KEYSMITH_MAX_CONNECTIONS", as: Int.self)
+            })
+        {
+            guard count >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+            limits.maximumConnections = count
+        }
+        return limits
+    }
+
+    static func parse<Value: LosslessStringConvertible>(_ text: String, _ name: String, as type: Value.Type) throws -> Value {
+        guard let value = Value(text) else { throw ValidationError("\(name) '\(text)' is not a number") }
+        return value
     }
 
     /// Fails early, before the database is touched, when the address cannot be bound: a port in use is then one
@@ -72,10 +198,17 @@ struct Serve: AsyncParsableCommand {
         }
         try await channel.close()
     }
+}
 
-    static func parsePort(_ text: String) throws -> Int {
-        guard let port = Int(text) else { throw ValidationError("KEYSMITH_PORT '\(text)' is not a port number") }
-        return port
+/// Says, when a signal arrives, that the server is stopping and what it does before it exits. Registered after
+/// the application, so that it hears of the graceful shutdown first.
+struct ShutdownNotice: Service {
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        guard !Task.isCancelled else { return }
+        self.logger.info("Stopping: finishing requests in flight, writing pending key uses, then closing the database")
     }
 }
 

@@ -68,8 +68,14 @@ struct APIKeyTests {
                 .expectError(.badRequest, param: "scopes")
             try await app.post(path, #"{"name":"k","user_id":"\#(memberID)","scopes":["Not A Scope"]}"#)
                 .expectError(.badRequest, param: "scopes")
-            try await app.post(path, #"{"name":"k","user_id":"\#(memberID)","scopes":[1]}"#)
-                .expectError(.badRequest, param: "scopes[0]")
+            // One form of `param` for every mistake in a field: its name; the message says which element.
+            let badType = try await app.post(path, #"{"name":"k","user_id":"\#(memberID)","scopes":["api.model.read",1]}"#)
+            badType.expectError(.badRequest, param: "scopes")
+            #expect((badType.error["message"] as? String)?.contains("'scopes[1]'") == true)
+            // Names never hold control characters: a NUL, a newline, an escape.
+            for name in [#"a\u0000b"#, #"line\nbreak"#, #"\u001b[31mred"#, #"tab\there"#] {
+                try await app.post(path, #"{"name":"\#(name)","user_id":"\#(memberID)"}"#).expectError(.badRequest, param: "name")
+            }
             try await app.post(path, #"{"name":"k","user_id":"\#(memberID)","expires_in_seconds":0}"#)
                 .expectError(.badRequest, param: "expires_in_seconds")
             try await app.post(path, #"{"name":"k","user_id":"\#(memberID)","expires_in_seconds":1.5}"#)

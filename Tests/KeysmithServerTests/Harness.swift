@@ -52,27 +52,32 @@ struct Harness: Sendable {
     let clock: ManualClock
     let keysmith: Keysmith
     let usage: UsageRecorder
+    let metrics: ServerMetrics
 
-    /// Builds the application exactly as `keysmith serve` does, on a private in-memory database.
+    /// Builds the application exactly as `keysmith serve` does, on a private SQLite file database (WAL mode, reader
+    /// connections, as in production).
     static func run(
         usageFlushInterval: Duration = .seconds(3600),
         _ body: @escaping @Sendable (Harness) async throws -> Void
     ) async throws {
-        let clock = ManualClock()
-        let built = try await buildApplication(
-            KeysmithConfiguration(
-                database: .sqliteMemory,
-                clock: clock.clock,
-                bootstrapAdminKeyName: "test admin key",
-                usageFlushInterval: usageFlushInterval
-            ),
-            logger: Logger(label: "test")
-        )
-        let adminKey = try #require(built.bootstrap?.adminKey)
-        let keysmith = built.keysmith
-        let usage = built.usage
-        try await built.application.test(.router) { client in
-            try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith, usage: usage))
+        try await withTemporaryDirectory { directory in
+            let clock = ManualClock()
+            let built = try await buildApplication(
+                KeysmithConfiguration(
+                    database: .sqliteFile(path: directory.appendingPathComponent("keysmith.sqlite").path),
+                    clock: clock.clock,
+                    bootstrapAdminKeyName: "test admin key",
+                    usageFlushInterval: usageFlushInterval
+                ),
+                logger: Logger(label: "test")
+            )
+            let adminKey = try #require(built.bootstrap?.adminKey)
+            let keysmith = built.keysmith
+            let usage = built.usage
+            let metrics = built.metrics
+            try await built.application.test(.router) { client in
+                try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith, usage: usage, metrics: metrics))
+            }
         }
     }
 
@@ -154,4 +159,12 @@ struct Harness: Sendable {
             try #require(key["value"] as? String)
         )
     }
+}
+
+/// Runs `body` with a new empty directory, removed afterwards whatever happens.
+func withTemporaryDirectory(_ body: (URL) async throws -> Void) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    try await body(directory)
 }

@@ -163,18 +163,24 @@ struct SQLiteEngineTests {
                     access: .active,
                     page: PageRequest(limit: 2, after: after)
                 )
-                _ = try await fixture.store.lookUp(secretHash: keys.randomElement()!.id)
+                // What the change feed reads for a changed key.
+                _ = try await fixture.store.keyVerificationState(keyID: keys.randomElement()!.id)
+                _ = try await fixture.store.revokedSecretHashes(keyID: keys.randomElement()!.id)
             }
-            try await listAndLookUp(project, after: nil)
-            try await listAndLookUp(project, after: keys[0].id)
+            // Warm up every path once: first and later pages, a project with keys and one without (whose empty
+            // page is checked in a snapshot), each on whichever connections it runs on.
+            func round() async throws {
+                let (other, _) = try await fixture.projectWithMember()
+                for key in keys.dropLast() {
+                    try await listAndLookUp(project, after: key.id)
+                    try await listAndLookUp(other, after: nil)
+                }
+                try await listAndLookUp(project, after: nil)
+            }
+            try await round()
             let warm = engine.statementStatistics
-
-            let (other, _) = try await fixture.projectWithMember()
-            for key in keys.dropLast() {
-                try await listAndLookUp(project, after: key.id)
-                try await listAndLookUp(other, after: nil)
-            }
-            try await listAndLookUp(project, after: nil)
+            try await round()
+            try await round()
             // Nothing was prepared after the first uses, and SQLite re-prepared nothing (the migrations' schema
             // changes re-prepared a few statements before that, as they should).
             #expect(engine.statementStatistics.prepared == warm.prepared)
@@ -195,5 +201,151 @@ struct SQLiteEngineTests {
         }
         #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
         try await engine.close()
+    }
+
+    @Test("A failed COMMIT is rolled back, so the next write succeeds")
+    func failedCommitRollsBack() async throws {
+        try await withTemporaryDirectory { directory in
+            let engine = try await SQLiteEngine.open(
+                .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
+                logger: Logger(label: "test")
+            )
+            try await engine.write { database in
+                try await database.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+                try await database.execute(
+                    "CREATE TABLE child (id TEXT PRIMARY KEY, parent_id TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+                )
+            }
+            // A deferred foreign key is checked only at COMMIT: the statements succeed and the commit fails.
+            let failure = await #expect(throws: SQLiteFailure.self) {
+                try await engine.write { database in
+                    try await database.raw("INSERT INTO child (id, parent_id) VALUES ('c', 'missing')").run()
+                }
+            }
+            #expect(failure?.isConstraintViolation == true)
+            #expect(failure?.sql == "COMMIT")
+            // Without a ROLLBACK after the failed COMMIT, this BEGIN IMMEDIATE would fail, and so every write after it.
+            try await engine.write { database in
+                try await database.raw("INSERT INTO parent (id) VALUES ('p')").run()
+                try await database.raw("INSERT INTO child (id, parent_id) VALUES ('c', 'p')").run()
+            }
+            let rows = try await engine.read { try await $0.raw("SELECT id, parent_id FROM child").all() }
+            #expect(try rows.map { try $0.string("parent_id") } == ["p"])
+            try await engine.close()
+        }
+    }
+
+    @Test("A full database fails the write cleanly, and writes work again once there is room")
+    func fullDatabase() async throws {
+        try await withTemporaryDirectory { directory in
+            let engine = try await SQLiteEngine.open(
+                .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
+                logger: Logger(label: "test")
+            )
+            try await engine.write { try await $0.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)") }
+            let pages = try #require(try await engine.write { try await $0.rows("PRAGMA page_count").first?.int(at: 0) })
+            try await engine.write { try await $0.execute("PRAGMA max_page_count = \(pages + 2)") }
+            let failure = await #expect(throws: SQLiteFailure.self) {
+                try await engine.write { database in
+                    for n in 0..<64 {
+                        try await database.raw("INSERT INTO t (id, payload) VALUES (\(bind: n), zeroblob(4096))").run()
+                    }
+                }
+            }
+            #expect(failure.map { $0.code & 0xFF } == 13)  // SQLITE_FULL
+            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
+            try await engine.write { try await $0.execute("PRAGMA max_page_count = 1000000") }
+            try await engine.write { try await $0.raw("INSERT INTO t (id, payload) VALUES (1, zeroblob(16))").run() }
+            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            try await engine.close()
+        }
+    }
+
+    @Test("Text holding more than one statement is refused, and none of it runs")
+    func oneStatementAtATime() throws {
+        let connection = try SQLiteConnection(path: ":memory:")
+        defer { connection.close() }
+        _ = try connection.query("CREATE TABLE t (id TEXT PRIMARY KEY)", [], caching: .uncached)
+        let failure = try #require(throws: SQLiteFailure.self) {
+            try connection.query("INSERT INTO t (id) VALUES ('a'); INSERT INTO t (id) VALUES ('b')", [])
+        }
+        #expect(failure.message.contains("more than one statement"))
+        #expect(try connection.query("SELECT count(*) AS n FROM t", []).first?.int("n") == 0)
+        // A trailing semicolon and whitespace are one statement.
+        _ = try connection.query("INSERT INTO t (id) VALUES ('a');  \n", [])
+        #expect(try connection.query("SELECT count(*) AS n FROM t", []).first?.int("n") == 1)
+    }
+
+    @Test("DDL and PRAGMAs run without entering the statement cache; queries enter it")
+    func schemaStatementsAreNotCached() async throws {
+        try await withTemporaryDirectory { directory in
+            let engine = try await SQLiteEngine.open(
+                .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
+                logger: Logger(label: "test")
+            )
+            let before = engine.statementStatistics.cached
+            try await engine.write { database in
+                try await database.execute("CREATE TABLE t (id TEXT PRIMARY KEY)")
+                try await database.execute("CREATE INDEX t_by_id ON t (id)")
+                try await database.execute("PRAGMA user_version = 7")
+            }
+            // BEGIN IMMEDIATE and COMMIT run uncached too.
+            #expect(engine.statementStatistics.cached == before)
+            _ = try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first() }
+            #expect(engine.statementStatistics.cached == before + 1)
+            try await engine.close()
+        }
+    }
+
+    @Test("A failure names SQLite's result code and the statement's SQL, never a bound value")
+    func failureDescriptions() throws {
+        let connection = try SQLiteConnection(path: ":memory:")
+        defer { connection.close() }
+        _ = try connection.query("CREATE TABLE t (id TEXT PRIMARY KEY)", [], caching: .uncached)
+        let secret = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        _ = try connection.query("INSERT INTO t (id) VALUES (?1)", [.text(secret)])
+        let failure = try #require(throws: SQLiteFailure.self) {
+            try connection.query(
+                """
+                INSERT INTO t (id)
+                VALUES (?1)
+                """,
+                [.text(secret)]
+            )
+        }
+        #expect(failure.description.contains("SQLite error 1555"))  // SQLITE_CONSTRAINT_PRIMARYKEY
+        #expect(failure.description.contains("SQL: INSERT INTO t (id) VALUES (?1)"))
+        #expect(!failure.description.contains(secret))
+    }
+
+    @Test("A snapshot's statements see one moment; a write committed between them is not seen")
+    func snapshotsAreConsistent() async throws {
+        try await withTemporaryDirectory { directory in
+            let engine = try await SQLiteEngine.open(
+                .sqliteFile(path: directory.appendingPathComponent("k.sqlite").path),
+                logger: Logger(label: "test")
+            )
+            try await engine.write { try await $0.execute("CREATE TABLE t (id TEXT PRIMARY KEY)") }
+            let counts = try await engine.snapshot { database in
+                let first = try await database.raw("SELECT count(*) AS n FROM t").first()?.int("n")
+                try await engine.write { try await $0.raw("INSERT INTO t (id) VALUES ('a')").run() }
+                let second = try await database.raw("SELECT count(*) AS n FROM t").first()?.int("n")
+                return [first, second]
+            }
+            #expect(counts == [0, 0])
+            // A read statement after the snapshot sees the write.
+            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            try await engine.close()
+        }
+    }
+
+    @Test("The vendored SQLite has what Keysmith relies on: thread safety, WAL, foreign keys, STRICT tables")
+    func libraryCapabilities() {
+        #expect(SQLiteLibrary.isThreadSafe)
+        #expect(SQLiteLibrary.isCompiled(with: "THREADSAFE=1"))
+        #expect(!SQLiteLibrary.isCompiled(with: "OMIT_WAL"))
+        #expect(!SQLiteLibrary.isCompiled(with: "OMIT_FOREIGN_KEY"))
+        #expect(SQLiteLibrary.versionNumber >= SQLiteLibrary.minimumVersion)
+        #expect(SQLiteLibrary.missingCapabilities.isEmpty, "\(SQLiteLibrary.missingCapabilities)")
     }
 }

@@ -4,7 +4,8 @@ import KeysmithStore
 import Logging
 import Testing
 
-/// A migrated store on a private in-memory SQLite database, with one organization and a manual clock.
+/// A migrated store on a private SQLite file database (WAL mode, reader connections, as production runs it), with
+/// one organization and a manual clock.
 struct StoreFixture {
     let store: SQLStore
     let clock: ManualClock
@@ -13,18 +14,21 @@ struct StoreFixture {
 
     /// Runs `body` with a fresh fixture and closes the database afterwards, whatever happens.
     static func run(_ body: (StoreFixture) async throws -> Void) async throws {
-        let clock = ManualClock()
-        let store = try await SQLStore.open(.sqliteMemory, clock: clock.clock, logger: Logger(label: "test"))
-        do {
-            try await store.migrate()
-            let organization = Organization(id: IDGenerator.shared.make(.organization), name: "Org", createdAt: clock.now)
-            try await store.createOrganization(organization)
-            try await body(StoreFixture(store: store, clock: clock, organization: organization))
-        } catch {
+        try await withTemporaryDirectory { directory in
+            let clock = ManualClock()
+            let url = DatabaseURL.sqliteFile(path: directory.appendingPathComponent("store.sqlite").path)
+            let store = try await SQLStore.open(url, clock: clock.clock, logger: Logger(label: "test"))
+            do {
+                try await store.migrate()
+                let organization = Organization(id: IDGenerator.shared.make(.organization), name: "Org", createdAt: clock.now)
+                try await store.createOrganization(organization)
+                try await body(StoreFixture(store: store, clock: clock, organization: organization))
+            } catch {
+                try await store.close()
+                throw error
+            }
             try await store.close()
-            throw error
         }
-        try await store.close()
     }
 
     var organizationID: String { self.organization.id }
@@ -41,7 +45,7 @@ struct StoreFixture {
             organizationID: self.organizationID,
             email: email,
             name: nil,
-            role: "reader",
+            role: .reader,
             addedAt: self.clock.now
         )
         try await self.store.createUser(user)
@@ -70,7 +74,7 @@ struct StoreFixture {
             organizationID: self.organizationID,
             projectID: projectID,
             name: "bot",
-            role: "member",
+            role: .member,
             createdAt: self.clock.now
         )
     }
@@ -83,32 +87,26 @@ struct StoreFixture {
             projectID: project.id,
             organizationID: self.organizationID,
             userID: user.id,
-            role: "member",
+            role: .member,
             at: self.clock.now
         )
         return (project, user)
     }
 }
 
-func expectInvalid(param: String?, _ body: () async throws -> Void) async {
+/// Expects `body` to fail with exactly `expected`.
+func expectRefusal(
+    _ expected: KeysmithError,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> Void
+) async {
     do {
         try await body()
-        Issue.record("expected an invalid request error for \(param ?? "no param")")
-    } catch KeysmithError.invalidRequest(_, let actual, _) {
-        #expect(actual == param)
+        Issue.record("expected \(expected)", sourceLocation: sourceLocation)
+    } catch let error as KeysmithError {
+        #expect(error == expected, sourceLocation: sourceLocation)
     } catch {
-        Issue.record("unexpected error \(error)")
-    }
-}
-
-func expectNotFound(_ resource: String, _ body: () async throws -> Void) async {
-    do {
-        try await body()
-        Issue.record("expected not found")
-    } catch KeysmithError.notFound(let actual, _) {
-        #expect(actual == resource)
-    } catch {
-        Issue.record("unexpected error \(error)")
+        Issue.record("expected \(expected), got \(error)", sourceLocation: sourceLocation)
     }
 }
 

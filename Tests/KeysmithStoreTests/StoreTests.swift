@@ -9,7 +9,8 @@ struct StoreSetupTests {
     @Test("Migrations apply once, in order, and a second run applies nothing")
     func migrationsAreIdempotent() async throws {
         let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
-        #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation"])
+        #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"])
+        try await store.checkReadiness()
         #expect(try await store.migrate() == [])
         try await store.close()
     }
@@ -48,7 +49,7 @@ struct StoreSetupTests {
         let key = AdminKey(id: "key_admin", organizationID: organization.id, name: "boot", redactedValue: "sk-admin-***", createdAt: 1)
         #expect(try await store.bootstrap(organization: organization, adminKey: (key, "hash")))
         #expect(try await store.defaultOrganization() == organization)
-        #expect(try await store.adminKey(secretHash: "hash")?.id == "key_admin")
+        #expect(try await store.adminKeyCredentials() == [AdminKeyCredential(key: key, secretHash: "hash")])
         let other = Organization(id: "org-second", name: "Other", createdAt: 2)
         #expect(try await !store.bootstrap(organization: other, adminKey: nil))
         #expect(try await store.defaultOrganization() == organization)
@@ -153,7 +154,7 @@ struct StoreProjectTests {
     func unknownCursor() async throws {
         try await StoreFixture.run { fixture in
             _ = try await fixture.project()
-            await expectInvalid(param: "after") {
+            await expectRefusal(.unknownCursor("proj_missing")) {
                 _ = try await fixture.store.listProjects(
                     organizationID: fixture.organizationID,
                     includeArchived: false,
@@ -181,7 +182,7 @@ struct StoreProjectTests {
             let all = try await fixture.store.listProjects(organizationID: fixture.organizationID, includeArchived: true, page: PageRequest())
             #expect(all.items.map(\.id) == [kept.id, archived.id])
 
-            await expectInvalid(param: nil) {
+            await expectRefusal(.projectArchived(projectID: archived.id)) {
                 _ = try await fixture.store.updateProject(id: archived.id, organizationID: fixture.organizationID, name: "x", externalKeyID: nil)
             }
         }
@@ -215,10 +216,10 @@ struct StoreProjectTests {
             let (project, _) = try await fixture.projectWithMember()
             let other = Organization(id: "org-other", name: "Other", createdAt: 1)
             try await fixture.store.createOrganization(other)
-            await expectNotFound("project") {
+            await expectRefusal(.notFound(.project, id: project.id)) {
                 _ = try await fixture.store.project(id: project.id, organizationID: other.id)
             }
-            await expectNotFound("project") {
+            await expectRefusal(.notFound(.project, id: project.id)) {
                 _ = try await fixture.store.listAPIKeys(projectID: project.id, organizationID: other.id, access: .any, page: PageRequest())
             }
             let list = try await fixture.store.listProjects(organizationID: other.id, includeArchived: true, page: PageRequest())
@@ -233,7 +234,7 @@ struct StoreKeyTests {
     func uniqueEmails() async throws {
         try await StoreFixture.run { fixture in
             _ = try await fixture.user("Ada@Example.com")
-            await expectInvalid(param: "email") {
+            await expectRefusal(.emailTaken("ada@example.COM")) {
                 _ = try await fixture.user("ada@example.COM")
             }
             let found = try await fixture.store.listUsers(organizationID: fixture.organizationID, emails: ["ADA@example.com"], page: PageRequest())
@@ -246,19 +247,19 @@ struct StoreKeyTests {
         try await StoreFixture.run { fixture in
             let (project, member) = try await fixture.projectWithMember()
             let outsider = try await fixture.user("outsider@example.com")
-            await expectInvalid(param: "user_id") {
+            await expectRefusal(.ownerNotProjectMember(userID: outsider.id, projectID: project.id)) {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: outsider.id)))
             }
             let key = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
-            #expect(key.owner == .user(member, role: "member"))
+            #expect(key.owner == .user(member, role: .member))
             #expect(key.lastUsedAt == nil)
 
             _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
-            await expectInvalid(param: nil) {
+            await expectRefusal(.projectArchived(projectID: project.id)) {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
             }
             let account = fixture.newServiceAccount(projectID: project.id)
-            await expectInvalid(param: nil) {
+            await expectRefusal(.projectArchived(projectID: project.id)) {
                 try await fixture.store.createServiceAccount(account, key: nil)
             }
         }
@@ -273,7 +274,7 @@ struct StoreKeyTests {
                 projectID: project.id,
                 organizationID: fixture.organizationID,
                 userID: stays.id,
-                role: "owner",
+                role: .owner,
                 at: fixture.clock.now
             )
             let leaving = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
@@ -305,12 +306,16 @@ struct StoreKeyTests {
             let first = fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id))
             try await fixture.store.createServiceAccount(account, key: first)
             let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
-            await expectInvalid(param: "api_key_id") {
+            await expectRefusal(.serviceAccountKey(keyID: second.id, serviceAccountID: account.id)) {
                 try await fixture.store.deleteAPIKey(id: second.id, projectID: project.id, organizationID: fixture.organizationID)
             }
             try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
-            let revoked = try await fixture.store.lookUp(secretHash: first.secret.hash)
-            #expect(revoked == .revoked(keyID: first.id, organizationID: fixture.organizationID, projectID: project.id))
+            let revoked = try await fixture.store.revokedSecret(secretHash: first.secret.hash)
+            #expect(
+                revoked == RevokedSecret(keyID: first.id, organizationID: fixture.organizationID, projectID: project.id, revokedAt: fixture.clock.now)
+            )
+            #expect(try await fixture.store.keyVerificationState(keyID: first.id) == nil)
+            #expect(try await fixture.store.keyVerificationState(keyID: second.id) == nil)
             let keys = try await fixture.store.listAPIKeys(
                 projectID: project.id,
                 organizationID: fixture.organizationID,
@@ -318,7 +323,7 @@ struct StoreKeyTests {
                 page: PageRequest()
             )
             #expect(keys.items.isEmpty)
-            await expectNotFound("service account") {
+            await expectRefusal(.notFound(.serviceAccount, id: account.id)) {
                 _ = try await fixture.store.serviceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
             }
         }
@@ -342,7 +347,7 @@ struct StoreKeyTests {
             #expect(updated.scopes == ["api.model.read", "api.model.request"])
             #expect(updated.expiresAt == fixture.clock.now + 60)
             fixture.clock.advance(by: 60)
-            await expectInvalid(param: nil) {
+            await expectRefusal(.keyExpired(keyID: key.id, operation: .update)) {
                 _ = try await fixture.store.updateAPIKey(
                     id: key.id,
                     projectID: project.id,
@@ -361,15 +366,15 @@ struct StoreKeyTests {
             let (project, member) = try await fixture.projectWithMember()
             let new = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
             let key = try await fixture.store.createAPIKey(new)
-            guard case .key(let record) = try await fixture.store.lookUp(secretHash: new.secret.hash) else {
-                Issue.record("the new key's secret is not found")
-                return
-            }
-            #expect(record.key.id == key.id)
+            let state = try #require(try await fixture.store.keyVerificationState(keyID: key.id))
+            #expect(state.secretHash == new.secret.hash && state.ownerID == member.id && state.ownerHasProjectAccess)
+            #expect(try await fixture.store.revokedSecret(secretHash: new.secret.hash) == nil)
             try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
-            let revoked = try await fixture.store.lookUp(secretHash: new.secret.hash)
-            #expect(revoked == .revoked(keyID: key.id, organizationID: fixture.organizationID, projectID: project.id))
-            await expectNotFound("API key") {
+            let revoked = try await fixture.store.revokedSecret(secretHash: new.secret.hash)
+            #expect(revoked?.keyID == key.id && revoked?.projectID == project.id)
+            #expect(try await fixture.store.revokedSecretHashes(keyID: key.id) == [new.secret.hash])
+            #expect(try await fixture.store.keyVerificationState(keyID: key.id) == nil)
+            await expectRefusal(.notFound(.apiKey, id: key.id)) {
                 try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
             }
         }
@@ -403,7 +408,9 @@ struct StoreKeyTests {
             )
             #expect(descending.items.map(\.id) == [ids[2], ids[1], ids[0]] && !descending.hasMore)
             try await fixture.store.deleteAdminKey(id: ids[0], organizationID: fixture.organizationID)
-            #expect(try await fixture.store.adminKey(secretHash: "hash0") == nil)
+            #expect(try await fixture.store.adminKeyCredential(id: ids[0]) == nil)
+            #expect(try await fixture.store.adminKeyCredential(id: ids[1])?.secretHash == "hash1")
+            #expect(try await fixture.store.adminKeyCredentials().map(\.key.id).sorted() == Array(ids.dropFirst()).sorted())
         }
     }
 }

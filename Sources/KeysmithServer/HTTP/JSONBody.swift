@@ -98,6 +98,14 @@ struct JSONBody {
             return nil
         case .string(let raw)?:
             let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            // Names end up in lists, logs and terminals: a NUL, a newline or an escape sequence in one is a mistake
+            // or an attack, never a name.
+            if let control = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+                throw OpenAIError.invalid(
+                    "Invalid '\(name)': control characters (such as U+\(Self.hex(control))) are not allowed.",
+                    param: name
+                )
+            }
             guard !value.isEmpty else {
                 throw OpenAIError.invalid(
                     "Invalid '\(name)': empty string. Expected a string with minimum length 1, but got an empty string instead.",
@@ -114,6 +122,24 @@ struct JSONBody {
         case let value?:
             throw self.typeError(name, expected: "a string", got: value)
         }
+    }
+
+    private static func hex(_ scalar: Unicode.Scalar) -> String {
+        let digits = String(scalar.value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
+    /// A string field that must be an email address, as far as a server can tell without sending mail.
+    func email(_ name: String) throws -> String {
+        let email = try self.requiredString(name, maxLength: 320)
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        let isPlausible =
+            parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && !parts[1].hasPrefix(".")
+            && !parts[1].hasSuffix(".") && !email.contains(where: \.isWhitespace)
+        guard isPlausible else {
+            throw OpenAIError.invalid("Invalid '\(name)': '\(email)' is not an email address.", param: name)
+        }
+        return email
     }
 
     /// A field that may be absent (outer nil), explicitly `null` (inner nil), or a string.
@@ -136,6 +162,11 @@ struct JSONBody {
             )
         }
         return value
+    }
+
+    /// A string field that must be one of `Value`'s cases.
+    func enumeration<Value: RawRepresentable<String> & CaseIterable>(_ name: String, as type: Value.Type) throws -> Value? {
+        try self.enumeration(name, allowed: Value.allCases.map(\.rawValue)).flatMap(Value.init(rawValue:))
     }
 
     func integer(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
@@ -176,7 +207,11 @@ struct JSONBody {
         case .array(let elements)?:
             return try elements.enumerated().map { index, element in
                 guard case .string(let value) = element else {
-                    throw self.typeError("\(name)[\(index)]", expected: "a string", got: element)
+                    // `param` names the field, as it does for a bad value in it; the message says which element.
+                    throw OpenAIError.invalid(
+                        "Invalid type for '\(name)[\(index)]': expected a string, but got \(element.typeDescription) instead.",
+                        param: name
+                    )
                 }
                 return value
             }

@@ -59,6 +59,17 @@ public struct JSONWriter {
         self.needsComma = false
     }
 
+    /// Writes `"name":` for a name known only at run time (escaped like a string value).
+    public mutating func key(dynamic name: String) {
+        self.separate()
+        self.writeEscaped(name)
+        self.bytes.append(UInt8(ascii: ":"))
+        self.needsComma = false
+    }
+
+    /// The JSON written so far, as bytes.
+    public var bytesWritten: [UInt8] { self.bytes }
+
     public mutating func string(_ value: String) {
         self.separate()
         self.writeEscaped(value)

@@ -81,13 +81,42 @@ extension OpenAIError {
         OpenAIError(status: .unauthorized, message: message, code: code, headers: [.wwwAuthenticate: "Bearer"])
     }
 
-    /// The OpenAI envelope for a domain error.
+    /// The OpenAI envelope for a domain error: the one place that knows which request field (`param`) and which
+    /// `code` each domain refusal is on the wire.
     init(_ error: KeysmithError) {
+        let message = error.description
         switch error {
-        case .notFound(let resource, let id):
-            self.init(status: .notFound, message: "No such \(resource): \(id)")
-        case .invalidRequest(let message, let param, let code):
-            self.init(status: .badRequest, message: message, param: param, code: code)
+        case .notFound:
+            self.init(status: .notFound, message: message)
+        case .referenceNotFound(let resource, _):
+            self.init(status: .badRequest, message: message, param: Self.field(naming: resource))
+        case .noUserWithEmail:
+            self.init(status: .badRequest, message: message, param: "email")
+        case .unknownCursor:
+            self.init(status: .badRequest, message: message, param: "after")
+        case .projectArchived:
+            self.init(status: .badRequest, message: message, code: "project_archived")
+        case .ownerNotProjectMember:
+            self.init(status: .badRequest, message: message, param: "user_id")
+        case .alreadyProjectMember:
+            self.init(status: .badRequest, message: message, param: "user_id", code: "user_already_member")
+        case .emailTaken:
+            self.init(status: .badRequest, message: message, param: "email", code: "user_already_exists")
+        case .serviceAccountKey:
+            self.init(status: .badRequest, message: message, param: "api_key_id")
+        case .keyExpired:
+            self.init(status: .badRequest, message: message, code: "api_key_expired")
+        }
+    }
+
+    /// The body field that names an object of `resource`'s kind.
+    private static func field(naming resource: KeysmithError.Resource) -> String? {
+        switch resource {
+        case .user, .projectUser: "user_id"
+        case .project: "project_id"
+        case .serviceAccount: "service_account_id"
+        case .apiKey, .adminKey: "api_key_id"
+        case .organization: "organization_id"
         }
     }
 }

@@ -67,7 +67,7 @@ enum Wire {
             writer.field("id", user.id)
             writer.field("name", user.name)
             writer.field("email", user.email)
-            writer.field("role", user.role)
+            writer.field("role", user.role.rawValue)
             writer.field("added_at", user.addedAt)
         }
     }
@@ -78,7 +78,7 @@ enum Wire {
             writer.field("id", member.user.id)
             writer.field("name", member.user.name)
             writer.field("email", member.user.email)
-            writer.field("role", member.role)
+            writer.field("role", member.role.rawValue)
             writer.field("added_at", member.addedAt)
         }
     }
@@ -93,7 +93,7 @@ enum Wire {
         writer.field("object", literal: "organization.project.service_account")
         writer.field("id", account.id)
         writer.field("name", account.name)
-        writer.field("role", account.role)
+        writer.field("role", account.role.rawValue)
         writer.field("created_at", account.createdAt)
     }
 
@@ -141,7 +141,7 @@ enum Wire {
                         writer.field("name", user.name ?? user.email)
                         writer.field("created_at", user.addedAt)
                         // A user who left the project keeps their keys, inactive, with no project role.
-                        writer.field("role", role ?? "none")
+                        writer.field("role", role?.rawValue ?? "none")
                     }
                 case .serviceAccount(let account):
                     writer.field("type", literal: "service_account")
@@ -150,7 +150,7 @@ enum Wire {
                         writer.field("id", account.id)
                         writer.field("name", account.name)
                         writer.field("created_at", account.createdAt)
-                        writer.field("role", account.role)
+                        writer.field("role", account.role.rawValue)
                     }
                 }
             }

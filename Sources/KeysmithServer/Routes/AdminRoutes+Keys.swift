@@ -5,12 +5,11 @@ import KeysmithStore
 extension AdminRoutes {
     // MARK: Project API keys
 
-    @Sendable func listAPIKeys(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
+    @Sendable func listAPIKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = QueryParameters(request.uri.query)
-        let page = try await self.store.listAPIKeys(
-            projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID,
+        let page = try await self.reader.listAPIKeys(
+            projectID: try context.parameters.require("project_id"),
+            organizationID: context.principal.organizationID,
             access: try query.enumeration("owner_project_access", default: OwnerProjectAccess.active),
             page: try query.page()
         )
@@ -20,14 +19,13 @@ extension AdminRoutes {
     }
 
     /// Extension: a key for a project member. OpenAI issues these only in its dashboard.
-    @Sendable func createAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func createAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let name = try body.requiredString("name")
         let userID = try body.requiredString("user_id")
         let created = try await self.keysmith.createAPIKey(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
             owner: .user(id: userID),
             name: name,
             scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
@@ -36,50 +34,46 @@ extension AdminRoutes {
         return Wire.response { Wire.apiKey(&$0, created.key, value: created.plaintext) }
     }
 
-    @Sendable func retrieveAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
-        let key = try await self.store.apiKey(
-            id: context.parameters.path("api_key_id"),
-            projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID
+    @Sendable func retrieveAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let key = try await self.reader.apiKey(
+            id: try context.parameters.require("api_key_id"),
+            projectID: try context.parameters.require("project_id"),
+            organizationID: context.principal.organizationID
         )
         return Wire.response { Wire.apiKey(&$0, key) }
     }
 
     /// `expires_in_seconds` (from now) and `scopes` (replaces them; empty means unrestricted), as the newest SDK
     /// sends them.
-    @Sendable func updateAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func updateAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let key = try await self.keysmith.updateAPIKey(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
-            keyID: context.parameters.path("api_key_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
+            keyID: try context.parameters.require("api_key_id"),
             scopes: try Self.validatedScopes(body.stringArray("scopes")),
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
         )
         return Wire.response { Wire.apiKey(&$0, key) }
     }
 
-    @Sendable func deleteAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
-        let keyID = context.parameters.path("api_key_id")
+    @Sendable func deleteAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let keyID = try context.parameters.require("api_key_id")
         try await self.keysmith.deleteAPIKey(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
             keyID: keyID
         )
         return Wire.deleted("organization.project.api_key.deleted", id: keyID)
     }
 
     /// Extension: a new secret for the key (value returned once); the old one keeps verifying for the grace period.
-    @Sendable func rotateAPIKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func rotateAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let rotated = try await self.keysmith.rotateAPIKey(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
-            keyID: context.parameters.path("api_key_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
+            keyID: try context.parameters.require("api_key_id"),
             gracePeriodSeconds: try body.integer("grace_period_seconds", in: 0...604_800) ?? 0
         )
         return Wire.response {
@@ -89,22 +83,20 @@ extension AdminRoutes {
 
     // MARK: Service accounts
 
-    @Sendable func listServiceAccounts(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
-        let page = try await self.store.listServiceAccounts(
-            projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID,
+    @Sendable func listServiceAccounts(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let page = try await self.reader.listServiceAccounts(
+            projectID: try context.parameters.require("project_id"),
+            organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
         )
         return Wire.list(page, id: \.id, write: Wire.serviceAccount)
     }
 
-    @Sendable func createServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func createServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let created = try await self.keysmith.createServiceAccount(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
             name: try body.requiredString("name"),
             withoutKey: try body.bool("create_service_account_only") ?? false
         )
@@ -121,48 +113,44 @@ extension AdminRoutes {
         }
     }
 
-    @Sendable func retrieveServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
-        let account = try await self.store.serviceAccount(
-            id: context.parameters.path("service_account_id"),
-            projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID
+    @Sendable func retrieveServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let account = try await self.reader.serviceAccount(
+            id: try context.parameters.require("service_account_id"),
+            projectID: try context.parameters.require("project_id"),
+            organizationID: context.principal.organizationID
         )
         return Wire.response { Wire.serviceAccount(&$0, account) }
     }
 
-    @Sendable func updateServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func updateServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let account = try await self.store.updateServiceAccount(
-            id: context.parameters.path("service_account_id"),
-            projectID: context.parameters.path("project_id"),
-            organizationID: principal.organizationID,
+        let account = try await self.keysmith.updateServiceAccount(
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
+            accountID: try context.parameters.require("service_account_id"),
             name: try body.string("name"),
-            role: try body.enumeration("role", allowed: ["owner", "member"])
+            role: try body.enumeration("role", as: ProjectRole.self)
         )
         return Wire.response { Wire.serviceAccount(&$0, account) }
     }
 
     /// Deletes the account and every key it owns.
-    @Sendable func deleteServiceAccount(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
-        let accountID = context.parameters.path("service_account_id")
+    @Sendable func deleteServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let accountID = try context.parameters.require("service_account_id")
         try await self.keysmith.deleteServiceAccount(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
             accountID: accountID
         )
         return Wire.deleted("organization.project.service_account.deleted", id: accountID)
     }
 
-    @Sendable func createServiceAccountKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func createServiceAccountKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let created = try await self.keysmith.createAPIKey(
-            organizationID: principal.organizationID,
-            projectID: context.parameters.path("project_id"),
-            owner: .serviceAccount(id: context.parameters.path("service_account_id")),
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.require("project_id"),
+            owner: .serviceAccount(id: try context.parameters.require("service_account_id")),
             name: try body.string("name") ?? "Secret Key",
             scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
@@ -172,40 +160,35 @@ extension AdminRoutes {
 
     // MARK: Admin keys
 
-    @Sendable func listAdminKeys(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
+    @Sendable func listAdminKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = QueryParameters(request.uri.query)
         let order = try query.enumeration("order", default: SortOrder.asc)
-        let page = try await self.store.listAdminKeys(
-            organizationID: principal.organizationID,
+        let page = try await self.reader.listAdminKeys(
+            organizationID: context.principal.organizationID,
             descending: order == .desc,
             page: try query.page()
         )
         return Wire.list(page, id: \.id) { writer, key in Wire.adminKey(&writer, key) }
     }
 
-    @Sendable func createAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
+    @Sendable func createAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let created = try await self.keysmith.createAdminKey(
             name: try body.requiredString("name"),
-            organizationID: principal.organizationID,
+            organizationID: context.principal.organizationID,
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
         )
         return Wire.response { Wire.adminKey(&$0, created.key, value: created.plaintext) }
     }
 
-    @Sendable func retrieveAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.read(request)
-        let key = try await self.store.adminKey(id: context.parameters.path("key_id"), organizationID: principal.organizationID)
+    @Sendable func retrieveAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let key = try await self.reader.adminKey(id: try context.parameters.require("key_id"), organizationID: context.principal.organizationID)
         return Wire.response { Wire.adminKey(&$0, key) }
     }
 
-    @Sendable func deleteAdminKey(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.write(request)
-        let keyID = context.parameters.path("key_id")
-        try await self.store.deleteAdminKey(id: keyID, organizationID: principal.organizationID)
-        self.authenticator.forget(keyID: keyID)
+    @Sendable func deleteAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let keyID = try context.parameters.require("key_id")
+        try await self.keysmith.deleteAdminKey(organizationID: context.principal.organizationID, keyID: keyID)
         return Wire.deleted("organization.admin_api_key.deleted", id: keyID)
     }
 }

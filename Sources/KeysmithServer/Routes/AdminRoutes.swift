@@ -3,57 +3,53 @@ import KeysmithCore
 import KeysmithStore
 
 /// The OpenAI-compatible Administration API under `/v1/organization`, plus Keysmith's marked extensions.
+///
+/// Handlers read through the store's read side (``reader``) and write only through the domain layer (``keysmith``).
 struct AdminRoutes: Sendable {
     let keysmith: Keysmith
-    let authenticator: AdminAuthenticator
 
-    var store: any KeysmithStore { self.keysmith.store }
+    var reader: any KeysmithStoreReader { self.keysmith.reader }
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: AdminRouter) {
         let base = "/v1/organization"
-        router.route("\(base)/admin_api_keys", [.get: self.listAdminKeys, .post: self.createAdminKey])
-        router.route("\(base)/admin_api_keys/:key_id", [.get: self.retrieveAdminKey, .delete: self.deleteAdminKey])
+        router.route("\(base)/admin_api_keys", [.get: .read(self.listAdminKeys), .post: .write(self.createAdminKey)])
+        router.route("\(base)/admin_api_keys/:key_id", [.get: .read(self.retrieveAdminKey), .delete: .write(self.deleteAdminKey)])
 
-        router.route("\(base)/projects", [.get: self.listProjects, .post: self.createProject])
-        router.route("\(base)/projects/:project_id", [.get: self.retrieveProject, .post: self.modifyProject])
-        router.route("\(base)/projects/:project_id/archive", [.post: self.archiveProject])
+        router.route("\(base)/projects", [.get: .read(self.listProjects), .post: .write(self.createProject)])
+        router.route("\(base)/projects/:project_id", [.get: .read(self.retrieveProject), .post: .write(self.modifyProject)])
+        router.route("\(base)/projects/:project_id/archive", [.post: .write(self.archiveProject)])
 
-        router.route("\(base)/projects/:project_id/api_keys", [.get: self.listAPIKeys, .post: self.createAPIKey])
+        router.route("\(base)/projects/:project_id/api_keys", [.get: .read(self.listAPIKeys), .post: .write(self.createAPIKey)])
         router.route(
             "\(base)/projects/:project_id/api_keys/:api_key_id",
-            [.get: self.retrieveAPIKey, .post: self.updateAPIKey, .delete: self.deleteAPIKey]
+            [.get: .read(self.retrieveAPIKey), .post: .write(self.updateAPIKey), .delete: .write(self.deleteAPIKey)]
         )
-        router.route("\(base)/projects/:project_id/api_keys/:api_key_id/rotate", [.post: self.rotateAPIKey])
+        router.route("\(base)/projects/:project_id/api_keys/:api_key_id/rotate", [.post: .write(self.rotateAPIKey)])
 
         router.route(
             "\(base)/projects/:project_id/service_accounts",
-            [.get: self.listServiceAccounts, .post: self.createServiceAccount]
+            [.get: .read(self.listServiceAccounts), .post: .write(self.createServiceAccount)]
         )
         router.route(
             "\(base)/projects/:project_id/service_accounts/:service_account_id",
-            [.get: self.retrieveServiceAccount, .post: self.updateServiceAccount, .delete: self.deleteServiceAccount]
+            [
+                .get: .read(self.retrieveServiceAccount), .post: .write(self.updateServiceAccount),
+                .delete: .write(self.deleteServiceAccount),
+            ]
         )
         router.route(
             "\(base)/projects/:project_id/service_accounts/:service_account_id/api_keys",
-            [.post: self.createServiceAccountKey]
+            [.post: .write(self.createServiceAccountKey)]
         )
 
-        router.route("\(base)/projects/:project_id/users", [.get: self.listProjectUsers, .post: self.addProjectUser])
+        router.route("\(base)/projects/:project_id/users", [.get: .read(self.listProjectUsers), .post: .write(self.addProjectUser)])
         router.route(
             "\(base)/projects/:project_id/users/:user_id",
-            [.get: self.retrieveProjectUser, .post: self.modifyProjectUser, .delete: self.removeProjectUser]
+            [.get: .read(self.retrieveProjectUser), .post: .write(self.modifyProjectUser), .delete: .write(self.removeProjectUser)]
         )
 
-        router.route("\(base)/users", [.get: self.listUsers, .post: self.createUser])
-        router.route("\(base)/users/:user_id", [.get: self.retrieveUser])
-    }
-
-    func read(_ request: Request) async throws -> AdminPrincipal {
-        try await self.authenticator.authenticate(request, write: false)
-    }
-
-    func write(_ request: Request) async throws -> AdminPrincipal {
-        try await self.authenticator.authenticate(request, write: true)
+        router.route("\(base)/users", [.get: .read(self.listUsers), .post: .write(self.createUser)])
+        router.route("\(base)/users/:user_id", [.get: .read(self.retrieveUser)])
     }
 
     /// `scopes` as a key may carry them: at most 100 lowercase dotted names, duplicates dropped in order.

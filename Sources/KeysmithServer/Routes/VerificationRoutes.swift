@@ -1,37 +1,38 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
+import KeysmithStore
 import NIOCore
 
 /// The data plane: gateways' forward-auth check, and the verify API for admins.
 struct VerificationRoutes: Sendable {
     let verifier: KeyVerifier
     let usage: UsageRecorder
-    let authenticator: AdminAuthenticator
+    let reader: any KeysmithStoreReader
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: AdminRouter) {
         let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
         let handlers = Dictionary(uniqueKeysWithValues: methods.map { ($0, self.check as Handler) })
-        router.route("/v1/auth/check", handlers)
+        router.router.route("/v1/auth/check", handlers)
         // Envoy's ext_authz appends the original path to the check path: /v1/auth/check/v1/chat/completions.
-        router.route("/v1/auth/check/**", handlers)
-        router.route("/v1/keys/verify", [.post: self.verify])
+        router.router.route("/v1/auth/check/**", handlers)
+        router.route("/v1/keys/verify", [.post: .read(self.verify)])
     }
 
     // MARK: Forward auth
 
     /// 200 with identity headers for a good project or service account key; 401 (or 403 for a missing scope) in
-    /// OpenAI's envelope otherwise.
-    @Sendable func check(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    /// OpenAI's envelope otherwise. Answered from memory, whatever the key.
+    @Sendable func check(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
         guard let token = request.headers.bearerToken(allowAPIKeyHeader: true) else {
             return OpenAIError.missingKey.response()
         }
-        let verification = try await self.verifier.verify(token)
-        guard verification.isValid, let keyID = verification.keyID else {
+        let verification = self.verifier.verify(token)
+        guard verification.isValid, let key = verification.key else {
             return Self.refusal(verification.code, token: token)
         }
         if let original = Self.originalRequest(request, context: context),
-            let missing = ScopeMap.missingScope(scopes: verification.scopes, method: original.method, path: original.path)
+            let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path)
         {
             return OpenAIError(
                 status: .forbidden,
@@ -40,13 +41,13 @@ struct VerificationRoutes: Sendable {
                 code: "missing_scope"
             ).response()
         }
-        self.usage.recordAPIKeyUse(keyID)
-        return Response(status: .ok, headers: verification.identityHeaders)
+        self.usage.recordAPIKeyUse(key.id)
+        return Response(status: .ok, headers: key.identityHeaders)
     }
 
     /// The request the gateway is asking about: Traefik's `X-Forwarded-Method`/`X-Forwarded-Uri`, nginx's
     /// `X-Original-Method`/`X-Original-URI`, or Envoy's method with the original path appended to the check path.
-    static func originalRequest(_ request: Request, context: BasicRequestContext) -> (method: String, path: String)? {
+    static func originalRequest(_ request: Request, context: KeysmithRequestContext) -> (method: String, path: String)? {
         let headers = request.headers
         if let method = headers[.forwardedMethod], let uri = headers[.forwardedURI] {
             return (method, uri)
@@ -80,14 +81,37 @@ struct VerificationRoutes: Sendable {
     // MARK: Verify API
 
     /// `{"key": "…"}` → whether it is good and why, for admins of the key's organization.
-    @Sendable func verify(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await self.authenticator.authenticate(request, write: false)
+    ///
+    /// The verdict comes from memory, like a check's. Only what a check never needs is read from the database: the
+    /// key's details for the answer, and, for a secret the index does not hold, whether it was revoked or never
+    /// existed.
+    @Sendable func verify(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let presented = try body.requiredString("key", maxLength: 1024)
-        var verification = try await self.verifier.verify(presented)
-        // Another organization's key is not this admin's business: as unknown as a key that never existed.
-        if let record = verification.record, record.key.organizationID != principal.organizationID {
-            verification = Verification(code: .notFound)
+        var verification = self.verifier.verify(presented)
+        var details: (key: APIKey, previousSecretExpiresAt: UnixSeconds?)?
+        if let key = verification.key {
+            if key.project.organizationID != context.principal.organizationID {
+                // Another organization's key is not this admin's business: as unknown as a key that never existed.
+                verification = Verification(code: .notFound)
+            } else {
+                do {
+                    let stored = try await self.reader.apiKey(
+                        id: key.id,
+                        projectID: key.project.id,
+                        organizationID: key.project.organizationID
+                    )
+                    details = (stored, verification.previousSecretExpiresAt)
+                } catch KeysmithError.notFound {
+                    // Deleted between the verdict and the read.
+                    verification = Verification(code: .revoked)
+                }
+            }
+        } else if verification.code == .notFound, KeySecret.parse(presented).map({ $0 != .admin }) ?? false {
+            let revoked = try await self.reader.revokedSecret(secretHash: self.verifier.hasher.hash(presented))
+            if let revoked, revoked.organizationID == context.principal.organizationID {
+                verification = Verification(code: .revoked)
+            }
         }
         return Wire.response { writer in
             writer.object { writer in
@@ -95,8 +119,8 @@ struct VerificationRoutes: Sendable {
                 writer.field("valid", verification.isValid)
                 writer.field("code", verification.code.rawValue)
                 writer.key("key")
-                if let record = verification.record {
-                    Self.writeKey(&writer, record)
+                if let details {
+                    Self.writeKey(&writer, details.key, previousSecretExpiresAt: details.previousSecretExpiresAt)
                 } else {
                     writer.null()
                 }
@@ -104,8 +128,7 @@ struct VerificationRoutes: Sendable {
         }
     }
 
-    static func writeKey(_ writer: inout JSONWriter, _ record: KeyVerificationRecord) {
-        let key = record.key
+    static func writeKey(_ writer: inout JSONWriter, _ key: APIKey, previousSecretExpiresAt: UnixSeconds?) {
         writer.object { writer in
             writer.field("id", key.id)
             writer.field("name", key.name)
@@ -114,14 +137,14 @@ struct VerificationRoutes: Sendable {
             writer.field("project_id", key.projectID)
             writer.key("owner")
             writer.object { writer in
-                writer.field("type", key.owner.type)
+                writer.field("type", key.owner.type.rawValue)
                 writer.field("id", key.owner.id)
             }
             writer.field("scopes", key.scopes)
             writer.field("created_at", key.createdAt)
             writer.field("expires_at", key.expiresAt)
             writer.field("last_used_at", key.lastUsedAt)
-            writer.field("previous_secret_expires_at", record.previousSecretExpiresAt)
+            writer.field("previous_secret_expires_at", previousSecretExpiresAt)
         }
     }
 }

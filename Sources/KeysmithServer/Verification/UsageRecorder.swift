@@ -1,5 +1,5 @@
+import CoreMetrics
 import KeysmithCore
-import KeysmithStore
 import Logging
 public import ServiceLifecycle
 import Synchronization
@@ -13,18 +13,20 @@ public final class UsageRecorder: Service, Sendable {
         var adminKeys: [String: UnixSeconds] = [:]
     }
 
-    private let store: any KeysmithStore
-    private let clock: KeysmithClock
+    private let keysmith: Keysmith
     private let interval: Duration
     private let logger: Logger
+    private let metrics: ServerMetrics?
     private let pending = Mutex(Pending())
 
-    init(store: any KeysmithStore, clock: KeysmithClock, interval: Duration, logger: Logger) {
-        self.store = store
-        self.clock = clock
+    init(keysmith: Keysmith, interval: Duration, logger: Logger, metrics: ServerMetrics?) {
+        self.keysmith = keysmith
         self.interval = interval
         self.logger = logger
+        self.metrics = metrics
     }
+
+    private var clock: KeysmithClock { self.keysmith.clock }
 
     func recordAPIKeyUse(_ id: String) {
         let now = self.clock.now()
@@ -44,8 +46,11 @@ public final class UsageRecorder: Service, Sendable {
         }
         guard !batch.apiKeys.isEmpty || !batch.adminKeys.isEmpty else { return }
         do {
-            try await self.store.recordUses(apiKeys: batch.apiKeys, adminKeys: batch.adminKeys)
+            try await self.keysmith.recordUses(apiKeys: batch.apiKeys, adminKeys: batch.adminKeys)
+            self.metrics?.usageFlushes.increment()
+            self.metrics?.usesWritten.increment(by: batch.apiKeys.count + batch.adminKeys.count)
         } catch {
+            self.metrics?.usageFlushFailures.increment()
             self.pending.withLock { pending in
                 pending.apiKeys.merge(batch.apiKeys) { max($0, $1) }
                 pending.adminKeys.merge(batch.adminKeys) { max($0, $1) }

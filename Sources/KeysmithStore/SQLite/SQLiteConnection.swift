@@ -1,6 +1,14 @@
 import Synchronization
 import VaporCSQLite
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// One SQLite connection with a cache of prepared statements, used synchronously by one thread at a time.
 ///
 /// This is a thin layer over the SQLite that sqlite-nio vendors (its `VaporCSQLite` module, compiled with the
@@ -24,14 +32,26 @@ final class SQLiteConnection: Sendable {
         self.handle = Mutex(try SQLiteHandle(path: path))
     }
 
-    /// Runs one statement with its binds (`?1`, `?2`, … in order) and returns every row it produces.
-    func query(_ sql: String, _ binds: [StoreValue]) throws -> [StoreRow] {
-        try self.handle.withLock { try $0.query(sql, binds) { $0.copy() } }
+    /// Runs one statement with its binds (`?1`, `?2`, … in order) and returns every row it produces. `caching`
+    /// says whether the prepared statement is kept for the next use of the same text.
+    func query(_ sql: String, _ binds: [StoreValue], caching: StatementCaching = .cached) throws -> [StoreRow] {
+        try self.handle.withLock { try $0.query(sql, binds, caching: caching) { $0.copy() } }
     }
 
     /// Runs one statement and makes one value of each row with `decode`, which reads the row in place.
-    func query<T: Sendable>(_ sql: String, _ binds: [StoreValue], decode: @Sendable (any StoreRowReader) throws -> T) throws -> [T] {
-        try self.handle.withLock { try $0.query(sql, binds, decode) }
+    func query<T: Sendable>(
+        _ sql: String,
+        _ binds: [StoreValue],
+        caching: StatementCaching = .cached,
+        decode: @Sendable (any StoreRowReader) throws -> T
+    ) throws -> [T] {
+        try self.handle.withLock { try $0.query(sql, binds, caching: caching, decode) }
+    }
+
+    /// Copies the whole database into a new database file at `destination` with SQLite's online backup API, as one
+    /// consistent snapshot. The copy is written beside `destination` and renamed into place only when complete.
+    func backup(to destination: String) throws {
+        try self.handle.withLock { try $0.backup(to: destination) }
     }
 
     /// Finalizes every cached statement and closes the connection. Idempotent; queries then fail.
@@ -41,6 +61,11 @@ final class SQLiteConnection: Sendable {
 
     var statistics: SQLiteStatementStatistics {
         self.handle.withLock { $0.statistics }
+    }
+
+    /// Whether a transaction is open on the connection (SQLite is not in autocommit mode).
+    var isInTransaction: Bool {
+        self.handle.withLock { $0.isInTransaction }
     }
 }
 
@@ -67,6 +92,11 @@ private final class SQLiteHandle {
         self.close()
     }
 
+    var isInTransaction: Bool {
+        guard let handle = self.handle else { return false }
+        return sqlite_nio_sqlite3_get_autocommit(handle) == 0
+    }
+
     func close() {
         for statement in self.statements.values {
             sqlite_nio_sqlite3_finalize(statement.pointer)
@@ -78,16 +108,32 @@ private final class SQLiteHandle {
         }
     }
 
-    func query<T>(_ sql: String, _ binds: [StoreValue], _ decode: (SQLiteCurrentRow) throws -> T) throws -> [T] {
+    func query<T>(
+        _ sql: String,
+        _ binds: [StoreValue],
+        caching: StatementCaching,
+        _ decode: (SQLiteCurrentRow) throws -> T
+    ) throws -> [T] {
         guard let handle = self.handle else {
             throw SQLiteFailure.closed(sql: sql)
         }
-        let statement = try self.prepared(sql, handle: handle)
+        let statement: PreparedStatement
+        switch caching {
+        case .cached:
+            statement = try self.prepared(sql, handle: handle)
+        case .uncached:
+            statement = try self.prepare(sql, handle: handle, persistent: false)
+        }
         let pointer = statement.pointer
         // Resetting at the end, whatever happened, ends the statement's read transaction. The binds stay until the
         // next use binds every parameter again: sqlite3_clear_bindings would mark a statement whose plan depends on a
-        // parameter (a bound LIMIT, say) for re-preparing, and so undo the cache.
-        defer { sqlite_nio_sqlite3_reset(pointer) }
+        // parameter (a bound LIMIT, say) for re-preparing, and so undo the cache. An uncached statement is finalized.
+        defer {
+            switch caching {
+            case .cached: sqlite_nio_sqlite3_reset(pointer)
+            case .uncached: sqlite_nio_sqlite3_finalize(pointer)
+            }
+        }
         // Every parameter is bound on every use, so no value can linger from the previous one.
         guard sqlite_nio_sqlite3_bind_parameter_count(pointer) == binds.count else {
             throw SQLiteFailure(
@@ -163,19 +209,77 @@ private final class SQLiteHandle {
             self.evictLeastRecentlyUsed()
         }
         self.prepareCount += 1
+        let statement = try self.prepare(sql, handle: handle, persistent: true)
+        self.statements[sql] = statement
+        return statement
+    }
+
+    /// Prepares `sql`, which must hold exactly one statement: SQLite would silently ignore whatever follows the
+    /// first one, so text after it (other than whitespace and semicolons) is refused.
+    private func prepare(_ sql: String, handle: OpaquePointer, persistent: Bool) throws -> PreparedStatement {
         var pointer: OpaquePointer?
-        var tail: UnsafePointer<CChar>?
+        var remainder = ""
         let status = sql.withCString { text in
-            sqlite_nio_sqlite3_prepare_v3(handle, text, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, &tail)
+            var tail: UnsafePointer<CChar>?
+            let flags = persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0
+            let status = sqlite_nio_sqlite3_prepare_v3(handle, text, -1, flags, &pointer, &tail)
+            if let tail { remainder = String(cString: tail) }
+            return status
         }
         guard status == SQLITE_OK else { throw self.failure(status, sql: sql) }
         guard let pointer else {
             // An empty statement (only whitespace or a comment) prepares to nothing.
             throw SQLiteFailure(code: SQLITE_MISUSE, message: "the statement is empty", sql: sql)
         }
-        let statement = PreparedStatement(pointer: pointer, lastUse: self.useCounter)
-        self.statements[sql] = statement
-        return statement
+        guard remainder.allSatisfy({ $0.isWhitespace || $0 == ";" }) else {
+            sqlite_nio_sqlite3_finalize(pointer)
+            throw SQLiteFailure(
+                code: SQLITE_MISUSE,
+                message: "the text holds more than one statement; run each on its own",
+                sql: sql
+            )
+        }
+        return PreparedStatement(pointer: pointer, lastUse: self.useCounter)
+    }
+
+    func backup(to destination: String) throws {
+        guard let source = self.handle else { throw SQLiteFailure.closed(sql: nil) }
+        let partial = destination + ".partial"
+        unlink(partial)
+        var target: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        var status = sqlite_nio_sqlite3_open_v2(partial, &target, flags, nil)
+        guard status == SQLITE_OK, let target else {
+            let message = target.flatMap { sqlite_nio_sqlite3_errmsg($0) }.map { String(cString: $0) } ?? Self.describe(status)
+            sqlite_nio_sqlite3_close(target)
+            throw SQLiteFailure(code: status, message: "cannot create \(partial): \(message)", sql: nil)
+        }
+        defer { sqlite_nio_sqlite3_close(target) }
+        guard let backup = sqlite_nio_sqlite3_backup_init(target, "main", source, "main") else {
+            let message = String(cString: sqlite_nio_sqlite3_errmsg(target))
+            unlink(partial)
+            throw SQLiteFailure(code: sqlite_nio_sqlite3_extended_errcode(target), message: message, sql: nil)
+        }
+        // One step copies every page under one read transaction: a consistent snapshot, which in WAL mode does not
+        // block the server's writer.
+        status = sqlite_nio_sqlite3_backup_step(backup, -1)
+        let finish = sqlite_nio_sqlite3_backup_finish(backup)
+        guard status == SQLITE_DONE, finish == SQLITE_OK else {
+            let message = String(cString: sqlite_nio_sqlite3_errmsg(target))
+            unlink(partial)
+            throw SQLiteFailure(code: status == SQLITE_DONE ? finish : status, message: message, sql: nil)
+        }
+        // The copy is a database of its own: no WAL left behind, so that the one file is the whole backup.
+        status = sqlite_nio_sqlite3_exec(target, "PRAGMA journal_mode = DELETE", nil, nil, nil)
+        guard status == SQLITE_OK else {
+            unlink(partial)
+            throw SQLiteFailure(code: status, message: String(cString: sqlite_nio_sqlite3_errmsg(target)), sql: nil)
+        }
+        guard rename(partial, destination) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(partial)
+            throw SQLiteFailure(code: SQLITE_CANTOPEN, message: "cannot move the backup into place: \(reason)", sql: nil)
+        }
     }
 
     private func evictLeastRecentlyUsed() {
@@ -206,7 +310,8 @@ private final class SQLiteHandle {
 struct SQLiteStatementStatistics: Equatable, Sendable {
     /// Statements in the cache now.
     var cached = 0
-    /// Statements prepared from their text since the connection opened; each cache miss is one.
+    /// Statements prepared for the cache since the connection opened; each cache miss is one. (Uncached statements,
+    /// prepared on every use by design, are not counted.)
     var prepared = 0
     /// Times SQLite re-prepared a cached statement by itself, after a schema change or because a bound value could
     /// change its plan; each costs what a cache miss does.
@@ -329,14 +434,35 @@ struct SQLiteCurrentRow: StoreRowReader {
 /// Swift does not import.
 private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
+/// Whether a connection keeps a statement prepared for its next use. The store's queries are cached; DDL and
+/// PRAGMAs, which run once, are not.
+enum StatementCaching: Sendable {
+    case cached
+    case uncached
+}
+
 /// SQLite refused a statement, or the connection could not be opened.
+///
+/// Its description names SQLite's result code and the statement's SQL, which has `?N` placeholders where values are
+/// bound: never the bound values themselves, which can be secret digests.
 struct SQLiteFailure: Error, CustomStringConvertible {
     /// The extended result code.
     var code: Int32
     var message: String
     var sql: String?
 
-    var description: String { self.message }
+    var description: String {
+        let name = sqlite_nio_sqlite3_errstr(self.code).map { String(cString: $0) } ?? "unknown"
+        var text = "SQLite error \(self.code) (\(name)): \(self.message)"
+        if let sql = self.sql {
+            // On one line: whitespace runs (the indentation of multi-line queries) become one space.
+            text += "; SQL: " + sql.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        }
+        return text
+    }
+
+    /// A constraint failed (`SQLITE_CONSTRAINT` and its extended codes).
+    var isConstraintViolation: Bool { self.code & 0xFF == SQLITE_CONSTRAINT }
 
     static func closed(sql: String?) -> SQLiteFailure {
         SQLiteFailure(code: SQLITE_MISUSE, message: "the database connection is closed", sql: sql)

@@ -1,3 +1,4 @@
+import KeysmithCore
 public import Logging
 import NIOCore
 import NIOPosix
@@ -5,26 +6,35 @@ import SQLKit
 import Synchronization
 
 /// SQLite: one writer connection, and for a file database two reader connections in WAL mode, so that list pages
-/// and lookups never wait for a write. An in-memory database has one connection for all.
+/// and lookups never wait for a write, plus one connection for snapshot reads. An in-memory database has one
+/// connection for all.
 ///
 /// Every statement runs on a thread of the engine's own, never on Swift's cooperative threads or NIO's event loops,
 /// since SQLite's calls block. The writer has one thread and is held for a whole transaction. The readers have a
 /// thread each and are not held between statements: each read statement runs on whichever reader thread is free,
-/// with whichever reader connection is idle (as many as there are threads, so one always is).
+/// with whichever reader connection is idle (as many as there are threads, so one always is). Snapshot reads are
+/// rare (multi-statement admin reads, loading verification state), so they share one connection, one at a time.
 public final class SQLiteEngine: SQLEngine {
     private let writer: SQLiteConnection
     private let writerThread: NIOThreadPool
     private let writeLock = AsyncLock()
     private let readers: ReaderPool?
+    private let snapshotReader: SQLiteConnection?
+    private let snapshotThread: NIOThreadPool?
+    private let snapshotLock = AsyncLock()
+    private let logger: Logger
+    private let observer: SQLStatementObserver?
 
     /// Opens (creating if need be) the database at `url`, which must be a SQLite URL.
-    public static func open(_ url: DatabaseURL, logger: Logger) async throws -> SQLiteEngine {
-        logger.debug("Opening the SQLite database", metadata: ["database": "\(url)"])
+    public static func open(_ url: DatabaseURL, logger: Logger, observer: SQLStatementObserver? = nil) async throws -> SQLiteEngine {
+        logger.debug("Opening the SQLite database", metadata: ["database": "\(url)", "sqlite": "\(SQLiteLibrary.version)"])
+        let missing = SQLiteLibrary.missingCapabilities
+        guard missing.isEmpty else { throw SQLiteLibraryError(missing: missing) }
         switch url {
         case .sqliteMemory:
-            let engine = SQLiteEngine(writer: try SQLiteConnection(path: ":memory:"), readers: [])
+            let engine = SQLiteEngine(writer: try SQLiteConnection(path: ":memory:"), readers: [], snapshot: nil, logger: logger, observer: observer)
             do {
-                try await engine.configure(.writer(engine.writer, engine.writerThread), ["PRAGMA foreign_keys = ON"])
+                try await engine.configure(engine.writer, ["PRAGMA foreign_keys = ON"])
             } catch {
                 // Its threads must be shut down before it goes.
                 try? await engine.close()
@@ -34,17 +44,23 @@ public final class SQLiteEngine: SQLEngine {
         case .sqliteFile(let path):
             var connections: [SQLiteConnection] = []
             do {
-                for _ in 0..<3 {
+                for _ in 0..<4 {
                     connections.append(try SQLiteConnection(path: path))
                 }
             } catch {
                 for connection in connections { connection.close() }
                 throw SQLiteOpenError(path: path, underlying: error)
             }
-            let engine = SQLiteEngine(writer: connections[0], readers: Array(connections[1...]))
+            let engine = SQLiteEngine(
+                writer: connections[0],
+                readers: Array(connections[1...2]),
+                snapshot: connections[3],
+                logger: logger,
+                observer: observer
+            )
             do {
                 try await engine.configure(
-                    .writer(engine.writer, engine.writerThread),
+                    engine.writer,
                     [
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA journal_mode = WAL",
@@ -54,10 +70,7 @@ public final class SQLiteEngine: SQLEngine {
                 )
                 for reader in connections[1...] {
                     // Configured on the writer's thread, before the readers are shared.
-                    try await engine.configure(
-                        .writer(reader, engine.writerThread),
-                        ["PRAGMA busy_timeout = 5000", "PRAGMA query_only = 1"]
-                    )
+                    try await engine.configure(reader, ["PRAGMA busy_timeout = 5000", "PRAGMA query_only = 1"])
                 }
             } catch {
                 try? await engine.close()
@@ -69,54 +82,125 @@ public final class SQLiteEngine: SQLEngine {
         }
     }
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection]) {
+    private init(
+        writer: SQLiteConnection,
+        readers: [SQLiteConnection],
+        snapshot: SQLiteConnection?,
+        logger: Logger,
+        observer: SQLStatementObserver?
+    ) {
         self.writer = writer
         self.writerThread = NIOThreadPool(numberOfThreads: 1)
         self.writerThread.start()
         self.readers = readers.isEmpty ? nil : ReaderPool(readers)
+        self.snapshotReader = snapshot
+        self.snapshotThread = snapshot.map { _ in
+            let thread = NIOThreadPool(numberOfThreads: 1)
+            thread.start()
+            return thread
+        }
+        self.logger = logger
+        self.observer = observer
     }
 
-    private func configure(_ target: SQLiteSession.Target, _ statements: [String]) async throws {
-        let session = SQLiteSession(target: target)
+    private func configure(_ connection: SQLiteConnection, _ statements: [String]) async throws {
+        let session = SQLiteSession(target: .connection(connection, self.writerThread), observer: nil)
         for statement in statements {
-            // PRAGMAs that report their new value (journal_mode) return a row; it is not needed.
-            _ = try await session.rows(SQLQueryString(statement))
+            try await session.execute(statement)
         }
+    }
+
+    private var writerSession: SQLiteSession {
+        SQLiteSession(target: .connection(self.writer, self.writerThread), observer: self.observer)
     }
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
-            let session = SQLiteSession(target: .writer(self.writer, self.writerThread))
-            return try await self.writeLock.withLock { try await body(session) }
+            return try await self.writeLock.withLock { try await body(self.writerSession) }
         }
-        return try await body(SQLiteSession(target: .readers(readers)))
+        return try await body(SQLiteSession(target: .readers(readers), observer: self.observer))
     }
 
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
-        let session = SQLiteSession(target: .writer(self.writer, self.writerThread))
-        return try await self.writeLock.withLock {
-            try await session.raw("BEGIN IMMEDIATE").run()
+    public func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
+            // One connection, held for the whole body: one snapshot by construction.
+            return try await self.writeLock.withLock { try await body(self.writerSession) }
+        }
+        let session = SQLiteSession(target: .connection(connection, thread), observer: self.observer)
+        return try await self.snapshotLock.withLock {
+            // A deferred transaction takes its snapshot at its first read and keeps it until it ends.
+            try await session.execute("BEGIN")
             let result: T
             do {
                 result = try await body(session)
             } catch {
-                try? await session.raw("ROLLBACK").run()
+                await self.endTransaction(session, after: error)
                 throw error
             }
-            try await session.raw("COMMIT").run()
+            try await session.execute("COMMIT")
             return result
+        }
+    }
+
+    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        let session = self.writerSession
+        return try await self.writeLock.withLock {
+            try await session.execute("BEGIN IMMEDIATE")
+            let result: T
+            do {
+                result = try await body(session)
+                // A failed COMMIT (a deferred constraint, a full disk) leaves the transaction open: it must be rolled
+                // back below, or every later BEGIN on this connection would fail.
+                try await session.execute("COMMIT")
+            } catch {
+                await self.endTransaction(session, after: error)
+                throw error
+            }
+            return result
+        }
+    }
+
+    /// Rolls back the transaction that `error` interrupted, if SQLite has not already; a failed rollback is logged,
+    /// never swallowed silently, since it leaves the connection unusable for writes.
+    private func endTransaction(_ session: SQLiteSession, after error: any Error) async {
+        do {
+            try await session.rollbackIfInTransaction()
+        } catch let rollbackError {
+            self.logger.error(
+                "Could not roll back a failed transaction",
+                metadata: ["error": "\(rollbackError)", "cause": "\(error)"]
+            )
         }
     }
 
     /// The statement caches of all connections, summed.
     var statementStatistics: SQLiteStatementStatistics {
-        ([self.writer] + (self.readers?.connections ?? [])).reduce(SQLiteStatementStatistics()) { $0 + $1.statistics }
+        ([self.writer] + (self.readers?.connections ?? []) + [self.snapshotReader].compactMap { $0 })
+            .reduce(SQLiteStatementStatistics()) { $0 + $1.statistics }
+    }
+
+    /// Copies the database to a new file at `destination` (see ``SQLiteConnection/backup(to:)``), on the snapshot
+    /// connection for a file database.
+    public func backup(to destination: String) async throws {
+        guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
+            try await self.writeLock.withLock {
+                try await SQLiteSession.onThread(self.writerThread, sql: nil) { try self.writer.backup(to: destination) }
+            }
+            return
+        }
+        try await self.snapshotLock.withLock {
+            try await SQLiteSession.onThread(thread, sql: nil) { try connection.backup(to: destination) }
+        }
     }
 
     public func close() async throws {
         // Statements already running finish; those still queued fail. Then the connections close.
         try await self.readers?.close()
+        if let snapshotReader, let snapshotThread {
+            try await self.snapshotLock.withLock { snapshotReader.close() }
+            try await snapshotThread.shutdownGracefully()
+        }
         try await self.writeLock.withLock { self.writer.close() }
         try await self.writerThread.shutdownGracefully()
     }
@@ -151,53 +235,80 @@ final class ReaderPool: Sendable {
     }
 }
 
-/// Queries on the writer (within its transaction) or on any reader. SQLKit turns the query into SQL with numbered
-/// placeholders and its binds; the statement then runs on the target's thread.
+/// Queries on one connection (the writer within its transaction, or the snapshot reader within its read
+/// transaction) or on any reader. SQLKit turns the query into SQL with numbered placeholders and its binds; the
+/// statement then runs on the target's thread.
 struct SQLiteSession: SQLSession {
     enum Target: Sendable {
-        case writer(SQLiteConnection, NIOThreadPool)
+        case connection(SQLiteConnection, NIOThreadPool)
         case readers(ReaderPool)
     }
 
     let target: Target
+    let observer: SQLStatementObserver?
 
-    fileprivate init(target: Target) {
+    fileprivate init(target: Target, observer: SQLStatementObserver?) {
         self.target = target
+        self.observer = observer
     }
 
     func rows(_ query: SQLQueryString) async throws -> [StoreRow] {
-        try await self.run(query) { connection, sql, binds in try connection.query(sql, binds) }
+        let (sql, binds) = try Self.serialize(query)
+        return try await self.run(sql) { connection in try connection.query(sql, binds) }
     }
 
     func rows<T: Sendable>(
         _ query: SQLQueryString,
         decode: @escaping @Sendable (any StoreRowReader) throws -> T
     ) async throws -> [T] {
-        try await self.run(query) { connection, sql, binds in try connection.query(sql, binds, decode: decode) }
+        let (sql, binds) = try Self.serialize(query)
+        return try await self.run(sql) { connection in try connection.query(sql, binds, decode: decode) }
     }
 
-    /// Serializes `query` and runs `body` with it on the target's thread and connection.
-    private func run<T: Sendable>(
-        _ query: SQLQueryString,
-        _ body: @escaping @Sendable (SQLiteConnection, String, [StoreValue]) throws -> T
-    ) async throws -> T {
+    func execute(_ sql: String) async throws {
+        _ = try await self.run(sql) { connection in try connection.query(sql, [], caching: .uncached) }
+    }
+
+    /// Rolls back the connection's open transaction, if it has one (SQLite ends some on its own when a statement
+    /// fails).
+    func rollbackIfInTransaction() async throws {
+        _ = try await self.run("ROLLBACK") { connection in
+            if connection.isInTransaction {
+                _ = try connection.query("ROLLBACK", [], caching: .uncached)
+            }
+        }
+    }
+
+    private static func serialize(_ query: SQLQueryString) throws -> (String, [StoreValue]) {
         var serializer = SQLSerializer(database: SQLiteSerializingDatabase.shared)
         query.serialize(to: &serializer)
-        let sql = serializer.sql
-        let binds = try serializer.binds.map(SQLiteBind.value(of:))
-        let threads: NIOThreadPool
-        let work: @Sendable () throws -> T
-        switch self.target {
-        case .writer(let connection, let thread):
-            threads = thread
-            work = { try body(connection, sql, binds) }
-        case .readers(let readers):
-            threads = readers.threads
-            work = { try readers.withConnection { try body($0, sql, binds) } }
+        return (serializer.sql, try serializer.binds.map(SQLiteBind.value(of:)))
+    }
+
+    /// Runs `body` on the target's thread and connection, and tells the observer how it went.
+    private func run<T: Sendable>(_ sql: String, _ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        let started = ContinuousClock.now
+        do {
+            let result: T
+            switch self.target {
+            case .connection(let connection, let thread):
+                result = try await Self.onThread(thread, sql: sql) { try body(connection) }
+            case .readers(let readers):
+                result = try await Self.onThread(readers.threads, sql: sql) { try readers.withConnection(body) }
+            }
+            self.observer?.statementFinished(ContinuousClock.now - started, false)
+            return result
+        } catch {
+            self.observer?.statementFinished(ContinuousClock.now - started, true)
+            throw error
         }
+    }
+
+    /// Runs `work` on one of `threads`.
+    static func onThread<T: Sendable>(_ threads: NIOThreadPool, sql: String?, _ work: @escaping @Sendable () throws -> T) async throws -> T {
         // Not `NIOThreadPool.runIfActive(_:)`, which skips the work if the task is cancelled: a ROLLBACK must run
         // whatever happens to the task that asked for it.
-        return try await withCheckedThrowingContinuation { continuation in
+        try await withCheckedThrowingContinuation { continuation in
             threads.submit { state in
                 guard case .active = state else {
                     continuation.resume(throwing: SQLiteFailure.closed(sql: sql))

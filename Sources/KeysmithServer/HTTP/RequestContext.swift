@@ -1,0 +1,40 @@
+public import Hummingbird
+
+/// Every request's context: Hummingbird's core context, and the admin principal once authentication on a route
+/// group has established it.
+public struct KeysmithRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by ``AdminAuthentication`` on the admin route groups; nil everywhere else.
+    var principal: AdminPrincipal?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.principal = nil
+    }
+}
+
+/// The context of an authenticated admin request: the principal is there, not optional, so a handler cannot forget
+/// to check it.
+struct AdminRequestContext: ChildRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let principal: AdminPrincipal
+
+    init(context: KeysmithRequestContext) throws {
+        guard let principal = context.principal else {
+            // A route in an admin group always runs behind AdminAuthentication: this is a wiring bug.
+            preconditionFailure("an admin route was registered without AdminAuthentication")
+        }
+        self.coreContext = context.coreContext
+        self.principal = principal
+    }
+}
+
+extension Parameters {
+    /// A path parameter of the route's pattern; throws (a 400) rather than answering with an empty id.
+    func require(_ name: String) throws -> String {
+        guard let value = self.get(name) else {
+            throw OpenAIError.invalid("Missing path parameter '\(name)'.", param: name)
+        }
+        return value
+    }
+}

@@ -1,0 +1,199 @@
+import CoreMetrics
+import KeysmithCore
+import KeysmithStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Keeps the ``VerificationIndex`` current with the database, through the change log.
+///
+/// Every write records what it changed in the change log, in its own transaction (see ``KeysmithStore``); the
+/// feed is the one place that applies those entries to the index, in order, one batch at a time. It applies them:
+///
+/// - right after each write made through this server, before the write's response is sent (``Keysmith`` calls
+///   ``applyCommittedChanges()``), so the very next check sees the change;
+/// - every ``Configuration/pollInterval``, for writes made by other processes (the offline `keysmith` commands
+///   today, other replicas on a shared database).
+///
+/// Applying a change reads that object's current state from the database, so applying one twice, or a batch out
+/// of order, is harmless, and a batch is deduplicated. The feed remembers the last sequence it applied; when the
+/// log has been pruned past it (a process that was cut off for longer than ``Configuration/retention``), it loads
+/// the whole index again.
+final class ChangeFeed: Service, Sendable {
+    struct Configuration: Sendable {
+        /// How often the log is read for changes made by other processes.
+        var pollInterval: Duration = .milliseconds(250)
+        /// How long entries stay in the log.
+        var retention: Int = 3_600
+        /// How often entries older than ``retention`` are deleted.
+        var pruneInterval: Duration = .seconds(600)
+    }
+
+    static let pageSize = 10_000
+    static let batchSize = 1_000
+
+    private let store: any KeysmithStore
+    private let index: VerificationIndex
+    private let clock: KeysmithClock
+    private let configuration: Configuration
+    private let logger: Logger
+    private let metrics: ServerMetrics?
+    /// One applier at a time, so that a change read later is applied later.
+    private let lock = AsyncLock()
+    private let state = Mutex(State())
+
+    private struct State {
+        var appliedSequence: Int64 = 0
+        var isFailing = false
+    }
+
+    init(
+        store: any KeysmithStore,
+        index: VerificationIndex,
+        clock: KeysmithClock,
+        configuration: Configuration = .init(),
+        logger: Logger,
+        metrics: ServerMetrics?
+    ) {
+        self.store = store
+        self.index = index
+        self.clock = clock
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// The last change log entry applied.
+    var appliedSequence: Int64 { self.state.withLock { $0.appliedSequence } }
+
+    /// Loads the whole index from the database. The server does this once before it starts serving.
+    func load() async throws {
+        try await self.lock.withLock { try await self.reload() }
+    }
+
+    private func reload() async throws {
+        // The log's position first: every change after it is applied later, so the index is never older than it.
+        let sequence = try await self.store.latestChangeSequence()
+        var builder = VerificationIndex.Builder()
+        var after: String?
+        while true {
+            let page = try await self.store.keyVerificationStates(after: after, limit: Self.pageSize)
+            for state in page { builder.add(state) }
+            guard page.count == Self.pageSize, let last = page.last else { break }
+            after = last.keyID
+        }
+        for credential in try await self.store.adminKeyCredentials() {
+            builder.add(credential)
+        }
+        self.index.install(builder)
+        self.state.withLock { $0.appliedSequence = sequence }
+        self.metrics?.indexChanged(self.index)
+    }
+
+    /// Applies every change committed so far.
+    func catchUp() async throws {
+        try await self.lock.withLock {
+            var after = self.appliedSequence
+            while true {
+                let batch = try await self.store.changes(after: after, limit: Self.batchSize)
+                guard let first = batch.first, let last = batch.last else { break }
+                if first.sequence > after + 1, let earliest = try await self.store.earliestChangeSequence(), earliest > after + 1 {
+                    // Entries between what we applied and what the log still holds were pruned: we cannot know
+                    // which objects they touched.
+                    self.logger.warning(
+                        "The change log no longer holds changes this server has not applied; loading the verification state again",
+                        metadata: ["applied_sequence": "\(after)", "earliest_sequence": "\(earliest)"]
+                    )
+                    self.metrics?.changeFeedReloads.increment()
+                    try await self.reload()
+                    return
+                }
+                for change in Set(batch.map(\.change)) {
+                    try await self.apply(change)
+                }
+                after = last.sequence
+                self.state.withLock { $0.appliedSequence = last.sequence }
+                self.metrics?.changesApplied.increment(by: batch.count)
+                guard batch.count == Self.batchSize else { break }
+            }
+            self.metrics?.indexChanged(self.index)
+        }
+    }
+
+    /// Reads the changed object's current state and puts it in the index.
+    private func apply(_ change: KeysmithChange) async throws {
+        switch change {
+        case .apiKey(let id):
+            // Revoked secrets first: a rotation between the two reads writes a later entry, applied after this one.
+            let revoked = try await self.store.revokedSecretHashes(keyID: id)
+            let state = try await self.store.keyVerificationState(keyID: id)
+            self.index.updateKey(state, revokedSecretHashes: revoked)
+        case .project(let id):
+            self.index.setProjectArchived(id, try await self.store.isProjectArchived(projectID: id) ?? false)
+        case .membership(let projectID, let userID):
+            let isMember = try await self.store.isProjectMember(projectID: projectID, userID: userID)
+            self.index.setProjectAccess(projectID: projectID, userID: userID, isMember)
+        case .adminKey(let id):
+            self.index.updateAdminKey(id: id, try await self.store.adminKeyCredential(id: id))
+        }
+    }
+
+    /// After a write through this server: applies it, and anything committed before it, so that the write's
+    /// response goes out only once checks see it. A failure is logged; the next poll tries again.
+    func applyCommittedChanges() async {
+        do {
+            try await self.catchUp()
+            self.recovered()
+        } catch {
+            self.failed(error)
+        }
+    }
+
+    func run() async throws {
+        var lastPrune = ContinuousClock.now
+        while !Task.isShuttingDownGracefully {
+            do {
+                try await cancelWhenGracefulShutdown { [interval = self.configuration.pollInterval] in
+                    try await Task.sleep(for: interval)
+                }
+            } catch {
+                break
+            }
+            await self.applyCommittedChanges()
+            if ContinuousClock.now - lastPrune >= self.configuration.pruneInterval {
+                lastPrune = ContinuousClock.now
+                do {
+                    let pruned = try await self.store.pruneChanges(before: self.clock.now() - self.configuration.retention)
+                    if pruned > 0 { self.logger.debug("Pruned the change log", metadata: ["entries": "\(pruned)"]) }
+                } catch {
+                    self.logger.warning("Could not prune the change log", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Logs the first failure of a run of them, not one line per poll.
+    private func failed(_ error: any Error) {
+        self.metrics?.changeFeedErrors.increment()
+        let isFirst = self.state.withLock { state in
+            defer { state.isFailing = true }
+            return !state.isFailing
+        }
+        if isFirst {
+            self.logger.error(
+                "Could not apply changes to the verification state; checks answer from the last known state until this recovers",
+                metadata: ["error": "\(error)"]
+            )
+        }
+    }
+
+    private func recovered() {
+        let wasFailing = self.state.withLock { state in
+            defer { state.isFailing = false }
+            return state.isFailing
+        }
+        if wasFailing {
+            self.logger.notice("Changes are applied to the verification state again")
+        }
+    }
+}

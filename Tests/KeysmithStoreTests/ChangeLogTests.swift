@@ -1,0 +1,162 @@
+import KeysmithCore
+import Testing
+
+@testable import KeysmithStore
+
+@Suite("Store: the change log")
+struct ChangeLogTests {
+    /// The changes recorded since `sequence`, and the newest sequence.
+    static func changes(_ fixture: StoreFixture, since sequence: inout Int64) async throws -> [KeysmithChange] {
+        let records = try await fixture.store.changes(after: sequence, limit: 1_000)
+        sequence = records.last?.sequence ?? sequence
+        return records.map(\.change)
+    }
+
+    @Test("Every write that affects verification records exactly what it changed; other writes record nothing")
+    func writesRecordChanges() async throws {
+        try await StoreFixture.run { fixture in
+            var sequence = try await fixture.store.latestChangeSequence()
+            let (project, member) = try await fixture.projectWithMember()
+            #expect(try await Self.changes(fixture, since: &sequence) == [.membership(projectID: project.id, userID: member.id)])
+
+            let key = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: key.id)])
+
+            _ = try await fixture.store.updateAPIKey(
+                id: key.id,
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                scopes: ["api.model.read"],
+                expiresAt: nil,
+                now: fixture.clock.now
+            )
+            _ = try await fixture.store.rotateAPIKey(
+                id: key.id,
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                secret: NewKeySecret(hash: String(repeating: "ab", count: 32), redactedValue: "sk-proj-***"),
+                graceEndsAt: nil,
+                now: fixture.clock.now
+            )
+            #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: key.id), .apiKey(id: key.id)])
+
+            // A role change and a rename change nothing verification knows.
+            _ = try await fixture.store.updateProjectMember(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                userID: member.id,
+                role: .owner
+            )
+            _ = try await fixture.store.updateProject(id: project.id, organizationID: fixture.organizationID, name: "renamed", externalKeyID: nil)
+            #expect(try await Self.changes(fixture, since: &sequence) == [])
+
+            try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+            #expect(try await Self.changes(fixture, since: &sequence) == [.membership(projectID: project.id, userID: member.id)])
+
+            let account = fixture.newServiceAccount(projectID: project.id)
+            let first = fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id))
+            try await fixture.store.createServiceAccount(account, key: first)
+            let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
+            #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: first.id), .apiKey(id: second.id)])
+            try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+            #expect(Set(try await Self.changes(fixture, since: &sequence)) == [.apiKey(id: first.id), .apiKey(id: second.id)])
+
+            try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+            #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: key.id)])
+
+            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            #expect(try await Self.changes(fixture, since: &sequence) == [.project(id: project.id)])
+
+            let adminKey = AdminKey(
+                id: fixture.ids.make(.apiKey),
+                organizationID: fixture.organizationID,
+                name: "a",
+                redactedValue: "r",
+                createdAt: 1
+            )
+            try await fixture.store.createAdminKey(adminKey, secretHash: String(repeating: "cd", count: 32))
+            try await fixture.store.deleteAdminKey(id: adminKey.id, organizationID: fixture.organizationID)
+            #expect(try await Self.changes(fixture, since: &sequence) == [.adminKey(id: adminKey.id), .adminKey(id: adminKey.id)])
+        }
+    }
+
+    @Test("A refused write records no change")
+    func refusedWritesRecordNothing() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, _) = try await fixture.projectWithMember()
+            let outsider = try await fixture.user("outsider@example.com")
+            var sequence = try await fixture.store.latestChangeSequence()
+            await expectRefusal(.ownerNotProjectMember(userID: outsider.id, projectID: project.id)) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: outsider.id)))
+            }
+            await expectRefusal(.notFound(.projectUser, id: outsider.id)) {
+                try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: outsider.id)
+            }
+            #expect(try await Self.changes(fixture, since: &sequence) == [])
+        }
+    }
+
+    @Test("Verification states page by key id and carry what a check needs")
+    func verificationStates() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            var created: [NewAPIKey] = []
+            for _ in 0..<7 {
+                let key = fixture.newKey(projectID: project.id, owner: .user(id: member.id), expiresAt: fixture.clock.now + 100)
+                _ = try await fixture.store.createAPIKey(key)
+                created.append(key)
+            }
+            var states: [KeyVerificationState] = []
+            var after: String?
+            while true {
+                let page = try await fixture.store.keyVerificationStates(after: after, limit: 3)
+                states += page
+                guard page.count == 3 else { break }
+                after = page.last?.keyID
+            }
+            #expect(states.map(\.keyID) == created.map(\.id).sorted())
+            let first = try #require(states.first { $0.keyID == created[0].id })
+            #expect(first.secretHash == created[0].secret.hash)
+            #expect(first.organizationID == fixture.organizationID && first.projectID == project.id)
+            #expect(first.ownerType == .user && first.ownerID == member.id && first.ownerHasProjectAccess)
+            #expect(first.expiresAt == fixture.clock.now + 100 && !first.isProjectArchived)
+            #expect(first.previousSecretHash == nil && first.previousSecretExpiresAt == nil)
+
+            _ = try await fixture.store.rotateAPIKey(
+                id: created[0].id,
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                secret: NewKeySecret(hash: String(repeating: "ef", count: 32), redactedValue: "sk-proj-***"),
+                graceEndsAt: fixture.clock.now + 60,
+                now: fixture.clock.now
+            )
+            let rotated = try #require(try await fixture.store.keyVerificationState(keyID: created[0].id))
+            #expect(rotated.secretHash == String(repeating: "ef", count: 32))
+            #expect(rotated.previousSecretHash == created[0].secret.hash)
+            #expect(rotated.previousSecretExpiresAt == fixture.clock.now + 60)
+            #expect(try await fixture.store.isProjectMember(projectID: project.id, userID: member.id))
+            #expect(try await fixture.store.isProjectArchived(projectID: project.id) == false)
+            #expect(try await fixture.store.isProjectArchived(projectID: "proj_missing") == nil)
+        }
+    }
+
+    @Test("Pruning deletes old entries but always keeps the newest, so readers can tell what they missed")
+    func pruning() async throws {
+        try await StoreFixture.run { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            for _ in 0..<3 {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            }
+            let latest = try await fixture.store.latestChangeSequence()
+            #expect(try await fixture.store.earliestChangeSequence() == 1)
+            fixture.clock.advance(by: 10)
+            #expect(try await fixture.store.pruneChanges(before: fixture.clock.now) == 3)
+            #expect(try await fixture.store.earliestChangeSequence() == latest)
+            #expect(try await fixture.store.latestChangeSequence() == latest)
+            // The sequence never goes back.
+            _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            #expect(try await fixture.store.latestChangeSequence() == latest + 1)
+        }
+    }
+}
