@@ -27,6 +27,8 @@ public struct BuiltApplication: Sendable {
 /// Builds Keysmith: opens and migrates the database, bootstraps an empty one, loads the verification state, and
 /// wires the routes. The one function that assembles the application; `keysmith serve` and the tests both call it.
 public func buildApplication(_ configuration: KeysmithConfiguration, logger: Logger) async throws -> BuiltApplication {
+    // Files first: a missing certificate is refused before the database is touched.
+    let tlsConfiguration = try configuration.tls.map(makeTLSConfiguration)
     let metrics = ServerMetrics()
     let database = try await Keysmith.openDatabase(
         configuration.database,
@@ -47,7 +49,6 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     )
     let keysmith = Keysmith(store: store, hasher: database.hasher, clock: configuration.clock, ids: .shared, changes: feed)
     let bootstrap: Keysmith.Bootstrap?
-    let tlsConfiguration: TLSConfiguration?
     do {
         let started = ContinuousClock.now
         try await feed.load()
@@ -61,7 +62,6 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
                 "duration_ms": "\(RequestObservation.milliseconds(ContinuousClock.now - started))",
             ]
         )
-        tlsConfiguration = try configuration.tls.map(makeTLSConfiguration)
     } catch {
         try? await store.close()
         throw error

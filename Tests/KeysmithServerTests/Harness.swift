@@ -7,6 +7,7 @@ import KeysmithServer
 import KeysmithStore
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 /// A response's status, headers and parsed JSON body.
@@ -58,6 +59,7 @@ struct Harness: Sendable {
     /// connections, as in production).
     static func run(
         usageFlushInterval: Duration = .seconds(3600),
+        logger: Logger = Logger(label: "test"),
         _ body: @escaping @Sendable (Harness) async throws -> Void
     ) async throws {
         try await withTemporaryDirectory { directory in
@@ -69,7 +71,7 @@ struct Harness: Sendable {
                     bootstrapAdminKeyName: "test admin key",
                     usageFlushInterval: usageFlushInterval
                 ),
-                logger: Logger(label: "test")
+                logger: logger
             )
             let adminKey = try #require(built.bootstrap?.adminKey)
             let keysmith = built.keysmith
@@ -167,4 +169,46 @@ func withTemporaryDirectory(_ body: (URL) async throws -> Void) async throws {
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     try await body(directory)
+}
+
+/// Keeps every log line, for tests of what the server logs.
+final class LogCapture: Sendable {
+    struct Line: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: [String: String]
+    }
+
+    private let lines = Mutex<[Line]>([])
+
+    var captured: [Line] { self.lines.withLock { $0 } }
+
+    func logger(level: Logger.Level = .trace) -> Logger {
+        var logger = Logger(label: "test") { _ in Handler(capture: self) }
+        logger.logLevel = level
+        return logger
+    }
+
+    fileprivate func append(_ line: Line) {
+        self.lines.withLock { $0.append(line) }
+    }
+
+    private struct Handler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { self.metadata[key] }
+            set { self.metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            var all = self.metadata
+            all.merge(event.metadata ?? [:]) { $1 }
+            self.capture.append(
+                Line(level: event.level, message: event.message.description, metadata: all.mapValues { "\($0)" })
+            )
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import re
 import signal
 import subprocess
@@ -29,18 +30,30 @@ ADMIN_KEY = re.compile(r"sk-admin-[A-Za-z0-9]+")
 class Server:
     """`keysmith serve --port 0` on a database in `directory`; stdout and stderr are kept in files."""
 
-    def __init__(self, directory: Path, env: dict | None = None, args: list[str] | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        env: dict | None = None,
+        args: list[str] | None = None,
+        open_files: int | None = None,
+        scheme: str = "http",
+    ):
         self.directory = directory
         self.database = directory / "keysmith.sqlite"
         self.stdout_path = directory / "stdout.log"
         self.stderr_path = directory / "stderr.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
         environment.update(env or {})
+        def limit_open_files():
+            if open_files:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.process = subprocess.Popen(
             [keysmith_bin(), "serve", "--port", "0", "--database", f"sqlite:{self.database}", *(args or [])],
             stdout=open(self.stdout_path, "wb"),
             stderr=open(self.stderr_path, "wb"),
             env=environment,
+            preexec_fn=limit_open_files,
         )
         deadline = time.time() + 60
         while True:
@@ -56,7 +69,7 @@ class Server:
             time.sleep(0.05)
         keys = ADMIN_KEY.findall(self.stdout())
         self.admin_key = keys[0] if keys else None
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}/v1"
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
@@ -91,7 +104,7 @@ class Server:
     def request_root(self, method: str, path: str, key: str | None = None, headers: dict | None = None):
         """Like `request`, for paths outside /v1 (such as /healthz)."""
         saved = self.base_url
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.base_url.removesuffix("/v1")
         try:
             return self.request(method, path, key=key, headers=headers)
         finally:
@@ -129,3 +142,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 60) -> subproces
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
     environment.update(env or {})
     return subprocess.run([keysmith_bin(), *args], capture_output=True, text=True, env=environment, timeout=timeout)
+
+
+def assert_one_clear_line(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("keysmith: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], result.stderr
+    assert "Fatal error" not in result.stderr and "Stack dump" not in result.stderr

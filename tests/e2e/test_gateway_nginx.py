@@ -136,21 +136,28 @@ def test_nginx_recipe(shared_server, gateway):
     assert headers["x-keysmith-project-id"] == project.id
     assert headers["x-keysmith-key-id"] == account.api_key.id
     assert headers["x-keysmith-owner-type"] == "service_account"
+    # Unrestricted: an empty value, which nginx does not pass on at all.
+    assert headers.get("x-keysmith-scopes", "") == ""
     assert "authorization" not in headers
+    # The model server sees the host the client asked for, not the upstream block's name.
+    assert headers["host"] == gateway.removeprefix("http://")
     assert echoed["path"] == "/v1/chat/completions?stream=false"
     assert json.loads(echoed["body"]) == {"model": "m"}
 
-    # A bad key gets Keysmith's 401 JSON at the client, and never reaches the model server.
+    # A bad key gets Keysmith's 401 JSON at the client, with one WWW-Authenticate, and never reaches the model server.
     for key in ("sk-proj-not-a-key", None):
         status, response_headers, body = call(gateway, "POST", "/v1/chat/completions", key, {"model": "m"})
         assert status == 401, body
         assert response_headers["Content-Type"].startswith("application/json")
+        assert response_headers.get_all("WWW-Authenticate") == ["Bearer"]
         assert set(body["error"]) == {"message", "type", "param", "code"}
     status, _, body = call(gateway, "GET", "/v1/models", "sk-proj-not-a-key")
     assert body["error"]["code"] == "invalid_api_key"
 
-    # A scoped key: allowed where its scope reaches, Keysmith's 403 JSON elsewhere.
-    assert call(gateway, "GET", "/v1/models", user_key["value"])[0] == 200
+    # A scoped key: allowed where its scope reaches, with its scopes passed on; Keysmith's 403 JSON elsewhere.
+    status, _, echoed = call(gateway, "GET", "/v1/models", user_key["value"])
+    assert status == 200
+    assert {name.lower(): value for name, value in echoed["headers"].items()}["x-keysmith-scopes"] == "api.model.read"
     status, _, body = call(gateway, "POST", "/v1/chat/completions", user_key["value"], {"model": "m"})
     assert status == 403 and body["error"]["code"] == "missing_scope"
 

@@ -8,7 +8,7 @@ import sqlite3
 import openai
 import pytest
 
-from conftest import Server, run_cli
+from conftest import Server, assert_one_clear_line, run_cli
 
 
 def database_bytes(server: Server) -> bytes:
@@ -162,16 +162,6 @@ def test_every_command_has_help(arguments):
     result = run_cli(*arguments)
     assert result.returncode == 0, result.stderr
     assert "USAGE" in result.stdout.upper()
-
-
-def assert_one_clear_line(result, *fragments):
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("keysmith: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], result.stderr
-    assert "Fatal error" not in result.stderr and "Stack dump" not in result.stderr
 
 
 def test_bad_database_url_is_one_clear_line():

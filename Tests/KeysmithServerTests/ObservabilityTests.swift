@@ -1,0 +1,93 @@
+import Foundation
+import HTTPTypes
+import KeysmithCore
+import KeysmithServer
+import Logging
+import Testing
+
+@Suite("What an operator sees")
+struct ObservabilityTests {
+    @Test("/metrics needs an admin key on the main port, and reports requests, verifications, the index and the database")
+    func metrics() async throws {
+        try await Harness.run { app in
+            let projectID = try await app.project()
+            let account = try await app.serviceAccount(projectID: projectID)
+            _ = try await app.check(account.value)
+            _ = try await app.check(KeySecret.generate(.serviceAccount))
+
+            try await app.request(.get, "/metrics", key: "").expectError(.unauthorized)
+            try await app.request(.get, "/metrics", key: account.value).expectError(.forbidden)
+            let reply = try await app.request(.get, "/metrics")
+            #expect(reply.status == .ok)
+            #expect(reply.headers[.contentType]?.hasPrefix("text/plain; version=0.0.4") == true)
+            let text = reply.text
+            for expected in [
+                #"keysmith_http_requests_total{route="/v1/organization/projects",method="POST",status="200"} 1"#,
+                #"keysmith_http_requests_total{route="/v1/auth/check",method="GET",status="401"} 1"#,
+                #"keysmith_http_request_duration_seconds_bucket{route="/v1/auth/check",method="GET",le="0.0001"}"#,
+                #"keysmith_verifications_total{code="valid"} 1"#,
+                #"keysmith_verifications_total{code="not_found"} 1"#,
+                #"keysmith_verification_index_secrets{kind="current"} 1"#,
+                #"keysmith_verification_index_secrets{kind="admin"} 1"#,
+                #"keysmith_change_log_entries_applied_total"#,
+                #"keysmith_database_statement_duration_seconds_count"#,
+                #"keysmith_build_info{version="\#(KeysmithVersion.current)"} 1"#,
+            ] {
+                #expect(text.contains(expected), "missing \(expected) in:\n\(text)")
+            }
+            // Routes are labelled by pattern, never by id: one series per route, whatever the ids.
+            #expect(!text.contains(projectID))
+        }
+    }
+
+    @Test("/readyz says the database answers and is migrated; /healthz stays a plain liveness check")
+    func readiness() async throws {
+        try await Harness.run { app in
+            let ready = try await app.request(.get, "/readyz", key: "")
+            #expect(ready.status == .ok)
+            #expect(ready["status"] as? String == "ready")
+            let health = try await app.request(.get, "/healthz", key: "")
+            #expect(health.status == .ok && health.text == "ok")
+        }
+    }
+
+    @Test("Each request has an id: the client's X-Request-Id when usable, else a new one; it is returned and logged")
+    func requestIDs() async throws {
+        let capture = LogCapture()
+        try await Harness.run(logger: capture.logger(level: .info)) { app in
+            let given = try await app.request(.get, "/v1/organization/projects", headers: [.init("X-Request-Id")!: "trace-abc-123"])
+            #expect(given.headers[.init("X-Request-Id")!] == "trace-abc-123")
+
+            let first = try await app.request(.get, "/healthz", key: "")
+            let second = try await app.request(.get, "/healthz", key: "")
+            let generated = [first, second].compactMap { $0.headers[.init("X-Request-Id")!] }
+            #expect(generated.count == 2 && generated[0] != generated[1] && generated.allSatisfy { !$0.isEmpty })
+
+            // Not usable (too long, or with spaces): replaced by the server's own.
+            let tooLong = String(repeating: "x", count: 200)
+            let replaced = try await app.request(.get, "/healthz", key: "", headers: [.init("X-Request-Id")!: tooLong])
+            #expect(replaced.headers[.init("X-Request-Id")!] != tooLong)
+
+            let key = try await app.serviceAccount(projectID: try await app.project()).value
+            _ = try await app.check(key)
+            _ = try await app.request(.get, "/v1/organization/projects/proj_missing")
+
+            let access = capture.captured.filter { $0.message == "request" }
+            let traced = try #require(access.first { $0.metadata["request_id"] == "trace-abc-123" })
+            #expect(traced.level == .info)
+            #expect(traced.metadata["method"] == "GET")
+            #expect(traced.metadata["route"] == "/v1/organization/projects")
+            #expect(traced.metadata["status"] == "200")
+            #expect(traced.metadata["duration_ms"].flatMap(Double.init) != nil)
+            let notFound = try #require(access.first { $0.metadata["path"] == "/v1/organization/projects/proj_missing" })
+            #expect(notFound.metadata["status"] == "404")
+            #expect(notFound.metadata["route"] == "/v1/organization/projects/{project_id}")
+            // One line per request, and no line carries a key or a header.
+            #expect(access.count == 8)
+            for line in capture.captured {
+                let text = line.message + line.metadata.values.joined()
+                #expect(!text.contains(key) && !text.contains(app.adminKey) && !text.contains("Bearer"))
+            }
+        }
+    }
+}
