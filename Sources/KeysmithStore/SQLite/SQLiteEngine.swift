@@ -10,17 +10,19 @@ import Synchronization
 /// connection for all.
 ///
 /// Every statement runs on a thread of the engine's own, never on Swift's cooperative threads or NIO's event loops,
-/// since SQLite's calls block. The writer has one thread and is held for a whole transaction. The readers have a
-/// thread each and are not held between statements: each read statement runs on whichever reader thread is free,
-/// with whichever reader connection is idle (as many as there are threads, so one always is). Snapshot reads are
-/// rare (multi-statement admin reads, loading verification state), so they share one connection, one at a time.
+/// since SQLite's calls block. The writer has one thread (``SQLiteThread``), held for a whole transaction, whose body
+/// runs on that thread so that its statements run in place, without a hop each. The readers have a thread each and
+/// are not held between statements: each read statement runs on whichever reader thread is free, with whichever
+/// reader connection is idle (as many as there are threads, so one always is). Snapshot reads are rare
+/// (multi-statement admin reads, loading verification state), so they share one connection and its thread, one at
+/// a time.
 public final class SQLiteEngine: SQLEngine {
     private let writer: SQLiteConnection
-    private let writerThread: NIOThreadPool
+    private let writerThread: SQLiteThread
     private let writeLock = AsyncLock()
     private let readers: ReaderPool?
     private let snapshotReader: SQLiteConnection?
-    private let snapshotThread: NIOThreadPool?
+    private let snapshotThread: SQLiteThread?
     private let snapshotLock = AsyncLock()
     private let logger: Logger
     private let observer: SQLStatementObserver?
@@ -90,15 +92,10 @@ public final class SQLiteEngine: SQLEngine {
         observer: SQLStatementObserver?
     ) {
         self.writer = writer
-        self.writerThread = NIOThreadPool(numberOfThreads: 1)
-        self.writerThread.start()
+        self.writerThread = SQLiteThread()
         self.readers = readers.isEmpty ? nil : ReaderPool(readers)
         self.snapshotReader = snapshot
-        self.snapshotThread = snapshot.map { _ in
-            let thread = NIOThreadPool(numberOfThreads: 1)
-            thread.start()
-            return thread
-        }
+        self.snapshotThread = snapshot.map { _ in SQLiteThread() }
         self.logger = logger
         self.observer = observer
     }
@@ -117,7 +114,9 @@ public final class SQLiteEngine: SQLEngine {
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
-            return try await self.writeLock.withLock { try await body(self.writerSession) }
+            return try await withTaskExecutorPreference(self.writerThread) {
+                try await self.writeLock.withLock { try await body(self.writerSession) }
+            }
         }
         return try await body(SQLiteSession(target: .readers(readers), observer: self.observer))
     }
@@ -125,39 +124,45 @@ public final class SQLiteEngine: SQLEngine {
     public func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
             // One connection, held for the whole body: one snapshot by construction.
-            return try await self.writeLock.withLock { try await body(self.writerSession) }
+            return try await withTaskExecutorPreference(self.writerThread) {
+                try await self.writeLock.withLock { try await body(self.writerSession) }
+            }
         }
         let session = SQLiteSession(target: .connection(connection, thread), observer: self.observer)
-        return try await self.snapshotLock.withLock {
-            // A deferred transaction takes its snapshot at its first read and keeps it until it ends.
-            try await session.execute("BEGIN")
-            let result: T
-            do {
-                result = try await body(session)
-            } catch {
-                await self.endTransaction(session, after: error)
-                throw error
+        return try await withTaskExecutorPreference(thread) {
+            try await self.snapshotLock.withLock {
+                // A deferred transaction takes its snapshot at its first read and keeps it until it ends.
+                try await session.execute("BEGIN")
+                let result: T
+                do {
+                    result = try await body(session)
+                } catch {
+                    await self.endTransaction(session, after: error)
+                    throw error
+                }
+                try await session.execute("COMMIT")
+                return result
             }
-            try await session.execute("COMMIT")
-            return result
         }
     }
 
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         let session = self.writerSession
-        return try await self.writeLock.withLock {
-            try await session.execute("BEGIN IMMEDIATE")
-            let result: T
-            do {
-                result = try await body(session)
-                // A failed COMMIT (a deferred constraint, a full disk) leaves the transaction open: it must be rolled
-                // back below, or every later BEGIN on this connection would fail.
-                try await session.execute("COMMIT")
-            } catch {
-                await self.endTransaction(session, after: error)
-                throw error
+        return try await withTaskExecutorPreference(self.writerThread) {
+            try await self.writeLock.withLock {
+                try await session.execute("BEGIN IMMEDIATE")
+                let result: T
+                do {
+                    result = try await body(session)
+                    // A failed COMMIT (a deferred constraint, a full disk) leaves the transaction open: it must be
+                    // rolled back below, or every later BEGIN on this connection would fail.
+                    try await session.execute("COMMIT")
+                } catch {
+                    await self.endTransaction(session, after: error)
+                    throw error
+                }
+                return result
             }
-            return result
         }
     }
 
@@ -185,12 +190,12 @@ public final class SQLiteEngine: SQLEngine {
     public func backup(to destination: String) async throws {
         guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
             try await self.writeLock.withLock {
-                try await SQLiteSession.onThread(self.writerThread, sql: nil) { try self.writer.backup(to: destination) }
+                try await SQLiteSession.on(self.writerThread, sql: nil) { try self.writer.backup(to: destination) }
             }
             return
         }
         try await self.snapshotLock.withLock {
-            try await SQLiteSession.onThread(thread, sql: nil) { try connection.backup(to: destination) }
+            try await SQLiteSession.on(thread, sql: nil) { try connection.backup(to: destination) }
         }
     }
 
@@ -199,10 +204,10 @@ public final class SQLiteEngine: SQLEngine {
         try await self.readers?.close()
         if let snapshotReader, let snapshotThread {
             try await self.snapshotLock.withLock { snapshotReader.close() }
-            try await snapshotThread.shutdownGracefully()
+            try await snapshotThread.shutdown()
         }
         try await self.writeLock.withLock { self.writer.close() }
-        try await self.writerThread.shutdownGracefully()
+        try await self.writerThread.shutdown()
     }
 }
 
@@ -240,7 +245,7 @@ final class ReaderPool: Sendable {
 /// statement then runs on the target's thread.
 struct SQLiteSession: SQLSession {
     enum Target: Sendable {
-        case connection(SQLiteConnection, NIOThreadPool)
+        case connection(SQLiteConnection, SQLiteThread)
         case readers(ReaderPool)
     }
 
@@ -292,7 +297,7 @@ struct SQLiteSession: SQLSession {
             let result: T
             switch self.target {
             case .connection(let connection, let thread):
-                result = try await Self.onThread(thread, sql: sql) { try body(connection) }
+                result = try await Self.on(thread, sql: sql) { try body(connection) }
             case .readers(let readers):
                 result = try await Self.onThread(readers.threads, sql: sql) { try readers.withConnection(body) }
             }
@@ -301,6 +306,18 @@ struct SQLiteSession: SQLSession {
         } catch {
             self.observer?.statementFinished(ContinuousClock.now - started, true)
             throw error
+        }
+    }
+
+    /// Runs `work` on `thread`: in place when the caller already runs there (inside a transaction body), else by
+    /// hopping there and back.
+    static func on<T: Sendable>(_ thread: SQLiteThread, sql: String?, _ work: @escaping @Sendable () throws -> T) async throws -> T {
+        if thread.isCurrent { return try work() }
+        guard !thread.hasStopped else { throw SQLiteFailure.closed(sql: sql) }
+        return try await withTaskExecutorPreference(thread) {
+            // Off the thread only when it had stopped and the job went to the global executor instead.
+            guard thread.isCurrent || !thread.hasStopped else { throw SQLiteFailure.closed(sql: sql) }
+            return try work()
         }
     }
 
