@@ -39,20 +39,43 @@ extension SQLStore {
         }
     }
 
+    /// One statement per table for the whole batch, whatever its size: the batch is bound as one JSON object
+    /// (`{"key_…": 1750000000, …}`) that `json_each` turns into rows, so the statement's text, and so its cached
+    /// plan, is the same for every batch. A time only ever moves forward.
     public func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
         guard !apiKeys.isEmpty || !adminKeys.isEmpty else { return }
         try await self.engine.write { database in
-            for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] {
-                for (id, time) in uses {
-                    try await database.raw(
-                        """
-                        UPDATE \(unsafeRaw: table) SET last_used_at = \(bind: time)
-                        WHERE id = \(bind: id) AND (last_used_at IS NULL OR last_used_at < \(bind: time))
-                        """
-                    ).run()
-                }
+            for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] where !uses.isEmpty {
+                try await database.raw(
+                    """
+                    UPDATE \(unsafeRaw: table) SET last_used_at = used.value
+                    FROM (SELECT key, value FROM json_each(\(bind: Self.usesJSON(uses)))) AS used
+                    WHERE \(unsafeRaw: table).id = used.key
+                      AND (\(unsafeRaw: table).last_used_at IS NULL OR \(unsafeRaw: table).last_used_at < used.value)
+                    """
+                ).run()
             }
         }
+    }
+
+    /// `{"id": time, …}`. Ids are made by Keysmith (a prefix and base62 digits), so they need no escaping; any other
+    /// character would be a bug, and is escaped anyway rather than trusted.
+    static func usesJSON(_ uses: [String: UnixSeconds]) -> String {
+        var json = "{"
+        for (index, (id, time)) in uses.enumerated() {
+            if index > 0 { json += "," }
+            json += "\""
+            for scalar in id.unicodeScalars {
+                switch scalar {
+                case "\"", "\\": json += "\\" + String(scalar)
+                case _ where scalar.value < 0x20:
+                    json += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                default: json.unicodeScalars.append(scalar)
+                }
+            }
+            json += "\":\(time)"
+        }
+        return json + "}"
     }
 
     // MARK: Verification state

@@ -85,7 +85,7 @@ enum Logs {
         LoggingSystem.bootstrap { label in
             switch chosen {
             case .text:
-                var handler = StreamLogHandler.standardError(label: label)
+                var handler = TextLogHandler(label: label)
                 handler.logLevel = level
                 return handler
             case .json:

@@ -73,7 +73,7 @@ struct ObservabilityTests {
             _ = try await app.request(.get, "/v1/organization/projects/proj_missing")
 
             let access = capture.captured.filter { $0.message == "request" }
-            let traced = try #require(access.first { $0.metadata["request_id"] == "trace-abc-123" })
+            let traced = try #require(access.first { $0.metadata["hb.request.id"] == "trace-abc-123" })
             #expect(traced.level == .info)
             #expect(traced.metadata["method"] == "GET")
             #expect(traced.metadata["route"] == "/v1/organization/projects")

@@ -2,6 +2,7 @@ import Foundation
 import KeysmithCore
 import KeysmithStore
 import Logging
+import Synchronization
 import Testing
 
 @Suite("Store: setup")
@@ -411,6 +412,67 @@ struct StoreKeyTests {
             #expect(try await fixture.store.adminKeyCredential(id: ids[0]) == nil)
             #expect(try await fixture.store.adminKeyCredential(id: ids[1])?.secretHash == "hash1")
             #expect(try await fixture.store.adminKeyCredentials().map(\.key.id).sorted() == Array(ids.dropFirst()).sorted())
+        }
+    }
+
+    @Test("A batch of uses is one statement per table; last_used_at only moves forward; unknown ids are ignored")
+    func batchedUses() async throws {
+        try await withTemporaryDirectory { directory in
+            let statements = Mutex(0)
+            let store = try await SQLStore.open(
+                .sqliteFile(path: directory.appendingPathComponent("uses.sqlite").path),
+                logger: Logger(label: "test"),
+                observer: SQLStatementObserver { _, _ in statements.withLock { $0 += 1 } }
+            )
+            try await store.migrate()
+            let organization = Organization(id: "org-uses", name: "Uses", createdAt: 1)
+            try await store.createOrganization(organization)
+            let project = Project(id: "proj_uses", organizationID: organization.id, name: "P", createdAt: 1)
+            try await store.createProject(project)
+            let account = ServiceAccount(
+                id: "svc_acct_uses",
+                organizationID: organization.id,
+                projectID: project.id,
+                name: "b",
+                role: .member,
+                createdAt: 1
+            )
+            try await store.createServiceAccount(account, key: nil)
+            var ids: [String] = []
+            for index in 0..<300 {
+                let id = "key_uses\(index)"
+                _ = try await store.createAPIKey(
+                    NewAPIKey(
+                        id: id,
+                        organizationID: organization.id,
+                        projectID: project.id,
+                        owner: .serviceAccount(id: account.id),
+                        name: "k",
+                        secret: NewKeySecret(hash: String(format: "%064d", index), redactedValue: "r"),
+                        scopes: [],
+                        createdAt: 1,
+                        expiresAt: nil
+                    )
+                )
+                ids.append(id)
+            }
+            let admin = AdminKey(id: "key_admin_uses", organizationID: organization.id, name: "a", redactedValue: "r", createdAt: 1)
+            try await store.createAdminKey(admin, secretHash: String(repeating: "a", count: 64))
+
+            var uses = Dictionary(uniqueKeysWithValues: ids.map { ($0, 100) })
+            uses["key_missing"] = 100
+            let before = statements.withLock { $0 }
+            try await store.recordUses(apiKeys: uses, adminKeys: [admin.id: 50])
+            // BEGIN, one UPDATE per table, COMMIT.
+            #expect(statements.withLock { $0 } - before == 4)
+            // An older time (from a slower batch, or another process) never moves a time back.
+            try await store.recordUses(apiKeys: [ids[0]: 90, ids[1]: 110], adminKeys: [admin.id: 40])
+            let first = try await store.apiKey(id: ids[0], projectID: project.id, organizationID: organization.id)
+            let second = try await store.apiKey(id: ids[1], projectID: project.id, organizationID: organization.id)
+            let last = try await store.apiKey(id: ids[299], projectID: project.id, organizationID: organization.id)
+            #expect(first.lastUsedAt == 100 && second.lastUsedAt == 110 && last.lastUsedAt == 100)
+            #expect(try await store.adminKey(id: admin.id, organizationID: organization.id).lastUsedAt == 50)
+            try await store.close()
         }
     }
 }

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -16,23 +18,24 @@ import time
 import zlib
 from pathlib import Path
 
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+LISTENING = re.compile(r"Keysmith \S+ is listening on ([0-9.]+):(\d+)")
 ADMIN_KEY = re.compile(r"sk-admin-[A-Za-z0-9]+")
 
 
 class Server:
-    def __init__(self, binary: str, directory: Path):
+    def __init__(self, binary: str, directory: Path, database: Path | None = None, admin_key: str | None = None):
         self.stderr_path = directory / "stderr.log"
         self.stdout_path = directory / "stdout.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
         environment["KEYSMITH_LOG_LEVEL"] = "warning"
+        started = time.time()
         self.process = subprocess.Popen(
-            [binary, "serve", "--port", "0", "--database", f"sqlite:{directory / 'bench.sqlite'}"],
+            [binary, "serve", "--port", "0", "--database", f"sqlite:{database or directory / 'bench.sqlite'}"],
             stdout=open(self.stdout_path, "wb"),
             stderr=open(self.stderr_path, "wb"),
             env=environment,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + 600
         # The listening line is an info log; at warning level find the port from the kernel instead.
         while True:
             self.port = self._listening_port()
@@ -40,8 +43,27 @@ class Server:
                 break
             if self.process.poll() is not None or time.time() > deadline:
                 raise SystemExit(f"keysmith did not start: {self.stderr_path.read_text()}")
-            time.sleep(0.05)
-        self.admin_key = ADMIN_KEY.search(self.stdout_path.read_text()).group(0)
+            time.sleep(0.02)
+        self.startup_seconds = time.time() - started
+        self.admin_key = admin_key or ADMIN_KEY.search(self.stdout_path.read_text()).group(0)
+
+    def rss_mb(self) -> float:
+        """Resident memory now, in MiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def metric(self, name: str) -> float:
+        """One sample of /metrics, by its full name with labels."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {self.admin_key}"})
+        text = connection.getresponse().read().decode()
+        connection.close()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        raise SystemExit(f"{name} is not in /metrics")
 
     def _listening_port(self):
         try:
@@ -86,22 +108,19 @@ def seed_keys(server: Server, keys: int) -> dict:
         client.call("POST", f"/organization/projects/{project}/users", {"user_id": user["id"], "role": "member"})
         members.append(user["id"])
 
-    ids: list[str] = []
-    values: list[str] = []
+    pairs: list[tuple[str, str]] = []
     lock = threading.Lock()
     started = time.time()
 
     def worker(worker_index: int, count: int):
         connection = Client(server.port, server.admin_key)
-        made, secrets = [], []
+        made = []
         for index in range(count):
             body = {"name": f"bench key {worker_index}-{index}", "user_id": members[index % len(members)]}
             created = connection.call("POST", f"/organization/projects/{project}/api_keys", body)
-            made.append(created["id"])
-            secrets.append(created["value"])
+            made.append((created["id"], created["value"]))
         with lock:
-            ids.extend(made)
-            values.extend(secrets)
+            pairs.extend(made)
 
     threads = [threading.Thread(target=worker, args=(i, keys // 8 + (1 if i < keys % 8 else 0))) for i in range(8)]
     for thread in threads:
@@ -109,9 +128,9 @@ def seed_keys(server: Server, keys: int) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.time() - started
-    ids.sort()  # ids sort in creation order
-    print(f"==> seeded {len(ids):,} keys through the API in {elapsed:.1f} s ({len(ids) / elapsed:,.0f} keys/s)", flush=True)
-    return {"project": project, "ids": ids, "values": values}
+    pairs.sort()  # ids sort in creation order
+    print(f"==> seeded {len(pairs):,} keys through the API in {elapsed:.1f} s ({len(pairs) / elapsed:,.0f} keys/s)", flush=True)
+    return {"project": project, "ids": [p[0] for p in pairs], "values": [p[1] for p in pairs]}
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -136,7 +155,7 @@ def wrk(url: str, headers: dict, duration: int, connections: int, script: str | 
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if "Non-2xx or 3xx responses" in output and not allow_errors:
         raise SystemExit(f"wrk saw error responses for {url}:\n{output}")
-    result = {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))}
+    result = {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1)), "output": output}
     for percentile in ("50", "99"):
         result[f"p{percentile}"] = parse_latency(re.search(rf"\s{percentile}%\s+(\S+)", output).group(1))
     return result
@@ -149,6 +168,7 @@ def measure(
     connections: int,
     rounds: int,
     expect_status: set[str] = frozenset(),
+    around=None,
 ) -> dict:
     """Runs the scenarios in interleaved rounds (each after a 2 s warm-up) and reports, per scenario, the median of
     each figure over the rounds: a burst of noise from other work on the machine then hits every scenario alike
@@ -156,10 +176,14 @@ def measure(
     runs: dict[str, list[dict]] = {name: [] for name, *_ in scenarios}
     for round_index in range(rounds):
         for name, path, headers, script in scenarios:
-            url = f"http://127.0.0.1:{port}{path}"
+            url = path if path.startswith("http") else f"http://127.0.0.1:{port}{path}"
             allow = name in expect_status
             wrk(url, headers, 2, connections, script, allow)  # warm-up
-            result = wrk(url, headers, duration, connections, script, allow)
+            if around:
+                with around(name):
+                    result = wrk(url, headers, duration, connections, script, allow)
+            else:
+                result = wrk(url, headers, duration, connections, script, allow)
             runs[name].append(result)
             print(
                 f"    round {round_index + 1}: {name:<36} {result['rps']:>10,.0f} req/s   "
@@ -228,8 +252,8 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def well_formed_unknown_key() -> str:
-    """A key with Keysmith's format and a valid checksum that was never issued: it passes the checksum and costs
-    a lookup, unlike a malformed key."""
+    """A key with Keysmith's format and a valid checksum that was never issued: it passes the checksum, unlike a
+    malformed key, so it reaches the lookup."""
     body = "sk-proj-" + "".join(secrets.choice(BASE62) for _ in range(43))
     checksum = zlib.crc32(body.encode())
     digits = ""
@@ -251,20 +275,88 @@ request = function()
 end
 """
 
+# Sends each key of the file once, then stops; counts 5xx answers. wrk's main thread sleeps out the duration even
+# when its one thread has stopped, so the script marks when it sent its first request and had its last answer (files
+# beside args[2]), and wrk_once() times the run from those and then interrupts wrk.
+LUA_ONCE = """
+local keys = {}
+local sent = 0
+local marker
+answered = 0
+server_errors = 0
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+  for line in io.lines(args[1]) do keys[#keys + 1] = line end
+  marker = args[2]
+end
+request = function()
+  if sent == 0 then io.open(marker .. ".started", "w"):close() end
+  sent = sent + 1
+  return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. keys[(sent - 1) % #keys + 1]})
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if status >= 500 then server_errors = server_errors + 1 end
+  if answered == #keys then
+    io.open(marker .. ".done", "w"):close()
+    wrk.thread:stop()
+  end
+end
+done = function(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    io.write(string.format("lua: answered=%d server_errors=%d\\n", thread:get("answered"), thread:get("server_errors")))
+  end
+end
+"""
 
-def run_verify(args, server: Server):
-    seeded = seed_keys(server, args.keys)
+
+def wrk_once(url: str, script: Path, keys_file: Path, count: int, connections: int) -> dict:
+    """Sends each of the `count` keys in `keys_file` once (LUA_ONCE); requests/s is count over the time from the
+    first request to the last answer."""
+    marker = keys_file.with_suffix(".marker")
+    for suffix in (".started", ".done"):
+        Path(str(marker) + suffix).unlink(missing_ok=True)
+    command = ["wrk", "-t1", f"-c{connections}", "-d600s", "--latency", "-s", str(script), url, "--", str(keys_file), str(marker)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    started = done = None
+    deadline = time.monotonic() + 600
+    while done is None and time.monotonic() < deadline and process.poll() is None:
+        now = time.monotonic()
+        if started is None and Path(str(marker) + ".started").exists():
+            started = now
+        if Path(str(marker) + ".done").exists():
+            done = now
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    if started is None or done is None:
+        raise SystemExit(f"wrk did not finish sending {count:,} keys:\n{output}")
+    result = {"rps": count / (done - started), "elapsed": done - started, "output": output}
+    for percentile in ("50", "99"):
+        result[f"p{percentile}"] = parse_latency(re.search(rf"\s{percentile}%\s+(\S+)", output).group(1))
+    return result
+
+
+def write_lines(directory: Path, name: str, lines: list[str]) -> Path:
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def judge(checks: list[tuple[str, bool]]) -> bool:
+    for text, met in checks:
+        print(f"{'met ' if met else 'MISSED'}  {text}")
+    return all(met for _, met in checks)
+
+
+def verify_base(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
     valid = seeded["values"][: args.cycle]
-    directory = Path(tempfile.mkdtemp(prefix="keysmith-bench-lua-"))
-    script = directory / "cycle.lua"
-    script.write_text(LUA_CYCLE)
-    valid_file = directory / "valid.txt"
-    valid_file.write_text("\n".join(valid) + "\n")
+    valid_file = write_lines(directory, "valid.txt", valid)
     mixed = [key for pair in zip(valid[: args.cycle // 2], [well_formed_unknown_key() for _ in range(args.cycle // 2)]) for key in pair]
-    mixed_file = directory / "mixed.txt"
-    mixed_file.write_text("\n".join(mixed) + "\n")
+    mixed_file = write_lines(directory, "mixed.txt", mixed)
     print(
-        f"==> wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds (medians of each figure reported); "
+        f"==> checks: wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds (medians); "
         f"cycling through {len(valid):,} valid keys, then {len(mixed) // 2:,} valid + {len(mixed) // 2:,} well-formed unknown keys"
     )
     # The baseline runs the same Lua script (and so sends the same headers): wrk's per-request Lua work shares the
@@ -292,27 +384,390 @@ def run_verify(args, server: Server):
     )
     health = results["GET /healthz, same Lua script"]
     valid_result, mixed_result = results["check, valid keys"], results["check, half unknown keys"]
-    checks = [
-        (f"valid keys: throughput / /healthz = {valid_result['rps'] / health['rps']:.0%} (target >= 80%)", valid_result["rps"] / health["rps"] >= 0.80),
-        (f"valid keys: p99 = {valid_result['p99']:.2f} ms at {args.connections} connections (target <= 5 ms)", valid_result["p99"] <= 5.0),
-        (f"half unknown: throughput / /healthz = {mixed_result['rps'] / health['rps']:.0%} (target >= 70%)", mixed_result["rps"] / health["rps"] >= 0.70),
-    ]
-    for text, met in checks:
-        print(f"{'met ' if met else 'MISSED'}  {text}")
-    return all(met for _, met in checks)
+    return judge(
+        [
+            (f"valid keys: throughput / /healthz = {valid_result['rps'] / health['rps']:.0%} (target >= 80%)", valid_result["rps"] / health["rps"] >= 0.80),
+            (f"valid keys: p99 = {valid_result['p99']:.2f} ms at {args.connections} connections (target <= 5 ms)", valid_result["p99"] <= 5.0),
+            (f"half unknown: throughput / /healthz = {mixed_result['rps'] / health['rps']:.0%} (target >= 70%)", mixed_result["rps"] / health["rps"] >= 0.70),
+        ]
+    )
+
+
+def verify_flood(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
+    """300,000 distinct forged keys, each sent once, beside /healthz driven by the same script over the same keys."""
+    once = directory / "once.lua"
+    once.write_text(LUA_ONCE)
+    statements = "keysmith_database_statement_duration_seconds_count"
+    print(f"==> forged-key flood: {args.flood:,} distinct well-formed never-issued keys, each sent once; {args.flood_rounds} rounds")
+    rounds = []
+    for round_index in range(args.flood_rounds):
+        forged_file = write_lines(directory, "forged.txt", [well_formed_unknown_key() for _ in range(args.flood)])
+        wrk(f"http://127.0.0.1:{server.port}/healthz", {}, 2, args.connections)  # warm-up
+        baseline = wrk_once(f"http://127.0.0.1:{server.port}/healthz", once, forged_file, args.flood, args.connections)
+        forged_file = write_lines(directory, "forged.txt", [well_formed_unknown_key() for _ in range(args.flood)])
+        rss_before = server.rss_mb()
+        statements_before = server.metric(statements)
+        peak = [rss_before]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], server.rss_mb())
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        flood = wrk_once(f"http://127.0.0.1:{server.port}/v1/auth/check", once, forged_file, args.flood, args.connections)
+        elapsed = flood["elapsed"]
+        stop.set()
+        sampler.join()
+        reads = server.metric(statements) - statements_before
+        counts = re.search(r"lua: answered=(\d+) server_errors=(\d+)", flood["output"])
+        answered, server_errors = int(counts.group(1)), int(counts.group(2))
+        # Right after the flood: valid keys, still answered from memory.
+        valid_file = write_lines(directory, "valid.txt", seeded["values"][: args.cycle])
+        statements_before_valid = server.metric(statements)
+        after = wrk(f"http://127.0.0.1:{server.port}/v1/auth/check", {}, args.duration, args.connections, f"{script} {valid_file}")
+        valid_reads = server.metric(statements) - statements_before_valid
+        rounds.append(
+            {
+                "baseline": baseline["rps"],
+                "flood": flood["rps"],
+                "ratio": flood["rps"] / baseline["rps"],
+                "p99": flood["p99"],
+                "answered": answered,
+                "server_errors": server_errors,
+                "reads": reads,
+                "elapsed": elapsed,
+                "rss_growth": peak[0] - rss_before,
+                "rss_before": rss_before,
+                "valid_after": after["rps"],
+                "valid_reads": valid_reads,
+            }
+        )
+        r = rounds[-1]
+        print(
+            f"    round {round_index + 1}: /healthz (same script, same count) {r['baseline']:,.0f} req/s; flood {r['flood']:,.0f} req/s "
+            f"({r['ratio']:.0%}), p99 {r['p99']:.2f} ms, {answered:,} answered, {server_errors} 5xx, "
+            f"{reads:.0f} statements in {elapsed:.1f} s, RSS {rss_before:.0f} MiB +{r['rss_growth']:.1f} MiB; "
+            f"then valid keys {after['rps']:,.0f} req/s with {valid_reads:.0f} statements in {args.duration} s",
+            flush=True,
+        )
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    print()
+    print("| figure | median of rounds |")
+    print("|---|---:|")
+    print(f"| /healthz, same script over the same number of keys | {median['baseline']:,.0f} req/s |")
+    print(f"| check, forged keys | {median['flood']:,.0f} req/s ({median['ratio']:.0%}), p99 {median['p99']:.2f} ms |")
+    print(f"| database statements during the flood (the change feed's polls included) | {median['reads']:.0f} in {median['elapsed']:.1f} s |")
+    print(f"| resident memory growth during the flood | {median['rss_growth']:.1f} MiB (from {median['rss_before']:.0f} MiB) |")
+    print(f"| valid keys right after, statements meanwhile | {median['valid_after']:,.0f} req/s, {median['valid_reads']:.0f} |")
+    print()
+    worst_5xx = max(r["server_errors"] for r in rounds)
+    # The feed polls the change log 4 times a second; anything beyond that would be per-key reads.
+    poll_allowance = max(r["elapsed"] for r in rounds) * 4 * 2 + 10
+    return judge(
+        [
+            (f"flood: throughput / /healthz = {median['ratio']:.0%} (target >= 50%)", median["ratio"] >= 0.50),
+            (f"flood: {worst_5xx} 5xx answers (target 0)", worst_5xx == 0),
+            (
+                f"flood: at most {max(r['reads'] for r in rounds):.0f} database statements per {args.flood:,} forged keys, "
+                f"the change feed's polls (target: no read per forged key)",
+                max(r["reads"] for r in rounds) <= poll_allowance,
+            ),
+            (f"flood: resident memory grew {max(r['rss_growth'] for r in rounds):.1f} MiB (target <= 200 MB)", max(r["rss_growth"] for r in rounds) <= 200),
+            (
+                f"valid keys after the flood: {max(r['valid_reads'] for r in rounds):.0f} statements in {args.duration} s (from memory: polls only)",
+                max(r["valid_reads"] for r in rounds) <= args.duration * 4 * 2 + 10,
+            ),
+        ]
+    )
+
+
+class Rotator(threading.Thread):
+    """Rotates keys through the admin API at a steady rate until stopped."""
+
+    def __init__(self, server: Server, project: str, ids: list[str], per_second: float):
+        super().__init__(daemon=True)
+        self.client = Client(server.port, server.admin_key)
+        self.project, self.ids, self.per_second = project, ids, per_second
+        self.stop = threading.Event()
+        self.done = 0
+
+    def run(self):
+        started = time.monotonic()
+        while not self.stop.is_set():
+            due = started + self.done / self.per_second
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            key = self.ids[self.done % len(self.ids)]
+            self.client.call("POST", f"/organization/projects/{self.project}/api_keys/{key}/rotate", {})
+            self.done += 1
+
+
+def verify_writes(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
+    """Valid-key checks with and without another client rotating keys at 50 per second, interleaved."""
+    valid_file = write_lines(directory, "valid.txt", seeded["values"][: args.cycle])
+    # Rotate keys the checks do not use, so that every check stays valid.
+    pool = seeded["ids"][args.cycle :]
+    rates = []
+
+    class Around:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            self.rotator = None
+            if "rotating" in self.name:
+                self.rotator = Rotator(server, seeded["project"], pool, args.rotations)
+                self.started = time.monotonic()
+                self.rotator.start()
+
+        def __exit__(self, *exc):
+            if self.rotator:
+                self.rotator.stop.set()
+                self.rotator.join()
+                rates.append(self.rotator.done / (time.monotonic() - self.started))
+
+    print(f"==> checks during admin writes: valid keys, alone and while another client rotates keys at {args.rotations:.0f}/s")
+    results = measure(
+        [
+            ("check, valid keys", "/v1/auth/check", {}, f"{script} {valid_file}"),
+            (f"check, valid keys, rotating {args.rotations:.0f}/s", "/v1/auth/check", {}, f"{script} {valid_file}"),
+        ],
+        server.port,
+        args.duration,
+        args.connections,
+        args.rounds,
+        around=Around,
+    )
+    print()
+    print(table(results, "check, valid keys"))
+    print(f"(rotations achieved: median {statistics.median(rates):.1f}/s)")
+    print()
+    alone, rotating = results["check, valid keys"], results[f"check, valid keys, rotating {args.rotations:.0f}/s"]
+    ratio = rotating["p99"] / alone["p99"]
+    return judge(
+        [
+            (f"checks during writes: p99 {rotating['p99']:.2f} ms vs {alone['p99']:.2f} ms alone = {ratio:.2f}x (target <= 1.5x)", ratio <= 1.5),
+            (f"rotations ran at {statistics.median(rates):.1f}/s (asked {args.rotations:.0f}/s)", statistics.median(rates) >= args.rotations * 0.9),
+        ]
+    )
+
+
+NGINX_CONFIG = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {root}/error.log warn;
+pid {root}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream keysmith {{
+        server 127.0.0.1:{keysmith};
+        keepalive 64;
+    }}
+    # The baseline's auth server: answers 200 at once, in the same nginx worker.
+    upstream noop {{
+        server 127.0.0.1:{noop};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{noop};
+        location / {{ return 200; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        # As docs/gateways.md's recipe, with Keysmith or with the no-op upstream as the auth server.
+        location /keysmith/ {{
+            auth_request /_keysmith;
+            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
+            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
+            alias {root}/static/;
+        }}
+        location /noop/ {{
+            auth_request /_noop;
+            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
+            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
+            alias {root}/static/;
+        }}
+        location = /_keysmith {{
+            internal;
+            proxy_pass http://keysmith/v1/auth/check;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location = /_noop {{
+            internal;
+            proxy_pass http://noop/v1/auth/check;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
+    """What a gateway pays: nginx (one worker) serving a static file behind auth_request to Keysmith, against the
+    same nginx with auth_request to a no-op upstream: an nginx server of its own that answers 200 at once."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    root = directory / "nginx"
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "static"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "static" / "model.json").write_text('{"object":"model"}\n')
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    port, noop = ports
+    (root / "nginx.conf").write_text(NGINX_CONFIG.format(root=root, keysmith=server.port, port=port, noop=noop))
+    process = subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf")], stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"nginx did not start: {process.stderr.read().decode()}")
+                time.sleep(0.05)
+        valid_file = write_lines(directory, "valid.txt", seeded["values"][: args.cycle])
+        print("==> gateway: nginx (1 worker) serving a static file with auth_request to Keysmith, or to a no-op upstream")
+        results = measure(
+            [
+                ("nginx, auth_request to a no-op upstream", f"http://127.0.0.1:{port}/noop/model.json", {}, f"{script} {valid_file}"),
+                ("nginx, auth_request to Keysmith", f"http://127.0.0.1:{port}/keysmith/model.json", {}, f"{script} {valid_file}"),
+            ],
+            server.port,
+            args.duration,
+            args.connections,
+            args.rounds,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    print()
+    print(table(results, "nginx, auth_request to a no-op upstream"))
+    print()
+    share = results["nginx, auth_request to Keysmith"]["rps"] / results["nginx, auth_request to a no-op upstream"]["rps"]
+    return judge([(f"nginx with Keysmith / nginx with a no-op upstream = {share:.0%} (target >= 85%)", share >= 0.85)])
+
+
+def run_verify(args, server: Server) -> bool:
+    seeded = seed_keys(server, args.keys)
+    directory = Path(tempfile.mkdtemp(prefix="keysmith-bench-lua-"))
+    script = directory / "cycle.lua"
+    script.write_text(LUA_CYCLE)
+    parts = {"checks": verify_base, "flood": verify_flood, "writes": verify_writes, "nginx": verify_nginx}
+    met = True
+    for name in args.parts.split(","):
+        print()
+        met = parts[name](args, server, seeded, directory, script) and met
+    return met
+
+
+def run_scale(args, binary: str, seeder: str) -> bool:
+    """Startup time, resident memory and valid-key throughput at each size, seeded through the domain layer
+    (keysmith-bench-seed: one write transaction per key, as the API makes, without HTTP)."""
+    rows = []
+    for size in [int(size) for size in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="keysmith-scale-") as name:
+            directory = Path(name)
+            database = directory / "scale.sqlite"
+            sample_file = directory / "sample.txt"
+            print(f"==> seeding {size:,} keys through the domain layer", flush=True)
+            started = time.time()
+            seeded = subprocess.run(
+                [seeder, f"sqlite:{database}", str(size), str(args.members), str(sample_file), str(args.cycle)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            seed_seconds = time.time() - started
+            admin_key = seeded.stdout.split()[0]
+            valid_file = write_lines(directory, "valid.txt", [line.split()[1] for line in sample_file.read_text().splitlines()])
+            script = directory / "cycle.lua"
+            script.write_text(LUA_CYCLE)
+            server = Server(binary, directory, database=database, admin_key=admin_key)
+            try:
+                time.sleep(2)
+                rss = server.rss_mb()
+                results = measure(
+                    [
+                        ("GET /healthz, same Lua script", "/healthz", {}, f"{script} {valid_file}"),
+                        ("check, valid keys", "/v1/auth/check", {}, f"{script} {valid_file}"),
+                    ],
+                    server.port,
+                    args.duration,
+                    args.connections,
+                    args.rounds,
+                )
+                rows.append(
+                    {
+                        "keys": size,
+                        "seed": seed_seconds,
+                        "startup": server.startup_seconds,
+                        "rss": rss,
+                        "health": results["GET /healthz, same Lua script"]["rps"],
+                        "valid": results["check, valid keys"]["rps"],
+                        "p99": results["check, valid keys"]["p99"],
+                    }
+                )
+            finally:
+                server.stop()
+    print()
+    print("| keys | seeding | startup (spawn to listening) | resident memory | check, valid keys | vs /healthz, same script | p99 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['keys']:,} | {row['seed']:.0f} s | {row['startup']:.2f} s | {row['rss']:.0f} MiB | {row['valid']:,.0f} req/s | "
+            f"{row['valid'] / row['health']:.0%} | {row['p99']:.2f} ms |"
+        )
+    if len(rows) >= 2:
+        small, large = rows[0], rows[-1]
+        per_key = (large["rss"] - small["rss"]) * 1024 * 1024 / (large["keys"] - small["keys"])
+        print(f"\nmemory per key: ({large['rss']:.0f} - {small['rss']:.0f}) MiB / {large['keys'] - small['keys']:,} keys = {per_key:.0f} bytes")
+    return True
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale"])
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--cycle", type=int, default=10_000, help="verify: how many keys the wrk script cycles through")
+    parser.add_argument("--parts", default="checks,flood,writes,nginx", help="verify: which parts to run")
+    parser.add_argument("--flood", type=int, default=300_000, help="verify: forged keys in the flood")
+    parser.add_argument("--flood-rounds", type=int, default=3)
+    parser.add_argument("--rotations", type=float, default=50, help="verify: rotations per second during checks")
+    parser.add_argument("--sizes", default="100000,1000000", help="scale: how many keys, comma-separated")
+    parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
+    if args.scenario == "scale":
+        sys.exit(0 if run_scale(args, args.bin, args.seeder) else 1)
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
         server = Server(args.bin, Path(directory))
         try:

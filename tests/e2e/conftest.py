@@ -23,7 +23,7 @@ def keysmith_bin() -> str:
     return KEYSMITH_BIN
 
 
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+LISTENING = re.compile(r"Keysmith \S+ is listening on ([0-9.]+):(\d+)")
 ADMIN_KEY = re.compile(r"sk-admin-[A-Za-z0-9]+")
 
 

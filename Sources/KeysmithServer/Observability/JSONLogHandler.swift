@@ -33,26 +33,14 @@ public struct JSONLogHandler: LogHandler {
             writer.field("level", event.level.rawValue)
             writer.field("label", self.label)
             writer.field("message", event.message.description)
-            var merged = self.metadata
-            if let extra = event.metadata {
-                merged.merge(extra) { $1 }
-            }
-            for (key, value) in merged.sorted(by: { $0.key < $1.key }) where !["time", "level", "label", "message"].contains(key) {
+            for (key, value) in LogFields.merged(self.metadata, event.metadata) where !["time", "level", "label", "message"].contains(key) {
                 writer.key(dynamic: key)
                 Self.writeValue(value, to: &writer)
             }
         }
         var line = writer.bytesWritten
         line.append(UInt8(ascii: "\n"))
-        line.withUnsafeBufferPointer { buffer in
-            // One write(2) per line, unbuffered: lines from different threads never mix.
-            var offset = 0
-            while offset < buffer.count {
-                let written = writeToStandardError(buffer.baseAddress! + offset, buffer.count - offset)
-                guard written > 0 else { return }
-                offset += written
-            }
-        }
+        writeToStandardError(line)
     }
 
     private static func writeValue(_ value: Logger.Metadata.Value, to writer: inout JSONWriter) {
@@ -74,7 +62,24 @@ public struct JSONLogHandler: LogHandler {
     }
 }
 
-private func writeToStandardError(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int {
+/// Writes the bytes with as few write(2) calls as it takes, unbuffered: lines from different threads never mix.
+func writeToStandardError(_ text: some Collection<UInt8>) {
+    let bytes = Array(text)
+    bytes.withUnsafeBufferPointer { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let written = systemWrite(buffer.baseAddress! + offset, buffer.count - offset)
+            guard written > 0 else { return }
+            offset += written
+        }
+    }
+}
+
+func writeToStandardError(_ text: String) {
+    writeToStandardError(text.utf8)
+}
+
+private func systemWrite(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int {
     #if canImport(Glibc)
         Glibc.write(STDERR_FILENO, bytes, count)
     #elseif canImport(Musl)

@@ -6,8 +6,9 @@ import Logging
 /// writes its access log line.
 ///
 /// The request id is the client's `X-Request-Id` when it sends a usable one (at most 128 visible ASCII
-/// characters), else Hummingbird's own; it is in every log line the request causes (`request_id`) and in the
-/// response's `X-Request-Id`. The access log line (level info) names the method, the route pattern (ids are in the
+/// characters), else Hummingbird's own; it is in every log line the request causes (Hummingbird's `hb.request.id`,
+/// which Keysmith's log handlers write as `request_id`) and in the response's `X-Request-Id`. The logger's metadata
+/// is changed only for a client's id: a change costs a copy of the metadata on every request. The access log line (level info) names the method, the route pattern (ids are in the
 /// path, never keys), the status and the duration; it never holds a header, so never a key.
 struct RequestObservation: RouterMiddleware {
     typealias Context = KeysmithRequestContext
@@ -17,9 +18,13 @@ struct RequestObservation: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         var context = context
-        let requestID = Self.usableID(request.headers[.requestID]) ?? context.id
-        context.logger[metadataKey: "hb.request.id"] = nil
-        context.logger[metadataKey: "request_id"] = .string(requestID)
+        let requestID: String
+        if let given = Self.usableID(request.headers[.requestID]) {
+            requestID = given
+            context.logger[metadataKey: "hb.request.id"] = .string(given)
+        } else {
+            requestID = context.id
+        }
         var response = try await next(request, context)
         response.headers[.requestID] = requestID
         let duration = ContinuousClock.now - started
