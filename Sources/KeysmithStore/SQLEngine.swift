@@ -22,7 +22,7 @@ public protocol SQLEngine: Sendable {
     /// Runs `body` in a transaction: committed if it returns, rolled back if it (or the commit) throws.
     func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
-    /// Closes every connection. No call may follow.
+    /// Closes every connection. Statements asked for after it fail; a second close does nothing.
     func close() async throws
 }
 

@@ -1,9 +1,11 @@
 import Foundation
 import HTTPTypes
 import KeysmithCore
-import KeysmithServer
+import KeysmithStore
 import Logging
 import Testing
+
+@testable import KeysmithServer
 
 @Suite("What an operator sees")
 struct ObservabilityTests {
@@ -88,6 +90,31 @@ struct ObservabilityTests {
                 let text = line.message + line.metadata.values.joined()
                 #expect(!text.contains(key) && !text.contains(app.adminKey) && !text.contains("Bearer"))
             }
+        }
+    }
+
+    @Test("When the database fails: /readyz says not ready, an admin call's error log names SQLite's code and SQL, checks go on")
+    func databaseFailure() async throws {
+        let capture = LogCapture()
+        try await Harness.run(logger: capture.logger(level: .info)) { app in
+            let projectID = try await app.project()
+            let account = try await app.serviceAccount(projectID: projectID)
+            let store = try #require(app.keysmith.store as? SQLStore)
+            try await store.close()
+
+            let ready = try await app.request(.get, "/readyz", key: "")
+            ready.expectError(.serviceUnavailable, code: "database_unavailable")
+            let failed = try await app.get("/projects")
+            #expect(failed.status.code >= 500)
+            #expect(failed.error["type"] as? String == "server_error")
+            // Verification answers from memory.
+            #expect(try await app.check(account.value).status == .ok)
+
+            let logged = try #require(capture.captured.first { $0.level >= .warning && $0.metadata["error"]?.contains("SQLite error") == true })
+            let error = try #require(logged.metadata["error"])
+            #expect(error.contains("SQLite error 21"))  // SQLITE_MISUSE: the connection is closed
+            #expect(error.contains("SQL: SELECT"))
+            #expect(!error.contains(app.adminKey))
         }
     }
 }

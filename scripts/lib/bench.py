@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -651,6 +652,21 @@ def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Pa
                 time.sleep(0.05)
         valid_file = write_lines(directory, "valid.txt", seeded["values"][: args.cycle])
         print("==> gateway: nginx (1 worker) serving a static file with auth_request to Keysmith, or to a no-op upstream")
+        # CPU seconds each process spent during each measured run: where the time goes.
+        spent: dict[str, list[dict]] = {}
+
+        class Around:
+            def __init__(self, name):
+                self.name = name
+
+            def __enter__(self):
+                self.before = (cpu_seconds(process.pid), cpu_seconds(server.process.pid), children_cpu_seconds())
+
+            def __exit__(self, *exc):
+                after = (cpu_seconds(process.pid), cpu_seconds(server.process.pid), children_cpu_seconds())
+                nginx, keysmith, wrk_cpu = (a - b for a, b in zip(after, self.before))
+                spent.setdefault(self.name, []).append({"nginx": nginx, "keysmith": keysmith, "wrk": wrk_cpu})
+
         results = measure(
             [
                 ("nginx, auth_request to a no-op upstream", f"http://127.0.0.1:{port}/noop/model.json", {}, f"{script} {valid_file}"),
@@ -660,6 +676,7 @@ def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Pa
             args.duration,
             args.connections,
             args.rounds,
+            around=Around,
         )
     finally:
         process.terminate()
@@ -667,8 +684,29 @@ def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Pa
     print()
     print(table(results, "nginx, auth_request to a no-op upstream"))
     print()
+    print("CPU time per request, by process (medians of the rounds; the machine has 2 cores, 2,000,000 µs per second):")
+    print()
+    print("| scenario | wrk | nginx | Keysmith | all |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rounds in spent.items():
+        requests = results[name]["rps"] * args.duration
+        per = {part: statistics.median(r[part] for r in rounds) / requests * 1e6 for part in ("wrk", "nginx", "keysmith")}
+        print(f"| {name} | {per['wrk']:.1f} µs | {per['nginx']:.1f} µs | {per['keysmith']:.1f} µs | {sum(per.values()):.1f} µs |")
+    print()
     share = results["nginx, auth_request to Keysmith"]["rps"] / results["nginx, auth_request to a no-op upstream"]["rps"]
     return judge([(f"nginx with Keysmith / nginx with a no-op upstream = {share:.0%} (target >= 85%)", share >= 0.85)])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (the wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_verify(args, server: Server) -> bool:

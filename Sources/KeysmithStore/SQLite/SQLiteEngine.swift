@@ -26,6 +26,7 @@ public final class SQLiteEngine: SQLEngine {
     private let snapshotLock = AsyncLock()
     private let logger: Logger
     private let observer: SQLStatementObserver?
+    private let isClosed = Atomic(false)
 
     /// Opens (creating if need be) the database at `url`, which must be a SQLite URL.
     public static func open(_ url: DatabaseURL, logger: Logger, observer: SQLStatementObserver? = nil) async throws -> SQLiteEngine {
@@ -199,7 +200,9 @@ public final class SQLiteEngine: SQLEngine {
         }
     }
 
+    /// Closes every connection; a second call does nothing.
     public func close() async throws {
+        guard !self.isClosed.exchange(true, ordering: .relaxed) else { return }
         // Statements already running finish; those still queued fail. Then the connections close.
         try await self.readers?.close()
         if let snapshotReader, let snapshotThread {
