@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/vapor/postgres-kit.git", from: "2.17.0"),
     ],
     targets: [
         .target(
@@ -53,6 +55,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // For its SQLKit dialect only; the store talks to PostgresNIO's PostgresClient directly.
+                .product(name: "PostgresKit", package: "postgres-kit"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -103,6 +109,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What the test targets share: a database of its own for each test, on each engine.
+        .target(
+            name: "KeysmithTestSupport",
+            dependencies: [
+                "KeysmithStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            path: "Tests/KeysmithTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "KeysmithCoreTests",
             dependencies: ["KeysmithCore"],
@@ -110,7 +127,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeysmithStoreTests",
-            dependencies: ["KeysmithCore", "KeysmithStore"],
+            dependencies: ["KeysmithCore", "KeysmithStore", "KeysmithTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -119,6 +136,7 @@ let package = Package(
                 "KeysmithCore",
                 "KeysmithStore",
                 "KeysmithServer",
+                "KeysmithTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -37,6 +37,8 @@ public enum KeysmithError: Error, Sendable, Equatable {
     /// A service account's keys go with the account; they cannot be deleted one by one.
     case serviceAccountKey(keyID: String, serviceAccountID: String)
     case keyExpired(keyID: String, operation: KeyOperation)
+    /// An organization keeps at least one admin key, or nobody could manage it through the API.
+    case lastAdminKey(keyID: String)
 }
 
 extension KeysmithError: CustomStringConvertible {
@@ -65,6 +67,8 @@ extension KeysmithError: CustomStringConvertible {
                 + "one. Delete the service account instead."
         case .keyExpired(let keyID, let operation):
             "API key \(keyID) has expired; expired keys cannot be \(operation.rawValue)."
+        case .lastAdminKey(let keyID):
+            "Admin API key \(keyID) is the organization's last; create another before deleting it."
         }
     }
 }

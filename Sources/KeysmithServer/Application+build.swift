@@ -35,7 +35,8 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         secret: configuration.secret,
         clock: configuration.clock,
         logger: logger,
-        observer: metrics.statementObserver
+        observer: metrics.statementObserver,
+        poolSize: configuration.databasePoolSize
     )
     let store = database.store
     let index = VerificationIndex()
@@ -79,7 +80,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     let admin = AdminRouter(router: router, authenticator: authenticator)
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
     AdminRoutes(keysmith: keysmith).register(on: admin)
-    VerificationRoutes(verifier: verifier, usage: usage, reader: keysmith.reader).register(on: admin)
+    VerificationRoutes(verifier: verifier, usage: usage, reader: keysmith.reader, health: feed.health).register(on: admin)
 
     // Started in this order, stopped in reverse: the HTTP server (added last by Application) drains first, then the
     // metrics listener, the change feed, the usage recorder's last flush, and finally the database.
@@ -216,12 +217,13 @@ extension Response {
     }
 }
 
-/// Keeps the database open while the server runs and closes it after the server (and every service added after
-/// this one) has shut down.
+/// Runs the database's background work (PostgreSQL's connection pool) while the server runs, and closes the
+/// database after the server (and every service added after this one) has shut down.
 struct DatabaseService: Service {
     let store: SQLStore
 
     func run() async throws {
+        await self.store.run()
         try? await gracefulShutdown()
         try await self.store.close()
     }

@@ -54,6 +54,8 @@ public struct KeysmithConfiguration: Sendable {
     public var connectionLimits: ConnectionLimits
     /// How often the change log is read for writes made by other processes.
     public var changePollInterval: Duration
+    /// PostgreSQL: the most connections this process opens at once.
+    public var databasePoolSize: Int
 
     public init(
         host: String = "127.0.0.1",
@@ -66,7 +68,8 @@ public struct KeysmithConfiguration: Sendable {
         tls: TLSFiles? = nil,
         metricsAddress: ListenAddress? = nil,
         connectionLimits: ConnectionLimits = ConnectionLimits(),
-        changePollInterval: Duration = .milliseconds(250)
+        changePollInterval: Duration = .milliseconds(250),
+        databasePoolSize: Int = 20
     ) {
         self.host = host
         self.port = port
@@ -79,6 +82,7 @@ public struct KeysmithConfiguration: Sendable {
         self.metricsAddress = metricsAddress
         self.connectionLimits = connectionLimits
         self.changePollInterval = changePollInterval
+        self.databasePoolSize = databasePoolSize
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

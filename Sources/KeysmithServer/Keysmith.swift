@@ -48,9 +48,10 @@ public struct Keysmith: Sendable {
         secret: [UInt8]? = nil,
         clock: KeysmithClock = .system,
         logger: Logger,
-        observer: SQLStatementObserver? = nil
+        observer: SQLStatementObserver? = nil,
+        poolSize: Int = 20
     ) async throws -> Database {
-        let store = try await SQLStore.open(url, clock: clock, logger: logger, observer: observer)
+        let store = try await SQLStore.open(url, clock: clock, logger: logger, observer: observer, poolSize: poolSize)
         do {
             let applied = try await store.migrate()
             let secret = try await store.serverSecret(override: secret)

@@ -4,8 +4,8 @@ public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     case sqliteFile(path: String)
     /// `sqlite::memory:`: a private database that lives as long as the process (tests).
     case sqliteMemory
-    /// `postgres://…` or `postgresql://…`.
-    case postgres(String)
+    /// `postgres://user:password@host:port/database?sslmode=…&sslrootcert=…` (or `postgresql://`).
+    case postgres(PostgresSettings)
 
     public static let `default` = DatabaseURL.sqliteFile(path: "keysmith.sqlite")
 
@@ -28,10 +28,10 @@ public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
             }
             self = .sqliteFile(path: path)
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
-            self = .postgres(text)
+            self = .postgres(try PostgresSettings(parsing: text))
         } else {
             throw DatabaseURLError(
-                url: text,
+                url: DatabaseURLError.redacted(text),
                 reason: "expected sqlite:PATH, sqlite:///ABSOLUTE/PATH, sqlite::memory: or postgres://…"
             )
         }
@@ -41,9 +41,173 @@ public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .sqliteFile(let path): path.hasPrefix("/") ? "sqlite://\(path)" : "sqlite:\(path)"
         case .sqliteMemory: "sqlite::memory:"
-        // Never print a password that may be in the URL.
-        case .postgres: "postgres://…"
+        case .postgres(let settings): settings.description
         }
+    }
+}
+
+/// A PostgreSQL connection as a URL describes it, in libpq's terms.
+public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
+    /// libpq's `sslmode`.
+    public enum TLSMode: String, Sendable, CaseIterable {
+        /// Plain TCP.
+        case disable
+        /// TLS when the server offers it, unverified (`allow` is treated alike).
+        case prefer
+        /// TLS or nothing, unverified unless `sslrootcert` names a CA (then as `verify-ca`), as libpq does.
+        case require
+        /// TLS, the server's certificate checked against the CA (`sslrootcert`, else the system's).
+        case verifyCA = "verify-ca"
+        /// As `verify-ca`, and the certificate's name must match the host.
+        case verifyFull = "verify-full"
+    }
+
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+    public var tlsMode: TLSMode
+    /// A PEM file of the certificate authorities to trust (`sslrootcert`).
+    public var rootCertificatePath: String?
+
+    public init(
+        host: String,
+        port: Int = 5432,
+        username: String,
+        password: String?,
+        database: String,
+        tlsMode: TLSMode = .prefer,
+        rootCertificatePath: String? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.tlsMode = tlsMode
+        self.rootCertificatePath = rootCertificatePath
+    }
+
+    init(parsing text: String) throws(DatabaseURLError) {
+        let shown = DatabaseURLError.redacted(text)
+        func fail(_ reason: String) -> DatabaseURLError { DatabaseURLError(url: shown, reason: reason) }
+
+        var rest = Substring(text.drop { $0 != ":" }.dropFirst("://".count))
+        var query = ""
+        if let mark = rest.firstIndex(of: "?") {
+            query = String(rest[rest.index(after: mark)...])
+            rest = rest[..<mark]
+        }
+        var path = ""
+        if let slash = rest.firstIndex(of: "/") {
+            path = String(rest[rest.index(after: slash)...])
+            rest = rest[..<slash]
+        }
+        var userInfo: Substring?
+        if let at = rest.lastIndex(of: "@") {
+            userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+        }
+        // The host, with a port after the last colon unless the host is a bracketed IPv6 address.
+        var host = String(rest)
+        var port = 5432
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { throw fail("an IPv6 host needs its closing ]") }
+            let afterClose = host[host.index(after: close)...]
+            if afterClose.hasPrefix(":") {
+                guard let parsed = Int(afterClose.dropFirst()), (1...65535).contains(parsed) else { throw fail("the port is not a port number") }
+                port = parsed
+            } else if !afterClose.isEmpty {
+                throw fail("unexpected text after the IPv6 host")
+            }
+            host = String(host[host.index(after: host.startIndex)..<close])
+        } else if let colon = host.lastIndex(of: ":") {
+            guard let parsed = Int(host[host.index(after: colon)...]), (1...65535).contains(parsed) else {
+                throw fail("the port is not a port number")
+            }
+            port = parsed
+            host = String(host[..<colon])
+        }
+        guard !host.isEmpty else { throw fail("it names no host") }
+
+        var username = ""
+        var password: String?
+        if let userInfo {
+            if let colon = userInfo.firstIndex(of: ":") {
+                username = try Self.decode(userInfo[..<colon], in: shown)
+                password = try Self.decode(userInfo[userInfo.index(after: colon)...], in: shown)
+            } else {
+                username = try Self.decode(userInfo, in: shown)
+            }
+        }
+        guard !username.isEmpty else { throw fail("it names no user (postgres://user:password@host/database)") }
+        let database = try Self.decode(Substring(path), in: shown)
+        guard !database.isEmpty else { throw fail("it names no database (postgres://user:password@host/database)") }
+
+        var tlsMode = TLSMode.prefer
+        var rootCertificatePath: String?
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0])
+            let value = parts.count > 1 ? try Self.decode(parts[1], in: shown) : ""
+            switch name {
+            case "sslmode":
+                if value == "allow" {
+                    tlsMode = .prefer
+                } else if let mode = TLSMode(rawValue: value) {
+                    tlsMode = mode
+                } else {
+                    throw fail("sslmode '\(value)' is not one of disable, allow, prefer, require, verify-ca, verify-full")
+                }
+            case "sslrootcert":
+                rootCertificatePath = value
+            case "application_name", "connect_timeout":
+                continue
+            default:
+                throw fail("the parameter '\(name)' is not supported (sslmode and sslrootcert are)")
+            }
+        }
+        self.init(
+            host: host,
+            port: port,
+            username: username,
+            password: password,
+            database: database,
+            tlsMode: tlsMode,
+            rootCertificatePath: rootCertificatePath
+        )
+    }
+
+    private static func decode(_ text: Substring, in url: String) throws(DatabaseURLError) -> String {
+        var bytes: [UInt8] = []
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue) else {
+                throw DatabaseURLError(url: url, reason: "a % is not followed by two hex digits")
+            }
+            bytes.append(high << 4 | low)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// The URL without its password: what logs and errors show.
+    public var description: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "postgres://\(self.username)@\(host):\(self.port)/\(self.database)?sslmode=\(self.tlsMode.rawValue)"
     }
 }
 
@@ -53,5 +217,15 @@ public struct DatabaseURLError: Error, CustomStringConvertible {
 
     public var description: String {
         "invalid database URL '\(self.url)': \(self.reason)"
+    }
+
+    /// The URL with any password replaced by `***`, so that an error never prints it.
+    static func redacted(_ text: String) -> String {
+        guard let colon = text.firstIndex(of: ":"), text[colon...].hasPrefix("://") else { return text }
+        let afterScheme = text[text.index(colon, offsetBy: 3)...]
+        let authorityEnd = afterScheme.firstIndex { $0 == "/" || $0 == "?" } ?? afterScheme.endIndex
+        let authority = afterScheme[..<authorityEnd]
+        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return text }
+        return String(text[..<colon]) + ":***" + String(text[at...])
     }
 }

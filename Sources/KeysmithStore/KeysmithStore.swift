@@ -156,4 +156,18 @@ public protocol KeysmithStore: KeysmithStoreReader {
 
     /// Deletes change log entries recorded before `time`; returns how many.
     @discardableResult func pruneChanges(before time: UnixSeconds) async throws -> Int
+
+    // MARK: Change notifications
+
+    /// Whether other processes' writes are pushed to this one as they commit (PostgreSQL's LISTEN/NOTIFY); when
+    /// not (SQLite), the change feed polls.
+    var pushesChanges: Bool { get }
+
+    /// Listens for committed changes on a connection of its own: calls `onListening` once the connection listens,
+    /// then `onNotification` for each notification, until the task is cancelled (returns) or the connection fails
+    /// (throws).
+    func listenForChanges(
+        onListening: @escaping @Sendable () async -> Void,
+        onNotification: @escaping @Sendable () async -> Void
+    ) async throws
 }

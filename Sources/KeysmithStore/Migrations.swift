@@ -1,11 +1,22 @@
 import KeysmithCore
 import SQLKit
 
-/// One schema change. Migrations are applied in order, each in its own transaction, recorded by name in
+/// One schema change, for each engine under the same name. Migrations are applied in order, recorded by name in
 /// `keysmith_migrations`, and never edited once landed: a change is a new migration with the next number.
+///
+/// PostgreSQL's id columns are `COLLATE "C"`: ids compare byte by byte, as in SQLite, so that they sort in the order
+/// they were made and keyset pages are the same on both engines.
 struct Migration: Sendable {
     var name: String
     var sqlite: [String]
+    var postgres: [String]
+
+    func statements(for dialect: StoreDialect) -> [String] {
+        switch dialect {
+        case .sqlite: self.sqlite
+        case .postgres: self.postgres
+        }
+    }
 }
 
 enum Migrations {
@@ -107,6 +118,97 @@ enum Migrations {
                 ) STRICT
                 """,
                 "CREATE INDEX admin_keys_by_organization ON admin_keys (organization_id, created_at, id)",
+            ],
+            postgres: [
+                "CREATE TABLE keysmith_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                """
+                CREATE TABLE organizations (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE users (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    email TEXT NOT NULL,
+                    email_key TEXT NOT NULL,
+                    name TEXT,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'reader')),
+                    added_at BIGINT NOT NULL,
+                    CONSTRAINT users_email_key_unique UNIQUE (organization_id, email_key)
+                )
+                """,
+                "CREATE INDEX users_by_organization ON users (organization_id, added_at, id)",
+                """
+                CREATE TABLE projects (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    name TEXT NOT NULL,
+                    external_key_id TEXT,
+                    residency TEXT,
+                    created_at BIGINT NOT NULL,
+                    archived_at BIGINT
+                )
+                """,
+                "CREATE INDEX projects_by_organization ON projects (organization_id, created_at, id)",
+                """
+                CREATE TABLE project_members (
+                    project_id TEXT COLLATE "C" NOT NULL REFERENCES projects (id),
+                    user_id TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+                    added_at BIGINT NOT NULL,
+                    CONSTRAINT project_members_unique PRIMARY KEY (project_id, user_id)
+                )
+                """,
+                "CREATE INDEX project_members_by_project ON project_members (project_id, added_at, user_id)",
+                """
+                CREATE TABLE service_accounts (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    project_id TEXT COLLATE "C" NOT NULL REFERENCES projects (id),
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'none')),
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX service_accounts_by_project ON service_accounts (project_id, created_at, id)",
+                """
+                CREATE TABLE api_keys (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    project_id TEXT COLLATE "C" NOT NULL REFERENCES projects (id),
+                    owner_type TEXT NOT NULL CHECK (owner_type IN ('user', 'service_account')),
+                    user_id TEXT COLLATE "C" REFERENCES users (id) ON DELETE CASCADE,
+                    service_account_id TEXT COLLATE "C" REFERENCES service_accounts (id) ON DELETE CASCADE,
+                    name TEXT NOT NULL,
+                    secret_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+                    redacted_value TEXT NOT NULL,
+                    scopes TEXT NOT NULL DEFAULT '',
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    last_used_at BIGINT,
+                    CHECK ((owner_type = 'user') = (user_id IS NOT NULL)),
+                    CHECK ((owner_type = 'service_account') = (service_account_id IS NOT NULL))
+                )
+                """,
+                "CREATE INDEX api_keys_by_project ON api_keys (project_id, created_at, id)",
+                "CREATE INDEX api_keys_by_user ON api_keys (user_id)",
+                "CREATE INDEX api_keys_by_service_account ON api_keys (service_account_id)",
+                """
+                CREATE TABLE admin_keys (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    name TEXT NOT NULL,
+                    secret_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+                    redacted_value TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    last_used_at BIGINT
+                )
+                """,
+                "CREATE INDEX admin_keys_by_organization ON admin_keys (organization_id, created_at, id)",
             ]
         ),
         Migration(
@@ -125,6 +227,20 @@ enum Migrations {
                     project_id TEXT NOT NULL,
                     revoked_at INTEGER NOT NULL
                 ) STRICT
+                """,
+            ],
+            postgres: [
+                "ALTER TABLE api_keys ADD COLUMN previous_secret_hash TEXT COLLATE \"C\"",
+                "ALTER TABLE api_keys ADD COLUMN previous_secret_expires_at BIGINT",
+                "CREATE UNIQUE INDEX api_keys_by_previous_secret ON api_keys (previous_secret_hash)",
+                """
+                CREATE TABLE revoked_secrets (
+                    secret_hash TEXT COLLATE "C" PRIMARY KEY,
+                    key_id TEXT COLLATE "C" NOT NULL,
+                    organization_id TEXT COLLATE "C" NOT NULL,
+                    project_id TEXT COLLATE "C" NOT NULL,
+                    revoked_at BIGINT NOT NULL
+                )
                 """,
             ]
         ),
@@ -145,6 +261,19 @@ enum Migrations {
                 "CREATE INDEX keysmith_changes_by_time ON keysmith_changes (changed_at)",
                 // A changed key's revoked secrets leave the verification state by key id.
                 "CREATE INDEX revoked_secrets_by_key ON revoked_secrets (key_id)",
+            ],
+            postgres: [
+                """
+                CREATE TABLE keysmith_changes (
+                    sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    subject TEXT NOT NULL CHECK (subject IN ('api_key', 'admin_key', 'project', 'membership')),
+                    subject_id TEXT COLLATE "C" NOT NULL,
+                    related_id TEXT COLLATE "C",
+                    changed_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX keysmith_changes_by_time ON keysmith_changes (changed_at)",
+                "CREATE INDEX revoked_secrets_by_key ON revoked_secrets (key_id)",
             ]
         ),
     ]
@@ -161,41 +290,36 @@ public struct UnknownMigrationsError: Error, CustomStringConvertible {
 }
 
 extension SQLStore {
-    /// Applies every pending migration, in order, each in its own transaction. Returns the names applied.
+    /// Applies every pending migration, in order, in one transaction that holds the setup turn: processes starting
+    /// at once on an empty database take turns, and the later ones find the migrations applied. Returns the names
+    /// applied. A database that holds migrations this build does not know (a newer Keysmith's) is refused.
     @discardableResult
     public func migrate() async throws -> [String] {
-        try await self.engine.write { database in
-            try await database.execute(
-                "CREATE TABLE IF NOT EXISTS keysmith_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
-            )
-        }
-        let applied = try await self.engine.read { database in
-            try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
-        }
-        let known = Set(Migrations.all.map(\.name))
-        let unknown = applied.filter { !known.contains($0) }.sorted()
-        guard unknown.isEmpty else { throw UnknownMigrationsError(names: unknown) }
-
-        var appliedNow: [String] = []
         let now = self.clock.now()
-        for migration in Migrations.all where !applied.contains(migration.name) {
-            // Another process may have applied it since we looked: re-check inside the transaction.
-            let didApply = try await self.engine.write { database in
-                let already = try await database.raw(
-                    "SELECT 1 AS present FROM keysmith_migrations WHERE name = \(bind: migration.name)"
-                ).first()
-                guard already == nil else { return false }
-                for statement in migration.sqlite {
+        return try await self.engine.write { database in
+            if let turn = database.dialect.takeTurn(.setup) {
+                try await database.raw(turn).run()
+            }
+            let appliedAt = database.dialect == .postgres ? "BIGINT" : "INTEGER"
+            try await database.execute(
+                "CREATE TABLE IF NOT EXISTS keysmith_migrations (name TEXT PRIMARY KEY, applied_at \(appliedAt) NOT NULL)"
+            )
+            let applied = try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
+            let known = Set(Migrations.all.map(\.name))
+            let unknown = applied.filter { !known.contains($0) }.sorted()
+            guard unknown.isEmpty else { throw UnknownMigrationsError(names: unknown) }
+            var appliedNow: [String] = []
+            for migration in Migrations.all where !applied.contains(migration.name) {
+                for statement in migration.statements(for: database.dialect) {
                     try await database.execute(statement)
                 }
                 try await database.raw(
                     "INSERT INTO keysmith_migrations (name, applied_at) VALUES (\(bind: migration.name), \(bind: now))"
                 ).run()
-                return true
+                appliedNow.append(migration.name)
             }
-            if didApply { appliedNow.append(migration.name) }
+            return appliedNow
         }
-        return appliedNow
     }
 }
 
@@ -209,6 +333,9 @@ public struct PendingMigrationsError: Error, CustomStringConvertible {
 }
 
 extension SQLStore {
+    /// Ready when every migration this build knows is applied. Migrations a newer build applied since this one
+    /// started do not make it unready: they only add to the schema, and during a rolling upgrade the replicas still
+    /// on the old version must keep serving (a replica refuses them only when it starts, in ``migrate()``).
     public func checkReadiness() async throws {
         let applied = try await self.engine.read { database in
             try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }

@@ -13,6 +13,13 @@ public import SQLKit
 /// ``StoreRow``s read column by column, because decoding rows through `Codable` costs more than the query on the
 /// hot paths.
 public protocol SQLEngine: Sendable {
+    /// How the store writes SQL for this engine.
+    var dialect: StoreDialect { get }
+
+    /// Runs what the engine needs in the background (PostgreSQL's connection pool) until the ServiceGroup shuts
+    /// down; returns at once when there is nothing to run (SQLite).
+    func run() async
+
     /// Runs `body`; each of its statements sees the data committed when it starts.
     func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
@@ -28,6 +35,9 @@ public protocol SQLEngine: Sendable {
 
 /// One connection's worth of queries.
 public protocol SQLSession: Sendable {
+    /// The engine's dialect, for the statements that differ (``StoreDialect``).
+    var dialect: StoreDialect { get }
+
     func rows(_ query: SQLQueryString) async throws -> [StoreRow]
 
     /// Makes one value of each row with `decode`, which reads the row where the engine has it, without copying it
@@ -72,5 +82,67 @@ public struct SQLStatementObserver: Sendable {
 
     public init(statementFinished: @escaping @Sendable (_ duration: Duration, _ failed: Bool) -> Void) {
         self.statementFinished = statementFinished
+    }
+}
+
+/// Where SQLite and PostgreSQL differ in what the store says. Every such difference is here (the engines' own
+/// transaction handling aside), and StoreDialectTests and the store suites, which run on both, check each.
+public enum StoreDialect: Sendable {
+    case sqlite
+    case postgres
+
+    /// What writers on every process serving the database take turns at, inside their transactions.
+    enum Turn: Int64 {
+        /// Migrations, the server secret, bootstrapping an empty database: one process at a time.
+        case setup = 0x6B65_7973_0001
+        /// Writing the change log: entries commit in the order of their sequence numbers, so that a reader that
+        /// has seen entry N has seen every entry before it.
+        case changeLog = 0x6B65_7973_0002
+    }
+
+    /// The statement that waits for this transaction's turn and holds it until the transaction ends: a
+    /// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose one writer takes every turn.
+    func takeTurn(_ turn: Turn) -> SQLQueryString? {
+        switch self {
+        case .sqlite: nil
+        case .postgres: "SELECT pg_advisory_xact_lock(\(literal: turn.rawValue))"
+        }
+    }
+
+    /// Wakes the other processes' change feeds when the transaction commits (LISTEN/NOTIFY on PostgreSQL); SQLite
+    /// serves one machine, whose other processes poll.
+    var notifyChanges: SQLQueryString? {
+        switch self {
+        case .sqlite: nil
+        case .postgres: "NOTIFY keysmith_changes"
+        }
+    }
+
+    /// Whether a write must lock the rows its checks read (PostgreSQL, READ COMMITTED, several writers); SQLite
+    /// runs one write at a time, so its checks and changes never interleave with another write's.
+    var locksRows: Bool { self == .postgres }
+
+    /// The channel ``notifyChanges`` notifies on.
+    public static let changesChannel = "keysmith_changes"
+
+    /// One batch of key uses, `{"id": time, …}` bound as one JSON document, into `table`'s `last_used_at`: one
+    /// statement whatever the batch's size, and never a time moved back.
+    func recordUses(table: String, json: String) -> SQLQueryString {
+        let source: SQLQueryString
+        let time: String
+        switch self {
+        case .sqlite:
+            source = "(SELECT key, value FROM json_each(\(bind: json)))"
+            time = "used.value"
+        case .postgres:
+            source = "jsonb_each_text(CAST(\(bind: json) AS jsonb))"
+            time = "CAST(used.value AS BIGINT)"
+        }
+        return """
+            UPDATE \(unsafeRaw: table) SET last_used_at = \(unsafeRaw: time)
+            FROM \(source) AS used
+            WHERE \(unsafeRaw: table).id = used.key
+              AND (\(unsafeRaw: table).last_used_at IS NULL OR \(unsafeRaw: table).last_used_at < \(unsafeRaw: time))
+            """
     }
 }

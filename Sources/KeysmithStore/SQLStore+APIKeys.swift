@@ -139,6 +139,8 @@ extension SQLStore {
             _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
             switch key.owner {
             case .user(let userID):
+                // The membership cannot go before this key is stored: the key is an active member's.
+                try await Self.lockMembership(database, projectID: key.projectID, userID: userID, .share)
                 let member = try await Self.findMember(
                     database,
                     projectID: key.projectID,
@@ -147,11 +149,13 @@ extension SQLStore {
                 )
                 guard member != nil else { throw KeysmithError.ownerNotProjectMember(userID: userID, projectID: key.projectID) }
             case .serviceAccount(let accountID):
+                // The account cannot be deleted before this key is stored (its deletion takes its keys).
                 _ = try await Self.serviceAccount(
                     database,
                     id: accountID,
                     projectID: key.projectID,
-                    organizationID: key.organizationID
+                    organizationID: key.organizationID,
+                    lock: .share
                 )
             }
             try await Self.insertAPIKey(database, key)
@@ -203,6 +207,7 @@ extension SQLStore {
 
     public func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
+            try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
             let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
             if case .serviceAccount(let account) = key.owner {
                 throw KeysmithError.serviceAccountKey(keyID: id, serviceAccountID: account.id)
@@ -268,7 +273,8 @@ extension SQLStore {
         }
     }
 
-    /// The key, which must not have expired: expired keys cannot be updated or rotated.
+    /// The key, which must not have expired: expired keys cannot be updated or rotated. Its row is claimed for the
+    /// change until the transaction ends.
     static func unexpiredKey(
         _ database: any SQLSession,
         id: String,
@@ -277,6 +283,7 @@ extension SQLStore {
         now: UnixSeconds,
         for operation: KeysmithError.KeyOperation
     ) async throws -> APIKey {
+        try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
         let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
         if let expiry = key.expiresAt, expiry <= now {
             throw KeysmithError.keyExpired(keyID: id, operation: operation)

@@ -23,20 +23,32 @@ extension SQLStore {
         }
     }
 
-    static func project(_ database: any SQLSession, id: String, organizationID: String) async throws -> Project {
-        let row = try await database.raw(
-            """
+    /// The project; with `lock`, its row stays as read until the transaction ends (see ``lock(_:_:where:_:)``).
+    static func project(
+        _ database: any SQLSession,
+        id: String,
+        organizationID: String,
+        lock: SQLLockingClause? = nil
+    ) async throws -> Project {
+        var query: SQLQueryString = """
             SELECT \(unsafeRaw: projectColumns) FROM projects
             WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)
             """
-        ).first()
+        if let lock { query = query + " \(lock)" }
+        let row = try await database.raw(query).first()
         guard let row else { throw KeysmithError.notFound(.project, id: id) }
         return try project(from: row)
     }
 
-    /// The project, which must accept new service accounts, members and keys.
-    static func activeProject(_ database: any SQLSession, id: String, organizationID: String) async throws -> Project {
-        let project = try await project(database, id: id, organizationID: organizationID)
+    /// The project, which must accept new service accounts, members and keys; it cannot be archived until the
+    /// transaction ends.
+    static func activeProject(
+        _ database: any SQLSession,
+        id: String,
+        organizationID: String,
+        lock: SQLLockingClause = .share
+    ) async throws -> Project {
+        let project = try await project(database, id: id, organizationID: organizationID, lock: lock)
         guard !project.isArchived else { throw KeysmithError.projectArchived(projectID: id) }
         return project
     }
@@ -76,7 +88,7 @@ extension SQLStore {
 
     public func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.engine.write { database in
-            var project = try await Self.activeProject(database, id: id, organizationID: organizationID)
+            var project = try await Self.activeProject(database, id: id, organizationID: organizationID, lock: .update)
             if let name { project.name = name }
             if let externalKeyID { project.externalKeyID = externalKeyID }
             try await database.raw(
@@ -91,7 +103,7 @@ extension SQLStore {
 
     public func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project {
         try await self.engine.write { database in
-            var project = try await Self.project(database, id: id, organizationID: organizationID)
+            var project = try await Self.project(database, id: id, organizationID: organizationID, lock: .update)
             // Archiving twice is harmless and keeps the first archive time.
             guard !project.isArchived else { return project }
             project.archivedAt = time

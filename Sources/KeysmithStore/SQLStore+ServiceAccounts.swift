@@ -19,15 +19,15 @@ extension SQLStore {
         _ database: any SQLSession,
         id: String,
         projectID: String,
-        organizationID: String
+        organizationID: String,
+        lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount? {
-        try await database.rows(
-            """
+        var query: SQLQueryString = """
             SELECT \(unsafeRaw: serviceAccountColumns) FROM service_accounts
             WHERE id = \(bind: id) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
-            """,
-            decode: { try Self.serviceAccount(from: $0) }
-        ).first
+            """
+        if let lock { query = query + " \(lock)" }
+        return try await database.rows(query, decode: { try Self.serviceAccount(from: $0) }).first
     }
 
     /// The account, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the account is unknown,
@@ -36,9 +36,10 @@ extension SQLStore {
         _ database: any SQLSession,
         id: String,
         projectID: String,
-        organizationID: String
+        organizationID: String,
+        lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount {
-        if let account = try await findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID) {
+        if let account = try await findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: lock) {
             return account
         }
         _ = try await project(database, id: projectID, organizationID: organizationID)
@@ -97,7 +98,7 @@ extension SQLStore {
         role: ProjectRole?
     ) async throws -> ServiceAccount {
         try await self.engine.write { database in
-            var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
             if let name { account.name = name }
             if let role { account.role = ServiceAccountRole(role) }
             try await database.raw(
@@ -112,7 +113,9 @@ extension SQLStore {
 
     public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
-            _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
+            // Row locks first, the change log's turn last (see recordChanges): its keys, as this deletes them.
+            try await Self.lock(database, "api_keys", where: "service_account_id = \(bind: id)", .update)
             let now = self.clock.now()
             try await Self.recordKeyChanges(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: now)

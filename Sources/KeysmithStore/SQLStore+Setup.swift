@@ -4,6 +4,10 @@ import SQLKit
 extension SQLStore {
     public func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
         try await self.engine.write { database in
+            // Replicas starting at once on a new database must not each make a secret of their own.
+            if let turn = database.dialect.takeTurn(.setup) {
+                try await database.raw(turn).run()
+            }
             let stored = try await database.raw(
                 "SELECT name, value FROM keysmith_settings WHERE name IN ('hmac_secret', 'hmac_secret_fingerprint')"
             ).all()
@@ -42,6 +46,10 @@ extension SQLStore {
 
     public func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
         try await self.engine.write { database in
+            // Replicas starting at once on an empty database: one bootstraps, the others find it done.
+            if let turn = database.dialect.takeTurn(.setup) {
+                try await database.raw(turn).run()
+            }
             guard try await database.raw("SELECT id FROM organizations LIMIT 1").first() == nil else { return false }
             try await Self.insertOrganization(database, organization)
             try await Self.setSetting(database, "default_organization_id", organization.id)
@@ -182,12 +190,16 @@ extension SQLStore {
         )
     }
 
+    /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The
+    /// organization's admin keys are locked first, so that two deletions at once cannot both see another key left.
     public func deleteAdminKey(id: String, organizationID: String) async throws {
         try await self.engine.write { database in
-            let existing = try await database.raw(
-                "SELECT id FROM admin_keys WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)"
-            ).first()
-            guard existing != nil else { throw KeysmithError.notFound(.adminKey, id: id) }
+            try await Self.lock(database, "admin_keys", where: "organization_id = \(bind: organizationID)", .update)
+            let ids = try await database.raw(
+                "SELECT id FROM admin_keys WHERE organization_id = \(bind: organizationID)"
+            ).all().map { try $0.string("id") }
+            guard ids.contains(id) else { throw KeysmithError.notFound(.adminKey, id: id) }
+            guard ids.count > 1 else { throw KeysmithError.lastAdminKey(keyID: id) }
             try await database.raw("DELETE FROM admin_keys WHERE id = \(bind: id)").run()
             try await Self.recordChanges(database, [.adminKey(id: id)], at: self.clock.now())
         }

@@ -13,13 +13,18 @@ extension SQLStore {
                 """
             ).first()
             guard taken == nil else { throw KeysmithError.emailTaken(user.email) }
-            try await database.raw(
-                """
-                INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
-                VALUES (\(bind: user.id), \(bind: user.organizationID), \(bind: user.email), \(bind: emailKey),
-                        \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
-                """
-            ).run()
+            do {
+                try await database.raw(
+                    """
+                    INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
+                    VALUES (\(bind: user.id), \(bind: user.organizationID), \(bind: user.email), \(bind: emailKey),
+                            \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
+                    """
+                ).run()
+            } catch  where isUniqueViolation(error) {
+                // Another process added the same email since the check.
+                throw KeysmithError.emailTaken(user.email)
+            }
         }
     }
 
@@ -29,10 +34,12 @@ extension SQLStore {
         }
     }
 
-    static func user(_ database: any SQLSession, id: String, organizationID: String) async throws -> User {
-        let row = try await database.raw(
+    /// The user; with `lock`, the row stays as read until the transaction ends.
+    static func user(_ database: any SQLSession, id: String, organizationID: String, lock: SQLLockingClause? = nil) async throws -> User {
+        var query: SQLQueryString =
             "SELECT \(unsafeRaw: userColumns) FROM users u WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID)"
-        ).first()
+        if let lock { query = query + " \(lock)" }
+        let row = try await database.raw(query).first()
         guard let row else { throw KeysmithError.notFound(.user, id: id) }
         return try user(from: row)
     }
@@ -128,7 +135,7 @@ extension SQLStore {
             _ = try await Self.activeProject(database, id: projectID, organizationID: organizationID)
             let user: User
             do {
-                user = try await Self.user(database, id: userID, organizationID: organizationID)
+                user = try await Self.user(database, id: userID, organizationID: organizationID, lock: .share)
             } catch KeysmithError.notFound {
                 throw KeysmithError.referenceNotFound(.user, id: userID)
             }
@@ -136,12 +143,17 @@ extension SQLStore {
                 "SELECT role FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).first()
             guard existing == nil else { throw KeysmithError.alreadyProjectMember(userID: userID, projectID: projectID) }
-            try await database.raw(
-                """
-                INSERT INTO project_members (project_id, user_id, role, added_at)
-                VALUES (\(bind: projectID), \(bind: userID), \(bind: role.rawValue), \(bind: time))
-                """
-            ).run()
+            do {
+                try await database.raw(
+                    """
+                    INSERT INTO project_members (project_id, user_id, role, added_at)
+                    VALUES (\(bind: projectID), \(bind: userID), \(bind: role.rawValue), \(bind: time))
+                    """
+                ).run()
+            } catch  where isUniqueViolation(error) {
+                // Another process added the same membership since the check.
+                throw KeysmithError.alreadyProjectMember(userID: userID, projectID: projectID)
+            }
             // Keys the user kept from an earlier membership are active again.
             try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: time)
             return ProjectMember(projectID: projectID, user: user, role: role, addedAt: time)
@@ -183,6 +195,7 @@ extension SQLStore {
         role: ProjectRole
     ) async throws -> ProjectMember {
         try await self.engine.write { database in
+            try await Self.lockMembership(database, projectID: projectID, userID: userID)
             var member = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
             try await database.raw(
                 """
@@ -197,6 +210,7 @@ extension SQLStore {
 
     public func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws {
         try await self.engine.write { database in
+            try await Self.lockMembership(database, projectID: projectID, userID: userID)
             _ = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
             try await database.raw(
                 "DELETE FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
@@ -204,6 +218,19 @@ extension SQLStore {
             // The user's keys in the project stay, inactive: they stop verifying.
             try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: self.clock.now())
         }
+    }
+}
+
+extension SQLStore {
+    /// Keeps a membership from changing or going until the transaction ends (a key created for the member, a role
+    /// change), or, with `.update`, claims it for a change.
+    static func lockMembership(
+        _ database: any SQLSession,
+        projectID: String,
+        userID: String,
+        _ clause: SQLLockingClause = .update
+    ) async throws {
+        try await self.lock(database, "project_members", where: "project_id = \(bind: projectID) AND user_id = \(bind: userID)", clause)
     }
 }
 

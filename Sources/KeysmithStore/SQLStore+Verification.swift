@@ -39,21 +39,15 @@ extension SQLStore {
         }
     }
 
-    /// One statement per table for the whole batch, whatever its size: the batch is bound as one JSON object
-    /// (`{"key_…": 1750000000, …}`) that `json_each` turns into rows, so the statement's text, and so its cached
-    /// plan, is the same for every batch. A time only ever moves forward.
+    /// One statement per table for the whole batch, whatever its size (``StoreDialect/recordUses(table:json:)``):
+    /// the batch is bound as one JSON object (`{"key_…": 1750000000, …}`), so the statement's text, and so its
+    /// cached plan, is the same for every batch. A time only ever moves forward, also when batches from several
+    /// processes cross: each row's update re-checks the condition after waiting for the row.
     public func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
         guard !apiKeys.isEmpty || !adminKeys.isEmpty else { return }
         try await self.engine.write { database in
             for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] where !uses.isEmpty {
-                try await database.raw(
-                    """
-                    UPDATE \(unsafeRaw: table) SET last_used_at = used.value
-                    FROM (SELECT key, value FROM json_each(\(bind: Self.usesJSON(uses)))) AS used
-                    WHERE \(unsafeRaw: table).id = used.key
-                      AND (\(unsafeRaw: table).last_used_at IS NULL OR \(unsafeRaw: table).last_used_at < used.value)
-                    """
-                ).run()
+                try await database.raw(database.dialect.recordUses(table: table, json: Self.usesJSON(uses))).run()
             }
         }
     }

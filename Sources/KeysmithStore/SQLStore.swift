@@ -12,19 +12,40 @@ public struct SQLStore: KeysmithStore {
         self.clock = clock
     }
 
-    /// Opens the database `url` names. PostgreSQL is not supported yet.
+    /// Opens the database `url` names. PostgreSQL's pool starts working once ``run()`` runs; until then the store
+    /// uses one connection of its own (see ``PostgresEngine``).
+    /// `poolSize` is PostgreSQL's most connections at once; SQLite has its fixed few.
     public static func open(
         _ url: DatabaseURL,
         clock: KeysmithClock = .system,
         logger: Logger,
-        observer: SQLStatementObserver? = nil
+        observer: SQLStatementObserver? = nil,
+        poolSize: Int = 20
     ) async throws -> SQLStore {
         switch url {
         case .sqliteFile, .sqliteMemory:
             return SQLStore(engine: try await SQLiteEngine.open(url, logger: logger, observer: observer), clock: clock)
-        case .postgres:
-            throw UnsupportedDatabaseError(url: url)
+        case .postgres(let settings):
+            return SQLStore(
+                engine: try PostgresEngine(settings, logger: logger, observer: observer, maximumConnections: poolSize),
+                clock: clock
+            )
         }
+    }
+
+    public var pushesChanges: Bool { self.engine is PostgresEngine }
+
+    public func listenForChanges(
+        onListening: @escaping @Sendable () async -> Void,
+        onNotification: @escaping @Sendable () async -> Void
+    ) async throws {
+        guard let postgres = self.engine as? PostgresEngine else { throw ChangesNotPushedError() }
+        try await postgres.listen(StoreDialect.changesChannel, onListening: onListening, onNotification: onNotification)
+    }
+
+    /// Runs the engine's background work (PostgreSQL's pool) until the ServiceGroup shuts down.
+    public func run() async {
+        await self.engine.run()
     }
 
     public func close() async throws {
@@ -32,12 +53,9 @@ public struct SQLStore: KeysmithStore {
     }
 }
 
-public struct UnsupportedDatabaseError: Error, CustomStringConvertible {
-    public var url: DatabaseURL
-
-    public var description: String {
-        "PostgreSQL is not supported yet; use a sqlite: database URL (for example sqlite:keysmith.sqlite)"
-    }
+/// The engine does not push changes (SQLite): its readers poll the change log.
+public struct ChangesNotPushedError: Error, CustomStringConvertible {
+    public var description: String { "this database does not push changes; poll the change log" }
 }
 
 // MARK: - Pagination
@@ -103,8 +121,11 @@ extension SQLStore {
 // MARK: - The change log
 
 extension SQLStore {
-    /// Records `changes` in the change log, inside the caller's write transaction.
+    /// Records `changes` in the change log, inside the caller's write transaction. Take every row lock the
+    /// transaction needs before this: it waits for the change log's turn and holds it until the commit.
     static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
+        guard !changes.isEmpty else { return }
+        try await self.beginChangeLog(database)
         for change in changes {
             let (subject, id, relatedID) = change.columns
             try await database.raw(
@@ -119,12 +140,25 @@ extension SQLStore {
     /// Records one `api_key` change for every key matching `keyCondition` (a condition on `api_keys`), before the
     /// write that changes them all (a service account's deletion).
     static func recordKeyChanges(_ database: any SQLSession, keyCondition: SQLQueryString, at time: UnixSeconds) async throws {
+        try await self.beginChangeLog(database)
         try await database.raw(
             """
             INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
             SELECT 'api_key', id, NULL, \(bind: time) FROM api_keys WHERE
             """ + " " + keyCondition + " ORDER BY id"
         ).run()
+    }
+
+    /// Takes the change log's turn (PostgreSQL: entries then commit in sequence order, across processes) and asks
+    /// for the other processes to be woken at commit.
+    private static func beginChangeLog(_ database: any SQLSession) async throws {
+        let dialect = database.dialect
+        if let turn = dialect.takeTurn(.changeLog) {
+            try await database.raw(turn).run()
+        }
+        if let notify = dialect.notifyChanges {
+            try await database.raw(notify).run()
+        }
     }
 }
 
@@ -159,6 +193,20 @@ enum ScopeList {
     }
 }
 
+// MARK: - Row locks
+
+extension SQLStore {
+    /// Locks the rows of `table` that `condition` selects until the transaction ends, with SQLKit's locking clause
+    /// in the engine's dialect: `.share` keeps them from changing or going (a project from being archived while a
+    /// key is added to it), `.update` also from other writers' shared locks. For rows a transaction then reads
+    /// through outer joins, which PostgreSQL cannot lock in the same statement. On SQLite, whose writes run one at a
+    /// time, there is nothing to lock and no statement runs.
+    static func lock(_ database: any SQLSession, _ table: String, where condition: SQLQueryString, _ clause: SQLLockingClause) async throws {
+        guard database.dialect.locksRows else { return }
+        try await database.raw("SELECT 1 AS locked FROM \(unsafeRaw: table) WHERE " + condition + " \(clause)").run()
+    }
+}
+
 // MARK: - Single objects
 
 extension SQLStore {
@@ -175,4 +223,20 @@ extension SQLStore {
             try await explain(database)
         }
     }
+}
+
+// MARK: - Constraint violations
+
+/// A unique or primary key constraint refused a row: the race a check-then-insert loses on PostgreSQL when another
+/// process inserted the same row between the check and the insert (SQLite's single writer never loses it). The
+/// store maps it to the same domain error its check gives.
+func isUniqueViolation(_ error: any Error) -> Bool {
+    if let failure = error as? SQLiteFailure {
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY.
+        return failure.code == 2067 || failure.code == 1555
+    }
+    if let failure = error as? PostgresFailure {
+        return failure.sqlState == "23505"
+    }
+    return false
 }

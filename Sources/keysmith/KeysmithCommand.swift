@@ -17,7 +17,7 @@ struct KeysmithCommand: AsyncParsableCommand {
             keys) so that the official OpenAI SDKs can manage keys for your own model gateways.
             """,
         version: KeysmithVersion.current,
-        subcommands: [Serve.self, Backup.self, AdminKeys.self, Organizations.self],
+        subcommands: [Serve.self, Migrate.self, Backup.self, AdminKeys.self, Organizations.self],
         defaultSubcommand: nil
     )
 }
@@ -27,7 +27,7 @@ struct DatabaseOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Database URL: sqlite:PATH, sqlite:///ABSOLUTE/PATH or sqlite::memory:. Environment: KEYSMITH_DATABASE_URL.",
+            "Database URL: sqlite:PATH, sqlite:///ABSOLUTE/PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=MODE. Environment: KEYSMITH_DATABASE_URL.",
             valueName: "url"
         )
     )

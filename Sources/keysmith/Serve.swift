@@ -56,6 +56,15 @@ struct Serve: AsyncParsableCommand {
     var metricsAddress: String?
 
     @Option(
+        name: .customLong("database-pool-size"),
+        help: ArgumentHelp(
+            "PostgreSQL: the most connections this replica opens at once (default 20). Environment: KEYSMITH_DATABASE_POOL_SIZE.",
+            valueName: "count"
+        )
+    )
+    var databasePoolSize: Int?
+
+    @Option(
         name: .customLong("log-format"),
         help: ArgumentHelp("text, or json (one object per line). Environment: KEYSMITH_LOG_FORMAT.", valueName: "format")
     )
@@ -102,7 +111,8 @@ struct Serve: AsyncParsableCommand {
                 tls: try self.tlsFiles(),
                 metricsAddress: try (self.metricsAddress ?? Environment.value("KEYSMITH_METRICS_ADDRESS"))
                     .map(KeysmithConfiguration.ListenAddress.init(parsing:)),
-                connectionLimits: try self.connectionLimits()
+                connectionLimits: try self.connectionLimits(),
+                databasePoolSize: try self.poolSize()
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {
@@ -174,6 +184,14 @@ struct Serve: AsyncParsableCommand {
             limits.maximumConnections = count
         }
         return limits
+    }
+
+    private func poolSize() throws -> Int {
+        let size =
+            try self.databasePoolSize
+            ?? Environment.value("KEYSMITH_DATABASE_POOL_SIZE").map { try Self.parse($0, "KEYSMITH_DATABASE_POOL_SIZE", as: Int.self) } ?? 20
+        guard size >= 2 else { throw ValidationError("the database pool needs at least 2 connections") }
+        return size
     }
 
     static func parse<Value: LosslessStringConvertible>(_ text: String, _ name: String, as type: Value.Type) throws -> Value {

@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Project API keys")
 struct APIKeyTests {
-    @Test("A user key is created with its value once and listed as the spec's ProjectApiKey")
-    func userKeyShape() async throws {
-        try await Harness.run { app in
+    @Test("A user key is created with its value once and listed as the spec's ProjectApiKey", arguments: TestEngine.available)
+    func userKeyShape(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com", role: "owner")
             let created = try await app.post("/projects/\(projectID)/api_keys", #"{"name":"laptop","user_id":"\#(userID)"}"#)
@@ -51,9 +52,9 @@ struct APIKeyTests {
         }
     }
 
-    @Test("Creating a user key needs a project member and valid fields")
-    func userKeyValidation() async throws {
-        try await Harness.run { app in
+    @Test("Creating a user key needs a project member and valid fields", arguments: TestEngine.available)
+    func userKeyValidation(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let memberID = try await app.member(of: projectID, email: "m@example.com")
             let outsider = try await app.post("/users", #"{"email":"out@example.com"}"#)
@@ -93,9 +94,9 @@ struct APIKeyTests {
         }
     }
 
-    @Test("Deleting a user key returns the deleted object; a service account key is refused with 400")
-    func delete() async throws {
-        try await Harness.run { app in
+    @Test("Deleting a user key returns the deleted object; a service account key is refused with 400", arguments: TestEngine.available)
+    func delete(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "m@example.com")
             let key = try await app.userKey(projectID: projectID, userID: userID)
@@ -114,9 +115,9 @@ struct APIKeyTests {
         }
     }
 
-    @Test("Updating a key sets expiry from now and replaces scopes; an empty list removes restrictions")
-    func update() async throws {
-        try await Harness.run { app in
+    @Test("Updating a key sets expiry from now and replaces scopes; an empty list removes restrictions", arguments: TestEngine.available)
+    func update(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let path = "/projects/\(projectID)/api_keys/\(account.keyID)"
@@ -139,9 +140,9 @@ struct APIKeyTests {
         }
     }
 
-    @Test("owner_project_access separates keys of members who left the project")
-    func ownerProjectAccess() async throws {
-        try await Harness.run { app in
+    @Test("owner_project_access separates keys of members who left the project", arguments: TestEngine.available)
+    func ownerProjectAccess(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let leaverID = try await app.member(of: projectID, email: "leaver@example.com")
             let stayerID = try await app.member(of: projectID, email: "stayer@example.com")

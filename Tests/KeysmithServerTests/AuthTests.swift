@@ -2,13 +2,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Admin authentication")
 struct AuthTests {
-    @Test("No key, a malformed key or an unknown key is a 401 in OpenAI's envelope")
-    func unauthenticated() async throws {
-        try await Harness.run { app in
+    @Test("No key, a malformed key or an unknown key is a 401 in OpenAI's envelope", arguments: TestEngine.available)
+    func unauthenticated(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let missing = try await app.get("/projects", key: "")
             missing.expectError(.unauthorized)
             #expect(missing.headers[.wwwAuthenticate] == "Bearer")
@@ -28,9 +29,9 @@ struct AuthTests {
         }
     }
 
-    @Test("Project and service account keys get 403 naming the missing scope")
-    func projectKeysAreForbidden() async throws {
-        try await Harness.run { app in
+    @Test("Project and service account keys get 403 naming the missing scope", arguments: TestEngine.available)
+    func projectKeysAreForbidden(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let userKey = try await app.userKey(projectID: projectID, userID: userID)
@@ -53,9 +54,9 @@ struct AuthTests {
         }
     }
 
-    @Test("A deleted admin key is refused on its very next request; an expired one too")
-    func deletedAndExpiredAdminKeys() async throws {
-        try await Harness.run { app in
+    @Test("A deleted admin key is refused on its very next request; an expired one too", arguments: TestEngine.available)
+    func deletedAndExpiredAdminKeys(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let created = try await app.post("/admin_api_keys", #"{"name":"temporary"}"#)
             #expect(created.status == .ok)
             let value = try #require(created["value"] as? String)
@@ -77,9 +78,9 @@ struct AuthTests {
         }
     }
 
-    @Test("An admin key sees only its own organization")
-    func organizationIsolation() async throws {
-        try await Harness.run { app in
+    @Test("An admin key sees only its own organization", arguments: TestEngine.available)
+    func organizationIsolation(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project("mine")
             let other = try await app.keysmith.createOrganization(name: "Other tenant")
             let otherKey = try await app.keysmith.createAdminKey(name: "other", organizationID: other.id).plaintext
@@ -94,9 +95,9 @@ struct AuthTests {
         }
     }
 
-    @Test("Admin keys list, retrieve and show their value only at creation")
-    func adminKeyEndpoints() async throws {
-        try await Harness.run { app in
+    @Test("Admin keys list, retrieve and show their value only at creation", arguments: TestEngine.available)
+    func adminKeyEndpoints(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let created = try await app.post("/admin_api_keys", #"{"name":"ci"}"#)
             let value = try #require(created["value"] as? String)
             let id = try #require(created["id"] as? String)
@@ -117,6 +118,25 @@ struct AuthTests {
             try await app.get("/admin_api_keys?order=sideways").expectError(.badRequest, param: "order")
             try await app.post("/admin_api_keys", "{}").expectError(.badRequest, param: "name")
             try await app.get("/admin_api_keys/key_missing").expectError(.notFound)
+        }
+    }
+
+    @Test("The organization's last admin key cannot be deleted: 400 naming it, and the key keeps working", arguments: TestEngine.available)
+    func lastAdminKey(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
+            let only = try #require(try await app.get("/admin_api_keys").data.first?["id"] as? String)
+            let refused = try await app.delete("/admin_api_keys/\(only)")
+            refused.expectError(.badRequest, param: "key_id", code: "last_admin_key")
+            #expect((refused.error["message"] as? String)?.contains(only) == true)
+            #expect(try await app.get("/admin_api_keys").data.count == 1)
+
+            // With a second key, the first can go; then the second is the last.
+            let second = try await app.post("/admin_api_keys", #"{"name":"successor"}"#)
+            let secondID = try #require(second["id"] as? String)
+            let secondValue = try #require(second["value"] as? String)
+            #expect(try await app.delete("/admin_api_keys/\(only)", key: secondValue).status == .ok)
+            try await app.delete("/admin_api_keys/\(secondID)", key: secondValue).expectError(.badRequest, param: "key_id", code: "last_admin_key")
+            #expect(try await app.get("/projects", key: secondValue).status == .ok)
         }
     }
 }

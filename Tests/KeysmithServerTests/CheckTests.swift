@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import KeysmithCore
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @testable import KeysmithServer
@@ -12,9 +13,9 @@ extension HTTPField.Name {
 
 @Suite("Forward auth: /v1/auth/check")
 struct CheckTests {
-    @Test("A good key gets 200 and the identity headers; a service account key too")
-    func validKeys() async throws {
-        try await Harness.run { app in
+    @Test("A good key gets 200 and the identity headers; a service account key too", arguments: TestEngine.available)
+    func validKeys(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let userKey = try await app.userKey(projectID: projectID, userID: userID)
@@ -42,9 +43,9 @@ struct CheckTests {
         }
     }
 
-    @Test("Missing, malformed, unknown and admin keys get 401 with OpenAI's body and WWW-Authenticate")
-    func badKeys() async throws {
-        try await Harness.run { app in
+    @Test("Missing, malformed, unknown and admin keys get 401 with OpenAI's body and WWW-Authenticate", arguments: TestEngine.available)
+    func badKeys(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let missing = try await app.check(nil)
             missing.expectError(.unauthorized)
             #expect(missing.headers[.wwwAuthenticate] == "Bearer")
@@ -59,9 +60,12 @@ struct CheckTests {
         }
     }
 
-    @Test("Deleting a key, archiving its project, removing its owner or their service account takes effect on the next request")
-    func changesTakeEffectAtOnce() async throws {
-        try await Harness.run { app in
+    @Test(
+        "Deleting a key, archiving its project, removing its owner or their service account takes effect on the next request",
+        arguments: TestEngine.available
+    )
+    func changesTakeEffectAtOnce(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let deleted = try await app.userKey(projectID: projectID, userID: userID, name: "deleted")
@@ -91,9 +95,9 @@ struct CheckTests {
         }
     }
 
-    @Test("A key expires by the clock, with its own code, and an update of its expiry applies at once")
-    func expiry() async throws {
-        try await Harness.run { app in
+    @Test("A key expires by the clock, with its own code, and an update of its expiry applies at once", arguments: TestEngine.available)
+    func expiry(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let key = try await app.userKey(projectID: projectID, userID: userID, extra: #","expires_in_seconds":600"#)
@@ -111,9 +115,12 @@ struct CheckTests {
         }
     }
 
-    @Test("Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request, and only reported without one")
-    func scopes() async throws {
-        try await Harness.run { app in
+    @Test(
+        "Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request, and only reported without one",
+        arguments: TestEngine.available
+    )
+    func scopes(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
@@ -164,9 +171,9 @@ struct CheckTests {
         }
     }
 
-    @Test("A new key verifies at once, and a refused request records no use")
-    func newKeysAndUsage() async throws {
-        try await Harness.run { app in
+    @Test("A new key verifies at once, and a refused request records no use", arguments: TestEngine.available)
+    func newKeysAndUsage(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             #expect(try await app.check(account.value).status == .ok)

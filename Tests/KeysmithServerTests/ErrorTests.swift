@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Errors")
 struct ErrorTests {
-    @Test("Unknown routes are 404 and wrong methods 405, both in OpenAI's envelope")
-    func routing() async throws {
-        try await Harness.run { app in
+    @Test("Unknown routes are 404 and wrong methods 405, both in OpenAI's envelope", arguments: TestEngine.available)
+    func routing(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let unknown = try await app.request(.get, "/v1/organization/nothing")
             unknown.expectError(.notFound)
             #expect(unknown.error["message"] as? String == "Invalid URL (GET /v1/organization/nothing)")
@@ -23,9 +24,9 @@ struct ErrorTests {
         }
     }
 
-    @Test("Malformed JSON, a non-object body and wrong types are 400s; nothing changes")
-    func badBodies() async throws {
-        try await Harness.run { app in
+    @Test("Malformed JSON, a non-object body and wrong types are 400s; nothing changes", arguments: TestEngine.available)
+    func badBodies(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             try await app.post("/projects", #"{"name":"#).expectError(.badRequest, code: "invalid_json")
             try await app.post("/projects", "[1,2]").expectError(.badRequest, code: "invalid_json")
             try await app.post("/projects", "\"text\"").expectError(.badRequest)
@@ -36,26 +37,26 @@ struct ErrorTests {
         }
     }
 
-    @Test("A body over 1 MiB is a 413")
-    func bodyTooLarge() async throws {
-        try await Harness.run { app in
+    @Test("A body over 1 MiB is a 413", arguments: TestEngine.available)
+    func bodyTooLarge(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let big = #"{"name":"\#(String(repeating: "x", count: 1 << 20))"}"#
             try await app.post("/projects", big).expectError(.contentTooLarge)
             #expect(try await app.get("/projects").data.isEmpty)
         }
     }
 
-    @Test("Unknown body fields are ignored so newer SDKs keep working")
-    func unknownFields() async throws {
-        try await Harness.run { app in
+    @Test("Unknown body fields are ignored so newer SDKs keep working", arguments: TestEngine.available)
+    func unknownFields(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let reply = try await app.post("/projects", #"{"name":"x","geography":"EU","something_new":{"a":1}}"#)
             #expect(reply.status == .ok)
         }
     }
 
-    @Test("GET /healthz answers 200 without authentication")
-    func health() async throws {
-        try await Harness.run { app in
+    @Test("GET /healthz answers 200 without authentication", arguments: TestEngine.available)
+    func health(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let reply = try await app.request(.get, "/healthz", key: "")
             #expect(reply.status == .ok)
             #expect(reply.text == "ok")

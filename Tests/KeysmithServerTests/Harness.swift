@@ -5,6 +5,7 @@ import HummingbirdTesting
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Logging
 import NIOCore
 import Synchronization
@@ -55,18 +56,26 @@ struct Harness: Sendable {
     let usage: UsageRecorder
     let metrics: ServerMetrics
 
-    /// Builds the application exactly as `keysmith serve` does, on a private SQLite file database (WAL mode, reader
-    /// connections, as in production).
+    /// Warnings and errors only: the access log of every request the tests make would bury a failure's output.
+    static var quietLogger: Logger {
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        return logger
+    }
+
+    /// Builds the application exactly as `keysmith serve` does, on a database of its own on `engine` (a SQLite file
+    /// in WAL mode with reader connections, as in production, or a new PostgreSQL database).
     static func run(
+        _ engine: TestEngine,
         usageFlushInterval: Duration = .seconds(3600),
-        logger: Logger = Logger(label: "test"),
+        logger: Logger = Harness.quietLogger,
         _ body: @escaping @Sendable (Harness) async throws -> Void
     ) async throws {
-        try await withTemporaryDirectory { directory in
+        try await withTestDatabase(engine) { url in
             let clock = ManualClock()
             let built = try await buildApplication(
                 KeysmithConfiguration(
-                    database: .sqliteFile(path: directory.appendingPathComponent("keysmith.sqlite").path),
+                    database: url,
                     clock: clock.clock,
                     bootstrapAdminKeyName: "test admin key",
                     usageFlushInterval: usageFlushInterval
@@ -161,14 +170,6 @@ struct Harness: Sendable {
             try #require(key["value"] as? String)
         )
     }
-}
-
-/// Runs `body` with a new empty directory, removed afterwards whatever happens.
-func withTemporaryDirectory(_ body: (URL) async throws -> Void) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    try await body(directory)
 }
 
 /// Keeps every log line, for tests of what the server logs.

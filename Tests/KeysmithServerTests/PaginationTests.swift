@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Lists and pagination")
 struct PaginationTests {
-    @Test("The key list pages with limit and after; first_id, last_id and has_more are exact")
-    func keyListPaging() async throws {
-        try await Harness.run { app in
+    @Test("The key list pages with limit and after; first_id, last_id and has_more are exact", arguments: TestEngine.available)
+    func keyListPaging(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "a@example.com")
             var created: [String] = []
@@ -43,9 +44,9 @@ struct PaginationTests {
         }
     }
 
-    @Test("Empty lists have null first_id and last_id")
-    func emptyList() async throws {
-        try await Harness.run { app in
+    @Test("Empty lists have null first_id and last_id", arguments: TestEngine.available)
+    func emptyList(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             for path in ["/projects/\(projectID)/api_keys", "/projects/\(projectID)/service_accounts", "/projects/\(projectID)/users"] {
                 let reply = try await app.get(path)
@@ -57,9 +58,9 @@ struct PaginationTests {
         }
     }
 
-    @Test("limit outside 1-100 or not an integer, and unknown after cursors, are 400s naming the parameter")
-    func badParameters() async throws {
-        try await Harness.run { app in
+    @Test("limit outside 1-100 or not an integer, and unknown after cursors, are 400s naming the parameter", arguments: TestEngine.available)
+    func badParameters(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             for limit in ["0", "101", "-1", "abc", "1.5", ""] {
                 try await app.get("/projects/\(projectID)/api_keys?limit=\(limit)").expectError(.badRequest, param: "limit")
@@ -74,9 +75,9 @@ struct PaginationTests {
         }
     }
 
-    @Test("Bracketed array parameters and percent-encoding are understood as the SDKs send them")
-    func sdkEncodings() async throws {
-        try await Harness.run { app in
+    @Test("Bracketed array parameters and percent-encoding are understood as the SDKs send them", arguments: TestEngine.available)
+    func sdkEncodings(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             for email in ["a@example.com", "b+tag@example.com", "c@example.com"] {
                 #expect(try await app.post("/users", #"{"email":"\#(email)"}"#).status == .ok)
             }

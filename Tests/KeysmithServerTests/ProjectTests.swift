@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Projects")
 struct ProjectTests {
-    @Test("Create, retrieve, modify and archive return the spec's Project with explicit nulls")
-    func lifecycle() async throws {
-        try await Harness.run { app in
+    @Test("Create, retrieve, modify and archive return the spec's Project with explicit nulls", arguments: TestEngine.available)
+    func lifecycle(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let created = try await app.post("/projects", #"{"name":"Gateway","external_key_id":"ext-1"}"#)
             #expect(created.status == .ok)
             let id = try #require(created["id"] as? String)
@@ -38,9 +39,9 @@ struct ProjectTests {
         }
     }
 
-    @Test("Lists skip archived projects unless include_archived=true")
-    func includeArchived() async throws {
-        try await Harness.run { app in
+    @Test("Lists skip archived projects unless include_archived=true", arguments: TestEngine.available)
+    func includeArchived(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let kept = try await app.project("kept")
             let gone = try await app.project("gone")
             _ = try await app.post("/projects/\(gone)/archive", nil)
@@ -51,9 +52,9 @@ struct ProjectTests {
         }
     }
 
-    @Test("Bad project bodies are 400s naming the field and change nothing")
-    func validation() async throws {
-        try await Harness.run { app in
+    @Test("Bad project bodies are 400s naming the field and change nothing", arguments: TestEngine.available)
+    func validation(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             try await app.post("/projects", "{}").expectError(.badRequest, param: "name")
             try await app.post("/projects", #"{"name":""}"#).expectError(.badRequest, param: "name")
             try await app.post("/projects", #"{"name":"   "}"#).expectError(.badRequest, param: "name")
@@ -67,9 +68,9 @@ struct ProjectTests {
         }
     }
 
-    @Test("Unknown projects are 404s")
-    func notFound() async throws {
-        try await Harness.run { app in
+    @Test("Unknown projects are 404s", arguments: TestEngine.available)
+    func notFound(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let reply = try await app.get("/projects/proj_missing")
             reply.expectError(.notFound)
             #expect(reply.error["message"] as? String == "No such project: proj_missing")

@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Service accounts")
 struct ServiceAccountTests {
-    @Test("Creating a service account returns its first key's value once")
-    func create() async throws {
-        try await Harness.run { app in
+    @Test("Creating a service account returns its first key's value once", arguments: TestEngine.available)
+    func create(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let created = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"Production App"}"#)
             #expect(created.status == .ok)
@@ -35,9 +36,9 @@ struct ServiceAccountTests {
         }
     }
 
-    @Test("create_service_account_only makes an account with role none and no key")
-    func createOnly() async throws {
-        try await Harness.run { app in
+    @Test("create_service_account_only makes an account with role none and no key", arguments: TestEngine.available)
+    func createOnly(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let created = try await app.post(
                 "/projects/\(projectID)/service_accounts",
@@ -51,9 +52,9 @@ struct ServiceAccountTests {
         }
     }
 
-    @Test("Update changes name and role; bad roles are refused")
-    func update() async throws {
-        try await Harness.run { app in
+    @Test("Update changes name and role; bad roles are refused", arguments: TestEngine.available)
+    func update(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let path = "/projects/\(projectID)/service_accounts/\(account.id)"
@@ -65,9 +66,9 @@ struct ServiceAccountTests {
         }
     }
 
-    @Test("More keys for a service account, each shown once; deleting the account deletes them all")
-    func keysAndDelete() async throws {
-        try await Harness.run { app in
+    @Test("More keys for a service account, each shown once; deleting the account deletes them all", arguments: TestEngine.available)
+    func keysAndDelete(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let extra = try await app.post(
@@ -92,9 +93,9 @@ struct ServiceAccountTests {
         }
     }
 
-    @Test("An archived project refuses new service accounts and new keys")
-    func archivedProject() async throws {
-        try await Harness.run { app in
+    @Test("An archived project refuses new service accounts and new keys", arguments: TestEngine.available)
+    func archivedProject(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let userID = try await app.member(of: projectID, email: "m@example.com")
@@ -106,9 +107,9 @@ struct ServiceAccountTests {
         }
     }
 
-    @Test("Service account lists page like every list")
-    func list() async throws {
-        try await Harness.run { app in
+    @Test("Service account lists page like every list", arguments: TestEngine.available)
+    func list(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             var ids: [String] = []
             for index in 0..<3 { ids.append(try await app.serviceAccount(projectID: projectID, name: "bot\(index)").id) }

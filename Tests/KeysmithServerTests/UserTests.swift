@@ -3,13 +3,14 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 @Suite("Users and project users")
 struct UserTests {
-    @Test("Organization users are created (extension), listed and retrieved")
-    func organizationUsers() async throws {
-        try await Harness.run { app in
+    @Test("Organization users are created (extension), listed and retrieved", arguments: TestEngine.available)
+    func organizationUsers(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let created = try await app.post("/users", #"{"email":"ada@example.com","name":"Ada","role":"owner"}"#)
             #expect(created.status == .ok)
             let id = try #require(created["id"] as? String)
@@ -32,9 +33,9 @@ struct UserTests {
         }
     }
 
-    @Test("Project users are added by id or email, retrieved, modified and removed")
-    func projectUsers() async throws {
-        try await Harness.run { app in
+    @Test("Project users are added by id or email, retrieved, modified and removed", arguments: TestEngine.available)
+    func projectUsers(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let user = try await app.post("/users", #"{"email":"ada@example.com","name":"Ada"}"#)
             let userID = try #require(user["id"] as? String)

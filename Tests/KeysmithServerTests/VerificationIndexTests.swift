@@ -1,6 +1,7 @@
 import Foundation
 import KeysmithCore
 import KeysmithStore
+import KeysmithTestSupport
 import Logging
 import Synchronization
 import Testing
@@ -26,13 +27,13 @@ struct VerificationFixture {
 
     var statementCount: Int { self.statements.count.load(ordering: .relaxed) }
 
-    static func run(_ body: (VerificationFixture) async throws -> Void) async throws {
-        try await withTemporaryDirectory { directory in
+    static func run(_ engine: TestEngine, _ body: (VerificationFixture) async throws -> Void) async throws {
+        try await withTestDatabase(engine) { url in
             let clock = ManualClock()
             let statements = StatementCounter()
             let counter = SQLStatementObserver { _, _ in statements.count.add(1, ordering: .relaxed) }
             let database = try await Keysmith.openDatabase(
-                .sqliteFile(path: directory.appendingPathComponent("v.sqlite").path),
+                url,
                 clock: clock.clock,
                 logger: Logger(label: "test"),
                 observer: counter
@@ -101,9 +102,9 @@ final class StatementCounter: Sendable {
 
 @Suite("Verification index and change feed")
 struct VerificationIndexTests {
-    @Test("Forged, revoked and good keys are all answered from memory: no database read per check")
-    func checksNeverReadTheDatabase() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("Forged, revoked and good keys are all answered from memory: no database read per check", arguments: TestEngine.available)
+    func checksNeverReadTheDatabase(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let (project, user) = try await fixture.projectWithMember(fixture.keysmith)
             let good = try await fixture.userKey(fixture.keysmith, project: project, user: user)
             let revoked = try await fixture.userKey(fixture.keysmith, project: project, user: user)
@@ -122,9 +123,9 @@ struct VerificationIndexTests {
         }
     }
 
-    @Test("Changes made by another process apply when the feed catches up")
-    func changesFromElsewhere() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("Changes made by another process apply when the feed catches up", arguments: TestEngine.available)
+    func changesFromElsewhere(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let organizationID = fixture.organization.id
             let (project, user) = try await fixture.projectWithMember(fixture.elsewhere)
             let created = try await fixture.userKey(fixture.elsewhere, project: project, user: user)
@@ -196,15 +197,16 @@ struct VerificationIndexTests {
         }
     }
 
-    @Test("A write through this server is applied before it returns")
-    func localWritesApplyAtOnce() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("A write through this server is applied before it returns", arguments: TestEngine.available)
+    func localWritesApplyAtOnce(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let (project, user) = try await fixture.projectWithMember(fixture.keysmith)
             let created = try await fixture.userKey(fixture.keysmith, project: project, user: user)
             #expect(fixture.code(created.plaintext) == .valid)
             try await fixture.keysmith.deleteAPIKey(organizationID: fixture.organization.id, projectID: project.id, keyID: created.key.id)
             #expect(fixture.code(created.plaintext) == .notFound)
             // The admin keys are in the index too.
+            _ = try await fixture.keysmith.createAdminKey(name: "keeper", organizationID: fixture.organization.id)
             let admin = try await fixture.keysmith.createAdminKey(name: "ops", organizationID: fixture.organization.id)
             #expect(fixture.index.adminKey(fixture.verifier.hasher.digest(admin.plaintext))?.id == admin.key.id)
             try await fixture.keysmith.deleteAdminKey(organizationID: fixture.organization.id, keyID: admin.key.id)
@@ -212,9 +214,9 @@ struct VerificationIndexTests {
         }
     }
 
-    @Test("A change replaces only what it touches: other keys' entries stay; archiving flips one shared flag")
-    func changesAreProportional() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("A change replaces only what it touches: other keys' entries stay; archiving flips one shared flag", arguments: TestEngine.available)
+    func changesAreProportional(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let (project, user) = try await fixture.projectWithMember(fixture.keysmith)
             let first = try await fixture.userKey(fixture.keysmith, project: project, user: user)
             let second = try await fixture.userKey(fixture.keysmith, project: project, user: user)
@@ -240,9 +242,9 @@ struct VerificationIndexTests {
         }
     }
 
-    @Test("A feed that fell behind a pruned change log loads everything again")
-    func prunedLogReloads() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("A feed that fell behind a pruned change log loads everything again", arguments: TestEngine.available)
+    func prunedLogReloads(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let (project, user) = try await fixture.projectWithMember(fixture.elsewhere)
             try await fixture.feed.catchUp()
             var keys: [String] = []
@@ -260,9 +262,9 @@ struct VerificationIndexTests {
         }
     }
 
-    @Test("With the database gone, checks keep answering from the last known state")
-    func answersWithoutTheDatabase() async throws {
-        try await VerificationFixture.run { fixture in
+    @Test("With the database gone, checks keep answering from the last known state", arguments: TestEngine.available)
+    func answersWithoutTheDatabase(engine: TestEngine) async throws {
+        try await VerificationFixture.run(engine) { fixture in
             let (project, user) = try await fixture.projectWithMember(fixture.keysmith)
             let created = try await fixture.userKey(fixture.keysmith, project: project, user: user)
             try await fixture.store.close()

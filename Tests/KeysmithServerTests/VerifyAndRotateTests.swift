@@ -3,6 +3,7 @@ import HTTPTypes
 import KeysmithCore
 import KeysmithServer
 import KeysmithStore
+import KeysmithTestSupport
 import Testing
 
 extension Harness {
@@ -20,9 +21,9 @@ extension Harness {
 
 @Suite("Verify API")
 struct VerifyTests {
-    @Test("Each code: valid, malformed, not_found, expired, revoked, project_archived, owner_inactive")
-    func codes() async throws {
-        try await Harness.run { app in
+    @Test("Each code: valid, malformed, not_found, expired, revoked, project_archived, owner_inactive", arguments: TestEngine.available)
+    func codes(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let good = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
@@ -67,9 +68,9 @@ struct VerifyTests {
         }
     }
 
-    @Test("Only admins of the key's organization learn about it")
-    func authorization() async throws {
-        try await Harness.run { app in
+    @Test("Only admins of the key's organization learn about it", arguments: TestEngine.available)
+    func authorization(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let other = try await app.keysmith.createOrganization(name: "Other")
@@ -89,9 +90,9 @@ struct VerifyTests {
 
 @Suite("Rotation")
 struct RotationTests {
-    @Test("Without a grace period the old secret stops at once; id, name, owner and scopes stay")
-    func immediate() async throws {
-        try await Harness.run { app in
+    @Test("Without a grace period the old secret stops at once; id, name, owner and scopes stay", arguments: TestEngine.available)
+    func immediate(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let old = try await app.userKey(projectID: projectID, userID: userID, name: "laptop", extra: #","scopes":["api.model.read"]"#)
@@ -118,9 +119,9 @@ struct RotationTests {
         }
     }
 
-    @Test("With a grace period both secrets verify until it ends; rotating again ends the first grace at once")
-    func grace() async throws {
-        try await Harness.run { app in
+    @Test("With a grace period both secrets verify until it ends; rotating again ends the first grace at once", arguments: TestEngine.available)
+    func grace(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let first = try await app.rotate(projectID: projectID, keyID: account.keyID, grace: 3600)
@@ -151,9 +152,9 @@ struct RotationTests {
         }
     }
 
-    @Test("Bad grace periods and expired keys are refused; unknown keys are 404")
-    func validation() async throws {
-        try await Harness.run { app in
+    @Test("Bad grace periods and expired keys are refused; unknown keys are 404", arguments: TestEngine.available)
+    func validation(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             try await app.rotate(projectID: projectID, keyID: account.keyID, grace: -1).expectError(.badRequest, param: "grace_period_seconds")
@@ -170,9 +171,9 @@ struct RotationTests {
 
 @Suite("Last used")
 struct LastUsedTests {
-    @Test("Uses are batched: nothing is written per request, one flush writes them all")
-    func batched() async throws {
-        try await Harness.run { app in
+    @Test("Uses are batched: nothing is written per request, one flush writes them all", arguments: TestEngine.available)
+    func batched(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             let path = "/projects/\(projectID)/api_keys/\(account.keyID)"
@@ -201,9 +202,9 @@ struct LastUsedTests {
         }
     }
 
-    @Test("Admin keys record their uses too")
-    func adminKeys() async throws {
-        try await Harness.run { app in
+    @Test("Admin keys record their uses too", arguments: TestEngine.available)
+    func adminKeys(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
             let list = try await app.get("/admin_api_keys")
             #expect(list.data.first?["last_used_at"] is NSNull)
             try await app.usage.flush()
@@ -212,9 +213,9 @@ struct LastUsedTests {
         }
     }
 
-    @Test("The recorder flushes on its own within its interval")
-    func periodic() async throws {
-        try await Harness.run(usageFlushInterval: .milliseconds(50)) { app in
+    @Test("The recorder flushes on its own within its interval", arguments: TestEngine.available)
+    func periodic(engine: TestEngine) async throws {
+        try await Harness.run(engine, usageFlushInterval: .milliseconds(50)) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             #expect(try await app.check(account.value).status == .ok)

@@ -1,4 +1,5 @@
 import KeysmithCore
+import KeysmithTestSupport
 import Testing
 
 @testable import KeysmithStore
@@ -12,9 +13,9 @@ struct ChangeLogTests {
         return records.map(\.change)
     }
 
-    @Test("Every write that affects verification records exactly what it changed; other writes record nothing")
-    func writesRecordChanges() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Every write that affects verification records exactly what it changed; other writes record nothing", arguments: TestEngine.available)
+    func writesRecordChanges(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             var sequence = try await fixture.store.latestChangeSequence()
             let (project, member) = try await fixture.projectWithMember()
             #expect(try await Self.changes(fixture, since: &sequence) == [.membership(projectID: project.id, userID: member.id)])
@@ -75,15 +76,32 @@ struct ChangeLogTests {
                 redactedValue: "r",
                 createdAt: 1
             )
+            let otherAdminKey = AdminKey(
+                id: fixture.ids.make(.apiKey),
+                organizationID: fixture.organizationID,
+                name: "b",
+                redactedValue: "r",
+                createdAt: 1
+            )
             try await fixture.store.createAdminKey(adminKey, secretHash: String(repeating: "cd", count: 32))
+            try await fixture.store.createAdminKey(otherAdminKey, secretHash: String(repeating: "ce", count: 32))
             try await fixture.store.deleteAdminKey(id: adminKey.id, organizationID: fixture.organizationID)
-            #expect(try await Self.changes(fixture, since: &sequence) == [.adminKey(id: adminKey.id), .adminKey(id: adminKey.id)])
+            #expect(
+                try await Self.changes(fixture, since: &sequence) == [
+                    .adminKey(id: adminKey.id), .adminKey(id: otherAdminKey.id), .adminKey(id: adminKey.id),
+                ]
+            )
+            // The organization's last admin key stays; a refused write records nothing.
+            await expectRefusal(.lastAdminKey(keyID: otherAdminKey.id)) {
+                try await fixture.store.deleteAdminKey(id: otherAdminKey.id, organizationID: fixture.organizationID)
+            }
+            #expect(try await Self.changes(fixture, since: &sequence) == [])
         }
     }
 
-    @Test("A refused write records no change")
-    func refusedWritesRecordNothing() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("A refused write records no change", arguments: TestEngine.available)
+    func refusedWritesRecordNothing(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, _) = try await fixture.projectWithMember()
             let outsider = try await fixture.user("outsider@example.com")
             var sequence = try await fixture.store.latestChangeSequence()
@@ -97,9 +115,9 @@ struct ChangeLogTests {
         }
     }
 
-    @Test("Verification states page by key id and carry what a check needs")
-    func verificationStates() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Verification states page by key id and carry what a check needs", arguments: TestEngine.available)
+    func verificationStates(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             var created: [NewAPIKey] = []
             for _ in 0..<7 {
@@ -141,9 +159,9 @@ struct ChangeLogTests {
         }
     }
 
-    @Test("Pruning deletes old entries but always keeps the newest, so readers can tell what they missed")
-    func pruning() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Pruning deletes old entries but always keeps the newest, so readers can tell what they missed", arguments: TestEngine.available)
+    func pruning(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             for _ in 0..<3 {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))

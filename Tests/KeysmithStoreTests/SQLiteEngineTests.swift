@@ -1,5 +1,6 @@
 import Foundation
 import KeysmithCore
+import KeysmithTestSupport
 import Logging
 import SQLKit
 import Testing
@@ -149,7 +150,7 @@ struct SQLiteEngineTests {
 
     @Test("The store's hot queries are prepared once: new projects, cursors and keys reuse them, never re-prepared")
     func hotQueriesStayPrepared() async throws {
-        try await StoreFixture.run { fixture in
+        try await StoreFixture.run(.sqlite) { fixture in
             let engine = try #require(fixture.store.engine as? SQLiteEngine)
             let (project, member) = try await fixture.projectWithMember()
             var keys: [APIKey] = []

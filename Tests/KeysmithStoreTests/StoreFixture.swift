@@ -1,28 +1,34 @@
 import Foundation
 import KeysmithCore
 import KeysmithStore
+import KeysmithTestSupport
 import Logging
 import Testing
 
-/// A migrated store on a private SQLite file database (WAL mode, reader connections, as production runs it), with
-/// one organization and a manual clock.
-struct StoreFixture {
+/// A migrated store on a database of its own (a SQLite file in WAL mode with reader connections, as production runs
+/// it, or a new PostgreSQL database), with one organization and a manual clock.
+struct StoreFixture: Sendable {
     let store: SQLStore
     let clock: ManualClock
     let organization: Organization
     let ids = IDGenerator()
 
     /// Runs `body` with a fresh fixture and closes the database afterwards, whatever happens.
-    static func run(_ body: (StoreFixture) async throws -> Void) async throws {
-        try await withTemporaryDirectory { directory in
+    static func run(_ engine: TestEngine, _ body: @escaping @Sendable (StoreFixture) async throws -> Void) async throws {
+        try await withTestDatabase(engine) { url in
             let clock = ManualClock()
-            let url = DatabaseURL.sqliteFile(path: directory.appendingPathComponent("store.sqlite").path)
             let store = try await SQLStore.open(url, clock: clock.clock, logger: Logger(label: "test"))
             do {
                 try await store.migrate()
                 let organization = Organization(id: IDGenerator.shared.make(.organization), name: "Org", createdAt: clock.now)
                 try await store.createOrganization(organization)
-                try await body(StoreFixture(store: store, clock: clock, organization: organization))
+                // As in the server: PostgreSQL's pool runs (many connections, so the concurrency tests race for
+                // real); SQLite's run() returns at once.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { await store.run() }
+                    try await body(StoreFixture(store: store, clock: clock, organization: organization))
+                    group.cancelAll()
+                }
             } catch {
                 try await store.close()
                 throw error
@@ -108,12 +114,4 @@ func expectRefusal(
     } catch {
         Issue.record("expected \(expected), got \(error)", sourceLocation: sourceLocation)
     }
-}
-
-/// Runs `body` with a new empty directory, removed afterwards whatever happens.
-func withTemporaryDirectory(_ body: (URL) async throws -> Void) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysmith-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    try await body(directory)
 }

@@ -1,24 +1,28 @@
 import Foundation
 import KeysmithCore
 import KeysmithStore
+import KeysmithTestSupport
 import Logging
 import Synchronization
 import Testing
 
 @Suite("Store: setup")
 struct StoreSetupTests {
-    @Test("Migrations apply once, in order, and a second run applies nothing")
-    func migrationsAreIdempotent() async throws {
-        let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
-        #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"])
-        try await store.checkReadiness()
-        #expect(try await store.migrate() == [])
-        try await store.close()
+    @Test("Migrations apply once, in order, under the same names on each engine, and a second run applies nothing", arguments: TestEngine.available)
+    func migrationsAreIdempotent(engine: TestEngine) async throws {
+        try await withTestDatabase(engine) { url in
+            let store = try await SQLStore.open(url, logger: Logger(label: "test"))
+            await #expect(throws: (any Error).self) { try await store.checkReadiness() }
+            #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"])
+            try await store.checkReadiness()
+            #expect(try await store.migrate() == [])
+            try await store.close()
+        }
     }
 
-    @Test("The server secret is generated once and kept; a different override is refused")
-    func serverSecret() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("The server secret is generated once and kept; a different override is refused", arguments: TestEngine.available)
+    func serverSecret(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let first = try await fixture.store.serverSecret(override: nil)
             #expect(first.count == 32)
             #expect(try await fixture.store.serverSecret(override: nil) == first)
@@ -29,9 +33,9 @@ struct StoreSetupTests {
         }
     }
 
-    @Test("A database started with KEYSMITH_SECRET refuses to start without it")
-    func overrideIsRemembered() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("A database started with KEYSMITH_SECRET refuses to start without it", arguments: TestEngine.available)
+    func overrideIsRemembered(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let configured: [UInt8] = Array("0123456789abcdef0123456789abcdef".utf8)
             let secret = try await fixture.store.serverSecret(override: configured)
             #expect(secret == configured)
@@ -41,9 +45,15 @@ struct StoreSetupTests {
         }
     }
 
-    @Test("Bootstrap creates the default organization only on an empty database")
-    func bootstrap() async throws {
-        let store = try await SQLStore.open(.sqliteMemory, logger: Logger(label: "test"))
+    @Test("Bootstrap creates the default organization only on an empty database", arguments: TestEngine.available)
+    func bootstrap(engine: TestEngine) async throws {
+        try await withTestDatabase(engine) { url in
+            try await self.bootstrap(url)
+        }
+    }
+
+    private func bootstrap(_ url: DatabaseURL) async throws {
+        let store = try await SQLStore.open(url, logger: Logger(label: "test"))
         try await store.migrate()
         #expect(try await store.defaultOrganization() == nil)
         let organization = Organization(id: "org-first", name: "Default", createdAt: 1)
@@ -93,32 +103,65 @@ struct StoreSetupTests {
         }
     }
 
-    @Test("Database URLs parse as documented")
+    @Test("Database URLs parse as documented, and never show a password")
     func databaseURLs() throws {
         #expect(try DatabaseURL(parsing: "sqlite:keysmith.sqlite") == .sqliteFile(path: "keysmith.sqlite"))
         #expect(try DatabaseURL(parsing: "sqlite:data/k.sqlite") == .sqliteFile(path: "data/k.sqlite"))
         #expect(try DatabaseURL(parsing: "sqlite:///var/lib/k.sqlite") == .sqliteFile(path: "/var/lib/k.sqlite"))
         #expect(try DatabaseURL(parsing: "sqlite::memory:") == .sqliteMemory)
-        #expect(try DatabaseURL(parsing: "postgres://u:p@localhost/k") == .postgres("postgres://u:p@localhost/k"))
         for bad in ["", "mysql://x", "sqlite:", "sqlite://host/x", "sqlite::other:", "keysmith.sqlite"] {
             #expect(throws: DatabaseURLError.self) { try DatabaseURL(parsing: bad) }
         }
-        #expect(!DatabaseURL.postgres("postgres://u:secret@h/k").description.contains("secret"))
-    }
 
-    @Test("PostgreSQL URLs are refused with a clear error until it is supported")
-    func postgresNotYet() async {
-        await #expect(throws: UnsupportedDatabaseError.self) {
-            _ = try await SQLStore.open(.postgres("postgres://localhost/k"), logger: Logger(label: "test"))
+        let full = try DatabaseURL(parsing: "postgres://keys%40mith:p%3Ass%2Fword@db.internal:6432/keys?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+        #expect(
+            full
+                == .postgres(
+                    PostgresSettings(
+                        host: "db.internal",
+                        port: 6432,
+                        username: "keys@mith",
+                        password: "p:ss/word",
+                        database: "keys",
+                        tlsMode: .verifyFull,
+                        rootCertificatePath: "/etc/ca.pem"
+                    )
+                )
+        )
+        #expect(!full.description.contains("p:ss") && !full.description.contains("p%3Ass"))
+        #expect(full.description == "postgres://keys@mith@db.internal:6432/keys?sslmode=verify-full")
+        #expect(
+            try DatabaseURL(parsing: "postgresql://u@localhost/k")
+                == .postgres(PostgresSettings(host: "localhost", username: "u", password: nil, database: "k"))
+        )
+        let ipv6 = try DatabaseURL(parsing: "postgres://u:p@[::1]:5433/k?sslmode=disable")
+        #expect(ipv6 == .postgres(PostgresSettings(host: "::1", port: 5433, username: "u", password: "p", database: "k", tlsMode: .disable)))
+        #expect(
+            try DatabaseURL(parsing: "postgres://u:p@h/k?sslmode=allow")
+                == .postgres(PostgresSettings(host: "h", username: "u", password: "p", database: "k", tlsMode: .prefer))
+        )
+
+        for (bad, reason) in [
+            ("postgres://u:secret@h:99999/k", "port"),
+            ("postgres://u:secret@h/", "no database"),
+            ("postgres://h/k", "no user"),
+            ("postgres://u:secret@/k", "no host"),
+            ("postgres://u:secret@h/k?sslmode=maybe", "sslmode"),
+            ("postgres://u:secret@h/k?pool=3", "pool"),
+            ("postgres://u:secret@h/k%zz", "%"),
+        ] {
+            let error = #expect(throws: DatabaseURLError.self) { try DatabaseURL(parsing: bad) }
+            #expect(error?.description.contains(reason) == true, "\(bad): \(error?.description ?? "")")
+            #expect(error?.description.contains("secret") == false, "\(bad): the password shows in \(error?.description ?? "")")
         }
     }
 }
 
 @Suite("Store: projects and pagination")
 struct StoreProjectTests {
-    @Test("Lists page in (creation time, id) order with exact has_more, also when times tie")
-    func pagination() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Lists page in (creation time, id) order with exact has_more, also when times tie", arguments: TestEngine.available)
+    func pagination(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             var created: [String] = []
             for index in 0..<25 {
                 created.append(try await fixture.project("p\(index)").id)
@@ -151,9 +194,9 @@ struct StoreProjectTests {
         }
     }
 
-    @Test("An unknown or foreign after cursor is an invalid request naming 'after'")
-    func unknownCursor() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("An unknown or foreign after cursor is an invalid request naming 'after'", arguments: TestEngine.available)
+    func unknownCursor(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             _ = try await fixture.project()
             await expectRefusal(.unknownCursor("proj_missing")) {
                 _ = try await fixture.store.listProjects(
@@ -165,9 +208,9 @@ struct StoreProjectTests {
         }
     }
 
-    @Test("Archived projects are listed only on request, and refuse updates")
-    func archive() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Archived projects are listed only on request, and refuse updates", arguments: TestEngine.available)
+    func archive(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let kept = try await fixture.project("kept")
             let archived = try await fixture.project("gone")
             fixture.clock.advance(by: 5)
@@ -189,9 +232,9 @@ struct StoreProjectTests {
         }
     }
 
-    @Test("Updating a project changes only the fields given; a null external key id clears it")
-    func update() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Updating a project changes only the fields given; a null external key id clears it", arguments: TestEngine.available)
+    func update(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let project = try await fixture.project("before")
             var updated = try await fixture.store.updateProject(
                 id: project.id,
@@ -211,9 +254,9 @@ struct StoreProjectTests {
         }
     }
 
-    @Test("Another organization's objects are not found")
-    func organizationIsolation() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Another organization's objects are not found", arguments: TestEngine.available)
+    func organizationIsolation(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, _) = try await fixture.projectWithMember()
             let other = Organization(id: "org-other", name: "Other", createdAt: 1)
             try await fixture.store.createOrganization(other)
@@ -231,9 +274,9 @@ struct StoreProjectTests {
 
 @Suite("Store: users, service accounts and keys")
 struct StoreKeyTests {
-    @Test("Emails are unique per organization, case-insensitively")
-    func uniqueEmails() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Emails are unique per organization, case-insensitively", arguments: TestEngine.available)
+    func uniqueEmails(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             _ = try await fixture.user("Ada@Example.com")
             await expectRefusal(.emailTaken("ada@example.COM")) {
                 _ = try await fixture.user("ada@example.COM")
@@ -243,9 +286,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("Only project members can own user keys, only in active projects")
-    func keyCreationRules() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Only project members can own user keys, only in active projects", arguments: TestEngine.available)
+    func keyCreationRules(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             let outsider = try await fixture.user("outsider@example.com")
             await expectRefusal(.ownerNotProjectMember(userID: outsider.id, projectID: project.id)) {
@@ -266,9 +309,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("A member who leaves keeps their keys, listed as inactive")
-    func ownerProjectAccess() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("A member who leaves keeps their keys, listed as inactive", arguments: TestEngine.available)
+    func ownerProjectAccess(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             let stays = try await fixture.user("stays@example.com")
             _ = try await fixture.store.addProjectMember(
@@ -299,9 +342,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("Deleting a service account deletes its keys; its keys cannot be deleted one by one")
-    func serviceAccountKeys() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Deleting a service account deletes its keys; its keys cannot be deleted one by one", arguments: TestEngine.available)
+    func serviceAccountKeys(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let project = try await fixture.project()
             let account = fixture.newServiceAccount(projectID: project.id)
             let first = fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id))
@@ -330,9 +373,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("Updating a key replaces scopes and expiry; an expired key cannot be updated")
-    func updateKey() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Updating a key replaces scopes and expiry; an expired key cannot be updated", arguments: TestEngine.available)
+    func updateKey(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             let key = try await fixture.store.createAPIKey(
                 fixture.newKey(projectID: project.id, owner: .user(id: member.id), expiresAt: fixture.clock.now + 60)
@@ -361,9 +404,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("Deleting a user key removes it; a second delete is not found")
-    func deleteKey() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Deleting a user key removes it; a second delete is not found", arguments: TestEngine.available)
+    func deleteKey(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             let (project, member) = try await fixture.projectWithMember()
             let new = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
             let key = try await fixture.store.createAPIKey(new)
@@ -381,9 +424,9 @@ struct StoreKeyTests {
         }
     }
 
-    @Test("Admin keys list in both orders and delete")
-    func adminKeys() async throws {
-        try await StoreFixture.run { fixture in
+    @Test("Admin keys list in both orders and delete", arguments: TestEngine.available)
+    func adminKeys(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
             var ids: [String] = []
             for index in 0..<5 {
                 let key = AdminKey(

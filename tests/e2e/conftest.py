@@ -1,5 +1,6 @@
 """Fixtures that run the real `keysmith` binary on loopback, each on a fresh database in a temporary folder."""
 
+import hashlib
 import json
 import os
 import resource
@@ -15,6 +16,49 @@ import pytest
 from openai import OpenAI
 
 KEYSMITH_BIN = os.environ.get("KEYSMITH_BIN", "")
+# Which database the servers use: sqlite (a file in the test's folder), or postgres (a database of the test's own on
+# the server KEYSMITH_TEST_POSTGRES_URL names). scripts/test runs the suites once with each.
+ENGINE = os.environ.get("KEYSMITH_E2E_ENGINE", "sqlite")
+POSTGRES_URL = os.environ.get("KEYSMITH_TEST_POSTGRES_URL", "")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite's files (backups, the file itself)")
+    config.addinivalue_line("markers", "postgres_only: the test is about PostgreSQL (replicas, its outages)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if ENGINE == "postgres" and "sqlite_only" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="SQLite only; this run is on PostgreSQL"))
+        if ENGINE != "postgres" and "postgres_only" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL only; this run is on SQLite"))
+
+
+def postgres_server_url(database: str) -> str:
+    """The test server's URL with `database` in place of its maintenance database."""
+    base, _, query = POSTGRES_URL.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + database + ("?" + query if query else "")
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    """Runs SQL with psql on the test server; returns its unaligned output."""
+    url = postgres_server_url(database).partition("?")[0]
+    result = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"psql: {result.stderr}")
+    return result.stdout
+
+
+def database_url(directory: Path) -> str:
+    """The database a server started on `directory` uses: its SQLite file, or a PostgreSQL database named after the
+    folder (created on first use), so that a restart on the same folder finds the same data."""
+    if ENGINE == "postgres":
+        name = "keysmith_e2e_" + hashlib.sha1(str(directory).encode()).hexdigest()[:16]
+        if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
+            psql(f"CREATE DATABASE {name}")
+        return postgres_server_url(name)
+    return f"sqlite:{directory / 'keysmith.sqlite'}"
 
 
 def keysmith_bin() -> str:
@@ -37,9 +81,11 @@ class Server:
         args: list[str] | None = None,
         open_files: int | None = None,
         scheme: str = "http",
+        database: str | None = None,
     ):
         self.directory = directory
         self.database = directory / "keysmith.sqlite"
+        self.database_url = database or database_url(directory)
         self.stdout_path = directory / "stdout.log"
         self.stderr_path = directory / "stderr.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
@@ -49,7 +95,7 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
         self.process = subprocess.Popen(
-            [keysmith_bin(), "serve", "--port", "0", "--database", f"sqlite:{self.database}", *(args or [])],
+            [keysmith_bin(), "serve", "--port", "0", "--database", self.database_url, *(args or [])],
             stdout=open(self.stdout_path, "wb"),
             stderr=open(self.stderr_path, "wb"),
             env=environment,

@@ -69,7 +69,12 @@ def test_json_logs_with_start_access_and_stop_lines(tmp_path):
     start = next(line for line in lines if "is listening on" in line["message"])
     assert start["level"] == "info" and start["version"]
     assert start["address"] == f"http://127.0.0.1:{server.port}"
-    assert start["database"] == f"sqlite://{server.database}"
+    if server.database_url.startswith("sqlite"):
+        assert start["database"] == f"sqlite://{server.database}"
+    else:
+        # The URL without its password.
+        password = server.database_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert start["database"].startswith("postgres://keysmith@127.0.0.1:") and password not in start["database"]
     assert start["migrations_applied"] == "0001_create_schema,0002_add_key_rotation,0003_create_change_log"
 
     access = [line for line in lines if line["message"] == "request"]

@@ -4,20 +4,36 @@ import hashlib
 import hmac
 import socket
 import sqlite3
+import subprocess
 
 import openai
 import pytest
 
-from conftest import Server, assert_one_clear_line, run_cli
+from conftest import ENGINE, Server, assert_one_clear_line, database_url, postgres_server_url, psql, run_cli
 
 
 def database_bytes(server: Server) -> bytes:
+    """Everything the database holds, as bytes: SQLite's files, or a pg_dump of the PostgreSQL database."""
+    if ENGINE == "postgres":
+        url = server.database_url.partition("?")[0]
+        return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True).stdout
     data = b""
     for suffix in ("", "-wal", "-shm"):
         path = server.database.with_name(server.database.name + suffix)
         if path.exists():
             data += path.read_bytes()
     return data
+
+
+def database_rows(server: Server, sql: str) -> list[tuple]:
+    if ENGINE == "postgres":
+        name = server.database_url.partition("?")[0].rsplit("/", 1)[1]
+        return [tuple(line.split("|")) for line in psql(sql, database=name).splitlines()]
+    connection = sqlite3.connect(server.database)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
 
 
 def test_no_plaintext_in_the_database_or_the_log(tmp_path):
@@ -70,18 +86,15 @@ def test_no_plaintext_in_the_database_or_the_log(tmp_path):
         assert value.split("-")[-1].encode() not in stored
 
     # What the database holds instead: HMAC-SHA-256 of each key under the server secret.
-    connection = sqlite3.connect(server.database)
-    secret = bytes.fromhex(
-        connection.execute("SELECT value FROM keysmith_settings WHERE name = 'hmac_secret'").fetchone()[0]
-    )
+    secret = bytes.fromhex(database_rows(server, "SELECT value FROM keysmith_settings WHERE name = 'hmac_secret'")[0][0])
     hashes = {
         row[0]
-        for row in connection.execute(
+        for row in database_rows(
+            server,
             "SELECT secret_hash FROM api_keys UNION SELECT previous_secret_hash FROM api_keys"
-            " UNION SELECT secret_hash FROM admin_keys"
+            " UNION SELECT secret_hash FROM admin_keys",
         )
     }
-    connection.close()
     assert {hmac.new(secret, value.encode(), hashlib.sha256).hexdigest() for value in plaintexts} <= hashes
 
     # The bootstrap key is printed once, on standard output only.
@@ -104,7 +117,7 @@ def test_bootstrap_key_is_printed_only_on_first_start(tmp_path):
 
 
 def test_admin_keys_create_prints_only_the_key(tmp_path):
-    database = f"sqlite:{tmp_path / 'cli.sqlite'}"
+    database = database_url(tmp_path)
     result = run_cli("admin-keys", "create", "--name", "recovery", "--database", database)
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
@@ -117,8 +130,7 @@ def test_admin_keys_create_prints_only_the_key(tmp_path):
 
 
 def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_path):
-    database_path = tmp_path / "keysmith.sqlite"
-    database = f"sqlite:{database_path}"
+    database = database_url(tmp_path)
     first = run_cli("admin-keys", "create", "--name", "ops", "--database", database)
     assert first.returncode == 0, first.stderr
     organization = run_cli("organizations", "create", "--name", "Tenant B", "--database", database)
@@ -128,7 +140,7 @@ def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_pat
     tenant_key = run_cli("admin-keys", "create", "--name", "b", "--organization", organization_id, "--database", database)
     assert tenant_key.returncode == 0, tenant_key.stderr
 
-    server = Server(tmp_path)  # the same database file: tmp_path/keysmith.sqlite
+    server = Server(tmp_path)  # the same database
     try:
         assert server.admin_key is None, "a database with an organization is not bootstrapped again"
         default_admin = server.client(key=first.stdout.strip()).admin.organization
@@ -169,11 +181,36 @@ def test_bad_database_url_is_one_clear_line():
     assert_one_clear_line(result, "mysql://nope")
 
 
-def test_postgres_is_not_supported_yet():
-    result = run_cli("serve", "--port", "0", "--database", "postgres://user@127.0.0.1:1/keysmith")
-    assert_one_clear_line(result, "not supported yet")
+def test_unreachable_postgres_is_one_clear_line_and_hides_the_password():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = run_cli("serve", "--port", "0", "--database", f"postgres://keysmith:hunter2@127.0.0.1:{port}/keysmith", timeout=30)
+    assert_one_clear_line(result, "database is unavailable", f"127.0.0.1:{port}")
+    assert "hunter2" not in result.stderr
+    bad = run_cli("serve", "--port", "0", "--database", "postgres://keysmith:hunter2@127.0.0.1/keysmith?sslmode=sometimes")
+    assert_one_clear_line(bad, "sslmode")
+    assert "hunter2" not in bad.stderr
 
 
+@pytest.mark.postgres_only
+def test_migrate_applies_without_serving_and_refuses_a_newer_database(tmp_path):
+    database = database_url(tmp_path)
+    first = run_cli("migrate", "--database", database)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"]
+    again = run_cli("migrate", "--database", database)
+    assert again.returncode == 0 and again.stdout == ""
+    # A newer Keysmith migrated it: this one refuses to migrate or serve it.
+    name = database.partition("?")[0].rsplit("/", 1)[1]
+    psql("INSERT INTO keysmith_migrations (name, applied_at) VALUES ('9999_from_the_future', 0)", database=name)
+    newer = run_cli("migrate", "--database", database)
+    assert_one_clear_line(newer, "9999_from_the_future", "newer Keysmith")
+    serve = run_cli("serve", "--port", "0", "--database", database)
+    assert_one_clear_line(serve, "9999_from_the_future")
+
+
+@pytest.mark.sqlite_only
 def test_unreadable_database_is_one_clear_line(tmp_path):
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database" * 400)
@@ -192,6 +229,7 @@ def test_port_in_use_is_one_clear_line(tmp_path):
     assert_one_clear_line(result, "in use")
 
 
+@pytest.mark.sqlite_only
 def test_environment_configures_serve(tmp_path):
     server = Server(
         tmp_path,

@@ -1,6 +1,7 @@
 public import HTTPTypes
 public import Hummingbird
 import KeysmithCore
+import KeysmithStore
 import Logging
 import NIOCore
 
@@ -106,6 +107,8 @@ extension OpenAIError {
             self.init(status: .badRequest, message: message, param: "api_key_id")
         case .keyExpired:
             self.init(status: .badRequest, message: message, code: "api_key_expired")
+        case .lastAdminKey:
+            self.init(status: .badRequest, message: message, param: "key_id", code: "last_admin_key")
         }
     }
 
@@ -131,6 +134,15 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return error.response()
         } catch let error as KeysmithError {
             return OpenAIError(error).response()
+        } catch let error as DatabaseUnavailableError {
+            // Not a bug: the database is down or unreachable. Clients retry 503s.
+            context.logger.warning("Database unavailable", metadata: ["error": "\(error)"])
+            return OpenAIError(
+                status: .serviceUnavailable,
+                message: "The database is unavailable; try again shortly.",
+                type: "server_error",
+                code: "database_unavailable"
+            ).response()
         } catch is NIOTooManyBytesError {
             return OpenAIError(
                 status: .contentTooLarge,

@@ -31,6 +31,8 @@ public final class ServerMetrics: Sendable {
     let changesApplied: CoreMetrics.Counter
     let changeFeedReloads: CoreMetrics.Counter
     let changeFeedErrors: CoreMetrics.Counter
+    let changeListenerLosses: CoreMetrics.Counter
+    let verificationStale: CoreMetrics.Gauge
     let usageFlushes: CoreMetrics.Counter
     let usageFlushFailures: CoreMetrics.Counter
     let usesWritten: CoreMetrics.Counter
@@ -66,6 +68,9 @@ public final class ServerMetrics: Sendable {
         self.changesApplied = CoreMetrics.Counter(label: "keysmith_change_log_entries_applied_total", factory: factory)
         self.changeFeedReloads = CoreMetrics.Counter(label: "keysmith_change_feed_reloads_total", factory: factory)
         self.changeFeedErrors = CoreMetrics.Counter(label: "keysmith_change_feed_errors_total", factory: factory)
+        self.changeListenerLosses = CoreMetrics.Counter(label: "keysmith_change_feed_listener_losses_total", factory: factory)
+        self.verificationStale = CoreMetrics.Gauge(label: "keysmith_verification_stale", factory: factory)
+        self.verificationStale.record(0)
         self.usageFlushes = CoreMetrics.Counter(label: "keysmith_usage_flushes_total", dimensions: [("result", "ok")], factory: factory)
         self.usageFlushFailures = CoreMetrics.Counter(label: "keysmith_usage_flushes_total", dimensions: [("result", "error")], factory: factory)
         self.usesWritten = CoreMetrics.Counter(label: "keysmith_usage_last_used_written_total", factory: factory)

@@ -9,6 +9,7 @@ struct VerificationRoutes: Sendable {
     let verifier: KeyVerifier
     let usage: UsageRecorder
     let reader: any KeysmithStoreReader
+    let health: VerificationHealth
 
     func register(on router: AdminRouter) {
         let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
@@ -22,8 +23,17 @@ struct VerificationRoutes: Sendable {
     // MARK: Forward auth
 
     /// 200 with identity headers for a good project or service account key; 401 (or 403 for a missing scope) in
-    /// OpenAI's envelope otherwise. Answered from memory, whatever the key.
+    /// OpenAI's envelope otherwise. Answered from memory, whatever the key; `X-Keysmith-Stale: true` when that memory
+    /// may be behind the database (see ``VerificationHealth``).
     @Sendable func check(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
+        var response = self.answer(request, context: context)
+        if self.health.isStale {
+            response.headers[.keysmithStale] = "true"
+        }
+        return response
+    }
+
+    private func answer(_ request: Request, context: KeysmithRequestContext) -> Response {
         guard let token = request.headers.bearerToken(allowAPIKeyHeader: true) else {
             return OpenAIError.missingKey.response()
         }
@@ -156,6 +166,7 @@ extension HTTPField.Name {
     static let keysmithOwnerType = Self("X-Keysmith-Owner-Type")!
     static let keysmithOwnerID = Self("X-Keysmith-Owner-Id")!
     static let keysmithScopes = Self("X-Keysmith-Scopes")!
+    static let keysmithStale = Self("X-Keysmith-Stale")!
     static let forwardedMethod = Self("X-Forwarded-Method")!
     static let forwardedURI = Self("X-Forwarded-Uri")!
     static let originalMethod = Self("X-Original-Method")!

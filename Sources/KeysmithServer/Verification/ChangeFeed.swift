@@ -12,8 +12,15 @@ import Synchronization
 ///
 /// - right after each write made through this server, before the write's response is sent (``Keysmith`` calls
 ///   ``applyCommittedChanges()``), so the very next check sees the change;
-/// - every ``Configuration/pollInterval``, for writes made by other processes (the offline `keysmith` commands
-///   today, other replicas on a shared database).
+/// - as soon as another process's write commits, on PostgreSQL: the feed LISTENs for the notification that every
+///   write sends (``KeysmithStore/listenForChanges(onListening:onNotification:)``), on a connection of its own;
+/// - every ``Configuration/pollInterval``, for writes made by other processes without a push (the offline `keysmith`
+///   commands on SQLite), and as a safety net.
+///
+/// When the listening connection is lost, the feed reconnects with a growing pause, and once it listens again it
+/// catches up from the last sequence it applied, so no change is missed; each loss is logged and counted. While the
+/// feed cannot read the log, or is not listening, ``VerificationHealth`` says the verification state may be stale,
+/// and checks say so in a header.
 ///
 /// Applying a change reads that object's current state from the database, so applying one twice, or a batch out
 /// of order, is harmless, and a batch is deduplicated. The feed remembers the last sequence it applied; when the
@@ -38,6 +45,8 @@ final class ChangeFeed: Service, Sendable {
     private let configuration: Configuration
     private let logger: Logger
     private let metrics: ServerMetrics?
+    /// Whether what the index holds may be behind the database.
+    let health = VerificationHealth()
     /// One applier at a time, so that a change read later is applied later.
     private let lock = AsyncLock()
     private let state = Mutex(State())
@@ -45,6 +54,14 @@ final class ChangeFeed: Service, Sendable {
     private struct State {
         var appliedSequence: Int64 = 0
         var isFailing = false
+        /// PostgreSQL: whether the notifications' connection listens now, and whether it ever has.
+        var isListening = false
+        var hasListened = false
+        var isListenerFailing = false
+        /// How many times the listener has started listening.
+        var listens = 0
+
+        func isStale(pushes: Bool) -> Bool { self.isFailing || (pushes && !self.isListening) }
     }
 
     init(
@@ -144,12 +161,25 @@ final class ChangeFeed: Service, Sendable {
         do {
             try await self.catchUp()
             self.recovered()
+        } catch is CancellationError {
+            // The server is shutting down; nothing failed.
         } catch {
+            if Task.isCancelled { return }
             self.failed(error)
         }
     }
 
     func run() async throws {
+        await withDiscardingTaskGroup { group in
+            if self.store.pushesChanges {
+                group.addTask { await self.listen() }
+            }
+            group.addTask { await self.poll() }
+        }
+    }
+
+    /// Reads the log every poll interval, and prunes it now and then, until the server shuts down.
+    private func poll() async {
         var lastPrune = ContinuousClock.now
         while !Task.isShuttingDownGracefully {
             do {
@@ -172,6 +202,83 @@ final class ChangeFeed: Service, Sendable {
         }
     }
 
+    /// Listens for other processes' commits, reconnecting after a pause that grows to 5 s while the connection keeps
+    /// failing, until the server shuts down. Each time it listens again it catches up from the last sequence it
+    /// applied, so a lost connection loses no change.
+    private func listen() async {
+        var pause = Duration.milliseconds(100)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let listensBefore = self.state.withLock { $0.listens }
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await self.store.listenForChanges(
+                        onListening: {
+                            self.listening()
+                            await self.applyCommittedChanges()
+                        },
+                        onNotification: { await self.applyCommittedChanges() }
+                    )
+                }
+                if Task.isShuttingDownGracefully || Task.isCancelled { break }
+                self.stoppedListening(error: nil)
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { break }
+                self.stoppedListening(error: error)
+            }
+            // A connection that listened before it failed starts the pauses over; one that never got to listen
+            // doubles them.
+            if self.state.withLock({ $0.listens }) > listensBefore {
+                pause = .milliseconds(100)
+            }
+            do {
+                try await cancelWhenGracefulShutdown { [pause] in try await Task.sleep(for: pause) }
+            } catch {
+                break
+            }
+            pause = min(pause * 2, .seconds(5))
+        }
+    }
+
+    private func listening() {
+        let reconnected = self.state.withLock { state in
+            defer {
+                state.isListening = true
+                state.hasListened = true
+                state.isListenerFailing = false
+                state.listens += 1
+            }
+            return state.hasListened
+        }
+        if reconnected {
+            self.logger.notice("Listening for changes again; catching up on what was missed while not listening")
+        }
+        self.updateHealth()
+    }
+
+    private func stoppedListening(error: (any Error)?) {
+        let isFirst = self.state.withLock { state in
+            defer {
+                state.isListening = false
+                state.isListenerFailing = true
+            }
+            return !state.isListenerFailing
+        }
+        self.metrics?.changeListenerLosses.increment()
+        if isFirst {
+            self.logger.error(
+                "Lost the connection that listens for other processes' changes; reconnecting. Until then changes made elsewhere apply only at the next poll",
+                metadata: ["error": "\(error.map { "\($0)" } ?? "the connection closed")"]
+            )
+        }
+        self.updateHealth()
+    }
+
+    private func updateHealth() {
+        let stale = self.state.withLock { $0.isStale(pushes: self.store.pushesChanges) }
+        self.health.setStale(stale)
+        self.metrics?.verificationStale.record(stale ? 1 : 0)
+    }
+
     /// Logs the first failure of a run of them, not one line per poll.
     private func failed(_ error: any Error) {
         self.metrics?.changeFeedErrors.increment()
@@ -185,6 +292,7 @@ final class ChangeFeed: Service, Sendable {
                 metadata: ["error": "\(error)"]
             )
         }
+        self.updateHealth()
     }
 
     private func recovered() {
@@ -194,6 +302,20 @@ final class ChangeFeed: Service, Sendable {
         }
         if wasFailing {
             self.logger.notice("Changes are applied to the verification state again")
+            self.updateHealth()
         }
+    }
+}
+
+/// Whether the in-memory verification state may be behind the database: the change feed cannot read the change log,
+/// or (PostgreSQL) is not listening for other processes' changes. Checks still answer, from the last known state,
+/// and say so (`X-Keysmith-Stale: true`).
+final class VerificationHealth: Sendable {
+    private let stale = Atomic(false)
+
+    var isStale: Bool { self.stale.load(ordering: .relaxed) }
+
+    func setStale(_ value: Bool) {
+        self.stale.store(value, ordering: .relaxed)
     }
 }

@@ -17,6 +17,7 @@ import Synchronization
 /// (multi-statement admin reads, loading verification state), so they share one connection and its thread, one at
 /// a time.
 public final class SQLiteEngine: SQLEngine {
+    public let dialect = StoreDialect.sqlite
     private let writer: SQLiteConnection
     private let writerThread: SQLiteThread
     private let writeLock = AsyncLock()
@@ -111,6 +112,9 @@ public final class SQLiteEngine: SQLEngine {
     private var writerSession: SQLiteSession {
         SQLiteSession(target: .connection(self.writer, self.writerThread), observer: self.observer)
     }
+
+    /// Nothing runs in the background: the engine's threads start when it opens.
+    public func run() async {}
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
@@ -254,6 +258,7 @@ struct SQLiteSession: SQLSession {
 
     let target: Target
     let observer: SQLStatementObserver?
+    var dialect: StoreDialect { .sqlite }
 
     fileprivate init(target: Target, observer: SQLStatementObserver?) {
         self.target = target
@@ -357,12 +362,13 @@ enum SQLiteBind {
     }
 }
 
-private protocol OptionalBind {
+/// A bound value that may be an optional, for telling NULL from a value whatever its type.
+protocol OptionalBind {
     var isNone: Bool { get }
 }
 
 extension Optional: OptionalBind {
-    fileprivate var isNone: Bool { self == nil }
+    var isNone: Bool { self == nil }
 }
 
 /// A bind of a type the store never binds: a bug, caught by the tests.

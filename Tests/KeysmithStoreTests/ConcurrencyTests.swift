@@ -1,0 +1,202 @@
+import KeysmithCore
+import KeysmithTestSupport
+import Logging
+import Testing
+
+@testable import KeysmithStore
+
+/// The check-then-act writes, raced for real: many writers at once on one database. SQLite runs its writes one at a
+/// time; on PostgreSQL (READ COMMITTED, a pool of connections) the checks hold row locks, constraints catch what
+/// slips past a check, and the results must be the same.
+@Suite("Store: concurrent writers")
+struct ConcurrencyTests {
+    /// Runs `count` attempts at once; returns the errors of those that failed (nil for a success), in no order.
+    static func race(_ count: Int, _ attempt: @escaping @Sendable (Int) async throws -> Void) async -> [KeysmithError?] {
+        await withTaskGroup(of: KeysmithError?.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    do {
+                        try await attempt(index)
+                        return nil
+                    } catch let error as KeysmithError {
+                        return error
+                    } catch {
+                        Issue.record("unexpected error \(error)")
+                        return nil
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
+    @Test("Twenty users with one email at once: one is added, the others are told the email is taken", arguments: TestEngine.available)
+    func uniqueEmail(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let results = await Self.race(20) { index in
+                try await fixture.store.createUser(
+                    User(
+                        id: fixture.ids.make(.user),
+                        organizationID: fixture.organizationID,
+                        email: index % 2 == 0 ? "race@example.com" : "RACE@example.com",
+                        name: nil,
+                        role: .reader,
+                        addedAt: 1
+                    )
+                )
+            }
+            #expect(results.filter { $0 == nil }.count == 1)
+            #expect(results.compactMap { $0 }.allSatisfy { if case .emailTaken = $0 { true } else { false } })
+            let users = try await fixture.store.listUsers(organizationID: fixture.organizationID, emails: ["race@example.com"], page: PageRequest())
+            #expect(users.items.count == 1)
+        }
+    }
+
+    @Test("One user added to a project twenty times at once: one membership, the others already a member", arguments: TestEngine.available)
+    func uniqueMembership(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let project = try await fixture.project()
+            let user = try await fixture.user("member@example.com")
+            let results = await Self.race(20) { _ in
+                _ = try await fixture.store.addProjectMember(
+                    projectID: project.id,
+                    organizationID: fixture.organizationID,
+                    userID: user.id,
+                    role: .member,
+                    at: 1
+                )
+            }
+            #expect(results.filter { $0 == nil }.count == 1)
+            #expect(results.compactMap { $0 }.allSatisfy { $0 == .alreadyProjectMember(userID: user.id, projectID: project.id) })
+        }
+    }
+
+    @Test("The organization's last two admin keys deleted at once: one goes, the last stays", arguments: TestEngine.available)
+    func lastAdminKey(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            for round in 0..<5 {
+                // A new organization each round, with exactly two admin keys.
+                let organization = Organization(id: fixture.ids.make(.organization), name: "Round \(round)", createdAt: 1)
+                try await fixture.store.createOrganization(organization)
+                let keys = (0..<2).map { index in
+                    AdminKey(id: fixture.ids.make(.apiKey), organizationID: organization.id, name: "k\(index)", redactedValue: "r", createdAt: 1)
+                }
+                for (index, key) in keys.enumerated() {
+                    try await fixture.store.createAdminKey(key, secretHash: String(repeating: "\(round)\(index)", count: 32))
+                }
+                let results = await Self.race(2) { index in
+                    try await fixture.store.deleteAdminKey(id: keys[index].id, organizationID: organization.id)
+                }
+                #expect(results.filter { $0 == nil }.count == 1, "round \(round): \(results)")
+                #expect(results.compactMap { $0 }.allSatisfy { if case .lastAdminKey = $0 { true } else { false } })
+                let left = try await fixture.store.adminKeyCredentials().filter { $0.key.organizationID == organization.id }
+                #expect(left.count == 1)
+            }
+        }
+    }
+
+    @Test("Keys created while their project is archived: each succeeds before the archive or is refused after it", arguments: TestEngine.available)
+    func archiveDuringCreation(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let results = await Self.race(41) { index in
+                if index == 20 {
+                    _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: 1)
+                } else {
+                    _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+                }
+            }
+            let refused = results.compactMap { $0 }
+            #expect(refused.allSatisfy { $0 == .projectArchived(projectID: project.id) })
+            let stored = try await fixture.store.listAPIKeys(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                access: .any,
+                page: PageRequest(limit: 100)
+            )
+            #expect(stored.items.count == results.count - 1 - refused.count)
+            // Once archived, nothing more gets in.
+            await expectRefusal(.projectArchived(projectID: project.id)) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            }
+        }
+    }
+
+    @Test("Keys created for a service account while it is deleted: none outlives it", arguments: TestEngine.available)
+    func serviceAccountDeletedDuringCreation(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let project = try await fixture.project()
+            let account = fixture.newServiceAccount(projectID: project.id)
+            try await fixture.store.createServiceAccount(account, key: nil)
+            let results = await Self.race(31) { index in
+                if index == 15 {
+                    try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+                } else {
+                    _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
+                }
+            }
+            #expect(results.compactMap { $0 }.allSatisfy { $0 == .notFound(.serviceAccount, id: account.id) })
+            let keys = try await fixture.store.listAPIKeys(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                access: .any,
+                page: PageRequest(limit: 100)
+            )
+            #expect(keys.items.isEmpty)
+        }
+    }
+
+    @Test(
+        "A member removed while keys are created for them: every key made is the member's, made before the removal",
+        arguments: TestEngine.available
+    )
+    func memberRemovedDuringCreation(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let results = await Self.race(31) { index in
+                if index == 15 {
+                    try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+                } else {
+                    _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+                }
+            }
+            let refused = results.compactMap { $0 }
+            #expect(refused.allSatisfy { $0 == .ownerNotProjectMember(userID: member.id, projectID: project.id) })
+            let inactive = try await fixture.store.listAPIKeys(
+                projectID: project.id,
+                organizationID: fixture.organizationID,
+                access: .inactive,
+                page: PageRequest(limit: 100)
+            )
+            #expect(inactive.items.count == 30 - refused.count)
+        }
+    }
+
+    @Test("Four processes starting at once on an empty database: migrations once, one secret, one bootstrap", arguments: TestEngine.available)
+    func concurrentStarts(engine: TestEngine) async throws {
+        try await withTestDatabase(engine) { url in
+            var stores: [SQLStore] = []
+            for _ in 0..<4 {
+                stores.append(try await SQLStore.open(url, logger: Logger(label: "test")))
+            }
+            let outcomes = try await withThrowingTaskGroup(of: (applied: [String], secret: [UInt8], bootstrapped: Bool).self) { group in
+                for (index, store) in stores.enumerated() {
+                    group.addTask {
+                        let applied = try await store.migrate()
+                        let secret = try await store.serverSecret(override: nil)
+                        let organization = Organization(id: "org-start\(index)", name: "Start \(index)", createdAt: 1)
+                        let bootstrapped = try await store.bootstrap(organization: organization, adminKey: nil)
+                        return (applied, secret, bootstrapped)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(outcomes.map(\.applied).filter { !$0.isEmpty } == [["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"]])
+            #expect(Set(outcomes.map(\.secret)).count == 1)
+            #expect(outcomes.filter(\.bootstrapped).count == 1)
+            for store in stores {
+                try await store.close()
+            }
+        }
+    }
+}
