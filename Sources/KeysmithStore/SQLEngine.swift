@@ -109,12 +109,18 @@ public enum StoreDialect: Sendable {
         }
     }
 
-    /// Wakes the other processes' change feeds when the transaction commits (LISTEN/NOTIFY on PostgreSQL); SQLite
-    /// serves one machine, whose other processes poll.
-    var notifyChanges: SQLQueryString? {
+    /// What the statement that writes change log entries joins with, so that one statement takes the change log's
+    /// turn, asks for the other processes' change feeds to be woken at commit (LISTEN/NOTIFY) and writes the entries:
+    /// the entries' sequence numbers are drawn for the rows the join yields, so after the turn is taken. Nothing on
+    /// SQLite, whose one writer takes every turn and whose other processes (on the same machine) poll.
+    var changeLogTurn: SQLQueryString? {
         switch self {
         case .sqlite: nil
-        case .postgres: "NOTIFY keysmith_changes"
+        case .postgres:
+            """
+            CROSS JOIN (SELECT pg_advisory_xact_lock(\(literal: Turn.changeLog.rawValue)),
+                               pg_notify(\(literal: Self.changesChannel), '')) AS turn
+            """
         }
     }
 
@@ -122,7 +128,7 @@ public enum StoreDialect: Sendable {
     /// runs one write at a time, so its checks and changes never interleave with another write's.
     var locksRows: Bool { self == .postgres }
 
-    /// The channel ``notifyChanges`` notifies on.
+    /// The channel ``changeLogTurn`` notifies on.
     public static let changesChannel = "keysmith_changes"
 
     /// One batch of key uses, `{"id": time, …}` bound as one JSON document, into `table`'s `last_used_at`: one

@@ -111,7 +111,6 @@ extension SQLStore {
                     \(bind: key.expiresAt))
             """
         ).run()
-        try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
     }
 
     static func findAPIKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey? {
@@ -159,7 +158,9 @@ extension SQLStore {
                 )
             }
             try await Self.insertAPIKey(database, key)
-            return try await Self.apiKey(database, id: key.id, projectID: key.projectID, organizationID: key.organizationID)
+            let created = try await Self.apiKey(database, id: key.id, projectID: key.projectID, organizationID: key.organizationID)
+            try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
+            return created
         }
     }
 

@@ -58,6 +58,7 @@ extension SQLStore {
             ).run()
             if let key {
                 try await Self.insertAPIKey(database, key)
+                try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
             }
         }
     }
@@ -114,13 +115,16 @@ extension SQLStore {
     public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
-            // Row locks first, the change log's turn last (see recordChanges): its keys, as this deletes them.
-            try await Self.lock(database, "api_keys", where: "service_account_id = \(bind: id)", .update)
+            let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
+            let keyIDs = try await database.raw(
+                "SELECT id FROM api_keys WHERE service_account_id = \(bind: id) ORDER BY id" + locking
+            ).all().map { try $0.string("id") }
             let now = self.clock.now()
-            try await Self.recordKeyChanges(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()
             try await database.raw("DELETE FROM service_accounts WHERE id = \(bind: id)").run()
+            // The change log's turn last (see recordChanges).
+            try await Self.recordChanges(database, keyIDs.map { .apiKey(id: $0) }, at: now)
         }
     }
 }

@@ -121,43 +121,29 @@ extension SQLStore {
 // MARK: - The change log
 
 extension SQLStore {
-    /// Records `changes` in the change log, inside the caller's write transaction. Take every row lock the
-    /// transaction needs before this: it waits for the change log's turn and holds it until the commit.
+    /// Records `changes` in the change log, inside the caller's write transaction, in one statement (per 500
+    /// changes). Make it the transaction's last statement: it waits for the change log's turn, which the
+    /// transaction holds until it commits, and every other process's writes wait for that turn.
     static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
-        guard !changes.isEmpty else { return }
-        try await self.beginChangeLog(database)
-        for change in changes {
-            let (subject, id, relatedID) = change.columns
-            try await database.raw(
-                """
+        var remaining = changes[...]
+        while !remaining.isEmpty {
+            let batch = remaining.prefix(500)
+            remaining = remaining.dropFirst(batch.count)
+            var rows: [SQLQueryString] = []
+            for change in batch {
+                let (subject, id, relatedID) = change.columns
+                rows.append("(\(bind: subject), \(bind: id), \(bind: relatedID), \(bind: time))")
+            }
+            var statement: SQLQueryString = """
                 INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
-                VALUES (\(bind: subject), \(bind: id), \(bind: relatedID), \(bind: time))
+                SELECT changed.column1, changed.column2, changed.column3, changed.column4
+                FROM (VALUES
                 """
-            ).run()
-        }
-    }
-
-    /// Records one `api_key` change for every key matching `keyCondition` (a condition on `api_keys`), before the
-    /// write that changes them all (a service account's deletion).
-    static func recordKeyChanges(_ database: any SQLSession, keyCondition: SQLQueryString, at time: UnixSeconds) async throws {
-        try await self.beginChangeLog(database)
-        try await database.raw(
-            """
-            INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
-            SELECT 'api_key', id, NULL, \(bind: time) FROM api_keys WHERE
-            """ + " " + keyCondition + " ORDER BY id"
-        ).run()
-    }
-
-    /// Takes the change log's turn (PostgreSQL: entries then commit in sequence order, across processes) and asks
-    /// for the other processes to be woken at commit.
-    private static func beginChangeLog(_ database: any SQLSession) async throws {
-        let dialect = database.dialect
-        if let turn = dialect.takeTurn(.changeLog) {
-            try await database.raw(turn).run()
-        }
-        if let notify = dialect.notifyChanges {
-            try await database.raw(notify).run()
+            statement = statement + " " + rows.joined(separator: ", ") + ") AS changed"
+            if let turn = database.dialect.changeLogTurn {
+                statement = statement + " " + turn
+            }
+            try await database.raw(statement).run()
         }
     }
 }

@@ -1,6 +1,7 @@
 import KeysmithCore
 import KeysmithTestSupport
 import Logging
+import Synchronization
 import Testing
 
 @testable import KeysmithStore
@@ -197,6 +198,40 @@ struct ConcurrencyTests {
             for store in stores {
                 try await store.close()
             }
+        }
+    }
+
+    @Test("A reader following the change log while 200 keys are created at once misses no entry", arguments: TestEngine.available)
+    func changeLogReaderMissesNothing(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let start = try await fixture.store.latestChangeSequence()
+            let finished = Atomic(false)
+            let writers = Task {
+                let results = await Self.race(200) { _ in
+                    _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+                }
+                finished.store(true, ordering: .releasing)
+                return results
+            }
+            // As a replica's change feed reads: everything after the last entry it saw, again and again. An entry
+            // that commits after a later-numbered one was read would be skipped for good.
+            var followed: [Int64] = []
+            var sequence = start
+            var reads = 0
+            while true {
+                let writersDone = finished.load(ordering: .acquiring)
+                let records = try await fixture.store.changes(after: sequence, limit: 1_000)
+                followed += records.map(\.sequence)
+                sequence = records.last?.sequence ?? sequence
+                reads += 1
+                if writersDone { break }
+            }
+            #expect(await writers.value.compactMap { $0 }.isEmpty)
+            #expect(reads > 2, "the reader read while the writers wrote")
+            let everything = try await fixture.store.changes(after: start, limit: 1_000).map(\.sequence)
+            #expect(everything.count == 200)
+            #expect(followed == everything)
         }
     }
 }

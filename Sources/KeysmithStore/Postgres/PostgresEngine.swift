@@ -31,6 +31,7 @@ public final class PostgresEngine: SQLEngine {
     /// The longest an operation waits for a connection of a pool that is busy but making progress.
     let busyPoolWait: Duration = .seconds(30)
     private let progress = PoolProgress()
+    private let executors = EventLoopExecutors()
     private let state = Mutex(State.setup(nil))
     private let setupLock = AsyncLock()
     private let connectionIDs = Atomic(0)
@@ -182,7 +183,9 @@ public final class PostgresEngine: SQLEngine {
                     try await self.client.withConnection { connection in
                         lease.started.store(true, ordering: .releasing)
                         self.progress.recordProgress()
-                        let result = try await body(connection)
+                        let result = try await withTaskExecutorPreference(self.executors.executor(for: connection.eventLoop)) {
+                            try await body(connection)
+                        }
                         self.progress.recordProgress()
                         return result
                     }
@@ -190,7 +193,7 @@ public final class PostgresEngine: SQLEngine {
                 group.addTask {
                     var deadline = began + self.operationTimeout
                     while true {
-                        try await Task.sleep(until: deadline)
+                        try await Self.sleep(until: deadline)
                         if lease.started.load(ordering: .acquiring) { return nil }
                         let now = ContinuousClock.now
                         let lastProgress = self.progress.last
@@ -206,6 +209,20 @@ public final class PostgresEngine: SQLEngine {
                 }
                 preconditionFailure("the operation's task ended without a result")
             }
+        }
+    }
+
+    /// Sleeps until `deadline` on an event loop's timer. Not `Task.sleep`: in this toolchain a `Task.sleep`
+    /// cancelled before its deadline leaks its sleep task (about 230 bytes), and the timer of every operation that got
+    /// its connection in time is cancelled (heaptrack: 28,511 leaked for 2,400 key creations).
+    private static func sleep(until deadline: ContinuousClock.Instant) async throws {
+        let delay = deadline - ContinuousClock.now
+        let nanoseconds = max(0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds)) {}
+        try await withTaskCancellationHandler {
+            try await timer.futureResult.get()
+        } onCancel: {
+            timer.cancel()
         }
     }
 
@@ -554,5 +571,38 @@ final class PoolProgress: Sendable {
 
     var last: ContinuousClock.Instant {
         self.epoch + .nanoseconds(self.nanoseconds.load(ordering: .relaxed))
+    }
+}
+
+/// A connection's event loop as a task executor. An operation's body runs on its connection's event loop
+/// (`withTaskExecutorPreference`), so that each statement is written to the socket in place and its answer resumes
+/// the body on the loop that read it, with no thread wake-up either way (on the cooperative pool a statement costs
+/// two).
+final class EventLoopExecutor: TaskExecutor, Sendable {
+    let eventLoop: any EventLoop
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        self.eventLoop.execute {
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+        }
+    }
+}
+
+/// One ``EventLoopExecutor`` per event loop, made on first use.
+final class EventLoopExecutors: Sendable {
+    private let executors = Mutex<[ObjectIdentifier: EventLoopExecutor]>([:])
+
+    func executor(for eventLoop: any EventLoop) -> EventLoopExecutor {
+        self.executors.withLock { executors in
+            if let executor = executors[ObjectIdentifier(eventLoop)] { return executor }
+            let executor = EventLoopExecutor(eventLoop)
+            executors[ObjectIdentifier(eventLoop)] = executor
+            return executor
+        }
     }
 }
