@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -24,14 +25,17 @@ ADMIN_KEY = re.compile(r"sk-admin-[A-Za-z0-9]+")
 
 
 class Server:
-    def __init__(self, binary: str, directory: Path, database: Path | None = None, admin_key: str | None = None):
+    def __init__(self, binary: str, directory: Path, database: str | None = None, admin_key: str | None = None):
+        """`database` is a database URL (default: a new SQLite file in `directory`)."""
+        directory.mkdir(parents=True, exist_ok=True)
         self.stderr_path = directory / "stderr.log"
         self.stdout_path = directory / "stdout.log"
+        self.database = database or f"sqlite:{directory / 'bench.sqlite'}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KEYSMITH_")}
         environment["KEYSMITH_LOG_LEVEL"] = "warning"
         started = time.time()
         self.process = subprocess.Popen(
-            [binary, "serve", "--port", "0", "--database", f"sqlite:{database or directory / 'bench.sqlite'}"],
+            [binary, "serve", "--port", "0", "--database", self.database],
             stdout=open(self.stdout_path, "wb"),
             stderr=open(self.stderr_path, "wb"),
             env=environment,
@@ -66,6 +70,11 @@ class Server:
                 return float(line.split()[-1])
         raise SystemExit(f"{name} is not in /metrics")
 
+    def statement_totals(self) -> tuple[float, float]:
+        """Database statements run so far, and the seconds spent in them."""
+        name = DatabaseTime.STATEMENTS
+        return self.metric(f"{name}_count"), self.metric(f"{name}_sum")
+
     def _listening_port(self):
         try:
             output = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
@@ -80,6 +89,78 @@ class Server:
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+
+
+def new_postgres_database() -> str:
+    """A new, empty database on the cluster scripts/bench started (KEYSMITH_TEST_POSTGRES_URL); its URL."""
+    base = os.environ.get("KEYSMITH_TEST_POSTGRES_URL")
+    if not base:
+        raise SystemExit("no PostgreSQL cluster: run the benchmark through scripts/bench, which starts one")
+    name = f"keysmith_bench_{secrets.token_hex(6)}"
+    subprocess.run(["psql", "-X", "-q", "-d", base, "-c", f"CREATE DATABASE {name}"], check=True)
+    parts = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def start_servers(args, directory: Path) -> dict[str, Server]:
+    """One server per engine in --database, each on a database of its own."""
+    servers = {}
+    for engine in args.database.split(","):
+        database = new_postgres_database() if engine == "postgres" else None
+        servers[engine] = Server(args.bin, directory / engine, database=database)
+    return servers
+
+
+class Labels:
+    """Scenario names: as they are with one engine, prefixed with the engine's name when several run side by side."""
+
+    def __init__(self, engines):
+        self.engines = list(engines)
+
+    def __call__(self, engine: str, name: str) -> str:
+        return name if len(self.engines) == 1 else f"{engine}: {name}"
+
+
+class DatabaseTime:
+    """Statements and time in them, as the server's /metrics counts them, during each measured run: how much of a
+    request is the database's round trips. An `around` for measure()."""
+
+    STATEMENTS = "keysmith_database_statement_duration_seconds"
+
+    def __init__(self, server_for):
+        self.server_for = server_for  # scenario name -> Server
+        self.runs: dict[str, list[tuple[float, float, float, float]]] = {}  # statements, seconds in them, CPU
+
+    def __call__(self, name):
+        tracker = self
+
+        class Around:
+            def __enter__(self):
+                self.server = tracker.server_for(name)
+                self.before = (*self.server.statement_totals(), cpu_seconds(self.server.process.pid), postgres_cpu_seconds())
+
+            def __exit__(self, *exc):
+                after = (*self.server.statement_totals(), cpu_seconds(self.server.process.pid), postgres_cpu_seconds())
+                tracker.runs.setdefault(name, []).append(tuple(a - b for a, b in zip(after, self.before)))
+
+        return Around()
+
+    def per_request(self, name: str, result: dict, duration: int, connections: int) -> dict:
+        """Statements and database time per request (medians of the rounds), and that time's share of a request's
+        mean latency (connections / throughput, by Little's law)."""
+        requests = result["rps"] * duration
+        statements = statistics.median(run[0] for run in self.runs[name]) / requests
+        seconds = statistics.median(run[1] for run in self.runs[name]) / requests
+        latency = connections / result["rps"]
+        keysmith_cpu = statistics.median(run[2] for run in self.runs[name]) / requests
+        postgres_cpu = statistics.median(run[3] for run in self.runs[name]) / requests
+        return {
+            "statements": statements,
+            "ms": seconds * 1e3,
+            "share": seconds / latency,
+            "keysmith_cpu_us": keysmith_cpu * 1e6,
+            "postgres_cpu_us": postgres_cpu * 1e6,
+        }
 
 
 class Client:
@@ -193,8 +274,15 @@ def measure(
             )
     return {
         name: {metric: statistics.median(result[metric] for result in results) for metric in ("rps", "p50", "p99")}
+        | {"rounds": [result["rps"] for result in results]}
         for name, results in runs.items()
     }
+
+
+def paired_ratio(results: dict, name: str, baseline: str) -> float:
+    """The median over the rounds of one scenario's throughput over another's in the same round: the two ran
+    seconds apart, so the noise that moves whole rounds cancels out."""
+    return statistics.median(a / b for a, b in zip(results[name]["rounds"], results[baseline]["rounds"]))
 
 
 def table(results: dict, baseline: str) -> str:
@@ -208,45 +296,75 @@ def table(results: dict, baseline: str) -> str:
     return "\n".join(lines)
 
 
-def run_list(args, server: Server):
-    seeded = seed_keys(server, args.keys)
-    project, ids = seeded["project"], seeded["ids"]
-    deep = ids[min(len(ids) - 1, int(len(ids) * 0.9) - 1)]
-    auth = {"Authorization": f"Bearer {server.admin_key}"}
-    base = f"/v1/organization/projects/{project}/api_keys"
+def analyze(server: Server):
+    """PostgreSQL plans from the statistics autovacuum gathers, within a minute of a table's growth by default; a
+    benchmark that measures seconds after seeding 100,000 keys would measure the plans for the empty tables it
+    started with. ANALYZE now, as autovacuum would shortly."""
+    if server.database.startswith("postgres"):
+        subprocess.run(["psql", "-X", "-q", "-d", server.database, "-c", "ANALYZE"], check=True)
+
+
+def run_list(args, servers: dict[str, Server]) -> bool:
+    label = Labels(servers)
+    seeded = {engine: seed_keys(server, args.keys) for engine, server in servers.items()}
+    for server in servers.values():
+        analyze(server)
+    first_server = next(iter(servers.values()))
+    scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    owners = {}
+    for engine, server in servers.items():
+        project, ids = seeded[engine]["project"], seeded[engine]["ids"]
+        deep = ids[min(len(ids) - 1, int(len(ids) * 0.9) - 1)]
+        auth = {"Authorization": f"Bearer {server.admin_key}"}
+        base = f"http://127.0.0.1:{server.port}/v1/organization/projects/{project}/api_keys"
+        for limit in (20, 100):
+            for page, query in (("first page", ""), ("deep page", f"&after={deep}")):
+                name = label(engine, f"list limit={limit}, {page}")
+                scenarios.append((name, f"{base}?limit={limit}{query}", auth, None))
+                owners[name] = server
     print(
         f"==> wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds (medians of each figure reported); "
-        f"deep page after key #{ids.index(deep) + 1:,}"
+        f"deep page after key #{int(args.keys * 0.9):,}"
     )
-    results = measure(
-        [
-            ("GET /healthz", "/healthz", {}, None),
-            ("list limit=20, first page", f"{base}?limit=20", auth, None),
-            ("list limit=20, deep page", f"{base}?limit=20&after={deep}", auth, None),
-            ("list limit=100, first page", f"{base}?limit=100", auth, None),
-            ("list limit=100, deep page", f"{base}?limit=100&after={deep}", auth, None),
-        ],
-        server.port,
-        args.duration,
-        args.connections,
-        args.rounds,
-    )
+    database_time = DatabaseTime(lambda name: owners.get(name, first_server))
+    results = measure(scenarios, first_server.port, args.duration, args.connections, args.rounds, around=database_time)
     print()
     print(table(results, "GET /healthz"))
     print()
+    print("The database's share: statements and the time in them per request, as the server times them (waiting for a")
+    print("connection included), against a request's mean latency (connections / throughput):")
+    print()
+    print(
+        "| scenario | statements per request | database time per request | share of the request's latency "
+        "| Keysmith CPU per request | PostgreSQL CPU per request |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in owners:
+        figures = database_time.per_request(name, results[name], args.duration, args.connections)
+        postgres_cpu = f"{figures['postgres_cpu_us']:.0f} µs" if "postgres" in name or args.database == "postgres" else "–"
+        print(
+            f"| {name} | {figures['statements']:.1f} | {figures['ms']:.3f} ms | {figures['share']:.0%} "
+            f"| {figures['keysmith_cpu_us']:.0f} µs | {postgres_cpu} |"
+        )
+    print()
     health = results["GET /healthz"]
     checks = []
-    for limit in (20, 100):
-        first, deep_page = results[f"list limit={limit}, first page"], results[f"list limit={limit}, deep page"]
-        ratio = deep_page["p50"] / first["p50"]
-        checks.append((f"limit={limit}: deep page p50 / first page p50 = {ratio:.2f} (target <= 1.25)", ratio <= 1.25))
-    share = results["list limit=20, first page"]["rps"] / health["rps"]
-    checks.append((f"limit=20 first page throughput / /healthz = {share:.0%} (target >= 20%)", share >= 0.20))
-    share_deep = results["list limit=20, deep page"]["rps"] / health["rps"]
-    checks.append((f"limit=20 deep page throughput / /healthz = {share_deep:.0%} (target >= 20%)", share_deep >= 0.20))
-    for text, met in checks:
-        print(f"{'met ' if met else 'MISSED'}  {text}")
-    return all(met for _, met in checks)
+    for engine in servers:
+        for limit in (20, 100):
+            first, deep_page = results[label(engine, f"list limit={limit}, first page")], results[label(engine, f"list limit={limit}, deep page")]
+            ratio = deep_page["p50"] / first["p50"]
+            checks.append((f"{engine}, limit={limit}: deep page p50 / first page p50 = {ratio:.2f} (target <= 1.25)", ratio <= 1.25))
+        for page in ("first page", "deep page"):
+            share = results[label(engine, f"list limit=20, {page}")]["rps"] / health["rps"]
+            if engine == "sqlite":
+                checks.append((f"sqlite, limit=20 {page} throughput / /healthz = {share:.0%} (target >= 20%)", share >= 0.20))
+            else:
+                print(f"        {engine}, limit=20 {page} throughput / /healthz = {share:.0%} (reported; the target is SQLite's)")
+    if "sqlite" in servers and "postgres" in servers:
+        for page in ("first page", "deep page"):
+            ratio = paired_ratio(results, label("postgres", f"list limit=20, {page}"), label("sqlite", f"list limit=20, {page}"))
+            print(f"        postgres / sqlite, limit=20 {page}: {ratio:.0%} of SQLite's throughput (reported)")
+    return judge(checks)
 
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -351,47 +469,64 @@ def judge(checks: list[tuple[str, bool]]) -> bool:
     return all(met for _, met in checks)
 
 
-def verify_base(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
-    valid = seeded["values"][: args.cycle]
-    valid_file = write_lines(directory, "valid.txt", valid)
-    mixed = [key for pair in zip(valid[: args.cycle // 2], [well_formed_unknown_key() for _ in range(args.cycle // 2)]) for key in pair]
-    mixed_file = write_lines(directory, "mixed.txt", mixed)
+def verify_base(args, servers: dict[str, Server], seeded: dict, directory: Path, script: Path) -> bool:
+    label = Labels(servers)
+    first_server = next(iter(servers.values()))
+    scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    for engine, server in servers.items():
+        valid = seeded[engine]["values"][: args.cycle]
+        valid_file = write_lines(directory, f"valid-{engine}.txt", valid)
+        unknown = [well_formed_unknown_key() for _ in range(args.cycle // 2)]
+        mixed = [key for pair in zip(valid[: args.cycle // 2], unknown) for key in pair]
+        mixed_file = write_lines(directory, f"mixed-{engine}.txt", mixed)
+        root = f"http://127.0.0.1:{server.port}"
+        # The baseline runs the same Lua script (and so sends the same headers): wrk's per-request Lua work shares
+        # the machine's two cores with the server, and would otherwise count against the check alone.
+        scenarios += [
+            (label(engine, "GET /healthz, same Lua script"), f"{root}/healthz", {}, f"{script} {valid_file}"),
+            (label(engine, "check, valid keys"), f"{root}/v1/auth/check", {}, f"{script} {valid_file}"),
+            (label(engine, "check, half unknown keys"), f"{root}/v1/auth/check", {}, f"{script} {mixed_file}"),
+        ]
     print(
         f"==> checks: wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds (medians); "
-        f"cycling through {len(valid):,} valid keys, then {len(mixed) // 2:,} valid + {len(mixed) // 2:,} well-formed unknown keys"
+        f"cycling through {args.cycle:,} valid keys, then {args.cycle // 2:,} valid + {args.cycle // 2:,} well-formed unknown keys"
     )
-    # The baseline runs the same Lua script (and so sends the same headers): wrk's per-request Lua work shares the
-    # machine's two cores with the server, and would otherwise count against the check alone.
     results = measure(
-        [
-            ("GET /healthz", "/healthz", {}, None),
-            ("GET /healthz, same Lua script", "/healthz", {}, f"{script} {valid_file}"),
-            ("check, valid keys", "/v1/auth/check", {}, f"{script} {valid_file}"),
-            ("check, half unknown keys", "/v1/auth/check", {}, f"{script} {mixed_file}"),
-        ],
-        server.port,
+        scenarios,
+        first_server.port,
         args.duration,
         args.connections,
         args.rounds,
-        expect_status={"check, half unknown keys"},
+        expect_status={label(engine, "check, half unknown keys") for engine in servers},
     )
     print()
-    print(table(results, "GET /healthz, same Lua script"))
+    print(table(results, label(next(iter(servers)), "GET /healthz, same Lua script")))
     print()
     plain = results["GET /healthz"]
-    print(
-        f"(against plain /healthz: valid keys {results['check, valid keys']['rps'] / plain['rps']:.0%}, "
-        f"half unknown {results['check, half unknown keys']['rps'] / plain['rps']:.0%})"
-    )
-    health = results["GET /healthz, same Lua script"]
-    valid_result, mixed_result = results["check, valid keys"], results["check, half unknown keys"]
-    return judge(
-        [
-            (f"valid keys: throughput / /healthz = {valid_result['rps'] / health['rps']:.0%} (target >= 80%)", valid_result["rps"] / health["rps"] >= 0.80),
-            (f"valid keys: p99 = {valid_result['p99']:.2f} ms at {args.connections} connections (target <= 5 ms)", valid_result["p99"] <= 5.0),
-            (f"half unknown: throughput / /healthz = {mixed_result['rps'] / health['rps']:.0%} (target >= 70%)", mixed_result["rps"] / health["rps"] >= 0.70),
+    checks = []
+    for engine in servers:
+        valid_result, mixed_result = results[label(engine, "check, valid keys")], results[label(engine, "check, half unknown keys")]
+        health = results[label(engine, "GET /healthz, same Lua script")]
+        print(
+            f"({engine}, against plain /healthz: valid keys {valid_result['rps'] / plain['rps']:.0%}, "
+            f"half unknown {mixed_result['rps'] / plain['rps']:.0%})"
+        )
+        checks += [
+            (f"{engine}, valid keys: throughput / /healthz = {valid_result['rps'] / health['rps']:.0%} (target >= 80%)", valid_result["rps"] / health["rps"] >= 0.80),
+            (f"{engine}, valid keys: p99 = {valid_result['p99']:.2f} ms at {args.connections} connections (target <= 5 ms)", valid_result["p99"] <= 5.0),
+            (f"{engine}, half unknown: throughput / /healthz = {mixed_result['rps'] / health['rps']:.0%} (target >= 70%)", mixed_result["rps"] / health["rps"] >= 0.70),
         ]
-    )
+    if "sqlite" in servers and "postgres" in servers:
+        ratio = paired_ratio(results, label("postgres", "check, valid keys"), label("sqlite", "check, valid keys"))
+        print(
+            "(the two servers' own /healthz, same script, postgres / sqlite: "
+            f"{paired_ratio(results, label('postgres', 'GET /healthz, same Lua script'), label('sqlite', 'GET /healthz, same Lua script')):.0%})"
+        )
+        checks.append(
+            (f"valid keys: PostgreSQL's throughput / SQLite's = {ratio:.0%}, median of the rounds' ratios (target >= 90%)", ratio >= 0.90)
+        )
+    print()
+    return judge(checks)
 
 
 def verify_flood(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
@@ -703,22 +838,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time the benchmark's PostgreSQL cluster has used so far: the postmaster's and its live children's
+    (Keysmith's pooled connections stay open, so their backends live through a measured run)."""
+    data = os.environ.get("KEYSMITH_TEST_POSTGRES_DATA")
+    if not data:
+        return 0.0
+    postmaster = int(Path(data, "postmaster.pid").read_text().split()[0])
+    total = cpu_seconds(postmaster)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total
+
+
 def children_cpu_seconds() -> float:
     """CPU time of this process's finished children (the wrk runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def run_verify(args, server: Server) -> bool:
-    seeded = seed_keys(server, args.keys)
+def run_verify(args, servers: dict[str, Server]) -> bool:
+    seeded = {engine: seed_keys(server, args.keys) for engine, server in servers.items()}
     directory = Path(tempfile.mkdtemp(prefix="keysmith-bench-lua-"))
     script = directory / "cycle.lua"
     script.write_text(LUA_CYCLE)
-    parts = {"checks": verify_base, "flood": verify_flood, "writes": verify_writes, "nginx": verify_nginx}
+    parts = {"flood": verify_flood, "writes": verify_writes, "nginx": verify_nginx}
     met = True
     for name in args.parts.split(","):
         print()
-        met = parts[name](args, server, seeded, directory, script) and met
+        if name == "checks":
+            # Every engine in the same interleaved rounds, so that their figures compare.
+            met = verify_base(args, servers, seeded, directory, script) and met
+            continue
+        for engine, server in servers.items():
+            if len(servers) > 1:
+                print(f"==> [{engine}]")
+            met = parts[name](args, server, seeded[engine], directory, script) and met
     return met
 
 
@@ -744,7 +905,7 @@ def run_scale(args, binary: str, seeder: str) -> bool:
             valid_file = write_lines(directory, "valid.txt", [line.split()[1] for line in sample_file.read_text().splitlines()])
             script = directory / "cycle.lua"
             script.write_text(LUA_CYCLE)
-            server = Server(binary, directory, database=database, admin_key=admin_key)
+            server = Server(binary, directory, database=f"sqlite:{database}", admin_key=admin_key)
             try:
                 time.sleep(2)
                 rss = server.rss_mb()
@@ -786,11 +947,142 @@ def run_scale(args, binary: str, seeder: str) -> bool:
     return True
 
 
+class Checker:
+    """Asks a server about one key at a time, as fast as one keep-alive connection allows, in a thread of its own;
+    notes when the answer first becomes the awaited status."""
+
+    def __init__(self, server: Server):
+        self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.condition = threading.Condition()
+        self.key = None
+        self.awaited = None
+        self.seen_at = None
+        self.stopped = False
+        self.checks = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def status(self, key: str) -> int:
+        self.connection.request("GET", "/v1/auth/check", headers={"Authorization": f"Bearer {key}"})
+        response = self.connection.getresponse()
+        response.read()
+        return response.status
+
+    def run(self):
+        while True:
+            with self.condition:
+                while not self.stopped and (self.key is None or self.seen_at is not None):
+                    self.condition.wait()
+                if self.stopped:
+                    return
+                key, awaited = self.key, self.awaited
+            status = self.status(key)
+            now = time.monotonic()
+            with self.condition:
+                self.checks += 1
+                if status == awaited and self.key == key and self.seen_at is None:
+                    self.seen_at = now
+                    self.condition.notify_all()
+
+    def watch(self, key: str, awaited: int):
+        with self.condition:
+            self.key, self.awaited, self.seen_at = key, awaited, None
+            self.condition.notify_all()
+
+    def wait(self, timeout: float) -> float | None:
+        """When the awaited answer came (time.monotonic()), or None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while self.seen_at is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.condition.wait(left)
+            return self.seen_at
+
+    def stop(self):
+        with self.condition:
+            self.stopped = True
+            self.condition.notify_all()
+        self.thread.join()
+
+
+def run_replicas(args) -> bool:
+    """Two replicas on one PostgreSQL database. For each of --changes keys: created through A, the time until B
+    verifies it; then revoked through A, the time from sending the revocation until B refuses the key. B is asked
+    continuously, one request after another, from a thread of its own."""
+    with tempfile.TemporaryDirectory(prefix="keysmith-bench-replicas-") as name:
+        directory = Path(name)
+        database = new_postgres_database()
+        first = Server(args.bin, directory / "a", database=database)
+        second = Server(args.bin, directory / "b", database=database, admin_key=first.admin_key)
+        try:
+            client = Client(first.port, first.admin_key)
+            project = client.call("POST", "/organization/projects", {"name": "replicas"})["id"]
+            user = client.call("POST", "/organization/users", {"email": "replica@example.com"})["id"]
+            client.call("POST", f"/organization/projects/{project}/users", {"user_id": user, "role": "member"})
+            checker = Checker(second)
+            created, revoked, written = [], [], []
+            print(f"==> {args.changes} keys: created through replica A, verified on B; then revoked through A, refused by B", flush=True)
+            try:
+                for index in range(args.changes):
+                    key = client.call("POST", f"/organization/projects/{project}/api_keys", {"name": f"k{index}", "user_id": user})
+                    answered = time.monotonic()
+                    checker.watch(key["value"], 200)
+                    seen = checker.wait(10)
+                    if seen is None:
+                        raise SystemExit(f"replica B did not verify key {key['id']} within 10 s")
+                    created.append(max(0.0, seen - answered))
+                    # The key now verifies on B; B keeps asking until it refuses it.
+                    checker.watch(key["value"], 401)
+                    sent = time.monotonic()
+                    client.call("DELETE", f"/organization/projects/{project}/api_keys/{key['id']}")
+                    written.append(time.monotonic() - sent)
+                    refused = checker.wait(10)
+                    if refused is None:
+                        raise SystemExit(f"replica B still accepted revoked key {key['id']} after 10 s")
+                    revoked.append(refused - sent)
+            finally:
+                checker.stop()
+            statements = second.metric(f"{DatabaseTime.STATEMENTS}_count")
+        finally:
+            first.stop()
+            second.stop()
+
+    def row(name: str, values: list[float]) -> str:
+        ordered = sorted(values)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return f"| {name} | {len(values)} | {statistics.median(values) * 1e3:.2f} ms | {p99 * 1e3:.2f} ms | {max(values) * 1e3:.2f} ms |"
+
+    print()
+    print("| measured on replica B | changes | p50 | p99 | max |")
+    print("|---|---:|---:|---:|---:|")
+    print(row("revocation: from sending DELETE to A until B refuses the key", revoked))
+    print(row("(of which A's DELETE request, to its response)", written))
+    print(row("creation: from A's response until B verifies the key", created))
+    print()
+    print(f"(B answered {checker.checks:,} checks while {statements:,.0f} statements ran on B, its change feed's reads)")
+    ordered = sorted(revoked)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return judge(
+        [
+            (f"revocations: p99 {p99 * 1e3:.1f} ms from A to B (target <= 100 ms)", p99 <= 0.100),
+            (f"every change applied on B within 1 s (slowest {max(revoked + created) * 1e3:.1f} ms)", max(revoked + created) <= 1.0),
+        ]
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify", "scale"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas"])
     parser.add_argument("--bin", required=True)
     parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        choices=["sqlite", "postgres", "sqlite,postgres"],
+        help="list, verify: the engine, or both side by side in the same rounds",
+    )
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
@@ -802,16 +1094,20 @@ def main():
     parser.add_argument("--rotations", type=float, default=50, help="verify: rotations per second during checks")
     parser.add_argument("--sizes", default="100000,1000000", help="scale: how many keys, comma-separated")
     parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
+    parser.add_argument("--changes", type=int, default=300, help="replicas: keys created and revoked")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
     if args.scenario == "scale":
         sys.exit(0 if run_scale(args, args.bin, args.seeder) else 1)
+    if args.scenario == "replicas":
+        sys.exit(0 if run_replicas(args) else 1)
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
-        server = Server(args.bin, Path(directory))
+        servers = start_servers(args, Path(directory))
         try:
-            met = {"list": run_list, "verify": run_verify}[args.scenario](args, server)
+            met = {"list": run_list, "verify": run_verify}[args.scenario](args, servers)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     sys.exit(0 if met else 1)
 
 

@@ -6,7 +6,8 @@
 # With POSTGRES_DURABLE=1 the cluster keeps PostgreSQL's durable defaults (for benchmarks); otherwise fsync is off.
 #
 # Sets KEYSMITH_TEST_POSTGRES_URL (postgres://keysmith:…@127.0.0.1:PORT/postgres) and KEYSMITH_TEST_POSTGRES_CTL (a
-# script taking start|stop, for the tests that stop the database under a running server).
+# script taking start|stop, for the tests that stop the database under a running server) and
+# KEYSMITH_TEST_POSTGRES_DATA (the cluster's data directory).
 
 start_postgres() {
     local bindir
@@ -50,6 +51,7 @@ CONTROL
     "$POSTGRES_DIR/control" start >/dev/null || { cat "$POSTGRES_DIR/server.log" >&2; return 1; }
     export KEYSMITH_TEST_POSTGRES_URL="postgres://keysmith:$password@127.0.0.1:$port/postgres?sslmode=disable"
     export KEYSMITH_TEST_POSTGRES_CTL="$POSTGRES_DIR/control"
+    export KEYSMITH_TEST_POSTGRES_DATA="$POSTGRES_DIR/data"   # the benchmarks read postmaster.pid for CPU time
     trap stop_postgres EXIT
     echo "==> PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (throwaway cluster in $POSTGRES_DIR)"
 }
