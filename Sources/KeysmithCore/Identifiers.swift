@@ -8,6 +8,8 @@ public enum IDPrefix: String, Sendable, CaseIterable {
     case serviceAccount = "svc_acct_"
     /// Project API keys and admin keys alike, as at OpenAI.
     case apiKey = "key_"
+    case invite = "invite-"
+    case auditLog = "audit_log-"
 }
 
 /// Makes object ids: a prefix, 10 base62 digits of a strictly increasing microsecond clock, and 12 random base62

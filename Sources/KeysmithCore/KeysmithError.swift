@@ -11,6 +11,7 @@ public enum KeysmithError: Error, Sendable, Equatable {
         case serviceAccount = "service account"
         case apiKey = "API key"
         case adminKey = "admin API key"
+        case invite
     }
 
     /// What was attempted on an expired key.
@@ -27,6 +28,8 @@ public enum KeysmithError: Error, Sendable, Equatable {
     case noUserWithEmail(String)
     /// A list's `after` cursor is not an item of that list.
     case unknownCursor(String)
+    /// A list's `before` cursor is not an item of that list.
+    case unknownBeforeCursor(String)
     /// An archived project refuses updates, new service accounts, new members and new keys.
     case projectArchived(projectID: String)
     /// A user-owned key needs its owner to be a member of the project.
@@ -39,6 +42,15 @@ public enum KeysmithError: Error, Sendable, Equatable {
     case keyExpired(keyID: String, operation: KeyOperation)
     /// An organization keeps at least one admin key, or nobody could manage it through the API.
     case lastAdminKey(keyID: String)
+    /// An organization keeps at least one owner.
+    case lastOwner(userID: String)
+    /// A pending invite for this email exists already.
+    case inviteExists(email: String)
+    /// An accepted invite can be neither accepted again nor deleted.
+    case inviteAccepted(inviteID: String)
+    case inviteExpired(inviteID: String)
+    /// A project an invite grants does not exist in the organization, or is archived.
+    case inviteProject(projectID: String, archived: Bool)
 }
 
 extension KeysmithError: CustomStringConvertible {
@@ -54,6 +66,8 @@ extension KeysmithError: CustomStringConvertible {
             "No user with email \(email) in this organization."
         case .unknownCursor(let after):
             "Invalid 'after': '\(after)' is not an object of this list."
+        case .unknownBeforeCursor(let before):
+            "Invalid 'before': '\(before)' is not an object of this list."
         case .projectArchived(let projectID):
             "Project \(projectID) is archived; archived projects cannot be used or updated."
         case .ownerNotProjectMember(let userID, let projectID):
@@ -69,6 +83,18 @@ extension KeysmithError: CustomStringConvertible {
             "API key \(keyID) has expired; expired keys cannot be \(operation.rawValue)."
         case .lastAdminKey(let keyID):
             "Admin API key \(keyID) is the organization's last; create another before deleting it."
+        case .lastOwner(let userID):
+            "User \(userID) is the organization's last owner; make another user an owner first."
+        case .inviteExists(let email):
+            "A pending invite for \(email) exists already; delete it to invite again."
+        case .inviteAccepted(let inviteID):
+            "Invite \(inviteID) has been accepted already."
+        case .inviteExpired(let inviteID):
+            "Invite \(inviteID) has expired; invite the person again."
+        case .inviteProject(let projectID, let archived):
+            archived
+                ? "Invalid 'projects': project \(projectID) is archived; archived projects cannot gain members."
+                : "Invalid 'projects': no such project: \(projectID)."
         }
     }
 }

@@ -409,3 +409,59 @@ public struct ChangeRecord: Sendable, Equatable {
         self.change = change
     }
 }
+
+/// An invitation to join the organization, accepted with Keysmith's `POST /v1/organization/invites/{id}/accept`
+/// (a self-hosted service sends no email).
+public struct Invite: Sendable, Equatable {
+    /// A project the invited person joins on acceptance, and their role in it.
+    public struct ProjectGrant: Sendable, Equatable {
+        public var projectID: String
+        public var role: ProjectRole
+
+        public init(projectID: String, role: ProjectRole) {
+            self.projectID = projectID
+            self.role = role
+        }
+    }
+
+    public enum Status: String, Sendable {
+        case pending
+        case accepted
+        case expired
+    }
+
+    public var id: String
+    public var organizationID: String
+    public var email: String
+    public var role: OrganizationRole
+    public var projects: [ProjectGrant]
+    public var createdAt: UnixSeconds
+    public var expiresAt: UnixSeconds
+    public var acceptedAt: UnixSeconds?
+
+    public init(
+        id: String,
+        organizationID: String,
+        email: String,
+        role: OrganizationRole,
+        projects: [ProjectGrant],
+        createdAt: UnixSeconds,
+        expiresAt: UnixSeconds,
+        acceptedAt: UnixSeconds? = nil
+    ) {
+        self.id = id
+        self.organizationID = organizationID
+        self.email = email
+        self.role = role
+        self.projects = projects
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.acceptedAt = acceptedAt
+    }
+
+    /// Accepted once accepted; otherwise pending until `expiresAt`, then expired.
+    public func status(at now: UnixSeconds) -> Status {
+        if self.acceptedAt != nil { return .accepted }
+        return now < self.expiresAt ? .pending : .expired
+    }
+}

@@ -48,12 +48,20 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         logger: logger,
         metrics: metrics
     )
-    let keysmith = Keysmith(store: store, hasher: database.hasher, clock: configuration.clock, ids: .shared, changes: feed)
+    let keysmith = Keysmith(
+        store: store,
+        hasher: database.hasher,
+        clock: configuration.clock,
+        ids: .shared,
+        changes: feed,
+        inviteLifetimeSeconds: Int(configuration.inviteLifetime.components.seconds)
+    )
     let bootstrap: Keysmith.Bootstrap?
     do {
         let started = ContinuousClock.now
         try await feed.load()
-        bootstrap = try await keysmith.bootstrapIfEmpty(adminKeyName: configuration.bootstrapAdminKeyName)
+        bootstrap = try await keysmith.acting(as: .command("keysmith serve (first start)"))
+            .bootstrapIfEmpty(adminKeyName: configuration.bootstrapAdminKeyName)
         let counts = index.counts
         logger.info(
             "Loaded the verification state",

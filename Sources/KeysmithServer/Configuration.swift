@@ -56,6 +56,8 @@ public struct KeysmithConfiguration: Sendable {
     public var changePollInterval: Duration
     /// PostgreSQL: the most connections this process opens at once.
     public var databasePoolSize: Int
+    /// How long an invite stays pending before it expires.
+    public var inviteLifetime: Duration
 
     public init(
         host: String = "127.0.0.1",
@@ -69,7 +71,8 @@ public struct KeysmithConfiguration: Sendable {
         metricsAddress: ListenAddress? = nil,
         connectionLimits: ConnectionLimits = ConnectionLimits(),
         changePollInterval: Duration = .milliseconds(250),
-        databasePoolSize: Int = 20
+        databasePoolSize: Int = 20,
+        inviteLifetime: Duration = .seconds(7 * 24 * 3600)
     ) {
         self.host = host
         self.port = port
@@ -83,6 +86,7 @@ public struct KeysmithConfiguration: Sendable {
         self.connectionLimits = connectionLimits
         self.changePollInterval = changePollInterval
         self.databasePoolSize = databasePoolSize
+        self.inviteLifetime = inviteLifetime
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

@@ -17,18 +17,44 @@ public struct Keysmith: Sendable {
     let ids: IDGenerator
     /// The server's change feed; nil in the command-line tool.
     let changes: ChangeFeed?
+    /// Who the writes are made by, as the audit log records them (``acting(as:)``).
+    public private(set) var actor: AuditActor = .unnamed
+    let inviteLifetimeSeconds: Int
 
-    /// A Keysmith for the command-line tool: its writes reach a running server through the change log.
-    public init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock = .system, ids: IDGenerator = .shared) {
+    /// A Keysmith for the command-line tool: its writes reach a running server through the change log, and the
+    /// audit log records them as made by `command` (say, `keysmith admin-keys create`).
+    public init(
+        store: any KeysmithStore,
+        hasher: KeyHasher,
+        clock: KeysmithClock = .system,
+        ids: IDGenerator = .shared,
+        command: String = "keysmith"
+    ) {
         self.init(store: store, hasher: hasher, clock: clock, ids: ids, changes: nil)
+        self.actor = .command(command)
     }
 
-    init(store: any KeysmithStore, hasher: KeyHasher, clock: KeysmithClock, ids: IDGenerator, changes: ChangeFeed?) {
+    init(
+        store: any KeysmithStore,
+        hasher: KeyHasher,
+        clock: KeysmithClock,
+        ids: IDGenerator,
+        changes: ChangeFeed?,
+        inviteLifetimeSeconds: Int = 7 * 24 * 3600
+    ) {
         self.store = store
         self.hasher = hasher
         self.clock = clock
         self.ids = ids
         self.changes = changes
+        self.inviteLifetimeSeconds = inviteLifetimeSeconds
+    }
+
+    /// This Keysmith, its writes recorded in the audit log as made by `actor` (the admin key of a request).
+    public func acting(as actor: AuditActor) -> Keysmith {
+        var copy = self
+        copy.actor = actor
+        return copy
     }
 
     /// What handlers may read directly.
@@ -67,15 +93,16 @@ public struct Keysmith: Sendable {
         _ url: DatabaseURL,
         secret: [UInt8]? = nil,
         clock: KeysmithClock = .system,
-        logger: Logger
+        logger: Logger,
+        command: String = "keysmith"
     ) async throws -> (keysmith: Keysmith, store: SQLStore) {
         let database = try await self.openDatabase(url, secret: secret, clock: clock, logger: logger)
-        return (Keysmith(store: database.store, hasher: database.hasher, clock: clock), database.store)
+        return (Keysmith(store: database.store, hasher: database.hasher, clock: clock, command: command), database.store)
     }
 
-    /// Runs a store write, then waits for the change feed to apply what it changed.
+    /// Runs a store write as ``actor``, then waits for the change feed to apply what it changed.
     private func write<T>(_ body: () async throws -> T) async throws -> T {
-        let result = try await body()
+        let result = try await AuditContext.$actor.withValue(self.actor) { try await body() }
         await self.changes?.applyCommittedChanges()
         return result
     }
@@ -208,6 +235,55 @@ public struct Keysmith: Sendable {
         )
         try await self.write { try await self.store.createUser(user) }
         return user
+    }
+
+    public func updateUser(organizationID: String, userID: String, role: OrganizationRole) async throws -> User {
+        try await self.write { try await self.store.updateUser(id: userID, organizationID: organizationID, role: role) }
+    }
+
+    /// Deletes the user and their memberships; their keys stay listed, inactive, and stop verifying everywhere.
+    public func deleteUser(organizationID: String, userID: String) async throws {
+        try await self.write { try await self.store.deleteUser(id: userID, organizationID: organizationID) }
+    }
+
+    // MARK: Invites
+
+    /// A pending invite that expires after the configured lifetime. `projects` nil: the default project, as a
+    /// member (OpenAI's legacy behaviour); empty: no project.
+    public func createInvite(
+        organizationID: String,
+        email: String,
+        role: OrganizationRole,
+        projects: [Invite.ProjectGrant]?
+    ) async throws -> Invite {
+        let now = self.clock.now()
+        let invite = Invite(
+            id: self.ids.make(.invite),
+            organizationID: organizationID,
+            email: email,
+            role: role,
+            projects: projects ?? [],
+            createdAt: now,
+            expiresAt: now + self.inviteLifetimeSeconds
+        )
+        return try await self.write { try await self.store.createInvite(invite, joinDefaultProject: projects == nil) }
+    }
+
+    public func deleteInvite(organizationID: String, inviteID: String) async throws {
+        try await self.write { try await self.store.deleteInvite(id: inviteID, organizationID: organizationID) }
+    }
+
+    /// Accepts a pending invite: the user, with the invite's email and role, joins the organization and its projects.
+    public func acceptInvite(organizationID: String, inviteID: String, name: String?) async throws -> (user: User, invite: Invite) {
+        let user = User(
+            id: self.ids.make(.user),
+            organizationID: organizationID,
+            email: "",
+            name: name,
+            role: .reader,
+            addedAt: self.clock.now()
+        )
+        return try await self.write { try await self.store.acceptInvite(id: inviteID, organizationID: organizationID, user: user) }
     }
 
     /// Who to add to a project: a user of the organization by id, or by email.

@@ -33,6 +33,20 @@ public protocol KeysmithStoreReader: Sendable {
         page: PageRequest
     ) async throws -> Page<APIKey>
 
+    // MARK: Invites and the audit log
+
+    func invite(id: String, organizationID: String) async throws -> Invite
+    /// Invites in the order they were sent.
+    func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite>
+    /// The audit log, newest first: `after` pages towards older events, `before` towards newer ones.
+    func listAuditLogs(
+        organizationID: String,
+        filter: AuditLogFilter,
+        limit: Int,
+        after: String?,
+        before: String?
+    ) async throws -> Page<AuditLogEntry>
+
     // MARK: Verification state and the change log
 
     /// The sequence number of the newest entry of the change log (0 when it is empty). Read it before loading the
@@ -67,8 +81,9 @@ public protocol KeysmithStoreReader: Sendable {
 /// The whole store: reads and the writes that only the domain layer makes.
 ///
 /// Methods that change data run in one transaction, with the checks that guard them (an archived project, a
-/// membership) inside it, and record what they changed in the change log (``KeysmithChange``) in that same
-/// transaction, so that no write can forget to tell verification about itself.
+/// membership) inside it, and record what they changed in the change log (``KeysmithChange``) and the audit log
+/// (``AuditEvent``, with the task's ``AuditContext/actor``) in that same transaction, so that no write can forget to
+/// tell verification about itself, and a failed write leaves no event.
 public protocol KeysmithStore: KeysmithStoreReader {
     // MARK: Setup
 
@@ -99,6 +114,11 @@ public protocol KeysmithStore: KeysmithStoreReader {
     // MARK: Users and project members
 
     func createUser(_ user: User) async throws
+    /// Changes the user's organization role; the organization's last owner cannot stop being one.
+    func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User
+    /// Deletes the user and their project memberships; the keys they own stay, inactive. The organization's last
+    /// owner cannot be deleted.
+    func deleteUser(id: String, organizationID: String) async throws
     func addProjectMember(
         projectID: String,
         organizationID: String,
@@ -108,6 +128,17 @@ public protocol KeysmithStore: KeysmithStoreReader {
     ) async throws -> ProjectMember
     func updateProjectMember(projectID: String, organizationID: String, userID: String, role: ProjectRole) async throws -> ProjectMember
     func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws
+
+    // MARK: Invites
+
+    /// Stores a pending invite. With `joinDefaultProject`, its projects are the organization's default project (its
+    /// oldest active one) as a member, if it has one; otherwise every project named must be active. Returns the
+    /// invite as stored.
+    func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite
+    /// Deletes a pending or expired invite; an accepted one is refused.
+    func deleteInvite(id: String, organizationID: String) async throws
+    /// Accepts a pending invite: creates `user` with the invite's email and role, and its memberships.
+    func acceptInvite(id: String, organizationID: String, user: User) async throws -> (user: User, invite: Invite)
 
     // MARK: Service accounts
 

@@ -276,6 +276,89 @@ enum Migrations {
                 "CREATE INDEX revoked_secrets_by_key ON revoked_secrets (key_id)",
             ]
         ),
+        Migration(
+            name: "0004_users_invites_audit_log",
+            sqlite: [
+                // A deleted user's row stays, so that the keys they owned keep naming their owner (inactive); its
+                // email_key becomes 'deleted:<id>', freeing the address for a new user or invite.
+                "ALTER TABLE users ADD COLUMN deleted_at INTEGER",
+                """
+                CREATE TABLE invites (
+                    id TEXT PRIMARY KEY,
+                    organization_id TEXT NOT NULL REFERENCES organizations (id),
+                    email TEXT NOT NULL,
+                    email_key TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'reader')),
+                    projects TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    accepted_at INTEGER,
+                    user_id TEXT REFERENCES users (id)
+                ) STRICT
+                """,
+                "CREATE INDEX invites_by_organization ON invites (organization_id, created_at, id)",
+                "CREATE INDEX invites_by_email ON invites (organization_id, email_key)",
+                """
+                CREATE TABLE audit_logs (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    organization_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    effective_at INTEGER NOT NULL,
+                    project_id TEXT,
+                    project_name TEXT,
+                    actor_id TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    resource_id TEXT NOT NULL,
+                    details TEXT NOT NULL
+                ) STRICT
+                """,
+                "CREATE INDEX audit_logs_by_organization ON audit_logs (organization_id, sequence)",
+                "CREATE INDEX audit_logs_by_type ON audit_logs (organization_id, type, sequence)",
+                "CREATE INDEX audit_logs_by_project ON audit_logs (organization_id, project_id, sequence)",
+                "CREATE INDEX audit_logs_by_actor ON audit_logs (organization_id, actor_id, sequence)",
+                "CREATE INDEX audit_logs_by_resource ON audit_logs (organization_id, resource_id, sequence)",
+            ],
+            postgres: [
+                "ALTER TABLE users ADD COLUMN deleted_at BIGINT",
+                """
+                CREATE TABLE invites (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    email TEXT NOT NULL,
+                    email_key TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'reader')),
+                    projects TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL,
+                    accepted_at BIGINT,
+                    user_id TEXT COLLATE "C" REFERENCES users (id)
+                )
+                """,
+                "CREATE INDEX invites_by_organization ON invites (organization_id, created_at, id)",
+                "CREATE INDEX invites_by_email ON invites (organization_id, email_key)",
+                """
+                CREATE TABLE audit_logs (
+                    sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    id TEXT COLLATE "C" NOT NULL UNIQUE,
+                    organization_id TEXT COLLATE "C" NOT NULL,
+                    type TEXT NOT NULL,
+                    effective_at BIGINT NOT NULL,
+                    project_id TEXT COLLATE "C",
+                    project_name TEXT,
+                    actor_id TEXT COLLATE "C" NOT NULL,
+                    actor TEXT NOT NULL,
+                    resource_id TEXT COLLATE "C" NOT NULL,
+                    details TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX audit_logs_by_organization ON audit_logs (organization_id, sequence)",
+                "CREATE INDEX audit_logs_by_type ON audit_logs (organization_id, type, sequence)",
+                "CREATE INDEX audit_logs_by_project ON audit_logs (organization_id, project_id, sequence)",
+                "CREATE INDEX audit_logs_by_actor ON audit_logs (organization_id, actor_id, sequence)",
+                "CREATE INDEX audit_logs_by_resource ON audit_logs (organization_id, resource_id, sequence)",
+            ]
+        ),
     ]
 }
 

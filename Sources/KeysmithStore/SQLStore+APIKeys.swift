@@ -159,6 +159,7 @@ extension SQLStore {
             }
             try await Self.insertAPIKey(database, key)
             let created = try await Self.apiKey(database, id: key.id, projectID: key.projectID, organizationID: key.organizationID)
+            try await Self.recordEvent(database, Self.keyCreatedEvent(key), organizationID: key.organizationID, at: key.createdAt)
             try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
             return created
         }
@@ -216,6 +217,12 @@ extension SQLStore {
             let now = self.clock.now()
             try await Self.revokeSecrets(database, keyCondition: "id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE id = \(bind: id)").run()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.apiKeyDeleted, resourceID: id, projectID: projectID),
+                organizationID: organizationID,
+                at: now
+            )
             try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
         }
     }
@@ -269,6 +276,15 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            var changes: [(String, AuditJSON)] = []
+            if let scopes { changes.append(("scopes", .strings(scopes))) }
+            if let expiresAt { changes.append(("expires_at", expiresAt.map(AuditJSON.int) ?? .null)) }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.apiKeyUpdated, resourceID: id, projectID: projectID, data: changes, dataKey: "changes_requested"),
+                organizationID: organizationID,
+                at: now
+            )
             try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
             return key
         }
@@ -290,5 +306,23 @@ extension SQLStore {
             throw KeysmithError.keyExpired(keyID: id, operation: operation)
         }
         return key
+    }
+
+    /// `api_key.created`: the key's id, name, redacted value, owner and scopes; never its secret.
+    static func keyCreatedEvent(_ key: NewAPIKey) -> AuditEvent {
+        let owner: (String, AuditJSON) =
+            switch key.owner {
+            case .user(let id): ("owner", .object([("type", .string("user")), ("id", .string(id))]))
+            case .serviceAccount(let id): ("owner", .object([("type", .string("service_account")), ("id", .string(id))]))
+            }
+        return AuditEvent(
+            .apiKeyCreated,
+            resourceID: key.id,
+            projectID: key.projectID,
+            data: [
+                ("name", .string(key.name)), ("redacted_value", .string(key.secret.redactedValue)), owner,
+                ("scopes", .strings(key.scopes)),
+            ]
+        )
     }
 }

@@ -14,6 +14,17 @@ extension SQLStore {
                         \(bind: project.archivedAt))
                 """
             ).run()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(
+                    .projectCreated,
+                    resourceID: project.id,
+                    projectID: project.id,
+                    data: [("name", .string(project.name)), ("title", .string(project.name))]
+                ),
+                organizationID: project.organizationID,
+                at: project.createdAt
+            )
         }
     }
 
@@ -97,6 +108,15 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            var changes: [(String, AuditJSON)] = []
+            if let name { changes.append(("title", .string(name))) }
+            if let externalKeyID { changes.append(("external_key_id", externalKeyID.map(AuditJSON.string) ?? .null)) }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.projectUpdated, resourceID: id, projectID: id, data: changes, dataKey: "changes_requested"),
+                organizationID: organizationID,
+                at: self.clock.now()
+            )
             return project
         }
     }
@@ -108,6 +128,12 @@ extension SQLStore {
             guard !project.isArchived else { return project }
             project.archivedAt = time
             try await database.raw("UPDATE projects SET archived_at = \(bind: time) WHERE id = \(bind: id)").run()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.projectArchived, resourceID: id, projectID: id),
+                organizationID: organizationID,
+                at: time
+            )
             try await Self.recordChanges(database, [.project(id: id)], at: time)
             return project
         }

@@ -56,6 +56,14 @@ extension SQLStore {
                         \(bind: account.name), \(bind: account.role.rawValue), \(bind: account.createdAt))
                 """
             ).run()
+            var data: [(String, AuditJSON)] = [("name", .string(account.name)), ("role", .string(account.role.rawValue))]
+            if let key { data.append(("api_key_id", .string(key.id))) }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.serviceAccountCreated, resourceID: account.id, projectID: account.projectID, data: data),
+                organizationID: account.organizationID,
+                at: account.createdAt
+            )
             if let key {
                 try await Self.insertAPIKey(database, key)
                 try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
@@ -108,6 +116,15 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            var changes: [(String, AuditJSON)] = []
+            if let name { changes.append(("name", .string(name))) }
+            if let role { changes.append(("role", .string(role.rawValue))) }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.serviceAccountUpdated, resourceID: id, projectID: projectID, data: changes, dataKey: "changes_requested"),
+                organizationID: organizationID,
+                at: self.clock.now()
+            )
             return account
         }
     }
@@ -123,6 +140,12 @@ extension SQLStore {
             try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()
             try await database.raw("DELETE FROM service_accounts WHERE id = \(bind: id)").run()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.serviceAccountDeleted, resourceID: id, projectID: projectID),
+                organizationID: organizationID,
+                at: now
+            )
             // The change log's turn last (see recordChanges).
             try await Self.recordChanges(database, keyIDs.map { .apiKey(id: $0) }, at: now)
         }

@@ -124,6 +124,16 @@ extension SQLStore {
                     \(bind: key.redactedValue), \(bind: key.createdAt), \(bind: key.expiresAt))
             """
         ).run()
+        try await Self.recordEvent(
+            database,
+            AuditEvent(
+                .adminKeyCreated,
+                resourceID: key.id,
+                data: [("name", .string(key.name)), ("redacted_value", .string(key.redactedValue))]
+            ),
+            organizationID: key.organizationID,
+            at: key.createdAt
+        )
         try await Self.recordChanges(database, [.adminKey(id: key.id)], at: key.createdAt)
     }
 
@@ -201,7 +211,9 @@ extension SQLStore {
             guard ids.contains(id) else { throw KeysmithError.notFound(.adminKey, id: id) }
             guard ids.count > 1 else { throw KeysmithError.lastAdminKey(keyID: id) }
             try await database.raw("DELETE FROM admin_keys WHERE id = \(bind: id)").run()
-            try await Self.recordChanges(database, [.adminKey(id: id)], at: self.clock.now())
+            let now = self.clock.now()
+            try await Self.recordEvent(database, AuditEvent(.adminKeyDeleted, resourceID: id), organizationID: organizationID, at: now)
+            try await Self.recordChanges(database, [.adminKey(id: id)], at: now)
         }
     }
 }

@@ -25,7 +25,79 @@ extension SQLStore {
                 // Another process added the same email since the check.
                 throw KeysmithError.emailTaken(user.email)
             }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.userAdded, resourceID: user.id, data: [("role", .string(user.role.rawValue))]),
+                organizationID: user.organizationID,
+                at: user.addedAt
+            )
         }
+    }
+
+    public func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {
+        try await self.engine.write { database in
+            if role != .owner { try await Self.lockOwners(database, organizationID: organizationID) }
+            var user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
+            if user.role == .owner, role != .owner {
+                try await Self.ensureAnotherOwner(database, organizationID: organizationID, besides: id)
+            }
+            try await database.raw("UPDATE users SET role = \(bind: role.rawValue) WHERE id = \(bind: id)").run()
+            user.role = role
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.userUpdated, resourceID: id, data: [("role", .string(role.rawValue))], dataKey: "changes_requested"),
+                organizationID: organizationID,
+                at: self.clock.now()
+            )
+            return user
+        }
+    }
+
+    /// Deletes the user: their project memberships go, so the keys they own stay listed but inactive and stop
+    /// verifying everywhere. The row stays (the keys name their owner), its email free for a new user.
+    public func deleteUser(id: String, organizationID: String) async throws {
+        let now = self.clock.now()
+        try await self.engine.write { database in
+            try await Self.lockOwners(database, organizationID: organizationID)
+            let user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
+            if user.role == .owner {
+                try await Self.ensureAnotherOwner(database, organizationID: organizationID, besides: id)
+            }
+            let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
+            let projects = try await database.raw(
+                "SELECT project_id FROM project_members WHERE user_id = \(bind: id)" + locking
+            ).all().map { try $0.string("project_id") }
+            try await database.raw("DELETE FROM project_members WHERE user_id = \(bind: id)").run()
+            try await database.raw(
+                """
+                UPDATE users SET deleted_at = \(bind: now), email_key = \(bind: "deleted:" + id) WHERE id = \(bind: id)
+                """
+            ).run()
+            try await Self.recordEvent(database, AuditEvent(.userDeleted, resourceID: id), organizationID: organizationID, at: now)
+            try await Self.recordChanges(database, projects.map { .membership(projectID: $0, userID: id) }, at: now)
+        }
+    }
+
+    /// Holds the organization's owners as they are until the transaction ends, so that two requests cannot each
+    /// remove one of the last two owners.
+    static func lockOwners(_ database: any SQLSession, organizationID: String) async throws {
+        try await self.lock(
+            database,
+            "users",
+            where: "organization_id = \(bind: organizationID) AND role = 'owner' AND deleted_at IS NULL",
+            .update
+        )
+    }
+
+    static func ensureAnotherOwner(_ database: any SQLSession, organizationID: String, besides userID: String) async throws {
+        let other = try await database.raw(
+            """
+            SELECT id FROM users
+            WHERE organization_id = \(bind: organizationID) AND role = 'owner' AND deleted_at IS NULL AND id <> \(bind: userID)
+            LIMIT 1
+            """
+        ).first()
+        guard other != nil else { throw KeysmithError.lastOwner(userID: userID) }
     }
 
     public func user(id: String, organizationID: String) async throws -> User {
@@ -37,7 +109,10 @@ extension SQLStore {
     /// The user; with `lock`, the row stays as read until the transaction ends.
     static func user(_ database: any SQLSession, id: String, organizationID: String, lock: SQLLockingClause? = nil) async throws -> User {
         var query: SQLQueryString =
-            "SELECT \(unsafeRaw: userColumns) FROM users u WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID)"
+            """
+            SELECT \(unsafeRaw: userColumns) FROM users u
+            WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
+            """
         if let lock { query = query + " \(lock)" }
         let row = try await database.raw(query).first()
         guard let row else { throw KeysmithError.notFound(.user, id: id) }
@@ -58,7 +133,8 @@ extension SQLStore {
 
     public func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User> {
         var base: SQLQueryString = """
-            SELECT \(unsafeRaw: Self.userColumns) FROM users u WHERE u.organization_id = \(bind: organizationID)
+            SELECT \(unsafeRaw: Self.userColumns) FROM users u
+            WHERE u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
             """
         if !emails.isEmpty {
             base = base + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
@@ -70,7 +146,8 @@ extension SQLStore {
                 time: "u.added_at",
                 id: "u.id",
                 cursor: """
-                    SELECT added_at FROM users WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
+                    SELECT added_at FROM users
+                    WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID) AND deleted_at IS NULL
                     """
             ),
             decode: { try Self.user(from: $0) }
@@ -154,6 +231,12 @@ extension SQLStore {
                 // Another process added the same membership since the check.
                 throw KeysmithError.alreadyProjectMember(userID: userID, projectID: projectID)
             }
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.userAdded, resourceID: userID, projectID: projectID, data: [("role", .string(role.rawValue))]),
+                organizationID: organizationID,
+                at: time
+            )
             // Keys the user kept from an earlier membership are active again.
             try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: time)
             return ProjectMember(projectID: projectID, user: user, role: role, addedAt: time)
@@ -204,6 +287,18 @@ extension SQLStore {
                 """
             ).run()
             member.role = role
+            try await Self.recordEvent(
+                database,
+                AuditEvent(
+                    .userUpdated,
+                    resourceID: userID,
+                    projectID: projectID,
+                    data: [("role", .string(role.rawValue))],
+                    dataKey: "changes_requested"
+                ),
+                organizationID: organizationID,
+                at: self.clock.now()
+            )
             return member
         }
     }
@@ -215,8 +310,15 @@ extension SQLStore {
             try await database.raw(
                 "DELETE FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).run()
+            let now = self.clock.now()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.userDeleted, resourceID: userID, projectID: projectID),
+                organizationID: organizationID,
+                at: now
+            )
             // The user's keys in the project stay, inactive: they stop verifying.
-            try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: self.clock.now())
+            try await Self.recordChanges(database, [.membership(projectID: projectID, userID: userID)], at: now)
         }
     }
 }

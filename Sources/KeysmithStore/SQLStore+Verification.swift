@@ -32,6 +32,20 @@ extension SQLStore {
                 WHERE id = \(bind: id)
                 """
             ).run()
+            var rotation: [(String, AuditJSON)] = [("redacted_value", .string(secret.redactedValue))]
+            rotation.append(("previous_secret_expires_at", graceEndsAt.map(AuditJSON.int) ?? .null))
+            try await Self.recordEvent(
+                database,
+                AuditEvent(
+                    .apiKeyUpdated,
+                    resourceID: id,
+                    projectID: projectID,
+                    data: [("rotated", .object(rotation))],
+                    dataKey: "changes_requested"
+                ),
+                organizationID: organizationID,
+                at: now
+            )
             try await Self.recordChanges(database, [.apiKey(id: id)], at: now)
             var rotated = key
             rotated.redactedValue = secret.redactedValue

@@ -33,7 +33,8 @@ struct AdminKeys: AsyncParsableCommand {
                 let (keysmith, store) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),
-                    logger: logger
+                    logger: logger,
+                    command: "keysmith admin-keys create"
                 )
                 let created: (key: AdminKey, plaintext: String)
                 do {
@@ -71,7 +72,8 @@ struct Organizations: AsyncParsableCommand {
                 let (keysmith, store) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),
-                    logger: logger
+                    logger: logger,
+                    command: "keysmith organizations create"
                 )
                 let organization: Organization
                 do {

@@ -97,6 +97,26 @@ struct Serve: AsyncParsableCommand {
     )
     var maxConnections: Int?
 
+    @Option(
+        name: .customLong("invite-lifetime"),
+        help: ArgumentHelp(
+            "Invites expire this many seconds after they are sent (default 604800, 7 days). Environment: KEYSMITH_INVITE_LIFETIME.",
+            valueName: "seconds"
+        )
+    )
+    var inviteLifetime: Int?
+
+    func inviteLifetimeSeconds() throws -> Int {
+        let seconds =
+            try self.inviteLifetime
+            ?? Environment.value("KEYSMITH_INVITE_LIFETIME").map { try Self.parse($0, "KEYSMITH_INVITE_LIFETIME", as: Int.self) }
+            ?? 7 * 24 * 3600
+        guard (60...31_536_000).contains(seconds) else {
+            throw ValidationError("the invite lifetime must be between 60 seconds and 1 year (31536000), not \(seconds)")
+        }
+        return seconds
+    }
+
     func run() async throws {
         try await reportingErrors {
             let logger = try Logs.bootstrap(format: self.logFormat)
@@ -112,7 +132,8 @@ struct Serve: AsyncParsableCommand {
                 metricsAddress: try (self.metricsAddress ?? Environment.value("KEYSMITH_METRICS_ADDRESS"))
                     .map(KeysmithConfiguration.ListenAddress.init(parsing:)),
                 connectionLimits: try self.connectionLimits(),
-                databasePoolSize: try self.poolSize()
+                databasePoolSize: try self.poolSize(),
+                inviteLifetime: .seconds(try self.inviteLifetimeSeconds())
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {

@@ -53,6 +53,51 @@ struct ConcurrencyTests {
         }
     }
 
+    @Test("Ten owners each demoted or deleted at once: one owner is always left", arguments: TestEngine.available)
+    func lastOwner(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            var made: [User] = []
+            for index in 0..<10 {
+                let user = try await fixture.user("owner\(index)@example.com")
+                made.append(try await fixture.store.updateUser(id: user.id, organizationID: fixture.organizationID, role: .owner))
+            }
+            let owners = made
+            let results = await Self.race(10) { index in
+                if index % 2 == 0 {
+                    try await fixture.store.deleteUser(id: owners[index].id, organizationID: fixture.organizationID)
+                } else {
+                    _ = try await fixture.store.updateUser(id: owners[index].id, organizationID: fixture.organizationID, role: .reader)
+                }
+            }
+            #expect(results.filter { $0 == nil }.count == 9)
+            #expect(results.compactMap { $0 }.allSatisfy { if case .lastOwner = $0 { true } else { false } })
+            let users = try await fixture.store.listUsers(organizationID: fixture.organizationID, emails: [], page: PageRequest(limit: 100))
+            #expect(users.items.filter { $0.role == .owner }.count == 1)
+        }
+    }
+
+    @Test("Twenty invites for one email at once: one is sent, the others are told one is pending", arguments: TestEngine.available)
+    func uniqueInvite(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let results = await Self.race(20) { index in
+                let invite = Invite(
+                    id: fixture.ids.make(.invite),
+                    organizationID: fixture.organizationID,
+                    email: index % 2 == 0 ? "invited@example.com" : "INVITED@example.com",
+                    role: .reader,
+                    projects: [],
+                    createdAt: 1,
+                    expiresAt: 1_000
+                )
+                _ = try await fixture.store.createInvite(invite, joinDefaultProject: false)
+            }
+            #expect(results.filter { $0 == nil }.count == 1)
+            #expect(results.compactMap { $0 }.allSatisfy { if case .inviteExists = $0 { true } else { false } })
+            let invites = try await fixture.store.listInvites(organizationID: fixture.organizationID, page: PageRequest())
+            #expect(invites.items.count == 1)
+        }
+    }
+
     @Test("One user added to a project twenty times at once: one membership, the others already a member", arguments: TestEngine.available)
     func uniqueMembership(engine: TestEngine) async throws {
         try await StoreFixture.run(engine) { fixture in
@@ -192,7 +237,11 @@ struct ConcurrencyTests {
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(outcomes.map(\.applied).filter { !$0.isEmpty } == [["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"]])
+            #expect(
+                outcomes.map(\.applied).filter { !$0.isEmpty } == [
+                    ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log"]
+                ]
+            )
             #expect(Set(outcomes.map(\.secret)).count == 1)
             #expect(outcomes.filter(\.bootstrapped).count == 1)
             for store in stores {

@@ -13,7 +13,11 @@ struct StoreSetupTests {
         try await withTestDatabase(engine) { url in
             let store = try await SQLStore.open(url, logger: Logger(label: "test"))
             await #expect(throws: (any Error).self) { try await store.checkReadiness() }
-            #expect(try await store.migrate() == ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log"])
+            #expect(
+                try await store.migrate() == [
+                    "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
+                ]
+            )
             try await store.checkReadiness()
             #expect(try await store.migrate() == [])
             try await store.close()

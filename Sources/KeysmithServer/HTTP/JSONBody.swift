@@ -81,6 +81,14 @@ struct JSONBody {
         return JSONBody(fields: fields)
     }
 
+    /// A field's value; nil when absent or `null`.
+    func value(_ name: String) -> JSONValue? {
+        switch self.fields[name] {
+        case nil, .null?: nil
+        case let value?: value
+        }
+    }
+
     private func typeError(_ name: String, expected: String, got value: JSONValue) -> OpenAIError {
         .invalid("Invalid type for '\(name)': expected \(expected), but got \(value.typeDescription) instead.", param: name)
     }

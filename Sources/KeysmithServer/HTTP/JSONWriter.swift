@@ -109,6 +109,13 @@ public struct JSONWriter {
         self.needsComma = true
     }
 
+    /// Writes a value that is JSON text already (the audit log's stored details), as it is.
+    public mutating func raw(json text: String) {
+        self.separate()
+        self.bytes.append(contentsOf: text.utf8)
+        self.needsComma = true
+    }
+
     public mutating func null() {
         self.separate()
         self.append("null")

@@ -95,6 +95,8 @@ extension OpenAIError {
             self.init(status: .badRequest, message: message, param: "email")
         case .unknownCursor:
             self.init(status: .badRequest, message: message, param: "after")
+        case .unknownBeforeCursor:
+            self.init(status: .badRequest, message: message, param: "before")
         case .projectArchived:
             self.init(status: .badRequest, message: message, code: "project_archived")
         case .ownerNotProjectMember:
@@ -109,6 +111,16 @@ extension OpenAIError {
             self.init(status: .badRequest, message: message, code: "api_key_expired")
         case .lastAdminKey:
             self.init(status: .badRequest, message: message, param: "key_id", code: "last_admin_key")
+        case .lastOwner:
+            self.init(status: .badRequest, message: message, param: "user_id", code: "last_owner")
+        case .inviteExists:
+            self.init(status: .badRequest, message: message, param: "email", code: "invite_already_exists")
+        case .inviteAccepted:
+            self.init(status: .badRequest, message: message, param: "invite_id", code: "invite_already_accepted")
+        case .inviteExpired:
+            self.init(status: .badRequest, message: message, param: "invite_id", code: "invite_expired")
+        case .inviteProject:
+            self.init(status: .badRequest, message: message, param: "projects")
         }
     }
 
@@ -120,6 +132,7 @@ extension OpenAIError {
         case .serviceAccount: "service_account_id"
         case .apiKey, .adminKey: "api_key_id"
         case .organization: "organization_id"
+        case .invite: "invite_id"
         }
     }
 }

@@ -72,6 +72,48 @@ enum Wire {
         }
     }
 
+    static func invite(_ writer: inout JSONWriter, _ invite: Invite, now: UnixSeconds) {
+        writer.object { writer in
+            writer.field("object", literal: "organization.invite")
+            writer.field("id", invite.id)
+            writer.field("email", invite.email)
+            writer.field("role", invite.role.rawValue)
+            writer.field("status", invite.status(at: now).rawValue)
+            writer.field("created_at", invite.createdAt)
+            writer.field("expires_at", invite.expiresAt)
+            writer.field("accepted_at", invite.acceptedAt)
+            writer.key("projects")
+            writer.array { writer in
+                for grant in invite.projects {
+                    writer.object { writer in
+                        writer.field("id", grant.projectID)
+                        writer.field("role", grant.role.rawValue)
+                    }
+                }
+            }
+        }
+    }
+
+    /// OpenAI's `AuditLog`: the details sit under a key named after the event's type.
+    static func auditLog(_ writer: inout JSONWriter, _ entry: AuditLogEntry) {
+        writer.object { writer in
+            writer.field("id", entry.id)
+            writer.field("type", entry.type.rawValue)
+            writer.field("effective_at", entry.effectiveAt)
+            if let projectID = entry.projectID {
+                writer.key("project")
+                writer.object { writer in
+                    writer.field("id", projectID)
+                    if let name = entry.projectName { writer.field("name", name) }
+                }
+            }
+            writer.key("actor")
+            writer.raw(json: entry.actorJSON)
+            writer.key(dynamic: entry.type.rawValue)
+            writer.raw(json: entry.details)
+        }
+    }
+
     static func projectUser(_ writer: inout JSONWriter, _ member: ProjectMember) {
         writer.object { writer in
             writer.field("object", literal: "organization.project.user")

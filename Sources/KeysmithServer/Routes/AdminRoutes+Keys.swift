@@ -23,7 +23,7 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let name = try body.requiredString("name")
         let userID = try body.requiredString("user_id")
-        let created = try await self.keysmith.createAPIKey(
+        let created = try await self.keysmith(as: context).createAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             owner: .user(id: userID),
@@ -47,7 +47,7 @@ extension AdminRoutes {
     /// sends them.
     @Sendable func updateAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let key = try await self.keysmith.updateAPIKey(
+        let key = try await self.keysmith(as: context).updateAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             keyID: try context.parameters.require("api_key_id"),
@@ -59,7 +59,7 @@ extension AdminRoutes {
 
     @Sendable func deleteAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let keyID = try context.parameters.require("api_key_id")
-        try await self.keysmith.deleteAPIKey(
+        try await self.keysmith(as: context).deleteAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             keyID: keyID
@@ -70,7 +70,7 @@ extension AdminRoutes {
     /// Extension: a new secret for the key (value returned once); the old one keeps verifying for the grace period.
     @Sendable func rotateAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let rotated = try await self.keysmith.rotateAPIKey(
+        let rotated = try await self.keysmith(as: context).rotateAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             keyID: try context.parameters.require("api_key_id"),
@@ -94,7 +94,7 @@ extension AdminRoutes {
 
     @Sendable func createServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let created = try await self.keysmith.createServiceAccount(
+        let created = try await self.keysmith(as: context).createServiceAccount(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             name: try body.requiredString("name"),
@@ -124,7 +124,7 @@ extension AdminRoutes {
 
     @Sendable func updateServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let account = try await self.keysmith.updateServiceAccount(
+        let account = try await self.keysmith(as: context).updateServiceAccount(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             accountID: try context.parameters.require("service_account_id"),
@@ -137,7 +137,7 @@ extension AdminRoutes {
     /// Deletes the account and every key it owns.
     @Sendable func deleteServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let accountID = try context.parameters.require("service_account_id")
-        try await self.keysmith.deleteServiceAccount(
+        try await self.keysmith(as: context).deleteServiceAccount(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             accountID: accountID
@@ -147,7 +147,7 @@ extension AdminRoutes {
 
     @Sendable func createServiceAccountKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let created = try await self.keysmith.createAPIKey(
+        let created = try await self.keysmith(as: context).createAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             owner: .serviceAccount(id: try context.parameters.require("service_account_id")),
@@ -173,7 +173,7 @@ extension AdminRoutes {
 
     @Sendable func createAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let created = try await self.keysmith.createAdminKey(
+        let created = try await self.keysmith(as: context).createAdminKey(
             name: try body.requiredString("name"),
             organizationID: context.principal.organizationID,
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
@@ -188,7 +188,7 @@ extension AdminRoutes {
 
     @Sendable func deleteAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let keyID = try context.parameters.require("key_id")
-        try await self.keysmith.deleteAdminKey(organizationID: context.principal.organizationID, keyID: keyID)
+        try await self.keysmith(as: context).deleteAdminKey(organizationID: context.principal.organizationID, keyID: keyID)
         return Wire.deleted("organization.admin_api_key.deleted", id: keyID)
     }
 }

@@ -21,7 +21,7 @@ extension AdminRoutes {
 
     @Sendable func createProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let project = try await self.keysmith.createProject(
+        let project = try await self.keysmith(as: context).createProject(
             organizationID: context.principal.organizationID,
             name: try body.requiredString("name"),
             externalKeyID: try body.string("external_key_id"),
@@ -40,7 +40,7 @@ extension AdminRoutes {
 
     @Sendable func modifyProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let project = try await self.keysmith.updateProject(
+        let project = try await self.keysmith(as: context).updateProject(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             name: try body.string("name"),
@@ -50,7 +50,7 @@ extension AdminRoutes {
     }
 
     @Sendable func archiveProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let project = try await self.keysmith.archiveProject(
+        let project = try await self.keysmith(as: context).archiveProject(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id")
         )
@@ -72,7 +72,7 @@ extension AdminRoutes {
     /// Extension: OpenAI adds users only by invitation through its dashboard.
     @Sendable func createUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
-        let user = try await self.keysmith.createUser(
+        let user = try await self.keysmith(as: context).createUser(
             organizationID: context.principal.organizationID,
             email: try body.email("email"),
             name: try body.string("name"),
@@ -110,7 +110,7 @@ extension AdminRoutes {
             throw OpenAIError.missingParameter("user_id")
         }
         guard let role else { throw OpenAIError.missingParameter("role") }
-        let member = try await self.keysmith.addProjectMember(
+        let member = try await self.keysmith(as: context).addProjectMember(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             user: user,
@@ -133,7 +133,7 @@ extension AdminRoutes {
         guard let role = try body.enumeration("role", as: ProjectRole.self) else {
             throw OpenAIError.missingParameter("role")
         }
-        let member = try await self.keysmith.updateProjectMember(
+        let member = try await self.keysmith(as: context).updateProjectMember(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             userID: try context.parameters.require("user_id"),
@@ -145,7 +145,7 @@ extension AdminRoutes {
     /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
     @Sendable func removeProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let userID = try context.parameters.require("user_id")
-        try await self.keysmith.removeProjectMember(
+        try await self.keysmith(as: context).removeProjectMember(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
             userID: userID

@@ -10,6 +10,11 @@ struct AdminRoutes: Sendable {
 
     var reader: any KeysmithStoreReader { self.keysmith.reader }
 
+    /// The domain layer, its writes recorded in the audit log as made with the request's admin key.
+    func keysmith(as context: AdminRequestContext) -> Keysmith {
+        self.keysmith.acting(as: .adminKey(id: context.principal.keyID))
+    }
+
     func register(on router: AdminRouter) {
         let base = "/v1/organization"
         router.route("\(base)/admin_api_keys", [.get: .read(self.listAdminKeys), .post: .write(self.createAdminKey)])
@@ -49,7 +54,16 @@ struct AdminRoutes: Sendable {
         )
 
         router.route("\(base)/users", [.get: .read(self.listUsers), .post: .write(self.createUser)])
-        router.route("\(base)/users/:user_id", [.get: .read(self.retrieveUser)])
+        router.route(
+            "\(base)/users/:user_id",
+            [.get: .read(self.retrieveUser), .post: .write(self.modifyUser), .delete: .write(self.deleteUser)]
+        )
+
+        router.route("\(base)/invites", [.get: .read(self.listInvites), .post: .write(self.createInvite)])
+        router.route("\(base)/invites/:invite_id", [.get: .read(self.retrieveInvite), .delete: .write(self.deleteInvite)])
+        router.route("\(base)/invites/:invite_id/accept", [.post: .write(self.acceptInvite)])
+
+        router.route("\(base)/audit_logs", [.get: .read(self.listAuditLogs)])
     }
 
     /// `scopes` as a key may carry them: at most 100 lowercase dotted names, duplicates dropped in order.

@@ -1,0 +1,192 @@
+public import KeysmithCore
+import SQLKit
+
+extension SQLStore {
+    static let inviteColumns = "i.id, i.organization_id, i.email, i.role, i.projects, i.created_at, i.expires_at, i.accepted_at"
+
+    static func invite(from row: some StoreRowReader) throws -> Invite {
+        Invite(
+            id: try row.string(at: 0),
+            organizationID: try row.string(at: 1),
+            email: try row.string(at: 2),
+            role: try enumValue(OrganizationRole.self, row.string(at: 3), column: "role"),
+            projects: try decodeGrants(row.string(at: 4)),
+            createdAt: try row.int(at: 5),
+            expiresAt: try row.int(at: 6),
+            acceptedAt: try row.optionalInt(at: 7)
+        )
+    }
+
+    /// Grants as the `projects` column holds them: `proj_a:member,proj_b:owner` (ids hold neither `:` nor `,`).
+    static func encodeGrants(_ grants: [Invite.ProjectGrant]) -> String {
+        grants.map { "\($0.projectID):\($0.role.rawValue)" }.joined(separator: ",")
+    }
+
+    static func decodeGrants(_ text: String) throws -> [Invite.ProjectGrant] {
+        guard !text.isEmpty else { return [] }
+        return try text.split(separator: ",").map { grant in
+            let parts = grant.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { throw StoreRowError(column: "projects", problem: "holds '\(grant)', which is not a grant") }
+            return Invite.ProjectGrant(
+                projectID: String(parts[0]),
+                role: try enumValue(ProjectRole.self, String(parts[1]), column: "projects")
+            )
+        }
+    }
+
+    static func invite(_ database: any SQLSession, id: String, organizationID: String, lock: SQLLockingClause? = nil) async throws -> Invite {
+        var query: SQLQueryString = """
+            SELECT \(unsafeRaw: inviteColumns) FROM invites i WHERE i.id = \(bind: id) AND i.organization_id = \(bind: organizationID)
+            """
+        if let lock { query = query + " \(lock)" }
+        guard let row = try await database.raw(query).first() else { throw KeysmithError.notFound(.invite, id: id) }
+        return try invite(from: row)
+    }
+
+    public func invite(id: String, organizationID: String) async throws -> Invite {
+        try await self.engine.read { database in try await Self.invite(database, id: id, organizationID: organizationID) }
+    }
+
+    public func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {
+        try await self.fetchPage(
+            ListQuery(
+                base: "SELECT \(unsafeRaw: Self.inviteColumns) FROM invites i WHERE i.organization_id = \(bind: organizationID)",
+                page: page,
+                time: "i.created_at",
+                id: "i.id",
+                cursor: """
+                    SELECT created_at FROM invites WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
+                    """
+            ),
+            decode: { try Self.invite(from: $0) }
+        )
+    }
+
+    /// Invitations and new users of one organization take turns (PostgreSQL: the organization's row, locked), so
+    /// that an email cannot gain two pending invites, or an invite and a user, at once.
+    static func lockOrganization(_ database: any SQLSession, _ organizationID: String) async throws {
+        try await self.lock(database, "organizations", where: "id = \(bind: organizationID)", .update)
+    }
+
+    public func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite {
+        try await self.engine.write { database in
+            var invite = invite
+            try await Self.lockOrganization(database, invite.organizationID)
+            let emailKey = invite.email.lowercased()
+            let member = try await database.raw(
+                """
+                SELECT id FROM users WHERE organization_id = \(bind: invite.organizationID) AND email_key = \(bind: emailKey)
+                """
+            ).first()
+            guard member == nil else { throw KeysmithError.emailTaken(invite.email) }
+            let pending = try await database.raw(
+                """
+                SELECT id FROM invites
+                WHERE organization_id = \(bind: invite.organizationID) AND email_key = \(bind: emailKey)
+                  AND accepted_at IS NULL AND expires_at > \(bind: invite.createdAt)
+                """
+            ).first()
+            guard pending == nil else { throw KeysmithError.inviteExists(email: invite.email) }
+            if joinDefaultProject {
+                // The organization's default project: its oldest active one.
+                let first = try await database.raw(
+                    """
+                    SELECT id FROM projects WHERE organization_id = \(bind: invite.organizationID) AND archived_at IS NULL
+                    ORDER BY created_at, id LIMIT 1
+                    """
+                ).first()
+                invite.projects = try first.map { [Invite.ProjectGrant(projectID: try $0.string("id"), role: .member)] } ?? []
+            } else {
+                for grant in invite.projects {
+                    do {
+                        _ = try await Self.activeProject(database, id: grant.projectID, organizationID: invite.organizationID)
+                    } catch KeysmithError.notFound {
+                        throw KeysmithError.inviteProject(projectID: grant.projectID, archived: false)
+                    } catch KeysmithError.projectArchived {
+                        throw KeysmithError.inviteProject(projectID: grant.projectID, archived: true)
+                    }
+                }
+            }
+            try await database.raw(
+                """
+                INSERT INTO invites (id, organization_id, email, email_key, role, projects, created_at, expires_at)
+                VALUES (\(bind: invite.id), \(bind: invite.organizationID), \(bind: invite.email), \(bind: emailKey),
+                        \(bind: invite.role.rawValue), \(bind: Self.encodeGrants(invite.projects)), \(bind: invite.createdAt),
+                        \(bind: invite.expiresAt))
+                """
+            ).run()
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.inviteSent, resourceID: invite.id, data: [("email", .string(invite.email)), ("role", .string(invite.role.rawValue))]),
+                organizationID: invite.organizationID,
+                at: invite.createdAt
+            )
+            return invite
+        }
+    }
+
+    public func deleteInvite(id: String, organizationID: String) async throws {
+        try await self.engine.write { database in
+            let invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
+            guard invite.acceptedAt == nil else { throw KeysmithError.inviteAccepted(inviteID: id) }
+            try await database.raw("DELETE FROM invites WHERE id = \(bind: id)").run()
+            try await Self.recordEvent(database, AuditEvent(.inviteDeleted, resourceID: id), organizationID: organizationID, at: self.clock.now())
+        }
+    }
+
+    /// Accepts a pending invite: creates `user` (its email and role are the invite's) and its memberships of the
+    /// invite's projects that are still active, in one transaction. Projects archived or gone since the invite was
+    /// sent are left out.
+    public func acceptInvite(id: String, organizationID: String, user: User) async throws -> (user: User, invite: Invite) {
+        try await self.engine.write { database in
+            try await Self.lockOrganization(database, organizationID)
+            var invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
+            switch invite.status(at: user.addedAt) {
+            case .accepted: throw KeysmithError.inviteAccepted(inviteID: id)
+            case .expired: throw KeysmithError.inviteExpired(inviteID: id)
+            case .pending: break
+            }
+            var user = user
+            user.email = invite.email
+            user.role = invite.role
+            let emailKey = invite.email.lowercased()
+            let taken = try await database.raw(
+                "SELECT id FROM users WHERE organization_id = \(bind: organizationID) AND email_key = \(bind: emailKey)"
+            ).first()
+            guard taken == nil else { throw KeysmithError.emailTaken(invite.email) }
+            try await database.raw(
+                """
+                INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
+                VALUES (\(bind: user.id), \(bind: organizationID), \(bind: user.email), \(bind: emailKey),
+                        \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
+                """
+            ).run()
+            for grant in invite.projects {
+                let project = try await database.raw(
+                    """
+                    SELECT id FROM projects
+                    WHERE id = \(bind: grant.projectID) AND organization_id = \(bind: organizationID) AND archived_at IS NULL
+                    """
+                ).first()
+                guard project != nil else { continue }
+                try await database.raw(
+                    """
+                    INSERT INTO project_members (project_id, user_id, role, added_at)
+                    VALUES (\(bind: grant.projectID), \(bind: user.id), \(bind: grant.role.rawValue), \(bind: user.addedAt))
+                    """
+                ).run()
+            }
+            try await database.raw(
+                "UPDATE invites SET accepted_at = \(bind: user.addedAt), user_id = \(bind: user.id) WHERE id = \(bind: id)"
+            ).run()
+            invite.acceptedAt = user.addedAt
+            try await Self.recordEvent(
+                database,
+                AuditEvent(.inviteAccepted, resourceID: id, data: [("user_id", .string(user.id))]),
+                organizationID: organizationID,
+                at: user.addedAt
+            )
+            return (user, invite)
+        }
+    }
+}
