@@ -85,6 +85,12 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     router.add(middleware: OpenAIErrorMiddleware())
     router.route("/healthz", [.get: { _, _ in Response.text("ok") }])
     router.route("/readyz", [.get: readiness(keysmith.reader, logger: logger)])
+    // The API description, compiled in; public, like any API's description.
+    let description = ByteBuffer(bytes: PackageResources.openapi_yaml)
+    router.route(
+        "/v1/openapi.yaml",
+        [.get: { _, _ in Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: description)) }]
+    )
     let admin = AdminRouter(router: router, authenticator: authenticator)
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
     AdminRoutes(keysmith: keysmith).register(on: admin)

@@ -20,6 +20,28 @@ def test_openapi_document_is_valid():
     validate(SPEC)
 
 
+def test_no_value_is_lost_to_yaml_flow_syntax():
+    """In a flow mapping, an unquoted ', ' ends a value: `description: a, b` would become a key `b` with no value."""
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for name, value in node.items():
+                assert value is not None, f"{path}/{name} has no value (an unquoted comma in a description?)"
+                walk(value, f"{path}/{name}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    walk(SPEC, "")
+
+
+def test_the_server_serves_this_description_without_a_key(shared_server):
+    status, headers, body = shared_server.request("GET", "/openapi.yaml", key=False)
+    assert status == 200
+    assert headers["Content-Type"] == "application/yaml"
+    assert yaml.safe_load(body) == SPEC
+
+
 def test_every_documented_operation_is_served_and_others_are_405(shared_server):
     for path, item in SPEC["paths"].items():
         concrete = (
@@ -27,6 +49,7 @@ def test_every_documented_operation_is_served_and_others_are_405(shared_server):
             .replace("{api_key_id}", "key_x")
             .replace("{service_account_id}", "svc_acct_x")
             .replace("{user_id}", "user-x")
+            .replace("{invite_id}", "invite-x")
             .replace("{key_id}", "key_x")
             .replace("{original_path}", "v1/models")
         )
@@ -95,7 +118,20 @@ def test_responses_match_the_documented_schemas(shared_server):
     check(admin_key, "AdminApiKeyCreateResponse")
     check(call("GET", f"/organization/admin_api_keys/{admin_key['id']}"), "AdminApiKey")
     check(call("GET", "/organization/admin_api_keys"), "ApiKeyList")
+    invite = call("POST", "/organization/invites", {"email": "invitee@example.com", "role": "reader"})
+    check(invite, "Invite")
+    check(call("GET", "/organization/invites"), "InviteListResponse")
+    check(call("GET", f"/organization/invites/{invite['id']}"), "Invite")
+    accepted = call("POST", f"/organization/invites/{invite['id']}/accept", {"name": "Invitee"})
+    check(accepted, "User")
+    other = call("POST", "/organization/invites", {"email": "other@example.com", "role": "owner", "projects": []})
+    check(call("DELETE", f"/organization/invites/{other['id']}"), "InviteDeleteResponse")
+    check(call("POST", f"/organization/users/{accepted['id']}", {"role": "owner"}), "User")
+    check(call("DELETE", f"/organization/users/{user['id']}"), "UserDeleteResponse")
     check(call("POST", f"/organization/projects/{project['id']}/archive"), "Project")
+    logs = call("GET", "/organization/audit_logs?limit=100")
+    check(logs, "ListAuditLogsResponse")
+    assert {event["type"] for event in logs["data"]} >= {"project.created", "api_key.created", "invite.accepted", "user.deleted"}
 
     for method, path, body, status in [
         ("GET", "/organization/projects/proj_missing", None, 404),
