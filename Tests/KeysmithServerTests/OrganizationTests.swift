@@ -294,4 +294,20 @@ struct OrganizationTests {
             try await app.get("/audit_logs?limit=0").expectError(.badRequest, param: "limit")
         }
     }
+
+    @Test(
+        "A NUL or other control character in a query parameter or an invite's project is a 400 naming it, on both engines",
+        arguments: TestEngine.available
+    )
+    func controlCharacters(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
+            try await app.get("/users?emails=%00").expectError(.badRequest, param: "emails")
+            try await app.get("/projects?after=proj%00x").expectError(.badRequest, param: "after")
+            try await app.get("/audit_logs?resource_ids[]=%1B").expectError(.badRequest, param: "resource_ids")
+            // Path parameters arrive percent-encoded, as sent: an unknown id, not a 500.
+            try await app.get("/projects/proj%00x").expectError(.notFound)
+            try await app.post("/invites", #"{"email":"a@example.com","role":"reader","projects":[{"id":"p\u0000","role":"member"}]}"#)
+                .expectError(.badRequest, param: "projects")
+        }
+    }
 }

@@ -5,13 +5,18 @@ import KeysmithCore
 struct QueryParameters {
     private var values: [String: [String]] = [:]
 
-    init(_ query: String?) {
+    /// Refuses a value holding a control character (a NUL, say) with a 400 naming the parameter: no id, cursor,
+    /// email or filter holds one, and PostgreSQL cannot even compare text with a NUL in it.
+    init(_ query: String?) throws {
         guard let query, !query.isEmpty else { return }
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             var name = PercentEncoding.decode(parts[0], plusAsSpace: true)
             if name.hasSuffix("[]") { name.removeLast(2) }
             let value = parts.count > 1 ? PercentEncoding.decode(parts[1], plusAsSpace: true) : ""
+            if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                throw OpenAIError.invalid("Invalid '\(name)': control characters are not allowed.", param: name)
+            }
             self.values[name, default: []].append(value)
         }
     }

@@ -35,6 +35,10 @@ extension Parameters {
         guard let value = self.get(name) else {
             throw OpenAIError.invalid("Missing path parameter '\(name)'.", param: name)
         }
+        // No id holds a control character, and PostgreSQL cannot compare text with a NUL in it.
+        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw OpenAIError.invalid("Invalid '\(name)': control characters are not allowed.", param: name)
+        }
         return value
     }
 }

@@ -6,7 +6,7 @@ extension AdminRoutes {
     // MARK: Project API keys
 
     @Sendable func listAPIKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let query = QueryParameters(request.uri.query)
+        let query = try QueryParameters(request.uri.query)
         let page = try await self.reader.listAPIKeys(
             projectID: try context.parameters.require("project_id"),
             organizationID: context.principal.organizationID,
@@ -161,7 +161,7 @@ extension AdminRoutes {
     // MARK: Admin keys
 
     @Sendable func listAdminKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let query = QueryParameters(request.uri.query)
+        let query = try QueryParameters(request.uri.query)
         let order = try query.enumeration("order", default: SortOrder.asc)
         let page = try await self.reader.listAdminKeys(
             organizationID: context.principal.organizationID,

@@ -86,7 +86,7 @@ extension AdminRoutes {
     // MARK: Audit logs
 
     @Sendable func listAuditLogs(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let query = QueryParameters(request.uri.query)
+        let query = try QueryParameters(request.uri.query)
         let page = try query.page()
         let before = query["before"].flatMap { $0.isEmpty ? nil : $0 }
         if page.after != nil, before != nil {
@@ -151,7 +151,9 @@ extension JSONBody {
         }
         var seen = Set<String>()
         return try elements.enumerated().map { index, element in
-            guard case .object(let fields) = element, case .string(let id)? = fields["id"], !id.isEmpty else {
+            guard case .object(let fields) = element, case .string(let id)? = fields["id"], !id.isEmpty,
+                !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
                 throw OpenAIError.invalid("Invalid '\(name)[\(index)]': expected an object with a string 'id' and a 'role'.", param: name)
             }
             guard case .string(let roleText)? = fields["role"], let role = ProjectRole(rawValue: roleText) else {

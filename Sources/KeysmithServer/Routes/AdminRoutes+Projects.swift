@@ -10,7 +10,7 @@ extension AdminRoutes {
     ]
 
     @Sendable func listProjects(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let query = QueryParameters(request.uri.query)
+        let query = try QueryParameters(request.uri.query)
         let page = try await self.reader.listProjects(
             organizationID: context.principal.organizationID,
             includeArchived: try query.bool("include_archived", default: false),
@@ -60,7 +60,7 @@ extension AdminRoutes {
     // MARK: Organization users
 
     @Sendable func listUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let query = QueryParameters(request.uri.query)
+        let query = try QueryParameters(request.uri.query)
         let page = try await self.reader.listUsers(
             organizationID: context.principal.organizationID,
             emails: query.all("emails"),
