@@ -274,7 +274,7 @@ def measure(
             )
     return {
         name: {metric: statistics.median(result[metric] for result in results) for metric in ("rps", "p50", "p99")}
-        | {"rounds": [result["rps"] for result in results]}
+        | {"rounds": [result["rps"] for result in results], "p50_rounds": [result["p50"] for result in results]}
         for name, results in runs.items()
     }
 
@@ -364,6 +364,100 @@ def run_list(args, servers: dict[str, Server]) -> bool:
         for page in ("first page", "deep page"):
             ratio = paired_ratio(results, label("postgres", f"list limit=20, {page}"), label("sqlite", f"list limit=20, {page}"))
             print(f"        postgres / sqlite, limit=20 {page}: {ratio:.0%} of SQLite's throughput (reported)")
+    return judge(checks)
+
+
+def seed_events(server: Server, events: int) -> dict:
+    """`events` audit events made through the API, 8 connections at a time: renames of 50 projects
+    (`project.updated`, about 90%) and new users (`user.added`, about 10%). Returns the projects."""
+    client = Client(server.port, server.admin_key)
+    projects = [client.call("POST", "/organization/projects", {"name": f"audited {index}"})["id"] for index in range(50)]
+    started = time.time()
+
+    def worker(worker_index: int, count: int):
+        connection = Client(server.port, server.admin_key)
+        for index in range(count):
+            if index % 10 == 9:
+                connection.call("POST", "/organization/users", {"email": f"audit{worker_index}-{index}@example.com"})
+            else:
+                project = projects[(worker_index * 7 + index) % len(projects)]
+                connection.call("POST", f"/organization/projects/{project}", {"name": f"renamed {worker_index}-{index}"})
+
+    remaining = events - len(projects) - 1
+    threads = [threading.Thread(target=worker, args=(i, remaining // 8 + (1 if i < remaining % 8 else 0))) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.time() - started
+    print(f"==> {events:,} audit events made through the API in {elapsed:.1f} s", flush=True)
+    return {"projects": projects}
+
+
+def run_audit(args, servers: dict[str, Server]) -> bool:
+    """The audit log: newest page and a page 90% down, unfiltered and filtered (by event type: about 10% of events;
+    by project: about 2%). A filtered page must cost at most 1.25x the unfiltered page at the same depth (keyset
+    paging on indexes)."""
+    label = Labels(servers)
+    seeded = {engine: seed_events(server, args.events) for engine, server in servers.items()}
+    for server in servers.values():
+        analyze(server)
+    first_server = next(iter(servers.values()))
+    scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    owners = {}
+    for engine, server in servers.items():
+        auth = {"Authorization": f"Bearer {server.admin_key}"}
+        base = f"http://127.0.0.1:{server.port}/v1/organization/audit_logs?limit=20"
+        client = Client(server.port, server.admin_key)
+        project = seeded[engine]["projects"][0]
+        filters = {
+            "unfiltered": "",
+            "event_types[]=user.added": "&event_types[]=user.added",
+            "project_ids[]=one of 50": f"&project_ids[]={project}",
+        }
+        for name, query in filters.items():
+            # The cursor 90% down this filter's own list.
+            ids, after = [], None
+            while True:
+                page = client.call("GET", f"/organization/audit_logs?limit=100{query}" + (f"&after={after}" if after else ""))
+                ids.extend(item["id"] for item in page["data"])
+                if not page["has_more"]:
+                    break
+                after = page["last_id"]
+            deep = ids[int(len(ids) * 0.9)]
+            for page_name, extra in (("newest page", ""), ("page 90% down", f"&after={deep}")):
+                scenario = label(engine, f"audit logs, {name}, {page_name}")
+                scenarios.append((scenario, base + query + extra, auth, None))
+                owners[scenario] = server
+            print(f"==> [{engine}] {name}: {len(ids):,} events")
+    print(f"==> wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds (medians)")
+    database_time = DatabaseTime(lambda name: owners.get(name, first_server))
+    results = measure(scenarios, first_server.port, args.duration, args.connections, args.rounds, around=database_time)
+    print()
+    print(table(results, "GET /healthz"))
+    print()
+    checks = []
+    for engine in servers:
+        for page_name in ("newest page", "page 90% down"):
+            unfiltered = results[label(engine, f"audit logs, unfiltered, {page_name}")]["p50_rounds"]
+            for name in ("event_types[]=user.added", "project_ids[]=one of 50"):
+                filtered = results[label(engine, f"audit logs, {name}, {page_name}")]["p50_rounds"]
+                # Median over the rounds of the two pages' p50s in the same round: noise moves whole rounds.
+                ratio = statistics.median(a / b for a, b in zip(filtered, unfiltered))
+                checks.append(
+                    (
+                        f"{engine}: {name}, {page_name}: p50 {ratio:.2f}x the unfiltered {page_name}'s (target <= 1.25x)",
+                        ratio <= 1.25,
+                    )
+                )
+        deep = statistics.median(
+            a / b
+            for a, b in zip(
+                results[label(engine, "audit logs, unfiltered, page 90% down")]["p50_rounds"],
+                results[label(engine, "audit logs, unfiltered, newest page")]["p50_rounds"],
+            )
+        )
+        print(f"        {engine}: unfiltered page 90% down: p50 {deep:.2f}x the newest page's (reported)")
     return judge(checks)
 
 
@@ -1099,14 +1193,14 @@ def run_replicas(args) -> bool:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit"])
     parser.add_argument("--bin", required=True)
     parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
     parser.add_argument(
         "--database",
         default="sqlite",
         choices=["sqlite", "postgres", "sqlite,postgres"],
-        help="list, verify: the engine, or both side by side in the same rounds",
+        help="list, verify, audit: the engine, or both side by side in the same rounds",
     )
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=5)
@@ -1120,6 +1214,7 @@ def main():
     parser.add_argument("--sizes", default="100000,1000000", help="scale: how many keys, comma-separated")
     parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
     parser.add_argument("--changes", type=int, default=300, help="replicas: keys created and revoked")
+    parser.add_argument("--events", type=int, default=10_000, help="audit: events made through the API")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
     if args.scenario == "scale":
@@ -1129,7 +1224,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
         servers = start_servers(args, Path(directory))
         try:
-            met = {"list": run_list, "verify": run_verify}[args.scenario](args, servers)
+            met = {"list": run_list, "verify": run_verify, "audit": run_audit}[args.scenario](args, servers)
         finally:
             for server in servers.values():
                 server.stop()
