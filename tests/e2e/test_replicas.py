@@ -97,15 +97,23 @@ def test_every_kind_of_change_reaches_the_other_replica_within_a_second(replicas
     admin.projects.users.create(project, user_id=user, role="member")
     until(lambda: check(second, rotated["value"]) == 200, within=1.0)
 
+    # A user deleted from the organization: their keys stop on the other replica too.
+    other = create_key(first, project, user)
+    until(lambda: check(second, other["value"]) == 200, within=1.0)
+    admin.users.delete(user)
+    until(lambda: check(second, other["value"]) == 401, within=1.0)
+
     # A service account is deleted, with its keys.
     account = admin.projects.service_accounts.create(project, name="bot")
     until(lambda: check(second, account.api_key.value) == 200, within=1.0)
     admin.projects.service_accounts.delete(account.id, project_id=project)
     until(lambda: check(second, account.api_key.value) == 401, within=1.0)
 
-    # The project is archived.
+    # The project is archived: a service account's key in it stops.
+    survivor = admin.projects.service_accounts.create(project, name="survivor")
+    until(lambda: check(second, survivor.api_key.value) == 200, within=1.0)
     admin.projects.archive(project)
-    until(lambda: check(second, rotated["value"]) == 401, within=1.0)
+    until(lambda: check(second, survivor.api_key.value) == 401, within=1.0)
 
     # An admin key made on one replica works on the other, and stops when deleted there.
     admin_key = admin.admin_api_keys.create(name="second")
