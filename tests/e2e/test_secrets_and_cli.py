@@ -150,6 +150,14 @@ def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_pat
         assert list(tenant_admin.projects.list()) == []
         with pytest.raises(openai.NotFoundError):
             tenant_admin.projects.retrieve(project.id)
+        # The audit log says which changes the offline command made, and each tenant sees only its own.
+        made_offline = [event for event in default_admin.audit_logs.list() if event.type == "tenant.admin_api_key.created"]
+        assert len(made_offline) == 1
+        assert made_offline[0].actor.type == "session"
+        assert made_offline[0].actor.session.user.id == "keysmith-cli"
+        assert made_offline[0].actor.session.user_agent == "keysmith admin-keys create"
+        assert [event.type for event in tenant_admin.audit_logs.list()] == ["tenant.admin_api_key.created"]
+        assert [event.actor.type for event in default_admin.audit_logs.list(event_types=["project.created"])] == ["api_key"]
     finally:
         server.stop()
 
