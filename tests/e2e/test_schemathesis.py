@@ -37,7 +37,11 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(shared_
             "^/(healthz|readyz|metrics)$",
             "--report-dir",
             str(tmp_path),
+            # Nothing carried over between runs (examples or replayed crashes): the same seed, the same run.
+            "--generation-database",
+            "none",
         ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
