@@ -14,7 +14,7 @@ struct AdminKeys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create an admin key and print it (only it) on standard output.",
             discussion: """
-                Works on the database directly, whether or not the server runs. On an empty database it applies
+                Works on the database directly, whether or not the server runs. On an empty database it applies \
                 migrations and creates the default organization first. The key is shown once.
                 """
         )

@@ -12,9 +12,11 @@ struct KeysmithCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keysmith",
         abstract: "A self-hosted, OpenAI-compatible API key service.",
+        // One line per paragraph: ArgumentParser wraps it at the terminal's width.
         discussion: """
-            Keysmith serves OpenAI's Administration API (organizations, projects, service accounts, users and API
-            keys) so that the official OpenAI SDKs can manage keys for your own model gateways.
+            Keysmith serves OpenAI's Administration API (organizations, projects, service accounts, users, invites, \
+            audit logs and API keys) so that the official OpenAI SDKs can manage keys for your own model gateways, \
+            and answers gateways' forward-auth checks from memory.
             """,
         version: KeysmithVersion.current,
         subcommands: [Serve.self, Migrate.self, Backup.self, AdminKeys.self, Organizations.self],
@@ -27,7 +29,7 @@ struct DatabaseOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Database URL: sqlite:PATH, sqlite:///ABSOLUTE/PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=MODE. Environment: KEYSMITH_DATABASE_URL.",
+            "Database URL: sqlite:PATH, sqlite:///ABSOLUTE/PATH, sqlite::memory:, or postgres://USER:PASSWORD@HOST:PORT/DB with ?sslmode=MODE. Environment: KEYSMITH_DATABASE_URL.",
             valueName: "url"
         )
     )

@@ -141,15 +141,7 @@ struct Serve: AsyncParsableCommand {
             }
             let built = try await buildApplication(configuration, logger: logger)
             if let bootstrap = built.bootstrap, let adminKey = bootstrap.adminKey {
-                let notice = """
-                    Created the default organization \(bootstrap.organization.id) and its first admin key.
-                    This key will not be shown again; store it now:
-
-                        \(adminKey)
-
-
-                    """
-                FileHandle.standardOutput.write(Data(notice.utf8))
+                FileHandle.standardOutput.write(Data(Self.firstStartNotice(bootstrap, adminKey: adminKey, configuration).utf8))
             }
             let started = ContinuousClock.now
             let group = ServiceGroup(
@@ -166,6 +158,34 @@ struct Serve: AsyncParsableCommand {
             let uptime = ContinuousClock.now - started
             logger.info("Keysmith stopped", metadata: ["uptime_seconds": "\(uptime.components.seconds)"])
         }
+    }
+
+    /// What the first start prints, once: the admin key, as the lines that point the OpenAI SDKs at this server,
+    /// and what to run next.
+    static func firstStartNotice(_ bootstrap: Keysmith.Bootstrap, adminKey: String, _ configuration: KeysmithConfiguration) -> String {
+        let scheme = configuration.tls == nil ? "http" : "https"
+        // A wildcard address is reached on loopback from this machine.
+        let host =
+            switch configuration.host {
+            case "0.0.0.0", "": "127.0.0.1"
+            case "::": "[::1]"
+            case let host where host.contains(":"): "[\(host)]"
+            case let host: host
+            }
+        let port = configuration.port == 0 ? "PORT" : String(configuration.port)
+        return """
+            Created the default organization \(bootstrap.organization.id) and its first admin key.
+            The key will not be shown again; store it now. To point the OpenAI SDKs (and curl) at this server:
+
+                export OPENAI_BASE_URL=\(scheme)://\(host):\(port)/v1
+                export OPENAI_ADMIN_KEY=\(adminKey)
+
+            Then list the projects:
+
+                curl -s "$OPENAI_BASE_URL/organization/projects" -H "Authorization: Bearer $OPENAI_ADMIN_KEY"
+            \(configuration.port == 0 ? "\n(PORT: the port in the \"listening\" log line.)\n" : "")
+
+            """
     }
 
     private func tlsFiles() throws -> KeysmithConfiguration.TLSFiles? {

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import re
 import socket
 import sqlite3
 import subprocess
@@ -100,6 +101,9 @@ def test_no_plaintext_in_the_database_or_the_log(tmp_path):
     # The bootstrap key is printed once, on standard output only.
     assert server.stdout().count(bootstrap) == 1
     assert "will not be shown again" in server.stdout()
+    # What to do next: the lines that point the SDKs at this server (its port is 0 here, so the notice says PORT).
+    assert f"export OPENAI_ADMIN_KEY={bootstrap}" in server.stdout()
+    assert "export OPENAI_BASE_URL=http://127.0.0.1:PORT/v1" in server.stdout()
 
 
 def test_bootstrap_key_is_printed_only_on_first_start(tmp_path):
@@ -176,12 +180,29 @@ def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_pat
         ["admin-keys", "create", "--help"],
         ["organizations", "--help"],
         ["organizations", "create", "--help"],
+        ["migrate", "--help"],
+        ["backup", "--help"],
     ],
 )
-def test_every_command_has_help(arguments):
-    result = run_cli(*arguments)
+def test_every_command_has_help_that_reads_well_at_80_columns(arguments):
+    result = run_cli(*arguments, env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert "USAGE" in result.stdout.upper()
+    lines = result.stdout.splitlines()
+    # ArgumentParser wraps everything but the synopsis to the terminal's width; paragraphs wrap whole, so no line
+    # ends mid-phrase only to be followed by a stub (the top-level help once broke "and API" / "keys) so that").
+    for line in lines:
+        if not line.startswith("USAGE:"):
+            assert len(line) <= 80, line
+    for before, after in zip(lines, lines[1:]):
+        if before.strip() and after.strip() and not before.startswith("USAGE:"):
+            assert len(before) >= 40 or before.rstrip().endswith((".", ":", ")")) or after.startswith(" "), (before, after)
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"\d+\.\d+\.\d+\n", result.stdout)
 
 
 def test_bad_database_url_is_one_clear_line():
