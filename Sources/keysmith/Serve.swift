@@ -106,6 +106,26 @@ struct Serve: AsyncParsableCommand {
     )
     var inviteLifetime: Int?
 
+    @Flag(
+        name: .customLong("no-bootstrap-admin-key"),
+        help: ArgumentHelp(
+            "On an empty database, create the organization but no admin key (make one with `keysmith admin-keys create`), so that no key is printed where a service manager keeps output. Environment: KEYSMITH_BOOTSTRAP_ADMIN_KEY=false."
+        )
+    )
+    var noBootstrapAdminKey = false
+
+    func bootstrapAdminKeyName() throws -> String? {
+        var create = !self.noBootstrapAdminKey
+        if create, let text = Environment.value("KEYSMITH_BOOTSTRAP_ADMIN_KEY") {
+            switch text.lowercased() {
+            case "true", "1", "yes": create = true
+            case "false", "0", "no": create = false
+            default: throw ValidationError("KEYSMITH_BOOTSTRAP_ADMIN_KEY '\(text)' is not true or false")
+            }
+        }
+        return create ? "Bootstrap admin key" : nil
+    }
+
     func inviteLifetimeSeconds() throws -> Int {
         let seconds =
             try self.inviteLifetime
@@ -128,6 +148,7 @@ struct Serve: AsyncParsableCommand {
                 port: port,
                 database: try self.databaseOptions.url(),
                 secret: try self.databaseOptions.secret(),
+                bootstrapAdminKeyName: try self.bootstrapAdminKeyName(),
                 tls: try self.tlsFiles(),
                 metricsAddress: try (self.metricsAddress ?? Environment.value("KEYSMITH_METRICS_ADDRESS"))
                     .map(KeysmithConfiguration.ListenAddress.init(parsing:)),

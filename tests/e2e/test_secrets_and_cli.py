@@ -6,6 +6,7 @@ import re
 import socket
 import sqlite3
 import subprocess
+import time
 
 import openai
 import pytest
@@ -274,3 +275,26 @@ def test_environment_configures_serve(tmp_path):
 def test_short_secret_is_refused(tmp_path):
     result = run_cli("serve", "--port", "0", "--database", f"sqlite:{tmp_path / 'k.sqlite'}", env={"KEYSMITH_SECRET": "short"})
     assert_one_clear_line(result, "KEYSMITH_SECRET")
+
+
+@pytest.mark.parametrize("how", [{"args": ["--no-bootstrap-admin-key"]}, {"env": {"KEYSMITH_BOOTSTRAP_ADMIN_KEY": "false"}}])
+def test_a_first_start_without_an_admin_key_prints_none_and_the_cli_makes_the_first(tmp_path, how):
+    server = Server(tmp_path, **how)
+    try:
+        assert server.admin_key is None
+        assert "sk-admin-" not in server.stdout() + server.stderr()
+        made = run_cli("admin-keys", "create", "--name", "ops", "--database", server.database_url)
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip()
+        # The running server applies the offline command's key from the change log.
+        deadline = time.time() + 5
+        while server.request("GET", "/organization/projects", key=key)[0] != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:
+        server.stop()
+
+
+def test_a_bad_bootstrap_setting_is_one_clear_line(tmp_path):
+    result = run_cli("serve", "--port", "0", "--database", database_url(tmp_path), env={"KEYSMITH_BOOTSTRAP_ADMIN_KEY": "maybe"})
+    assert_one_clear_line(result, "KEYSMITH_BOOTSTRAP_ADMIN_KEY")
