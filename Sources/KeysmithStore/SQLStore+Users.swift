@@ -6,6 +6,8 @@ extension SQLStore {
 
     public func createUser(_ user: User) async throws {
         try await self.engine.write { database in
+            // New users and invitations take turns, so that an email cannot become a user's while it is invited.
+            try await Self.lockOrganization(database, user.organizationID)
             let emailKey = user.email.lowercased()
             let taken = try await database.raw(
                 """
