@@ -298,3 +298,13 @@ def test_a_first_start_without_an_admin_key_prints_none_and_the_cli_makes_the_fi
 def test_a_bad_bootstrap_setting_is_one_clear_line(tmp_path):
     result = run_cli("serve", "--port", "0", "--database", database_url(tmp_path), env={"KEYSMITH_BOOTSTRAP_ADMIN_KEY": "maybe"})
     assert_one_clear_line(result, "KEYSMITH_BOOTSTRAP_ADMIN_KEY")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_name_the_commands(shell):
+    result = run_cli("--generate-completion-script", shell)
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "migrate", "backup", "admin-keys", "organizations"):
+        assert command in result.stdout
+    if shell == "bash":
+        assert subprocess.run(["bash", "-n"], input=result.stdout, text=True).returncode == 0
