@@ -275,15 +275,11 @@ public struct Keysmith: Sendable {
 
     /// Accepts a pending invite: the user, with the invite's email and role, joins the organization and its projects.
     public func acceptInvite(organizationID: String, inviteID: String, name: String?) async throws -> (user: User, invite: Invite) {
-        let user = User(
-            id: self.ids.make(.user),
-            organizationID: organizationID,
-            email: "",
-            name: name,
-            role: .reader,
-            addedAt: self.clock.now()
-        )
-        return try await self.write { try await self.store.acceptInvite(id: inviteID, organizationID: organizationID, user: user) }
+        let userID = self.ids.make(.user)
+        let now = self.clock.now()
+        return try await self.write {
+            try await self.store.acceptInvite(id: inviteID, organizationID: organizationID, userID: userID, name: name, at: now)
+        }
     }
 
     /// Who to add to a project: a user of the organization by id, or by email.

@@ -137,8 +137,14 @@ public protocol KeysmithStore: KeysmithStoreReader {
     func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite
     /// Deletes a pending or expired invite; an accepted one is refused.
     func deleteInvite(id: String, organizationID: String) async throws
-    /// Accepts a pending invite: creates `user` with the invite's email and role, and its memberships.
-    func acceptInvite(id: String, organizationID: String, user: User) async throws -> (user: User, invite: Invite)
+    /// Accepts a pending invite: creates the user `userID` with the invite's email and role, and its memberships.
+    func acceptInvite(
+        id: String,
+        organizationID: String,
+        userID: String,
+        name: String?,
+        at time: UnixSeconds
+    ) async throws -> (user: User, invite: Invite)
 
     // MARK: Service accounts
 

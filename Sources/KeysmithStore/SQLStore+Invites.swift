@@ -72,13 +72,8 @@ extension SQLStore {
         try await self.engine.write { database in
             var invite = invite
             try await Self.lockOrganization(database, invite.organizationID)
+            try await Self.ensureEmailIsFree(database, organizationID: invite.organizationID, email: invite.email)
             let emailKey = invite.email.lowercased()
-            let member = try await database.raw(
-                """
-                SELECT id FROM users WHERE organization_id = \(bind: invite.organizationID) AND email_key = \(bind: emailKey)
-                """
-            ).first()
-            guard member == nil else { throw KeysmithError.emailTaken(invite.email) }
             let pending = try await database.raw(
                 """
                 SELECT id FROM invites
@@ -134,33 +129,26 @@ extension SQLStore {
         }
     }
 
-    /// Accepts a pending invite: creates `user` (its email and role are the invite's) and its memberships of the
-    /// invite's projects that are still active, in one transaction. Projects archived or gone since the invite was
-    /// sent are left out.
-    public func acceptInvite(id: String, organizationID: String, user: User) async throws -> (user: User, invite: Invite) {
+    /// Accepts a pending invite: creates the user `userID`, named `name`, with the invite's email and role, and its
+    /// memberships of the invite's projects that are still active, in one transaction. Projects archived or gone
+    /// since the invite was sent are left out.
+    public func acceptInvite(
+        id: String,
+        organizationID: String,
+        userID: String,
+        name: String?,
+        at time: UnixSeconds
+    ) async throws -> (user: User, invite: Invite) {
         try await self.engine.write { database in
             try await Self.lockOrganization(database, organizationID)
             var invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
-            switch invite.status(at: user.addedAt) {
+            switch invite.status(at: time) {
             case .accepted: throw KeysmithError.inviteAccepted(inviteID: id)
             case .expired: throw KeysmithError.inviteExpired(inviteID: id)
             case .pending: break
             }
-            var user = user
-            user.email = invite.email
-            user.role = invite.role
-            let emailKey = invite.email.lowercased()
-            let taken = try await database.raw(
-                "SELECT id FROM users WHERE organization_id = \(bind: organizationID) AND email_key = \(bind: emailKey)"
-            ).first()
-            guard taken == nil else { throw KeysmithError.emailTaken(invite.email) }
-            try await database.raw(
-                """
-                INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
-                VALUES (\(bind: user.id), \(bind: organizationID), \(bind: user.email), \(bind: emailKey),
-                        \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
-                """
-            ).run()
+            let user = User(id: userID, organizationID: organizationID, email: invite.email, name: name, role: invite.role, addedAt: time)
+            try await Self.insertUser(database, user)
             for grant in invite.projects {
                 let project = try await database.raw(
                     """

@@ -8,25 +8,7 @@ extension SQLStore {
         try await self.engine.write { database in
             // New users and invitations take turns, so that an email cannot become a user's while it is invited.
             try await Self.lockOrganization(database, user.organizationID)
-            let emailKey = user.email.lowercased()
-            let taken = try await database.raw(
-                """
-                SELECT id FROM users WHERE organization_id = \(bind: user.organizationID) AND email_key = \(bind: emailKey)
-                """
-            ).first()
-            guard taken == nil else { throw KeysmithError.emailTaken(user.email) }
-            do {
-                try await database.raw(
-                    """
-                    INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
-                    VALUES (\(bind: user.id), \(bind: user.organizationID), \(bind: user.email), \(bind: emailKey),
-                            \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
-                    """
-                ).run()
-            } catch  where isUniqueViolation(error) {
-                // Another process added the same email since the check.
-                throw KeysmithError.emailTaken(user.email)
-            }
+            try await Self.insertUser(database, user)
             try await Self.recordEvent(
                 database,
                 AuditEvent(.userAdded, resourceID: user.id, data: [("role", .string(user.role.rawValue))]),
@@ -34,6 +16,33 @@ extension SQLStore {
                 at: user.addedAt
             )
         }
+    }
+
+    /// Stores a new user, whose email must be no other user's in the organization (compared case-insensitively).
+    static func insertUser(_ database: any SQLSession, _ user: User) async throws {
+        try await self.ensureEmailIsFree(database, organizationID: user.organizationID, email: user.email)
+        do {
+            try await database.raw(
+                """
+                INSERT INTO users (id, organization_id, email, email_key, name, role, added_at)
+                VALUES (\(bind: user.id), \(bind: user.organizationID), \(bind: user.email), \(bind: user.email.lowercased()),
+                        \(bind: user.name), \(bind: user.role.rawValue), \(bind: user.addedAt))
+                """
+            ).run()
+        } catch  where isUniqueViolation(error) {
+            // Another process added the same email since the check.
+            throw KeysmithError.emailTaken(user.email)
+        }
+    }
+
+    /// Throws ``KeysmithError/emailTaken(_:)`` when a user of the organization has this email.
+    static func ensureEmailIsFree(_ database: any SQLSession, organizationID: String, email: String) async throws {
+        let taken = try await database.raw(
+            """
+            SELECT id FROM users WHERE organization_id = \(bind: organizationID) AND email_key = \(bind: email.lowercased())
+            """
+        ).first()
+        guard taken == nil else { throw KeysmithError.emailTaken(email) }
     }
 
     public func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {

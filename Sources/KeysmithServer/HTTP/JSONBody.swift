@@ -108,7 +108,7 @@ struct JSONBody {
             let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             // Names end up in lists, logs and terminals: a NUL, a newline or an escape sequence in one is a mistake
             // or an attack, never a name.
-            if let control = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+            if let control = value.firstControlCharacter {
                 throw OpenAIError.invalid(
                     "Invalid '\(name)': control characters (such as U+\(Self.hex(control))) are not allowed.",
                     param: name
@@ -132,7 +132,7 @@ struct JSONBody {
         }
     }
 
-    private static func hex(_ scalar: Unicode.Scalar) -> String {
+    static func hex(_ scalar: Unicode.Scalar) -> String {
         let digits = String(scalar.value, radix: 16, uppercase: true)
         return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
@@ -226,5 +226,13 @@ struct JSONBody {
         case let value?:
             throw self.typeError(name, expected: "an array of strings", got: value)
         }
+    }
+}
+
+extension StringProtocol {
+    /// The first control character (a NUL, a newline, an escape…), which no name, id, cursor or filter of the API
+    /// holds; request input with one is refused. (PostgreSQL cannot even compare text holding a NUL.)
+    var firstControlCharacter: Unicode.Scalar? {
+        self.unicodeScalars.first { $0.properties.generalCategory == .control }
     }
 }

@@ -14,7 +14,7 @@ struct QueryParameters {
             var name = PercentEncoding.decode(parts[0], plusAsSpace: true)
             if name.hasSuffix("[]") { name.removeLast(2) }
             let value = parts.count > 1 ? PercentEncoding.decode(parts[1], plusAsSpace: true) : ""
-            if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            if value.firstControlCharacter != nil {
                 throw OpenAIError.invalid("Invalid '\(name)': control characters are not allowed.", param: name)
             }
             self.values[name, default: []].append(value)

@@ -36,7 +36,7 @@ extension Parameters {
             throw OpenAIError.invalid("Missing path parameter '\(name)'.", param: name)
         }
         // No id holds a control character, and PostgreSQL cannot compare text with a NUL in it.
-        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard value.firstControlCharacter == nil else {
             throw OpenAIError.invalid("Invalid '\(name)': control characters are not allowed.", param: name)
         }
         return value

@@ -152,7 +152,7 @@ extension JSONBody {
         var seen = Set<String>()
         return try elements.enumerated().map { index, element in
             guard case .object(let fields) = element, case .string(let id)? = fields["id"], !id.isEmpty,
-                !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+                id.firstControlCharacter == nil
             else {
                 throw OpenAIError.invalid("Invalid '\(name)[\(index)]': expected an object with a string 'id' and a 'role'.", param: name)
             }
