@@ -399,7 +399,7 @@ struct PostgresSession: SQLSession {
     }
 
     func rows<T: Sendable>(_ query: SQLQueryString, decode: @escaping @Sendable (any StoreRowReader) throws -> T) async throws -> [T] {
-        var serializer = SQLSerializer(database: PostgresSerializingDatabase.shared)
+        var serializer = SQLSerializer(database: SerializingDatabase.postgres)
         query.serialize(to: &serializer)
         let sql = serializer.sql
         var bindings = PostgresBindings(capacity: serializer.binds.count)
@@ -502,21 +502,10 @@ enum PostgresBind {
     }
 }
 
-/// What SQLKit needs to serialize queries in PostgreSQL's dialect (postgres-kit's); it never runs one.
-private struct PostgresSerializingDatabase: SQLDatabase {
-    static let shared = PostgresSerializingDatabase()
-
-    var logger: Logger { Logger(label: "keysmith.sql") }
-    var eventLoop: any EventLoop { MultiThreadedEventLoopGroup.singleton.any() }
-    var dialect: any SQLDialect { PostgresDialect() }
-    var queryLogLevel: Logger.Level? { nil }
-
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
-        self.eventLoop.makeFailedFuture(PostgresSerializingOnlyError())
-    }
+extension SerializingDatabase {
+    /// postgres-kit's dialect.
+    static let postgres = SerializingDatabase(dialect: PostgresDialect())
 }
-
-private struct PostgresSerializingOnlyError: Error {}
 
 /// PostgreSQL refused a statement. Its description names the SQLSTATE, the server's message and the statement's
 /// SQL (with `$N` placeholders), never the bound values, which can be secret digests; postgres-nio's own error

@@ -293,7 +293,7 @@ struct SQLiteSession: SQLSession {
     }
 
     private static func serialize(_ query: SQLQueryString) throws -> (String, [StoreValue]) {
-        var serializer = SQLSerializer(database: SQLiteSerializingDatabase.shared)
+        var serializer = SQLSerializer(database: SerializingDatabase.sqlite)
         query.serialize(to: &serializer)
         return (serializer.sql, try serializer.binds.map(SQLiteBind.value(of:)))
     }
@@ -377,21 +377,9 @@ struct UnsupportedBindError: Error, CustomStringConvertible {
     var description: String { "cannot bind a value of type \(self.type) to SQLite" }
 }
 
-/// What SQLKit needs to serialize queries in SQLite's dialect; it never runs one.
-private struct SQLiteSerializingDatabase: SQLDatabase {
-    static let shared = SQLiteSerializingDatabase()
-
-    var logger: Logger { Logger(label: "keysmith.sql") }
-    var eventLoop: any EventLoop { MultiThreadedEventLoopGroup.singleton.any() }
-    var dialect: any SQLDialect { SQLiteSQLDialect() }
-    var queryLogLevel: Logger.Level? { nil }
-
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
-        self.eventLoop.makeFailedFuture(SQLiteSerializingOnlyError())
-    }
+extension SerializingDatabase {
+    static let sqlite = SerializingDatabase(dialect: SQLiteSQLDialect())
 }
-
-private struct SQLiteSerializingOnlyError: Error {}
 
 /// SQLite's spelling of what the store's queries use: `"identifiers"`, `'strings'`, `?1` placeholders.
 private struct SQLiteSQLDialect: SQLDialect {
