@@ -179,6 +179,19 @@ class Client:
         return json.loads(data)
 
 
+def in_workers(total: int, work, workers: int = 8) -> float:
+    """Runs `work(worker_index, count)` on `workers` threads that share `total` items; returns the seconds taken."""
+    started = time.time()
+    threads = [
+        threading.Thread(target=work, args=(i, total // workers + (1 if i < total % workers else 0))) for i in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.time() - started
+
+
 def seed_keys(server: Server, keys: int) -> dict:
     """One project, 10 members, `keys` user keys created through the API, 8 connections at a time.
     Returns the project, the key ids in creation order, and the plaintexts (which only the seeder ever sees)."""
@@ -192,7 +205,6 @@ def seed_keys(server: Server, keys: int) -> dict:
 
     pairs: list[tuple[str, str]] = []
     lock = threading.Lock()
-    started = time.time()
 
     def worker(worker_index: int, count: int):
         connection = Client(server.port, server.admin_key)
@@ -204,12 +216,7 @@ def seed_keys(server: Server, keys: int) -> dict:
         with lock:
             pairs.extend(made)
 
-    threads = [threading.Thread(target=worker, args=(i, keys // 8 + (1 if i < keys % 8 else 0))) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.time() - started
+    elapsed = in_workers(keys, worker)
     pairs.sort()  # ids sort in creation order
     print(f"==> seeded {len(pairs):,} keys through the API in {elapsed:.1f} s ({len(pairs) / elapsed:,.0f} keys/s)", flush=True)
     return {"project": project, "ids": [p[0] for p in pairs], "values": [p[1] for p in pairs]}
@@ -304,13 +311,19 @@ def analyze(server: Server):
         subprocess.run(["psql", "-X", "-q", "-d", server.database, "-c", "ANALYZE"], check=True)
 
 
-def run_list(args, servers: dict[str, Server]) -> bool:
-    label = Labels(servers)
-    seeded = {engine: seed_keys(server, args.keys) for engine, server in servers.items()}
+def seeded_servers(servers: dict[str, Server], seed):
+    """Seeds each server with `seed(server)` and ANALYZEs it; returns the labels, what each seeding returned, the
+    server whose /healthz is the baseline, and the scenario list starting with that baseline."""
+    seeded = {engine: seed(server) for engine, server in servers.items()}
     for server in servers.values():
         analyze(server)
     first_server = next(iter(servers.values()))
     scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    return Labels(servers), seeded, first_server, scenarios
+
+
+def run_list(args, servers: dict[str, Server]) -> bool:
+    label, seeded, first_server, scenarios = seeded_servers(servers, lambda server: seed_keys(server, args.keys))
     owners = {}
     for engine, server in servers.items():
         project, ids = seeded[engine]["project"], seeded[engine]["ids"]
@@ -372,7 +385,6 @@ def seed_events(server: Server, events: int) -> dict:
     (`project.updated`, about 90%) and new users (`user.added`, about 10%). Returns the projects."""
     client = Client(server.port, server.admin_key)
     projects = [client.call("POST", "/organization/projects", {"name": f"audited {index}"})["id"] for index in range(50)]
-    started = time.time()
 
     def worker(worker_index: int, count: int):
         connection = Client(server.port, server.admin_key)
@@ -383,13 +395,7 @@ def seed_events(server: Server, events: int) -> dict:
                 project = projects[(worker_index * 7 + index) % len(projects)]
                 connection.call("POST", f"/organization/projects/{project}", {"name": f"renamed {worker_index}-{index}"})
 
-    remaining = events - len(projects) - 1
-    threads = [threading.Thread(target=worker, args=(i, remaining // 8 + (1 if i < remaining % 8 else 0))) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.time() - started
+    elapsed = in_workers(events - len(projects) - 1, worker)
     print(f"==> {events:,} audit events made through the API in {elapsed:.1f} s", flush=True)
     return {"projects": projects}
 
@@ -398,12 +404,7 @@ def run_audit(args, servers: dict[str, Server]) -> bool:
     """The audit log: newest page and a page 90% down, unfiltered and filtered (by event type: about 10% of events;
     by project: about 2%). A filtered page must cost at most 1.25x the unfiltered page at the same depth (keyset
     paging on indexes)."""
-    label = Labels(servers)
-    seeded = {engine: seed_events(server, args.events) for engine, server in servers.items()}
-    for server in servers.values():
-        analyze(server)
-    first_server = next(iter(servers.values()))
-    scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    label, seeded, first_server, scenarios = seeded_servers(servers, lambda server: seed_events(server, args.events))
     owners = {}
     for engine, server in servers.items():
         auth = {"Authorization": f"Bearer {server.admin_key}"}
