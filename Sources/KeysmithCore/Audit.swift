@@ -40,7 +40,7 @@ public enum AuditActor: Sendable, Equatable {
 
 /// The audit log's event types: each is a value of OpenAI's `AuditLogEventType`, so that a client that knows the
 /// enumeration can read every event Keysmith writes.
-public enum AuditEventType: String, Sendable, CaseIterable {
+public enum AuditEventType: String, Sendable, CaseIterable, Codable {
     case apiKeyCreated = "api_key.created"
     case apiKeyUpdated = "api_key.updated"
     case apiKeyDeleted = "api_key.deleted"

@@ -45,20 +45,20 @@ public struct Project: Sendable, Equatable {
 }
 
 /// A person's role in an organization.
-public enum OrganizationRole: String, Sendable, CaseIterable {
+public enum OrganizationRole: String, Sendable, CaseIterable, Codable {
     case owner
     case reader
 }
 
 /// A user's or a service account's role in a project.
-public enum ProjectRole: String, Sendable, CaseIterable {
+public enum ProjectRole: String, Sendable, CaseIterable, Codable {
     case owner
     case member
 }
 
 /// A service account's role: a project role, or `none` for an account created without default roles
 /// (`create_service_account_only`).
-public enum ServiceAccountRole: String, Sendable, CaseIterable {
+public enum ServiceAccountRole: String, Sendable, CaseIterable, Codable {
     case owner
     case member
     case none
@@ -132,7 +132,7 @@ public struct ServiceAccount: Sendable, Equatable {
 }
 
 /// What kind of principal owns a project API key, spelled as OpenAI's `owner.type`.
-public enum APIKeyOwnerType: String, Sendable, CaseIterable {
+public enum APIKeyOwnerType: String, Sendable, CaseIterable, Codable {
     case user
     case serviceAccount = "service_account"
 
@@ -256,7 +256,7 @@ public struct NewKeySecret: Sendable, Equatable {
 }
 
 /// Which keys a key list shows, by whether their owner still belongs to the project.
-public enum OwnerProjectAccess: String, Sendable, CaseIterable {
+public enum OwnerProjectAccess: String, Sendable, CaseIterable, Codable {
     case active
     case inactive
     case any
@@ -424,7 +424,7 @@ public struct Invite: Sendable, Equatable {
         }
     }
 
-    public enum Status: String, Sendable {
+    public enum Status: String, Sendable, Codable {
         case pending
         case accepted
         case expired

@@ -1,17 +1,6 @@
 import HTTPTypes
 import KeysmithCore
 
-/// Why a presented key is or is not good, as the verify API names it.
-enum VerificationCode: String, Sendable, CaseIterable {
-    case valid
-    case malformed
-    case notFound = "not_found"
-    case expired
-    case revoked
-    case projectArchived = "project_archived"
-    case ownerInactive = "owner_inactive"
-}
-
 /// The answer for one presented key.
 struct Verification: Sendable {
     var code: VerificationCode
