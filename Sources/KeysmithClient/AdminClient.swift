@@ -107,7 +107,12 @@ public struct AdminClient: Sendable {
         let decoder = JSONDecoder()
         if (200..<300).contains(status) {
             do {
-                return try decoder.decode(Response.self, from: bytes)
+                var value = try decoder.decode(Response.self, from: bytes)
+                if var carrier = value as? any CarriesJSON {
+                    carrier.attach(try decoder.decode(JSONValue.self, from: bytes))
+                    if let attached = carrier as? Response { value = attached }
+                }
+                return value
             } catch {
                 throw .invalidResponse(status: status, reason: "the answer is not the JSON expected: \(error)")
             }

@@ -46,6 +46,13 @@ public enum JSONValue: Codable, Sendable, Equatable {
         return members[key]
     }
 
+    /// An object without the members named; anything else as it is.
+    public func removing(_ keys: String...) -> JSONValue {
+        guard case .object(var members) = self else { return self }
+        for key in keys { members[key] = nil }
+        return .object(members)
+    }
+
     /// The string this value is, if it is one.
     public var stringValue: String? {
         guard case .string(let value) = self else { return nil }

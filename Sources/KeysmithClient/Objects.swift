@@ -26,6 +26,8 @@ extension ListPage: Equatable where Item: Equatable {}
 
 /// `organization.project`.
 public struct Project: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public enum Status: String, Decodable, Sendable {
         case active
         case archived
@@ -49,6 +51,8 @@ public struct Project: Decodable, Sendable, Equatable {
 
 /// `organization.project.api_key`: a key as lists show it, its secret redacted.
 public struct ProjectAPIKey: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     /// Who holds the key.
     public enum Owner: Sendable, Equatable {
         case user(User)
@@ -158,6 +162,8 @@ public struct ProjectAPIKey: Decodable, Sendable, Equatable {
 /// A key (or admin key) in the one response that carries its secret: creation or rotation. Store `value` now; no
 /// later call returns it.
 public struct IssuedKey<Key: Decodable & Sendable>: Decodable, Sendable {
+    /// The object as the server sent it, the plaintext included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var key: Key
     /// The key's plaintext.
     public var value: String
@@ -179,6 +185,8 @@ public struct IssuedKey<Key: Decodable & Sendable>: Decodable, Sendable {
 
 /// `organization.project.service_account`.
 public struct ProjectServiceAccount: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var name: String
     public var role: ServiceAccountRole
@@ -192,6 +200,8 @@ public struct ProjectServiceAccount: Decodable, Sendable, Equatable {
 
 /// A service account's key in the response that creates it, with its plaintext (`value`).
 public struct ServiceAccountAPIKey: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var name: String
     public var value: String
@@ -208,6 +218,8 @@ public struct ServiceAccountAPIKey: Decodable, Sendable, Equatable {
 
 /// A new service account, with its first key unless it was created without one.
 public struct CreatedServiceAccount: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, the key's plaintext included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var account: ProjectServiceAccount
     public var apiKey: ServiceAccountAPIKey?
 
@@ -223,6 +235,8 @@ public struct CreatedServiceAccount: Decodable, Sendable, Equatable {
 
 /// `organization.user`: a person in the organization.
 public struct User: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var name: String?
     public var email: String
@@ -237,6 +251,8 @@ public struct User: Decodable, Sendable, Equatable {
 
 /// `organization.project.user`: a user's membership of a project.
 public struct ProjectUser: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var name: String?
     public var email: String
@@ -251,6 +267,8 @@ public struct ProjectUser: Decodable, Sendable, Equatable {
 
 /// `organization.invite`.
 public struct Invite: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public typealias Status = KeysmithCore.Invite.Status
 
     /// A project the invitee joins on acceptance, and their role there.
@@ -283,6 +301,8 @@ public struct Invite: Decodable, Sendable, Equatable {
 
 /// `organization.admin_api_key`.
 public struct AdminAPIKey: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var name: String
     public var redactedValue: String
@@ -302,6 +322,8 @@ public struct AdminAPIKey: Decodable, Sendable, Equatable {
 /// One entry of the audit log. Its details sit in the JSON under a key named after its type; here they are
 /// ``details``.
 public struct AuditLog: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public struct ProjectReference: Decodable, Sendable, Equatable {
         public var id: String
         public var name: String?
@@ -336,13 +358,21 @@ public struct AuditLog: Decodable, Sendable, Equatable {
 
 /// `{"object":"…deleted","id","deleted":true}`.
 public struct DeletedObject: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public var id: String
     public var object: String
     public var deleted: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case id, object, deleted
+    }
 }
 
 /// The answer of `POST /v1/keys/verify`: the verdict, and the key's details when it is one of the organization's.
 public struct KeyVerification: Decodable, Sendable, Equatable {
+    /// The object as the server sent it, fields this type does not model included (what `keysmith --json` prints).
+    public internal(set) var json: JSONValue = .null
     public struct Key: Decodable, Sendable, Equatable {
         public struct Owner: Decodable, Sendable, Equatable {
             public var type: APIKeyOwnerType
@@ -377,4 +407,68 @@ public struct KeyVerification: Decodable, Sendable, Equatable {
     public var valid: Bool
     public var code: VerificationCode
     public var key: Key?
+
+    enum CodingKeys: String, CodingKey {
+        case valid, code, key
+    }
+}
+
+/// A value that keeps the JSON it was decoded from: `AdminClient.call` decodes an answer twice, as its type and as
+/// a ``JSONValue``, and attaches the second to the first.
+protocol CarriesJSON {
+    var json: JSONValue { get set }
+    mutating func attach(_ json: JSONValue)
+}
+
+extension CarriesJSON {
+    mutating func attach(_ json: JSONValue) {
+        self.json = json
+    }
+}
+
+extension Project: CarriesJSON {}
+extension ProjectAPIKey: CarriesJSON {}
+extension ProjectServiceAccount: CarriesJSON {}
+extension ServiceAccountAPIKey: CarriesJSON {}
+extension User: CarriesJSON {}
+extension ProjectUser: CarriesJSON {}
+extension Invite: CarriesJSON {}
+extension AdminAPIKey: CarriesJSON {}
+extension AuditLog: CarriesJSON {}
+extension DeletedObject: CarriesJSON {}
+extension KeyVerification: CarriesJSON {}
+
+extension ListPage: CarriesJSON {
+    /// A page keeps no JSON of its own: each item gets its element of `data`.
+    var json: JSONValue {
+        get { .object(["data": .array(self.data.map { ($0 as? any CarriesJSON)?.json ?? .null })]) }
+        set { self.attach(newValue) }
+    }
+
+    mutating func attach(_ json: JSONValue) {
+        guard case .array(let elements)? = json["data"], elements.count == self.data.count else { return }
+        for index in self.data.indices {
+            guard var item = self.data[index] as? any CarriesJSON else { return }
+            item.attach(elements[index])
+            if let typed = item as? Item { self.data[index] = typed }
+        }
+    }
+}
+
+extension IssuedKey: CarriesJSON {
+    /// The key's own JSON is the object as lists show it: without the plaintext and the rotation's field.
+    mutating func attach(_ json: JSONValue) {
+        self.json = json
+        guard var key = self.key as? any CarriesJSON else { return }
+        key.attach(json.removing("value", "previous_secret_expires_at"))
+        if let typed = key as? Key { self.key = typed }
+    }
+}
+
+extension CreatedServiceAccount: CarriesJSON {
+    mutating func attach(_ json: JSONValue) {
+        self.json = json
+        self.account.attach(json.removing("api_key"))
+        if let key = json["api_key"] { self.apiKey?.attach(key) }
+    }
 }

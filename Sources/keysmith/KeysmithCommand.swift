@@ -17,11 +17,37 @@ struct KeysmithCommand: AsyncParsableCommand {
             Keysmith serves OpenAI's Administration API (organizations, projects, service accounts, users, invites, \
             audit logs and API keys) so that the official OpenAI SDKs can manage keys for your own model gateways, \
             and answers gateways' forward-auth checks from memory.
+
+            The commands from projects to verify work on a running Keysmith through that API (--url and --admin-key, or KEYSMITH_URL and KEYSMITH_ADMIN_KEY). They print tables, or with --json the API's objects, and exit with 0 on success, 1 when the API answers with an error, 2 on a usage error and 3 when Keysmith cannot be reached.
             """,
         version: KeysmithVersion.current,
-        subcommands: [Serve.self, Migrate.self, Backup.self, AdminKeys.self, Organizations.self],
+        subcommands: [
+            Serve.self, Migrate.self, Backup.self, Projects.self, Keys.self, ServiceAccounts.self, ProjectUsers.self,
+            Users.self, Invites.self, AdminKeys.self, AuditLogs.self, Verify.self, Organizations.self,
+        ],
         defaultSubcommand: nil
     )
+
+    /// ArgumentParser's own run, but with the exit codes the CLI documents: 0 success, 1 an error the API answered
+    /// (or a command's failure), 2 a usage error (ArgumentParser's own is 64), 3 cannot connect.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch let exit as CLIExit {
+            exit.exit()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            self.exit(withError: error)
+        }
+    }
 }
 
 /// Options every command that opens the database shares.

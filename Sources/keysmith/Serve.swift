@@ -181,6 +181,13 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
+    /// How this executable was started: `keysmith` when found on the PATH, else the path it was started by (as
+    /// `swift run` does), so that the command the notice suggests runs as printed.
+    static var invokedCommand: String {
+        let first = CommandLine.arguments.first ?? "keysmith"
+        return first.contains("/") ? first : "keysmith"
+    }
+
     /// What the first start prints, once: the admin key, as the lines that point the OpenAI SDKs at this server,
     /// and what to run next.
     static func firstStartNotice(_ bootstrap: Keysmith.Bootstrap, adminKey: String, _ configuration: KeysmithConfiguration) -> String {
@@ -201,9 +208,9 @@ struct Serve: AsyncParsableCommand {
                 export OPENAI_BASE_URL=\(scheme)://\(host):\(port)/v1
                 export OPENAI_ADMIN_KEY=\(adminKey)
 
-            Then list the projects:
+            Then, with those two set, list the projects (the CLI reads them too):
 
-                curl -s "$OPENAI_BASE_URL/organization/projects" -H "Authorization: Bearer $OPENAI_ADMIN_KEY"
+                \(Self.invokedCommand) projects list
             \(configuration.port == 0 ? "\n(PORT: the port in the \"listening\" log line.)\n" : "")
 
             """

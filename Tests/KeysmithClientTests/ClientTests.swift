@@ -21,6 +21,9 @@ struct ClientTests {
             #expect(created.status == .active)
             #expect(created.externalKeyID == "ext-1")
             #expect(created.archivedAt == nil)
+            // Each object keeps the JSON it came from, fields the type does not model included.
+            #expect(created.json["object"] == .string("organization.project"))
+            #expect(created.json["archived_at"] == .null)
             #expect(try await client.retrieveProject(id: created.id) == created)
 
             let renamed = try await client.modifyProject(id: created.id, name: "Renamed")
@@ -82,6 +85,9 @@ struct ClientTests {
                 return
             }
             #expect(owner.id == user.id && owner.role == .owner && owner.email == "ada@example.com")
+            // The plaintext is in the creation's JSON, not in the key's.
+            #expect(issued.json["value"] == .string(issued.value))
+            #expect(issued.key.json["value"] == nil && issued.key.json["object"] == .string("organization.project.api_key"))
             #expect(try await client.retrieveAPIKey(project: project.id, id: issued.key.id) == issued.key)
 
             let verified = try await client.verify(key: issued.value)
@@ -101,6 +107,7 @@ struct ClientTests {
             }
             let page = try await client.listAPIKeys(project: project.id, limit: 3)
             #expect(page.data.count == 3 && page.hasMore)
+            #expect(page.data.allSatisfy { $0.json["id"] == .string($0.id) })
             #expect(try await client.apiKeys(project: project.id, pageSize: 3).collect().count == 4)
 
             // Grace leaves the project: her keys become inactive and stop verifying.

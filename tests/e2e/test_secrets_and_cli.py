@@ -181,6 +181,10 @@ def test_cli_key_works_against_the_server_and_organizations_are_separate(tmp_pat
         ["admin-keys", "create", "--help"],
         ["organizations", "--help"],
         ["organizations", "create", "--help"],
+        ["projects", "--help"],
+        ["keys", "--help"],
+        ["keys", "create", "--help"],
+        ["invites", "create", "--help"],
         ["migrate", "--help"],
         ["backup", "--help"],
     ],
@@ -304,7 +308,10 @@ def test_a_bad_bootstrap_setting_is_one_clear_line(tmp_path):
 def test_completion_scripts_name_the_commands(shell):
     result = run_cli("--generate-completion-script", shell)
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "migrate", "backup", "admin-keys", "organizations"):
+    for command in (
+        "serve", "migrate", "backup", "admin-keys", "organizations", "projects", "keys", "service-accounts",
+        "project-users", "users", "invites", "audit-logs", "verify",
+    ):
         assert command in result.stdout
     if shell == "bash":
         assert subprocess.run(["bash", "-n"], input=result.stdout, text=True).returncode == 0
