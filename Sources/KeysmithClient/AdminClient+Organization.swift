@@ -15,6 +15,7 @@ extension AdminClient {
         return try await self.call(.get, "/v1/organization/users", query: query)
     }
 
+    /// Every user of the organization (or those with `emails`), page after page.
     public func users(emails: [String] = [], pageSize: Int = maximumPageSize) -> Pages<User> {
         Pages(pageSize: pageSize) { after, limit throws(KeysmithClientError) in
             try await self.listUsers(limit: limit, after: after, emails: emails)
@@ -28,6 +29,7 @@ extension AdminClient {
         return try await self.call(.post, "/v1/organization/users", body: body)
     }
 
+    /// One user of the organization.
     public func retrieveUser(id: String) async throws(KeysmithClientError) -> User {
         try await self.call(.get, "/v1/organization/users/\(id)")
     }
@@ -44,6 +46,7 @@ extension AdminClient {
 
     // MARK: Invites
 
+    /// One page of the organization's invites, oldest first: pending, accepted and expired.
     public func listInvites(limit: Int? = nil, after: String? = nil) async throws(KeysmithClientError) -> ListPage<Invite> {
         var query = Query()
         query.add("limit", limit)
@@ -51,6 +54,7 @@ extension AdminClient {
         return try await self.call(.get, "/v1/organization/invites", query: query)
     }
 
+    /// Every invite, page after page.
     public func invites(pageSize: Int = maximumPageSize) -> Pages<Invite> {
         Pages(pageSize: pageSize) { after, limit throws(KeysmithClientError) in
             try await self.listInvites(limit: limit, after: after)
@@ -68,6 +72,7 @@ extension AdminClient {
         return try await self.call(.post, "/v1/organization/invites", body: body)
     }
 
+    /// One invite, with its status now.
     public func retrieveInvite(id: String) async throws(KeysmithClientError) -> Invite {
         try await self.call(.get, "/v1/organization/invites/\(id)")
     }
@@ -98,6 +103,7 @@ extension AdminClient {
         return try await self.call(.get, "/v1/organization/admin_api_keys", query: query)
     }
 
+    /// Every admin key of the organization, page after page.
     public func adminKeys(descending: Bool = false, pageSize: Int = maximumPageSize) -> Pages<AdminAPIKey> {
         Pages(pageSize: pageSize) { after, limit throws(KeysmithClientError) in
             try await self.listAdminKeys(limit: limit, after: after, descending: descending)
@@ -111,6 +117,7 @@ extension AdminClient {
         return try await self.call(.post, "/v1/organization/admin_api_keys", body: body)
     }
 
+    /// One admin key, redacted.
     public func retrieveAdminKey(id: String) async throws(KeysmithClientError) -> AdminAPIKey {
         try await self.call(.get, "/v1/organization/admin_api_keys/\(id)")
     }

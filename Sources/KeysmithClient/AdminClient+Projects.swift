@@ -29,12 +29,14 @@ extension AdminClient {
         }
     }
 
+    /// Creates a project (`POST /v1/organization/projects`).
     public func createProject(name: String, externalKeyID: String? = nil) async throws(KeysmithClientError) -> Project {
         var body: [String: JSONValue] = ["name": .string(name)]
         body["external_key_id"] = externalKeyID.map(JSONValue.string)
         return try await self.call(.post, "/v1/organization/projects", body: body)
     }
 
+    /// One project by id; archived ones included.
     public func retrieveProject(id: String) async throws(KeysmithClientError) -> Project {
         try await self.call(.get, "/v1/organization/projects/\(id)")
     }
@@ -99,6 +101,7 @@ extension AdminClient {
         return try await self.call(.post, "/v1/organization/projects/\(project)/api_keys", body: body)
     }
 
+    /// One key of the project, redacted.
     public func retrieveAPIKey(project: String, id: String) async throws(KeysmithClientError) -> ProjectAPIKey {
         try await self.call(.get, "/v1/organization/projects/\(project)/api_keys/\(id)")
     }
@@ -132,6 +135,7 @@ extension AdminClient {
 
     // MARK: Service accounts
 
+    /// One page of the project's service accounts, oldest first.
     public func listServiceAccounts(project: String, limit: Int? = nil, after: String? = nil)
         async throws(KeysmithClientError) -> ListPage<ProjectServiceAccount>
     {
@@ -141,6 +145,7 @@ extension AdminClient {
         return try await self.call(.get, "/v1/organization/projects/\(project)/service_accounts", query: query)
     }
 
+    /// Every service account of the project, page after page.
     public func serviceAccounts(project: String, pageSize: Int = maximumPageSize) -> Pages<ProjectServiceAccount> {
         Pages(pageSize: pageSize) { after, limit throws(KeysmithClientError) in
             try await self.listServiceAccounts(project: project, limit: limit, after: after)
@@ -156,10 +161,12 @@ extension AdminClient {
         return try await self.call(.post, "/v1/organization/projects/\(project)/service_accounts", body: body)
     }
 
+    /// One service account of the project.
     public func retrieveServiceAccount(project: String, id: String) async throws(KeysmithClientError) -> ProjectServiceAccount {
         try await self.call(.get, "/v1/organization/projects/\(project)/service_accounts/\(id)")
     }
 
+    /// Renames the service account or changes its project role; nil leaves either.
     public func updateServiceAccount(project: String, id: String, name: String? = nil, role: ProjectRole? = nil)
         async throws(KeysmithClientError) -> ProjectServiceAccount
     {
@@ -195,6 +202,7 @@ extension AdminClient {
 
     // MARK: Project users
 
+    /// One page of the project's members, in the order they joined.
     public func listProjectUsers(project: String, limit: Int? = nil, after: String? = nil)
         async throws(KeysmithClientError) -> ListPage<ProjectUser>
     {
@@ -204,6 +212,7 @@ extension AdminClient {
         return try await self.call(.get, "/v1/organization/projects/\(project)/users", query: query)
     }
 
+    /// Every member of the project, page after page.
     public func projectUsers(project: String, pageSize: Int = maximumPageSize) -> Pages<ProjectUser> {
         Pages(pageSize: pageSize) { after, limit throws(KeysmithClientError) in
             try await self.listProjectUsers(project: project, limit: limit, after: after)
@@ -228,10 +237,12 @@ extension AdminClient {
         )
     }
 
+    /// One member of the project.
     public func retrieveProjectUser(project: String, userID: String) async throws(KeysmithClientError) -> ProjectUser {
         try await self.call(.get, "/v1/organization/projects/\(project)/users/\(userID)")
     }
 
+    /// Changes a member's project role.
     public func modifyProjectUser(project: String, userID: String, role: ProjectRole) async throws(KeysmithClientError) -> ProjectUser {
         try await self.call(.post, "/v1/organization/projects/\(project)/users/\(userID)", body: ["role": .string(role.rawValue)])
     }

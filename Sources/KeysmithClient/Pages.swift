@@ -12,10 +12,12 @@ public struct Pages<Item: Decodable & Sendable>: AsyncSequence, Sendable {
     let pageSize: Int
     let fetch: @Sendable (_ after: String?, _ limit: Int) async throws(KeysmithClientError) -> ListPage<Item>
 
+    /// An iterator that fetches the first page when first asked for an item.
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(pages: self)
     }
 
+    /// Fetches the next page whenever the items of the previous one are used up.
     public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let pages: Pages
         var buffer: [Item] = []
