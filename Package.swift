@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/vapor/postgres-kit.git", from: "2.17.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         .target(
@@ -81,9 +82,30 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Mustache", package: "swift-mustache"),
             ],
-            // The API description is compiled into the binary (served at GET /v1/openapi.yaml): no bundle to ship.
-            resources: [.embedInCode("Resources/openapi.yaml")],
+            // The API description (served at GET /v1/openapi.yaml) and the dashboard's templates, stylesheet and script
+            // are compiled into the binary: no bundle to ship.
+            resources: [
+                .embedInCode("Resources/openapi.yaml"),
+                .embedInCode("Resources/dashboard/admin-keys.mustache"),
+                .embedInCode("Resources/dashboard/audit-log.mustache"),
+                .embedInCode("Resources/dashboard/confirm.mustache"),
+                .embedInCode("Resources/dashboard/dashboard.js"),
+                .embedInCode("Resources/dashboard/error.mustache"),
+                .embedInCode("Resources/dashboard/layout.mustache"),
+                .embedInCode("Resources/dashboard/pager.mustache"),
+                .embedInCode("Resources/dashboard/people.mustache"),
+                .embedInCode("Resources/dashboard/project-header.mustache"),
+                .embedInCode("Resources/dashboard/project-keys.mustache"),
+                .embedInCode("Resources/dashboard/project-members.mustache"),
+                .embedInCode("Resources/dashboard/project-service-accounts.mustache"),
+                .embedInCode("Resources/dashboard/project-settings.mustache"),
+                .embedInCode("Resources/dashboard/projects.mustache"),
+                .embedInCode("Resources/dashboard/secret.mustache"),
+                .embedInCode("Resources/dashboard/sign-in.mustache"),
+                .embedInCode("Resources/dashboard/style.css"),
+            ],
             swiftSettings: swiftSettings
         ),
         // A typed Swift client of the admin API, for Swift services and for the CLI's remote commands.

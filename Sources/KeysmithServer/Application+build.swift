@@ -95,6 +95,16 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
     AdminRoutes(keysmith: keysmith).register(on: admin)
     VerificationRoutes(verifier: verifier, usage: usage, reader: keysmith.reader, health: feed.health).register(on: admin)
+    if configuration.dashboard {
+        try Dashboard(
+            keysmith: keysmith,
+            index: index,
+            authenticator: authenticator,
+            usage: usage,
+            sessionIdleTimeout: Int(configuration.dashboardSessionIdleTimeout.components.seconds),
+            servesTLS: tlsConfiguration != nil
+        ).register(on: router)
+    }
 
     // Started in this order, stopped in reverse: the HTTP server (added last by Application) drains first, then the
     // metrics listener, the change feed, the usage recorder's last flush, and finally the database.

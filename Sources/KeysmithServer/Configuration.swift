@@ -58,6 +58,10 @@ public struct KeysmithConfiguration: Sendable {
     public var databasePoolSize: Int
     /// How long an invite stays pending before it expires.
     public var inviteLifetime: Duration
+    /// Whether `/dashboard` is served.
+    public var dashboard: Bool
+    /// How long a dashboard session lasts without a request.
+    public var dashboardSessionIdleTimeout: Duration
 
     public init(
         host: String = "127.0.0.1",
@@ -72,7 +76,9 @@ public struct KeysmithConfiguration: Sendable {
         connectionLimits: ConnectionLimits = ConnectionLimits(),
         changePollInterval: Duration = .milliseconds(250),
         databasePoolSize: Int = 20,
-        inviteLifetime: Duration = .seconds(7 * 24 * 3600)
+        inviteLifetime: Duration = .seconds(7 * 24 * 3600),
+        dashboard: Bool = true,
+        dashboardSessionIdleTimeout: Duration = .seconds(30 * 60)
     ) {
         self.host = host
         self.port = port
@@ -87,6 +93,8 @@ public struct KeysmithConfiguration: Sendable {
         self.changePollInterval = changePollInterval
         self.databasePoolSize = databasePoolSize
         self.inviteLifetime = inviteLifetime
+        self.dashboard = dashboard
+        self.dashboardSessionIdleTimeout = dashboardSessionIdleTimeout
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

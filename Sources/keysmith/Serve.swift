@@ -114,16 +114,29 @@ struct Serve: AsyncParsableCommand {
     )
     var noBootstrapAdminKey = false
 
+    @Flag(
+        name: .customLong("no-dashboard"),
+        help: ArgumentHelp("Do not serve the web dashboard at /dashboard. Environment: KEYSMITH_DASHBOARD=false.")
+    )
+    var noDashboard = false
+
     func bootstrapAdminKeyName() throws -> String? {
-        var create = !self.noBootstrapAdminKey
-        if create, let text = Environment.value("KEYSMITH_BOOTSTRAP_ADMIN_KEY") {
-            switch text.lowercased() {
-            case "true", "1", "yes": create = true
-            case "false", "0", "no": create = false
-            default: throw ValidationError("KEYSMITH_BOOTSTRAP_ADMIN_KEY '\(text)' is not true or false")
-            }
-        }
+        let create = self.noBootstrapAdminKey ? false : try Self.environmentSwitch("KEYSMITH_BOOTSTRAP_ADMIN_KEY") ?? true
         return create ? "Bootstrap admin key" : nil
+    }
+
+    func dashboardEnabled() throws -> Bool {
+        self.noDashboard ? false : try Self.environmentSwitch("KEYSMITH_DASHBOARD") ?? true
+    }
+
+    /// A true/false setting from the environment; nil when unset, an error when it is neither.
+    static func environmentSwitch(_ name: String) throws -> Bool? {
+        guard let text = Environment.value(name) else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw ValidationError("\(name) '\(text)' is not true or false")
+        }
     }
 
     func inviteLifetimeSeconds() throws -> Int {
@@ -154,7 +167,8 @@ struct Serve: AsyncParsableCommand {
                     .map(KeysmithConfiguration.ListenAddress.init(parsing:)),
                 connectionLimits: try self.connectionLimits(),
                 databasePoolSize: try self.poolSize(),
-                inviteLifetime: .seconds(try self.inviteLifetimeSeconds())
+                inviteLifetime: .seconds(try self.inviteLifetimeSeconds()),
+                dashboard: try self.dashboardEnabled()
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {
@@ -211,6 +225,7 @@ struct Serve: AsyncParsableCommand {
             Then, with those two set, list the projects (the CLI reads them too):
 
                 \(Self.invokedCommand) projects list
+            \(configuration.dashboard ? "\nor open \(scheme)://\(host):\(port)/dashboard in a browser and sign in with the key.\n" : "")
             \(configuration.port == 0 ? "\n(PORT: the port in the \"listening\" log line.)\n" : "")
 
             """

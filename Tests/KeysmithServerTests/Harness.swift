@@ -112,7 +112,7 @@ struct Harness: Sendable {
         if !token.isEmpty {
             headers[.authorization] = "Bearer \(token)"
         }
-        if body != nil { headers[.contentType] = "application/json" }
+        if body != nil, headers[.contentType] == nil { headers[.contentType] = "application/json" }
         let response = try await self.client.execute(
             uri: path,
             method: method,

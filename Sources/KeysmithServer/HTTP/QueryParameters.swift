@@ -26,6 +26,9 @@ struct QueryParameters {
 
     func all(_ name: String) -> [String] { self.values[name] ?? [] }
 
+    /// Every parameter's last value.
+    var lastValues: [String: String] { self.values.compactMapValues(\.last) }
+
     /// `limit` (1–100, default 20) and `after` (empty means absent).
     func page(defaultLimit: Int = PageRequest.defaultLimit, range: ClosedRange<Int> = PageRequest.limitRange) throws -> PageRequest {
         var request = PageRequest(limit: defaultLimit)

@@ -6,10 +6,14 @@ public struct KeysmithRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by ``AdminAuthentication`` on the admin route groups; nil everywhere else.
     var principal: AdminPrincipal?
+    /// The peer's IP address ("unknown" when the channel has none, as in router tests): what the dashboard's
+    /// sign-in rate limit counts by.
+    let clientAddress: String
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.principal = nil
+        self.clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 }
 

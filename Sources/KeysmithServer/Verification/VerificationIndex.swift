@@ -130,6 +130,11 @@ final class VerificationIndex: Sendable {
         self.admin.withLock { $0.byDigest[digest] }
     }
 
+    /// An admin key by id, while it exists: what a dashboard session checks on every request.
+    func adminKey(id: String) -> AdminKey? {
+        self.admin.withLock { admin in admin.digestByID[id].flatMap { admin.byDigest[$0] } }
+    }
+
     /// How many secrets the index holds: current project key secrets, previous ones in a grace period, admin keys.
     var counts: (current: Int, previous: Int, admin: Int) {
         var current = 0

@@ -276,7 +276,7 @@ extension AdminKeys {
                 let (keys, more) = try await fetch(all: self.all, page: { try await client.listAdminKeys() }, every: client.adminKeys())
                 output.list(keys, json: \.json, columns: ["id", "name", "key", "last used", "expires", "created"]) {
                     [
-                        $0.id, $0.name, Output.short(redacted: $0.redactedValue), output.time($0.lastUsedAt), output.time($0.expiresAt),
+                        $0.id, $0.name, KeySecret.shortened(redacted: $0.redactedValue), output.time($0.lastUsedAt), output.time($0.expiresAt),
                         output.time($0.createdAt),
                     ]
                 }

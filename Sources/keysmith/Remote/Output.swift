@@ -1,5 +1,6 @@
 import Foundation
 import KeysmithClient
+import KeysmithCore
 
 /// What a remote command prints on standard output: aligned tables and field lists for people, or with `--json`
 /// the API's objects as one JSON document for scripts. Notes for people (more pages, store a key) go to standard
@@ -76,23 +77,8 @@ struct Output {
         return out
     }
 
-    /// A time as people read it, relative to now: "just now", "3 minutes ago", "in 30 days"; `none` when there is
-    /// no time. Each unit is used until two of the next larger fit, so that 30 days stay days.
+    /// A time as people read it, relative to now ("3 minutes ago", "in 30 days"); `none` when there is no time.
     func time(_ time: Int?, none: String = "never") -> String {
-        guard let time else { return none }
-        let difference = self.now - time
-        let magnitude = abs(difference)
-        if magnitude < 10 { return "just now" }
-        let units: [(Int, String)] = [(86_400 * 365, "year"), (86_400 * 30, "month"), (86_400, "day"), (3600, "hour"), (60, "minute")]
-        let (size, name) = units.first { magnitude >= 2 * $0.0 } ?? (1, "second")
-        let count = magnitude / size
-        let phrase = "\(count) \(name)\(count == 1 ? "" : "s")"
-        return difference > 0 ? "\(phrase) ago" : "in \(phrase)"
-    }
-
-    /// A redacted key short enough for a table: `sk-proj-…Kf9f`.
-    static func short(redacted: String) -> String {
-        guard let firstStar = redacted.firstIndex(of: "*"), let lastStar = redacted.lastIndex(of: "*") else { return redacted }
-        return String(redacted[..<firstStar]) + "…" + String(redacted[redacted.index(after: lastStar)...])
+        RelativeTime.phrase(time, now: self.now, none: none)
     }
 }

@@ -175,7 +175,8 @@ struct Keys: AsyncParsableCommand {
                 )
                 output.list(keys, json: \.json, columns: ["id", "name", "key", "owner", "scopes", "last used", "expires", "created"]) {
                     [
-                        $0.id, $0.name, Output.short(redacted: $0.redactedValue), Keys.owner($0), Keys.scopes($0.scopes), output.time($0.lastUsedAt),
+                        $0.id, $0.name, KeySecret.shortened(redacted: $0.redactedValue), Keys.owner($0), Keys.scopes($0.scopes),
+                        output.time($0.lastUsedAt),
                         output.time($0.expiresAt), output.time($0.createdAt),
                     ]
                 }
