@@ -181,4 +181,81 @@ struct DashboardTests {
             #expect(previous == "/dashboard/projects")
         }
     }
+
+    @Test("Every other form: rotate, service accounts, members, people, invites, admin keys, rename, archive", arguments: TestEngine.available)
+    func everyForm(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
+            let projectID = try await app.project("Gateway")
+            let userID = try await app.member(of: projectID, email: "ada@example.com")
+            let key = try await app.userKey(projectID: projectID, userID: userID, name: "laptop")
+            var visitor = DashboardVisitor(app)
+            _ = try await visitor.signIn(app.adminKey)
+            let project = "/dashboard/projects/\(projectID)"
+
+            // Rotation behind a confirmation that names the key, with a grace period: both secrets verify for now.
+            let confirm = try await visitor.request(.get, "\(project)/keys/\(key.id)/rotate")
+            #expect(confirm.text.contains("Rotate the key “laptop”?") && confirm.text.contains("grace_period_seconds"))
+            let rotated = try await visitor.post("\(project)/keys/\(key.id)/rotate", [("grace_period_seconds", "3600")], from: project)
+            let secret = try #require(rotated.text.firstMatch(of: /value="(sk-proj-[A-Za-z0-9]+)"/)?.1)
+            #expect(secret != key.value && rotated.text.contains("The old secret stops working in 60 minutes."))
+            #expect(try await app.check(String(secret)).status == .ok)
+            #expect(try await app.check(key.value).status == .ok)
+
+            // A service account, its key shown once; then deleted, and its key stops.
+            let created = try await visitor.post("\(project)/service-accounts", [("name", "bot")], from: "\(project)/service-accounts")
+            let botKey = try #require(created.text.firstMatch(of: /value="(sk-svcacct-[A-Za-z0-9]+)"/)?.1)
+            #expect(try await app.check(String(botKey)).status == .ok)
+            let accountID = try #require(try await app.get("/projects/\(projectID)/service_accounts").data.first?["id"] as? String)
+            let deleted = try await visitor.post("\(project)/service-accounts/\(accountID)/delete", [], from: "\(project)/service-accounts")
+            #expect(deleted.status == .seeOther)
+            #expect(try await app.check(String(botKey)).status == .unauthorized)
+
+            // Members: change a role, remove one (their keys stop).
+            #expect(try await visitor.post("\(project)/members/\(userID)/role", [("role", "owner")], from: "\(project)/members").status == .seeOther)
+            #expect(try await app.get("/projects/\(projectID)/users/\(userID)")["role"] as? String == "owner")
+            #expect(try await visitor.post("\(project)/members/\(userID)/remove", [], from: "\(project)/members").status == .seeOther)
+            #expect(try await app.check(String(secret)).status == .unauthorized)
+
+            // People: an invite, then revoked.
+            #expect(try await visitor.post("/dashboard/people/invites", [("email", "lin@example.com"), ("role", "reader")], from: "/dashboard/people").status == .seeOther)
+            let inviteID = try #require(try await app.get("/invites").data.first?["id"] as? String)
+            let people = try await visitor.request(.get, "/dashboard/people")
+            #expect(people.text.contains("lin@example.com") && people.text.contains("pending"))
+            #expect(try await visitor.post("/dashboard/people/invites/\(inviteID)/revoke", [], from: "/dashboard/people").status == .seeOther)
+            #expect(try await app.get("/invites").data.isEmpty)
+
+            // Admin keys: one made (shown once) and deleted.
+            let admin = try await visitor.post("/dashboard/admin-keys", [("name", "ops"), ("expires_in_seconds", "")], from: "/dashboard/admin-keys")
+            let adminKey = try #require(admin.text.firstMatch(of: /value="(sk-admin-[A-Za-z0-9]+)"/)?.1)
+            let adminID = try #require(try await app.get("/admin_api_keys").data.last?["id"] as? String)
+            #expect(try await app.get("/projects", key: String(adminKey)).status == .ok)
+            #expect(try await visitor.post("/dashboard/admin-keys/\(adminID)/delete", [], from: "/dashboard/admin-keys").status == .seeOther)
+            #expect(try await app.get("/projects", key: String(adminKey)).status == .unauthorized)
+
+            // Rename, then archive: every key of the project stops.
+            #expect(try await visitor.post("\(project)/rename", [("name", "Renamed")], from: "\(project)/settings").status == .seeOther)
+            #expect(try await visitor.post("\(project)/archive", [], from: "\(project)/settings").status == .seeOther)
+            let archived = try await app.get("/projects/\(projectID)")
+            #expect(archived["name"] as? String == "Renamed" && archived["status"] as? String == "archived")
+
+            // The audit log page shows the changes, filtered by type.
+            let log = try await visitor.request(.get, "/dashboard/audit-log?type=project.archived")
+            #expect(log.text.contains("<code>project.archived</code>") && !log.text.contains("<code>api_key.created</code>"))
+            let everything = try await visitor.request(.get, "/dashboard/audit-log")
+            #expect(everything.text.contains("<code>invite.deleted</code>") && everything.text.contains("<code>service_account.deleted</code>"))
+        }
+    }
+
+    @Test("Unknown pages and ids are pages that say so, not JSON")
+    func notFound() async throws {
+        try await Harness.run(.sqlite) { app in
+            var visitor = DashboardVisitor(app)
+            _ = try await visitor.signIn(app.adminKey)
+            let unknownID = try await visitor.request(.get, "/dashboard/projects/proj_missing")
+            #expect(unknownID.status == .notFound && unknownID.text.contains("No such project: proj_missing"))
+            #expect(unknownID.headers[.contentType] == "text/html; charset=utf-8")
+            let unknownPage = try await visitor.request(.get, "/dashboard/nowhere")
+            #expect(unknownPage.status == .notFound && unknownPage.text.contains("There is no dashboard page at /dashboard/nowhere."))
+        }
+    }
 }

@@ -280,7 +280,7 @@ extension Dashboard {
             keyID: key.id,
             gracePeriodSeconds: try body.integer("grace_period_seconds", in: 0...604_800) ?? 0
         )
-        let old = rotated.previousSecretExpiresAt.map { "The old secret works until \(self.time($0))." } ?? "The old secret no longer works."
+        let old = rotated.previousSecretExpiresAt.map { "The old secret stops working \(self.time($0))." } ?? "The old secret no longer works."
         return try await self.keysPage(
             context,
             session,
