@@ -217,7 +217,10 @@ struct DashboardTests {
             #expect(try await app.check(String(secret)).status == .unauthorized)
 
             // People: an invite, then revoked.
-            #expect(try await visitor.post("/dashboard/people/invites", [("email", "lin@example.com"), ("role", "reader")], from: "/dashboard/people").status == .seeOther)
+            #expect(
+                try await visitor.post("/dashboard/people/invites", [("email", "lin@example.com"), ("role", "reader")], from: "/dashboard/people")
+                    .status == .seeOther
+            )
             let inviteID = try #require(try await app.get("/invites").data.first?["id"] as? String)
             let people = try await visitor.request(.get, "/dashboard/people")
             #expect(people.text.contains("lin@example.com") && people.text.contains("pending"))
