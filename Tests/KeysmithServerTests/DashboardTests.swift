@@ -61,10 +61,14 @@ struct DashboardTests {
             var visitor = DashboardVisitor(app)
             let anonymous = try await visitor.request(.get, "/dashboard/projects")
             #expect(anonymous.status == .seeOther && anonymous.headers[.location] == "/dashboard/sign-in")
+            let root = try await visitor.request(.get, "/dashboard")
+            #expect(root.status == .seeOther && root.headers[.location] == "/dashboard/sign-in")
+            #expect(root.headers[.contentSecurityPolicy]?.hasPrefix("default-src 'none'") == true)
 
             let signedIn = try await visitor.signIn(app.adminKey)
             #expect(signedIn.status == .seeOther && signedIn.headers[.location] == "/dashboard/projects")
             #expect(visitor.cookies["keysmith_session"]?.count == 64)
+            #expect(try await visitor.request(.get, "/dashboard").headers[.location] == "/dashboard/projects")
             #expect(try await visitor.request(.get, "/dashboard/projects").status == .ok)
 
             app.clock.advance(by: 29 * 60)

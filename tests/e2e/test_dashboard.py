@@ -14,7 +14,6 @@ from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import ENGINE, Server
@@ -45,10 +44,15 @@ def browser():
 
 
 def go(browser, element):
-    """Clicks a link or a submit button and waits for the next page, so that no lookup finds the old one."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    """Clicks a link or a submit button and waits for the next page, so that no lookup finds the old one: the old
+    page's window carries a mark that a newly loaded one does not."""
+    browser.execute_script("window.keysmithPreviousPage = true")
     element.click()
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    WebDriverWait(browser, 10).until(
+        lambda driver: driver.execute_script(
+            "return window.keysmithPreviousPage === undefined && document.readyState === 'complete'"
+        )
+    )
 
 
 def screenshot(browser, name):

@@ -50,11 +50,10 @@ struct Dashboard: Sendable {
     var reader: any KeysmithStoreReader { self.keysmith.reader }
 
     func register(on router: Router<KeysmithRequestContext>) {
-        router.get("dashboard") { request, context in
-            self.sessionToken(request).flatMap(self.sessions.resume) == nil
-                ? Self.redirect("/dashboard/sign-in") : Self.redirect("/dashboard/projects")
-        }
         let group = router.group("dashboard").add(middleware: DashboardHeaders())
+        group.get { request, _ in
+            Self.redirect(self.activeSession(request) == nil ? "/dashboard/sign-in" : "/dashboard/projects")
+        }
         group.get("assets/style.css") { _, _ in DashboardAssets.stylesheet }
         group.get("assets/dashboard.js") { _, _ in DashboardAssets.script }
         group.get("sign-in") { request, context in try await self.guarded(context) { try self.signInPage(request) } }
