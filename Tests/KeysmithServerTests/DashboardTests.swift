@@ -117,6 +117,20 @@ struct DashboardTests {
         }
     }
 
+    @Test("A sign-in cookie that is not one of ours is replaced, never echoed")
+    func foreignSignInCookie() async throws {
+        try await Harness.run(.sqlite) { app in
+            var visitor = DashboardVisitor(app)
+            visitor.cookies["keysmith_sign_in"] = "\"><script>x</script>"
+            let page = try await visitor.request(.get, "/dashboard/sign-in")
+            #expect(page.status == .ok && !page.text.contains("<script>x"))
+            let token = try #require(DashboardVisitor.token(page))
+            #expect(visitor.cookies["keysmith_sign_in"] == token)
+            let signedIn = try await visitor.request(.post, "/dashboard/sign-in", form: [("csrf_token", token), ("admin_key", app.adminKey)])
+            #expect(signedIn.status == .seeOther && signedIn.headers[.location] == "/dashboard/projects")
+        }
+    }
+
     @Test("What people typed is escaped: a name cannot inject markup", arguments: TestEngine.available)
     func escaping(engine: TestEngine) async throws {
         try await Harness.run(engine) { app in

@@ -184,7 +184,11 @@ struct Dashboard: Sendable {
 
     /// The sign-in form, with a token that the sign-in POST must echo from a cookie only this site can set.
     func signInPage(_ request: Request, error: String? = nil, status: HTTPResponse.Status = .ok) throws -> Response {
-        let token = request.cookies[Self.signInCookie]?.value ?? DashboardSessions.randomToken()
+        // The browser's own token again when it has one of ours (so that two tabs agree), else a new one; a value
+        // that is not one of ours is never echoed into a header or the page.
+        let token =
+            request.cookies[Self.signInCookie].map(\.value).flatMap { DashboardSessions.isToken($0) ? $0 : nil }
+            ?? DashboardSessions.randomToken()
         var response = self.render("sign-in", ["signInToken": token, "error": error as Any], session: nil, status: status)
         response.setCookie(self.cookie(Self.signInCookie, token, request, maxAge: 3600))
         return response

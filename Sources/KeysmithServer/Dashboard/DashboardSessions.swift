@@ -68,6 +68,11 @@ final class DashboardSessions: Sendable {
 
     var count: Int { self.sessions.withLock { $0.count } }
 
+    /// Whether `text` has the shape of ``randomToken()``: 64 lowercase hex digits.
+    static func isToken(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// 32 random bytes, in hex: a cookie value and a form field as they are.
     static func randomToken() -> String {
         var generator = SystemRandomNumberGenerator()
