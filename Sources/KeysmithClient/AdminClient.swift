@@ -73,8 +73,7 @@ public struct AdminClient: Sendable {
         _ method: Method,
         _ path: Path,
         query: Query = Query(),
-        body: [String: JSONValue]? = nil,
-        as type: Response.Type = Response.self
+        body: [String: JSONValue]? = nil
     ) async throws(KeysmithClientError) -> Response {
         let url = self.baseURL + path.text + query.text
         var request = HTTPClientRequest(url: url)
