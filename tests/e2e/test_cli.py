@@ -121,8 +121,15 @@ def test_objects_in_json_are_the_apis(server):
     assert [a["id"] for a in accounts] == [account["id"]] and "api_key" not in accounts[0]
     assert json.loads(ok(cli(server, "service-accounts", "show", account["id"], "--project", project["id"], "--json")))["name"] == "bot"
     assert check(server, account["api_key"]["value"]) == 200
+    renamed_account = fields(ok(cli(server, "service-accounts", "update", account["id"], "--project", project["id"], "--name", "robot", "--role", "owner")))
+    assert renamed_account["name"] == "robot" and renamed_account["role"] == "owner"
+    added = cli(server, "service-accounts", "add-key", account["id"], "--project", project["id"], "--name", "second", "--scopes", "api.model.request")
+    second = fields(ok(added))
+    assert second["key"].startswith("sk-svcacct-") and second["scopes"] == "api.model.request"
+    assert "store this key now" in added.stderr
+    assert check(server, second["key"]) == 200
     ok(cli(server, "service-accounts", "delete", account["id"], "--project", project["id"]))
-    assert check(server, account["api_key"]["value"]) == 401
+    assert check(server, account["api_key"]["value"]) == 401 and check(server, second["key"]) == 401
 
     archived = json.loads(ok(cli(server, "projects", "archive", project["id"], "--json")))
     assert archived["status"] == "archived"
@@ -245,7 +252,8 @@ def test_the_first_start_names_a_command_that_works(tmp_path):
 REMOTE_COMMANDS = [
     ["projects", "list"], ["projects", "create"], ["projects", "show"], ["projects", "rename"], ["projects", "archive"],
     ["keys", "list"], ["keys", "create"], ["keys", "show"], ["keys", "update"], ["keys", "rotate"], ["keys", "delete"],
-    ["service-accounts", "list"], ["service-accounts", "create"], ["service-accounts", "show"], ["service-accounts", "delete"],
+    ["service-accounts", "list"], ["service-accounts", "create"], ["service-accounts", "show"], ["service-accounts", "update"],
+    ["service-accounts", "add-key"], ["service-accounts", "delete"],
     ["project-users", "list"], ["project-users", "add"], ["project-users", "remove"],
     ["users", "list"], ["users", "create"], ["users", "show"], ["users", "update"], ["users", "delete"],
     ["invites", "list"], ["invites", "create"], ["invites", "show"], ["invites", "delete"], ["invites", "accept"],

@@ -324,8 +324,8 @@ struct Keys: AsyncParsableCommand {
 struct ServiceAccounts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "service-accounts",
-        abstract: "List, create, show and delete a project's service accounts.",
-        subcommands: [List.self, Create.self, Show.self, Delete.self]
+        abstract: "List, create, show, update and delete a project's service accounts, and give them more keys.",
+        subcommands: [List.self, Create.self, Show.self, Update.self, AddKey.self, Delete.self]
     )
 
     static func fields(_ account: ProjectServiceAccount, _ output: Output) -> [(String, String)] {
@@ -399,6 +399,79 @@ struct ServiceAccounts: AsyncParsableCommand {
             try await self.remote.run { client, output in
                 let account = try await client.retrieveServiceAccount(project: self.project.project, id: self.id)
                 output.object(account.json, ServiceAccounts.fields(account, output))
+            }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rename a service account or change its project role.")
+
+        @Argument(help: ArgumentHelp("The service account's id.", valueName: "service-account-id"))
+        var id: String
+
+        @OptionGroup var project: ProjectOption
+
+        @Option(help: "The new name.")
+        var name: String?
+
+        @Option(help: "The new project role.")
+        var role: ProjectRole?
+
+        @OptionGroup var remote: RemoteOptions
+
+        func validate() throws {
+            if self.name == nil, self.role == nil {
+                throw ValidationError("nothing to change: give --name or --role")
+            }
+        }
+
+        func run() async throws {
+            try await self.remote.run { client, output in
+                let account = try await client.updateServiceAccount(project: self.project.project, id: self.id, name: self.name, role: self.role)
+                output.object(account.json, ServiceAccounts.fields(account, output))
+            }
+        }
+    }
+
+    struct AddKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-key",
+            abstract: "Give a service account another key; its plaintext is printed this once."
+        )
+
+        @Argument(help: ArgumentHelp("The service account's id.", valueName: "service-account-id"))
+        var id: String
+
+        @OptionGroup var project: ProjectOption
+
+        @Option(help: "A name for the key, shown in lists.")
+        var name = "Secret Key"
+
+        @Option(help: ArgumentHelp("What the key may call, comma-separated (default: everything).", valueName: "a,b"))
+        var scopes: ListArgument?
+
+        @Option(name: .customLong("expires-in"), help: ArgumentHelp("The key's lifetime: 30d, 12h, 90m (default: none).", valueName: "duration"))
+        var expiresIn: DurationArgument?
+
+        @OptionGroup var remote: RemoteOptions
+
+        func run() async throws {
+            try await self.remote.run { client, output in
+                let key = try await client.createServiceAccountKey(
+                    project: self.project.project,
+                    serviceAccount: self.id,
+                    name: self.name,
+                    scopes: self.scopes?.items ?? [],
+                    expiresInSeconds: self.expiresIn?.seconds
+                )
+                output.object(
+                    key.json,
+                    [
+                        ("key", key.value), ("id", key.id), ("name", key.name), ("scopes", Keys.scopes(key.scopes)),
+                        ("created", output.time(key.createdAt)), ("expires", output.time(key.expiresAt)),
+                    ]
+                )
+                output.storeKeyWarning()
             }
         }
     }
