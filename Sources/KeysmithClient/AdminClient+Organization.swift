@@ -113,7 +113,7 @@ extension AdminClient {
     /// Creates an admin key; the answer carries its plaintext once.
     public func createAdminKey(name: String, expiresInSeconds: Int? = nil) async throws(KeysmithClientError) -> IssuedKey<AdminAPIKey> {
         var body: [String: JSONValue] = ["name": .string(name)]
-        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.int)
+        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.integer)
         return try await self.call(.post, "/v1/organization/admin_api_keys", body: body)
     }
 

@@ -97,7 +97,7 @@ extension AdminClient {
     ) async throws(KeysmithClientError) -> IssuedKey<ProjectAPIKey> {
         var body: [String: JSONValue] = ["name": .string(name), "user_id": .string(userID)]
         if !scopes.isEmpty { body["scopes"] = .array(scopes.map(JSONValue.string)) }
-        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.int)
+        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.integer)
         return try await self.call(.post, "/v1/organization/projects/\(project)/api_keys", body: body)
     }
 
@@ -112,7 +112,7 @@ extension AdminClient {
     {
         var body: [String: JSONValue] = [:]
         body["scopes"] = scopes.map { .array($0.map(JSONValue.string)) }
-        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.int)
+        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.integer)
         return try await self.call(.post, "/v1/organization/projects/\(project)/api_keys/\(id)", body: body)
     }
 
@@ -124,7 +124,7 @@ extension AdminClient {
         try await self.call(
             .post,
             "/v1/organization/projects/\(project)/api_keys/\(id)/rotate",
-            body: ["grace_period_seconds": .int(gracePeriodSeconds)]
+            body: ["grace_period_seconds": .integer(gracePeriodSeconds)]
         )
     }
 
@@ -192,7 +192,7 @@ extension AdminClient {
         var body: [String: JSONValue] = [:]
         body["name"] = name.map(JSONValue.string)
         if !scopes.isEmpty { body["scopes"] = .array(scopes.map(JSONValue.string)) }
-        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.int)
+        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.integer)
         return try await self.call(
             .post,
             "/v1/organization/projects/\(project)/service_accounts/\(serviceAccount)/api_keys",

@@ -1,50 +1,8 @@
 import Foundation
 import Hummingbird
+import KeysmithCore
 import NIOCore
 import NIOFoundationCompat
-
-/// A parsed JSON value, for validating request bodies field by field with OpenAI-style errors that name the field.
-indirect enum JSONValue: Decodable, Sendable {
-    case null
-    case bool(Bool)
-    case integer(Int)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Int.self) {
-            self = .integer(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
-        }
-    }
-
-    /// How an error message names the type a client sent.
-    var typeDescription: String {
-        switch self {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .integer: "an integer"
-        case .number: "a number"
-        case .string: "a string"
-        case .array: "an array"
-        case .object: "an object"
-        }
-    }
-}
 
 /// A request's JSON object body. Unknown fields are ignored, so that newer SDKs sending newer optional fields
 /// keep working; known fields are checked for type and range, and errors name them in `param`.

@@ -1,12 +1,13 @@
-/// Any JSON value: the free-form parts of the API (an audit log entry's actor and details) and request bodies.
+/// Any JSON value: what the server validates request bodies against field by field, and what the client sends as
+/// bodies and reads back for the API's free-form parts (an audit log entry's actor and details).
 public enum JSONValue: Codable, Sendable, Equatable {
-    case string(String)
-    case int(Int)
-    case double(Double)
+    case null
     case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
-    case null
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
@@ -15,9 +16,9 @@ public enum JSONValue: Codable, Sendable, Equatable {
         } else if let value = try? container.decode(Bool.self) {
             self = .bool(value)
         } else if let value = try? container.decode(Int.self) {
-            self = .int(value)
+            self = .integer(value)
         } else if let value = try? container.decode(Double.self) {
-            self = .double(value)
+            self = .number(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
         } else if let value = try? container.decode([JSONValue].self) {
@@ -30,13 +31,26 @@ public enum JSONValue: Codable, Sendable, Equatable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
-        case .string(let value): try container.encode(value)
-        case .int(let value): try container.encode(value)
-        case .double(let value): try container.encode(value)
+        case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
-        case .null: try container.encodeNil()
+        }
+    }
+
+    /// How an error message names the type a client sent.
+    public var typeDescription: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .integer: "an integer"
+        case .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
         }
     }
 
