@@ -95,7 +95,7 @@ extension Dashboard {
     @Sendable func createProject(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        do {
+        return try await self.submitting {
             let body = form.body()
             let project = try await self.domain(session).createProject(
                 organizationID: session.organizationID,
@@ -104,12 +104,11 @@ extension Dashboard {
                 residency: nil
             )
             return Self.redirect("/dashboard/projects/\(project.id)")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.projectsPage(
                 session,
                 query: DashboardForm.empty,
-                values: ["createError": message, "form": ["name": form["name"] ?? ""]],
+                values: ["createError": refusal.message, "form": ["name": form["name"] ?? ""]],
                 status: .badRequest
             )
         }
@@ -204,7 +203,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
-        do {
+        return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"], lists: ["scopes"])
             let name = try body.requiredString("name")
             let userID = try body.requiredString("user_id")
@@ -222,15 +221,14 @@ extension Dashboard {
                 query: DashboardForm.empty,
                 values: ["secret": self.secret("The key “\(created.key.name)”", created.plaintext, done: "/dashboard/projects/\(projectID)")]
             )
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
-            let param = (error as? OpenAIError)?.param
+        } refused: { refusal in
+            let param = refusal.param
             return try await self.keysPage(
                 context,
                 session,
                 query: DashboardForm.empty,
                 values: [
-                    "keyError": message, "errorName": param == "name", "errorScopes": param == "scopes",
+                    "keyError": refusal.message, "errorName": param == "name", "errorScopes": param == "scopes",
                     "errorUser": param == "user_id", "form": form.fields("name", "scopes", "user_id", "expires_in_seconds"),
                 ],
                 status: .badRequest
@@ -348,7 +346,7 @@ extension Dashboard {
         async throws -> Response
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
-        do {
+        return try await self.submitting {
             _ = try await self.domain(session).updateProject(
                 organizationID: session.organizationID,
                 projectID: project.id,
@@ -356,10 +354,9 @@ extension Dashboard {
                 externalKeyID: .none
             )
             return Self.redirect("/dashboard/projects/\(project.id)/settings?notice=project-renamed")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             var view = header
-            view["renameError"] = message
+            view["renameError"] = refusal.message
             view["form"] = ["name": form["name"] ?? ""]
             return self.render("project-settings", view, session: session, section: "navProjects", status: .badRequest)
         }
@@ -418,7 +415,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
-        do {
+        return try await self.submitting {
             let created = try await self.domain(session).createServiceAccount(
                 organizationID: session.organizationID,
                 projectID: projectID,
@@ -434,13 +431,12 @@ extension Dashboard {
                 )
             }
             return try await self.serviceAccountsPage(context, session, query: DashboardForm.empty, values: values)
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.serviceAccountsPage(
                 context,
                 session,
                 query: DashboardForm.empty,
-                values: ["createError": message, "form": ["name": form["name"] ?? ""]],
+                values: ["createError": refusal.message, "form": ["name": form["name"] ?? ""]],
                 status: .badRequest
             )
         }
@@ -515,7 +511,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
-        do {
+        return try await self.submitting {
             let body = form.body()
             _ = try await self.domain(session).addProjectMember(
                 organizationID: session.organizationID,
@@ -524,13 +520,12 @@ extension Dashboard {
                 role: try body.enumeration("role", as: ProjectRole.self) ?? .member
             )
             return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-added")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.membersPage(
                 context,
                 session,
                 query: DashboardForm.empty,
-                values: ["addError": message, "form": ["email": form["email"] ?? ""]],
+                values: ["addError": refusal.message, "form": ["email": form["email"] ?? ""]],
                 status: .badRequest
             )
         }
@@ -540,7 +535,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
-        do {
+        return try await self.submitting {
             guard let role = try form.body().enumeration("role", as: ProjectRole.self) else { throw OpenAIError.missingParameter("role") }
             _ = try await self.domain(session).updateProjectMember(
                 organizationID: session.organizationID,
@@ -549,9 +544,14 @@ extension Dashboard {
                 role: role
             )
             return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-role-changed")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
-            return try await self.membersPage(context, session, query: DashboardForm.empty, values: ["memberError": message], status: .badRequest)
+        } refused: { refusal in
+            return try await self.membersPage(
+                context,
+                session,
+                query: DashboardForm.empty,
+                values: ["memberError": refusal.message],
+                status: .badRequest
+            )
         }
     }
 
@@ -630,7 +630,7 @@ extension Dashboard {
     @Sendable func createUser(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        do {
+        return try await self.submitting {
             let body = form.body()
             _ = try await self.domain(session).createUser(
                 organizationID: session.organizationID,
@@ -639,12 +639,11 @@ extension Dashboard {
                 role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader
             )
             return Self.redirect("/dashboard/people?notice=user-added")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.peoplePage(
                 session,
                 query: DashboardForm.empty,
-                values: ["userError": message, "form": ["userEmail": form["email"] ?? "", "userName": form["name"] ?? ""]],
+                values: ["userError": refusal.message, "form": ["userEmail": form["email"] ?? "", "userName": form["name"] ?? ""]],
                 status: .badRequest
             )
         }
@@ -653,7 +652,7 @@ extension Dashboard {
     @Sendable func createInvite(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        do {
+        return try await self.submitting {
             let body = form.body()
             _ = try await self.domain(session).createInvite(
                 organizationID: session.organizationID,
@@ -662,12 +661,11 @@ extension Dashboard {
                 projects: nil
             )
             return Self.redirect("/dashboard/people?notice=invite-sent")
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.peoplePage(
                 session,
                 query: DashboardForm.empty,
-                values: ["inviteError": message, "form": ["inviteEmail": form["email"] ?? ""]],
+                values: ["inviteError": refusal.message, "form": ["inviteEmail": form["email"] ?? ""]],
                 status: .badRequest
             )
         }
@@ -726,7 +724,7 @@ extension Dashboard {
     @Sendable func createAdminKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        do {
+        return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"])
             let created = try await self.domain(session).createAdminKey(
                 name: try body.requiredString("name"),
@@ -738,12 +736,11 @@ extension Dashboard {
                 query: DashboardForm.empty,
                 values: ["secret": self.secret("The admin key “\(created.key.name)”", created.plaintext, done: "/dashboard/admin-keys")]
             )
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
+        } refused: { refusal in
             return try await self.adminKeysPage(
                 session,
                 query: DashboardForm.empty,
-                values: ["createError": message, "form": form.fields("name", "expires_in_seconds")],
+                values: ["createError": refusal.message, "form": form.fields("name", "expires_in_seconds")],
                 status: .badRequest
             )
         }
@@ -771,13 +768,12 @@ extension Dashboard {
         async throws -> Response
     {
         let keyID = try context.parameters.require("key_id")
-        do {
+        return try await self.submitting {
             try await self.domain(session).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
-        } catch {
-            guard let message = DashboardError.message(error) else { throw error }
-            return try await self.adminKeysPage(session, query: DashboardForm.empty, values: ["deleteError": message], status: .badRequest)
+            return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")
+        } refused: { refusal in
+            try await self.adminKeysPage(session, query: DashboardForm.empty, values: ["deleteError": refusal.message], status: .badRequest)
         }
-        return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")
     }
 
     // MARK: Audit log

@@ -176,6 +176,20 @@ struct Dashboard: Sendable {
         )
     }
 
+    /// Runs a form's change; when the API refuses it, answers `refused` (the form's page again, the refusal beside
+    /// the form). Anything else goes on to ``guarded(_:session:_:)``'s error page.
+    func submitting(
+        _ change: () async throws -> Response,
+        refused: (OpenAIError) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await change()
+        } catch {
+            guard let refusal = DashboardError.refusal(error) else { throw error }
+            return try await refused(refusal)
+        }
+    }
+
     static func redirect(_ location: String) -> Response {
         Response(status: .seeOther, headers: [.location: location])
     }
@@ -350,11 +364,12 @@ struct DashboardError {
         }
     }
 
-    /// The message for a form: the API's message, which names the field.
-    static func message(_ error: any Error) -> String? {
+    /// The API's refusal of what a form asked for, as the API would answer it (its message names the field, its
+    /// `param` is the field); nil for anything that is not a refusal (a bug, the database down).
+    static func refusal(_ error: any Error) -> OpenAIError? {
         switch error {
-        case let error as OpenAIError: error.message
-        case let error as KeysmithError: OpenAIError(error).message
+        case let error as OpenAIError: error
+        case let error as KeysmithError: OpenAIError(error)
         default: nil
         }
     }
