@@ -120,6 +120,18 @@ struct Projects: AsyncParsableCommand {
     }
 }
 
+/// What a new key gets: a name, scopes and a lifetime (`keys create`, `service-accounts add-key`).
+struct NewKeyOptions: ParsableArguments {
+    @Option(help: "A name for the key, shown in lists.")
+    var name = "Secret Key"
+
+    @Option(help: ArgumentHelp("What the key may call, comma-separated (default: everything).", valueName: "a,b"))
+    var scopes: ListArgument?
+
+    @Option(name: .customLong("expires-in"), help: ArgumentHelp("The key's lifetime: 30d, 12h, 90m (default: none).", valueName: "duration"))
+    var expiresIn: DurationArgument?
+}
+
 /// `--project P`, which every command under a project takes.
 struct ProjectOption: ParsableArguments {
     @Option(help: ArgumentHelp("The project's id.", valueName: "project-id"))
@@ -188,7 +200,7 @@ struct Keys: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a key to a member of the project; its plaintext is printed this once.",
-            discussion: "Service accounts get their keys with `keysmith service-accounts create`."
+            discussion: "Service accounts get theirs with `keysmith service-accounts create` and `add-key`."
         )
 
         @OptionGroup var project: ProjectOption
@@ -196,14 +208,7 @@ struct Keys: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The member who holds the key: a user id or an email.", valueName: "user"))
         var user: String
 
-        @Option(help: "A name for the key, shown in lists.")
-        var name = "Secret Key"
-
-        @Option(help: ArgumentHelp("What the key may call, comma-separated (default: everything).", valueName: "a,b"))
-        var scopes: ListArgument?
-
-        @Option(name: .customLong("expires-in"), help: ArgumentHelp("The key's lifetime: 30d, 12h, 90m (default: none).", valueName: "duration"))
-        var expiresIn: DurationArgument?
+        @OptionGroup var key: NewKeyOptions
 
         @OptionGroup var remote: RemoteOptions
 
@@ -212,9 +217,9 @@ struct Keys: AsyncParsableCommand {
                 let issued = try await client.createAPIKey(
                     project: self.project.project,
                     userID: try await resolveUser(self.user, client),
-                    name: self.name,
-                    scopes: self.scopes?.items ?? [],
-                    expiresInSeconds: self.expiresIn?.seconds
+                    name: self.key.name,
+                    scopes: self.key.scopes?.items ?? [],
+                    expiresInSeconds: self.key.expiresIn?.seconds
                 )
                 output.object(issued.json, [("key", issued.value)] + Keys.fields(issued.key, output))
                 output.storeKeyWarning()
@@ -444,14 +449,7 @@ struct ServiceAccounts: AsyncParsableCommand {
 
         @OptionGroup var project: ProjectOption
 
-        @Option(help: "A name for the key, shown in lists.")
-        var name = "Secret Key"
-
-        @Option(help: ArgumentHelp("What the key may call, comma-separated (default: everything).", valueName: "a,b"))
-        var scopes: ListArgument?
-
-        @Option(name: .customLong("expires-in"), help: ArgumentHelp("The key's lifetime: 30d, 12h, 90m (default: none).", valueName: "duration"))
-        var expiresIn: DurationArgument?
+        @OptionGroup var key: NewKeyOptions
 
         @OptionGroup var remote: RemoteOptions
 
@@ -460,9 +458,9 @@ struct ServiceAccounts: AsyncParsableCommand {
                 let key = try await client.createServiceAccountKey(
                     project: self.project.project,
                     serviceAccount: self.id,
-                    name: self.name,
-                    scopes: self.scopes?.items ?? [],
-                    expiresInSeconds: self.expiresIn?.seconds
+                    name: self.key.name,
+                    scopes: self.key.scopes?.items ?? [],
+                    expiresInSeconds: self.key.expiresIn?.seconds
                 )
                 output.object(
                     key.json,
