@@ -1,4 +1,5 @@
 public import Hummingbird
+import NIOCore
 
 /// Every request's context: Hummingbird's core context, and the admin principal once authentication on a route
 /// group has established it.
@@ -6,14 +7,18 @@ public struct KeysmithRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by ``AdminAuthentication`` on the admin route groups; nil everywhere else.
     var principal: AdminPrincipal?
-    /// The peer's IP address ("unknown" when the channel has none, as in router tests): what the dashboard's
-    /// sign-in rate limit counts by.
-    let clientAddress: String
+    private let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.principal = nil
-        self.clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
+        self.channel = source.channel
+    }
+
+    /// The peer's IP address ("unknown" when the channel has none, as in router tests): what the dashboard's
+    /// sign-in rate limit counts by. Computed when asked, so that checks, which never ask, do not format it.
+    var clientAddress: String {
+        self.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 }
 
