@@ -94,7 +94,8 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     let admin = AdminRouter(router: router, authenticator: authenticator)
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
     AdminRoutes(keysmith: keysmith).register(on: admin)
-    VerificationRoutes(verifier: verifier, usage: usage, reader: keysmith.reader, health: feed.health).register(on: admin)
+    let forwardAuth = ForwardAuth(verifier: verifier, usage: usage, health: feed.health)
+    VerificationRoutes(forwardAuth: forwardAuth, reader: keysmith.reader).register(on: admin)
     if configuration.dashboard {
         try Dashboard(
             keysmith: keysmith,
@@ -116,7 +117,13 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     let scheme = tlsConfiguration == nil ? "http" : "https"
     let application = Application(
         router: router,
-        server: try guardedServer(registry: registry, tls: tlsConfiguration),
+        server: try guardedServer(
+            registry: registry,
+            tls: tlsConfiguration,
+            forwardAuth: configuration.checksOnEventLoop ? forwardAuth : nil,
+            metrics: metrics,
+            logger: logger
+        ),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
         services: services,
         onServerRunning: { channel in
@@ -145,12 +152,23 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     )
 }
 
-/// HTTP/1.1, in TLS when configured, behind the connection guard (deadlines and the connection limit).
-private func guardedServer(registry: ConnectionRegistry, tls: TLSConfiguration?) throws -> HTTPServerBuilder {
+/// HTTP/1.1, in TLS when configured, behind the connection guard (deadlines and the connection limit), with checks
+/// answered on the event loop when `forwardAuth` is given.
+private func guardedServer(
+    registry: ConnectionRegistry,
+    tls: TLSConfiguration?,
+    forwardAuth: ForwardAuth?,
+    metrics: ServerMetrics,
+    logger: Logger
+) throws -> HTTPServerBuilder {
     HTTPServerBuilder { responder in
         let http = HTTP1Channel(
             responder: responder,
-            configuration: .init(additionalChannelHandlers: [ConnectionActivity(registry: registry)])
+            configuration: .init(
+                additionalChannelHandlers: forwardAuth.map {
+                    [ConnectionActivity(registry: registry), ForwardAuthChannelHandler(forwardAuth: $0, metrics: metrics, logger: logger)]
+                } ?? [ConnectionActivity(registry: registry)]
+            )
         )
         if let tls {
             return GuardedChannel(base: try TLSChannel(http, tlsConfiguration: tls), registry: registry)

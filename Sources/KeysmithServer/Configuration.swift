@@ -62,6 +62,10 @@ public struct KeysmithConfiguration: Sendable {
     public var dashboard: Bool
     /// How long a dashboard session lasts without a request.
     public var dashboardSessionIdleTimeout: Duration
+    /// Whether `/v1/auth/check` is answered on the event loop, below Hummingbird's router (``ForwardAuthChannelHandler``).
+    /// Off, every check goes through the router like any request: the same answers, at a higher cost. A switch for
+    /// comparing the two (`scripts/bench verify` does) and for ruling the handler out when diagnosing.
+    public var checksOnEventLoop: Bool
 
     public init(
         host: String = "127.0.0.1",
@@ -78,7 +82,8 @@ public struct KeysmithConfiguration: Sendable {
         databasePoolSize: Int = 20,
         inviteLifetime: Duration = .seconds(7 * 24 * 3600),
         dashboard: Bool = true,
-        dashboardSessionIdleTimeout: Duration = .seconds(30 * 60)
+        dashboardSessionIdleTimeout: Duration = .seconds(30 * 60),
+        checksOnEventLoop: Bool = true
     ) {
         self.host = host
         self.port = port
@@ -95,6 +100,7 @@ public struct KeysmithConfiguration: Sendable {
         self.inviteLifetime = inviteLifetime
         self.dashboard = dashboard
         self.dashboardSessionIdleTimeout = dashboardSessionIdleTimeout
+        self.checksOnEventLoop = checksOnEventLoop
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

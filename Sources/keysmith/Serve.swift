@@ -168,7 +168,9 @@ struct Serve: AsyncParsableCommand {
                 connectionLimits: try self.connectionLimits(),
                 databasePoolSize: try self.poolSize(),
                 inviteLifetime: .seconds(try self.inviteLifetimeSeconds()),
-                dashboard: try self.dashboardEnabled()
+                dashboard: try self.dashboardEnabled(),
+                // Not a flag: a switch for benchmarks and diagnosis (docs/operations.md), off only when asked.
+                checksOnEventLoop: try Self.environmentSwitch("KEYSMITH_CHECKS_ON_EVENT_LOOP") ?? true
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {

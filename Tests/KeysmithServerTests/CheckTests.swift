@@ -13,9 +13,9 @@ extension HTTPField.Name {
 
 @Suite("Forward auth: /v1/auth/check")
 struct CheckTests {
-    @Test("A good key gets 200 and the identity headers; a service account key too", arguments: TestEngine.available)
-    func validKeys(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    @Test("A good key gets 200 and the identity headers; a service account key too", arguments: TestEngine.available, Transport.checkPaths)
+    func validKeys(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let userKey = try await app.userKey(projectID: projectID, userID: userID)
@@ -43,9 +43,13 @@ struct CheckTests {
         }
     }
 
-    @Test("Missing, malformed, unknown and admin keys get 401 with OpenAI's body and WWW-Authenticate", arguments: TestEngine.available)
-    func badKeys(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    @Test(
+        "Missing, malformed, unknown and admin keys get 401 with OpenAI's body and WWW-Authenticate",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func badKeys(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let missing = try await app.check(nil)
             missing.expectError(.unauthorized)
             #expect(missing.headers[.wwwAuthenticate] == "Bearer")
@@ -62,10 +66,11 @@ struct CheckTests {
 
     @Test(
         "Deleting a key, archiving its project, removing its owner or their service account takes effect on the next request",
-        arguments: TestEngine.available
+        arguments: TestEngine.available,
+        Transport.checkPaths
     )
-    func changesTakeEffectAtOnce(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    func changesTakeEffectAtOnce(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let deleted = try await app.userKey(projectID: projectID, userID: userID, name: "deleted")
@@ -95,9 +100,13 @@ struct CheckTests {
         }
     }
 
-    @Test("A key expires by the clock, with its own code, and an update of its expiry applies at once", arguments: TestEngine.available)
-    func expiry(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    @Test(
+        "A key expires by the clock, with its own code, and an update of its expiry applies at once",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func expiry(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let key = try await app.userKey(projectID: projectID, userID: userID, extra: #","expires_in_seconds":600"#)
@@ -117,10 +126,11 @@ struct CheckTests {
 
     @Test(
         "Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request, and only reported without one",
-        arguments: TestEngine.available
+        arguments: TestEngine.available,
+        Transport.checkPaths
     )
-    func scopes(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    func scopes(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
@@ -154,6 +164,10 @@ struct CheckTests {
             try await app.check(reader.value, method: .post, path: "/v1/auth/check/v1/chat/completions")
                 .expectError(.forbidden, code: "missing_scope")
             #expect(try await app.check(reader.value, method: .get, path: "/v1/auth/check/v1/models").status == .ok)
+            // Empty segments and a query, as Hummingbird's router splits them.
+            try await app.check(reader.value, method: .post, path: "/v1/auth/check//v1//chat/completions?stream=true")
+                .expectError(.forbidden, code: "missing_scope")
+            #expect(try await app.check(reader.value, path: "/v1/auth/check//v1/models/?x=/v1/files").status == .ok)
 
             // An unrestricted key passes everything; api.all.read passes reads only.
             let unrestricted = try await app.userKey(projectID: projectID, userID: userID)
@@ -171,9 +185,45 @@ struct CheckTests {
         }
     }
 
-    @Test("A new key verifies at once, and a refused request records no use", arguments: TestEngine.available)
-    func newKeysAndUsage(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    @Test(
+        "Every method a gateway forwards is a check, with Date, a request id and the body's length; HEAD gets no body",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func wire(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
+            let account = try await app.serviceAccount(projectID: try await app.project())
+            for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete, .options] {
+                for path in ["/v1/auth/check", "/v1/auth/check/", "/v1/auth/check?x=1"] {
+                    let good = try await app.check(account.value, method: method, path: path)
+                    #expect(good.status == .ok, "\(method) \(path)")
+                    #expect(good.headers[.contentLength] == "0" && good.text.isEmpty)
+                    #expect(good.headers[.date]?.hasSuffix(" GMT") == true)
+                    #expect(good.headers[.init("X-Request-Id")!]?.isEmpty == false)
+
+                    let bad = try await app.check("sk-proj-garbage", method: method, path: path)
+                    #expect(bad.status == .unauthorized, "\(method) \(path)")
+                    #expect(bad.headers[.wwwAuthenticate] == "Bearer" && bad.headers[.contentType] == "application/json")
+                    let length = try #require(bad.headers[.contentLength].flatMap(Int.init))
+                    if method == .head {
+                        #expect(bad.text.isEmpty && length > 100)
+                    } else {
+                        #expect(bad.text.utf8.count == length)
+                        bad.expectError(.unauthorized, code: "invalid_api_key")
+                    }
+                }
+            }
+            // Not a check: another method, or a path that only starts like one.
+            try await app.check(account.value, method: .init("TRACE")!).expectError(.notFound, code: "unknown_url")
+            try await app.check(account.value, path: "/v1/auth/checks").expectError(.notFound, code: "unknown_url")
+            // The admin API goes on as before on the same connection.
+            #expect(try await app.get("/projects").status == .ok)
+        }
+    }
+
+    @Test("A new key verifies at once, and a refused request records no use", arguments: TestEngine.available, Transport.checkPaths)
+    func newKeysAndUsage(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             #expect(try await app.check(account.value).status == .ok)
@@ -206,5 +256,16 @@ struct ScopeMapTests {
         #expect(required("POST", "/v1/embeddings") == "api.model.request")
         #expect(required("post", "/v1/embeddingsX") == nil)
         #expect(required("DELETE", "/v1/models") == nil)
+    }
+}
+
+@Suite("The Date header")
+struct HTTPDateTests {
+    @Test("IMF-fixdate, as RFC 9110 gives it, across a leap day and the turn of a century")
+    func format() {
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(HTTPDate.format(1_795_764_646) == "Fri, 27 Nov 2026 07:30:46 GMT")
+        #expect(HTTPDate.format(4_102_444_799) == "Thu, 31 Dec 2099 23:59:59 GMT")
     }
 }

@@ -47,6 +47,28 @@ struct Reply: Sendable {
     }
 }
 
+/// How a test reaches the application.
+enum Transport: Sendable, CustomTestStringConvertible {
+    /// Hummingbird's router called directly: no sockets, no channel pipeline.
+    case router
+    /// A server on loopback as `keysmith serve` runs it: `/v1/auth/check` answered on the event loop by
+    /// ``ForwardAuthChannelHandler``.
+    case checksOnEventLoop
+    /// A server on loopback with every check going through the router (`KEYSMITH_CHECKS_ON_EVENT_LOOP=false`).
+    case checksThroughRouter
+
+    /// The two ways a check can be answered over a socket, which must answer alike.
+    static let checkPaths: [Transport] = [.checksOnEventLoop, .checksThroughRouter]
+
+    var testDescription: String {
+        switch self {
+        case .router: "router"
+        case .checksOnEventLoop: "checks on the event loop"
+        case .checksThroughRouter: "checks through the router"
+        }
+    }
+}
+
 /// The application on an in-memory database with a manual clock, and helpers that speak its API.
 struct Harness: Sendable {
     let client: any TestClientProtocol
@@ -67,6 +89,7 @@ struct Harness: Sendable {
     /// in WAL mode with reader connections, as in production, or a new PostgreSQL database).
     static func run(
         _ engine: TestEngine,
+        transport: Transport = .router,
         usageFlushInterval: Duration = .seconds(3600),
         logger: Logger = Harness.quietLogger,
         _ body: @escaping @Sendable (Harness) async throws -> Void
@@ -78,7 +101,8 @@ struct Harness: Sendable {
                     database: url,
                     clock: clock.clock,
                     bootstrapAdminKeyName: "test admin key",
-                    usageFlushInterval: usageFlushInterval
+                    usageFlushInterval: usageFlushInterval,
+                    checksOnEventLoop: transport != .checksThroughRouter
                 ),
                 logger: logger
             )
@@ -86,7 +110,7 @@ struct Harness: Sendable {
             let keysmith = built.keysmith
             let usage = built.usage
             let metrics = built.metrics
-            try await built.application.test(.router) { client in
+            try await built.application.test(transport == .router ? .router : .live) { client in
                 try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith, usage: usage, metrics: metrics))
             }
         }

@@ -12,10 +12,11 @@ import Testing
 struct ObservabilityTests {
     @Test(
         "/metrics needs an admin key on the main port, and reports requests, verifications, the index and the database",
-        arguments: TestEngine.available
+        arguments: TestEngine.available,
+        Transport.checkPaths
     )
-    func metrics(engine: TestEngine) async throws {
-        try await Harness.run(engine) { app in
+    func metrics(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
             let projectID = try await app.project()
             let account = try await app.serviceAccount(projectID: projectID)
             _ = try await app.check(account.value)
@@ -30,6 +31,7 @@ struct ObservabilityTests {
             for expected in [
                 #"keysmith_http_requests_total{route="/v1/organization/projects",method="POST",status="200"} 1"#,
                 #"keysmith_http_requests_total{route="/v1/auth/check",method="GET",status="401"} 1"#,
+                #"keysmith_http_requests_total{route="/v1/auth/check",method="GET",status="200"} 1"#,
                 #"keysmith_http_request_duration_seconds_bucket{route="/v1/auth/check",method="GET",le="0.0001"}"#,
                 #"keysmith_verifications_total{code="valid"} 1"#,
                 #"keysmith_verifications_total{code="not_found"} 1"#,
@@ -57,10 +59,14 @@ struct ObservabilityTests {
         }
     }
 
-    @Test("Each request has an id: the client's X-Request-Id when usable, else a new one; it is returned and logged", arguments: TestEngine.available)
-    func requestIDs(engine: TestEngine) async throws {
+    @Test(
+        "Each request has an id: the client's X-Request-Id when usable, else a new one; it is returned and logged",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func requestIDs(engine: TestEngine, transport: Transport) async throws {
         let capture = LogCapture()
-        try await Harness.run(engine, logger: capture.logger(level: .info)) { app in
+        try await Harness.run(engine, transport: transport, logger: capture.logger(level: .info)) { app in
             let given = try await app.request(.get, "/v1/organization/projects", headers: [.init("X-Request-Id")!: "trace-abc-123"])
             #expect(given.headers[.init("X-Request-Id")!] == "trace-abc-123")
 
@@ -75,7 +81,11 @@ struct ObservabilityTests {
             #expect(replaced.headers[.init("X-Request-Id")!] != tooLong)
 
             let key = try await app.serviceAccount(projectID: try await app.project()).value
-            _ = try await app.check(key)
+            let check = try await app.check(key, headers: [.init("X-Request-Id")!: "check-42"])
+            #expect(check.headers[.init("X-Request-Id")!] == "check-42")
+            let unnamed = try await app.check(key, path: "/v1/auth/check/v1/models?x=1")
+            let unnamedID = try #require(unnamed.headers[.init("X-Request-Id")!])
+            #expect(!unnamedID.isEmpty && !generated.contains(unnamedID))
             _ = try await app.request(.get, "/v1/organization/projects/proj_missing")
 
             let access = capture.captured.filter { $0.message == "request" }
@@ -88,8 +98,15 @@ struct ObservabilityTests {
             let notFound = try #require(access.first { $0.metadata["path"] == "/v1/organization/projects/proj_missing" })
             #expect(notFound.metadata["status"] == "404")
             #expect(notFound.metadata["route"] == "/v1/organization/projects/{project_id}")
+            // Checks are logged alike, whichever layer answers them.
+            let checked = try #require(access.first { $0.metadata["hb.request.id"] == "check-42" })
+            #expect(checked.metadata["route"] == "/v1/auth/check" && checked.metadata["status"] == "200")
+            #expect(checked.metadata["method"] == "GET" && checked.metadata["path"] == "/v1/auth/check")
+            let envoy = try #require(access.first { $0.metadata["hb.request.id"] == unnamedID })
+            #expect(envoy.metadata["route"] == "/v1/auth/check/**" && envoy.metadata["path"] == "/v1/auth/check/v1/models")
+            #expect(envoy.metadata["duration_ms"].flatMap(Double.init) != nil)
             // One line per request, and no line carries a key or a header.
-            #expect(access.count == 8)
+            #expect(access.count == 9)
             for line in capture.captured {
                 let text = line.message + line.metadata.values.joined()
                 #expect(!text.contains(key) && !text.contains(app.adminKey) && !text.contains("Bearer"))

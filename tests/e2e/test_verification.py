@@ -1,5 +1,7 @@
 """Forward auth and key lifecycle against the real server: plain HTTP for the check, the SDK for the admin side."""
 
+import socket
+
 import openai
 
 from conftest import Server
@@ -123,3 +125,72 @@ def test_deleted_key_is_refused_by_the_sdk_flow(shared_server):
         raise AssertionError("a deleted project key must not reach the admin API")
     except openai.AuthenticationError:
         pass
+
+
+def read_responses(connection: socket.socket, count: int) -> list[tuple[int, dict, bytes]]:
+    """Reads `count` HTTP/1.1 responses (each with a Content-Length) from a raw socket, in the order they came."""
+    data, responses = b"", []
+    connection.settimeout(10)
+    while len(responses) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            lines = data[:end].decode().split("\r\n")
+            headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            if len(data) >= end + 4 + length:
+                responses.append((int(lines[0].split()[1]), headers, data[end + 4 : end + 4 + length]))
+                data = data[end + 4 + length :]
+                continue
+        chunk = connection.recv(65536)
+        assert chunk, f"the server closed the connection after {len(responses)} of {count} responses"
+        data += chunk
+    return responses
+
+
+def test_pipelined_checks_and_admin_calls_are_answered_in_order(shared_server):
+    """HTTP/1.1 pipelining on one connection: checks, answered on the event loop, never overtake an admin call that
+    is still being answered, and every response carries its own request's id."""
+    admin = shared_server.client().admin.organization
+    project = admin.projects.create(name="pipelined")
+    key = admin.projects.service_accounts.create(project.id, name="pipelined client").api_key.value
+    host = f"Host: 127.0.0.1:{shared_server.port}\r\n"
+    requests, expected = [], []
+    for index in range(60):
+        if index % 3 == 1:
+            # An admin call: a database read in Hummingbird, slower than any check.
+            requests.append(
+                f"GET /v1/organization/projects/{project.id}/api_keys?limit=100 HTTP/1.1\r\n{host}"
+                f"Authorization: Bearer {shared_server.admin_key}\r\nX-Request-Id: r{index}\r\n\r\n"
+            )
+            expected.append((f"r{index}", 200, "list"))
+        elif index % 3 == 2:
+            requests.append(f"GET /v1/auth/check HTTP/1.1\r\n{host}Authorization: Bearer sk-proj-forged\r\nX-Request-Id: r{index}\r\n\r\n")
+            expected.append((f"r{index}", 401, "refused"))
+        else:
+            requests.append(f"POST /v1/auth/check HTTP/1.1\r\n{host}Authorization: Bearer {key}\r\nX-Request-Id: r{index}\r\nContent-Length: 2\r\n\r\n{{}}")
+            expected.append((f"r{index}", 200, "check"))
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as connection:
+        # All at once, then in pieces that split heads and bodies, on the same connection.
+        connection.sendall("".join(requests).encode())
+        received = read_responses(connection, len(requests))
+        for piece in [r.encode() for r in requests]:
+            for start in range(0, len(piece), 17):
+                connection.sendall(piece[start : start + 17])
+        received += read_responses(connection, len(requests))
+    for (status, headers, body), (request_id, expected_status, kind) in zip(received, expected + expected):
+        assert headers["x-request-id"] == request_id and status == expected_status, (request_id, status, body[:200])
+        if kind == "list":
+            assert body.startswith(b'{"object":"list"')
+        elif kind == "check":
+            assert headers["x-keysmith-project-id"] == project.id and body == b""
+        else:
+            assert b'"code":"invalid_api_key"' in body and headers["www-authenticate"] == "Bearer"
+
+
+def test_connection_close_on_a_check_closes_after_the_answer(shared_server):
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as connection:
+        connection.sendall(b"GET /v1/auth/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(status, headers, _)] = read_responses(connection, 1)
+        assert status == 401 and headers["date"].endswith(" GMT")
+        connection.settimeout(5)
+        assert connection.recv(1) == b""  # closed by the server

@@ -36,6 +36,12 @@ public struct OpenAIError: HTTPResponseError, Sendable {
     }
 
     public func response() -> Response {
+        let (headers, body) = self.encoded()
+        return Response(status: self.status, headers: headers, body: .init(byteBuffer: body))
+    }
+
+    /// The envelope's bytes and the headers that go with them.
+    func encoded() -> (headers: HTTPFields, body: ByteBuffer) {
         var writer = JSONWriter(capacity: 256)
         writer.object { writer in
             writer.key("error")
@@ -48,7 +54,7 @@ public struct OpenAIError: HTTPResponseError, Sendable {
         }
         var headers = self.headers
         headers[.contentType] = "application/json"
-        return Response(status: self.status, headers: headers, body: .init(byteBuffer: writer.buffer))
+        return (headers, writer.buffer)
     }
 }
 

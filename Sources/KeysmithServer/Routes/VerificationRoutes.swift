@@ -5,15 +5,17 @@ import KeysmithStore
 import NIOCore
 
 /// The data plane: gateways' forward-auth check, and the verify API for admins.
+///
+/// A check is usually answered below Hummingbird, on the connection's event loop, by ``ForwardAuthChannelHandler``;
+/// the routes here answer the checks it passes on (see its documentation for which), with the same ``ForwardAuth``.
 struct VerificationRoutes: Sendable {
-    let verifier: KeyVerifier
-    let usage: UsageRecorder
+    let forwardAuth: ForwardAuth
     let reader: any KeysmithStoreReader
-    let health: VerificationHealth
+
+    var verifier: KeyVerifier { self.forwardAuth.verifier }
 
     func register(on router: AdminRouter) {
-        let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
-        let handlers = Dictionary(uniqueKeysWithValues: methods.map { ($0, self.check as Handler) })
+        let handlers = Dictionary(uniqueKeysWithValues: ForwardAuth.methods.map { ($0, self.check as Handler) })
         router.router.route("/v1/auth/check", handlers)
         // Envoy's ext_authz appends the original path to the check path: /v1/auth/check/v1/chat/completions.
         router.router.route("/v1/auth/check/**", handlers)
@@ -22,57 +24,80 @@ struct VerificationRoutes: Sendable {
 
     // MARK: Forward auth
 
-    /// 200 with identity headers for a good project or service account key; 401 (or 403 for a missing scope) in
-    /// OpenAI's envelope otherwise. Answered from memory, whatever the key; `X-Keysmith-Stale: true` when that memory
-    /// may be behind the database (see ``VerificationHealth``).
     @Sendable func check(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
-        var response = self.answer(request, context: context)
-        if self.health.isStale {
-            response.headers[.keysmithStale] = "true"
-        }
-        return response
+        let answer = self.forwardAuth.answer(method: request.method, headers: request.headers, suffix: context.parameters.getCatchAll())
+        return Response(status: answer.status, headers: answer.headers, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
+    }
+}
+
+/// What `/v1/auth/check` answers, whichever layer received the request.
+struct ForwardAuth: Sendable {
+    let verifier: KeyVerifier
+    let usage: UsageRecorder
+    let health: VerificationHealth
+
+    /// The methods a gateway forwards; others are not a check (404, as for any unknown route).
+    static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+
+    struct Answer {
+        var status: HTTPResponse.Status
+        var headers: HTTPFields
+        /// The error envelope for a refusal; nil for a 200, whose answer is all in its headers.
+        var body: ByteBuffer?
     }
 
-    private func answer(_ request: Request, context: KeysmithRequestContext) -> Response {
-        guard let token = request.headers.bearerToken(allowAPIKeyHeader: true) else {
-            return OpenAIError.missingKey.response()
+    /// 200 with identity headers for a good project or service account key; 401 (or 403 for a missing scope) in
+    /// OpenAI's envelope otherwise. Answered from memory, whatever the key; `X-Keysmith-Stale: true` when that memory
+    /// may be behind the database (see ``VerificationHealth``). `suffix` is what follows `/v1/auth/check/` in the
+    /// path, split at its slashes (Envoy's original path).
+    func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
+        var answer = self.decide(method: method, headers: headers, suffix: suffix)
+        if self.health.isStale {
+            answer.headers[.keysmithStale] = "true"
+        }
+        return answer
+    }
+
+    private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
+        guard let token = headers.bearerToken(allowAPIKeyHeader: true) else {
+            return Answer(OpenAIError.missingKey)
         }
         let verification = self.verifier.verify(token)
         guard verification.isValid, let key = verification.key else {
-            return Self.refusal(verification.code, token: token)
+            return Answer(Self.refusal(verification.code, token: token))
         }
-        if let original = Self.originalRequest(request, context: context),
+        if let original = Self.originalRequest(method: method, headers: headers, suffix: suffix),
             let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path)
         {
-            return OpenAIError(
-                status: .forbidden,
-                message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
-                    + "Check that your API key has the right scopes.",
-                code: "missing_scope"
-            ).response()
+            return Answer(
+                OpenAIError(
+                    status: .forbidden,
+                    message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
+                        + "Check that your API key has the right scopes.",
+                    code: "missing_scope"
+                )
+            )
         }
         self.usage.recordAPIKeyUse(key.id)
-        return Response(status: .ok, headers: key.identityHeaders)
+        return Answer(status: .ok, headers: key.identityHeaders, body: nil)
     }
 
     /// The request the gateway is asking about: Traefik's `X-Forwarded-Method`/`X-Forwarded-Uri`, nginx's
     /// `X-Original-Method`/`X-Original-URI`, or Envoy's method with the original path appended to the check path.
-    static func originalRequest(_ request: Request, context: KeysmithRequestContext) -> (method: String, path: String)? {
-        let headers = request.headers
+    static func originalRequest(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> (method: String, path: String)? {
         if let method = headers[.forwardedMethod], let uri = headers[.forwardedURI] {
             return (method, uri)
         }
         if let method = headers[.originalMethod], let uri = headers[.originalURI] {
             return (method, uri)
         }
-        let suffix = context.parameters.getCatchAll()
         if !suffix.isEmpty {
-            return (request.method.rawValue, "/" + suffix.joined(separator: "/"))
+            return (method.rawValue, "/" + suffix.joined(separator: "/"))
         }
         return nil
     }
 
-    static func refusal(_ code: VerificationCode, token: Substring) -> Response {
+    static func refusal(_ code: VerificationCode, token: Substring) -> OpenAIError {
         let error: OpenAIError
         switch code {
         case .expired:
@@ -85,8 +110,18 @@ struct VerificationRoutes: Sendable {
             let isAdminKey = token.hasPrefix(KeyKind.admin.prefix)
             error = .incorrectKey(token, detail: isAdminKey ? "Admin keys cannot call the API; use a project key." : nil)
         }
-        return error.response()
+        return error
     }
+}
+
+extension ForwardAuth.Answer {
+    init(_ error: OpenAIError) {
+        let (headers, body) = error.encoded()
+        self.init(status: error.status, headers: headers, body: body)
+    }
+}
+
+extension VerificationRoutes {
 
     // MARK: Verify API
 

@@ -1,0 +1,172 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTPTypes
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Answers `/v1/auth/check` on the connection's event loop, below Hummingbird's router.
+///
+/// A gateway sends one check per request it forwards, so a check's cost is mostly the HTTP stack's: Hummingbird's
+/// request and response objects, its router and middleware, a task per connection and the hops between the event
+/// loop and Swift's cooperative pool (docs/benchmarks.md measured 94% of a check's CPU there). This handler sits in
+/// the pipeline right after HTTP decoding and answers a check where it is read, with the same ``ForwardAuth`` the
+/// route uses, and does what the route's middleware does for it: the request id (the client's `X-Request-Id` when
+/// usable, else a new one, returned in the response), `Date`, the request counted in `/metrics`, and the access log
+/// line. Every other request goes on to Hummingbird untouched.
+///
+/// A check is answered here only when the connection has no earlier request still in Hummingbird's hands, so that
+/// responses leave in the order requests came (HTTP/1.1 pipelining); otherwise, and for a path this handler does not
+/// recognise as the check's exactly (`/v1/auth/check`, with a query or a suffix after a slash), the route answers it
+/// instead, identically. `Connection: close` closes the connection after the answer, as Hummingbird does.
+final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let forwardAuth: ForwardAuth
+    private let metrics: ServerMetrics?
+    private let logger: Logger
+
+    /// A check being read: its head has arrived, its end has not.
+    private var reading: Check?
+    /// Requests passed on to Hummingbird whose response has not been written yet.
+    private var passedOn = 0
+    /// An answer was written and awaits the end of this read to be flushed.
+    private var needsFlush = false
+    private var date = HTTPDate()
+
+    private struct Check {
+        var request: HTTPRequest
+        var suffix: [Substring]
+        var started: ContinuousClock.Instant
+    }
+
+    init(forwardAuth: ForwardAuth, metrics: ServerMetrics?, logger: Logger) {
+        self.forwardAuth = forwardAuth
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let request):
+            if self.passedOn == 0, self.reading == nil, let suffix = Self.checkSuffix(request) {
+                self.reading = Check(request: request, suffix: suffix, started: .now)
+                return
+            }
+            self.passedOn += 1
+        case .body:
+            if self.reading != nil { return }
+        case .end:
+            if let check = self.reading {
+                self.reading = nil
+                self.answer(check, context: context)
+                return
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if self.needsFlush {
+            self.needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = self.unwrapOutboundIn(data), self.passedOn > 0 {
+            self.passedOn -= 1
+        }
+        context.write(data, promise: promise)
+    }
+
+    /// What follows `/v1/auth/check` split at its slashes (as Hummingbird's catch-all parameter splits it), or nil
+    /// when the request is not one this handler answers.
+    static func checkSuffix(_ request: HTTPRequest) -> [Substring]? {
+        guard ForwardAuth.methods.contains(request.method), let target = request.path else { return nil }
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        let base = "/v1/auth/check"
+        guard path.hasPrefix(base), !path.utf8.contains(UInt8(ascii: "#")) else { return nil }
+        let rest = path.dropFirst(base.utf8.count)
+        if rest.isEmpty { return [] }
+        guard rest.first == "/" else { return nil }
+        return rest.split(separator: "/", omittingEmptySubsequences: true)
+    }
+
+    private func answer(_ check: Check, context: ChannelHandlerContext) {
+        let request = check.request
+        var answer = self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.suffix)
+        let requestID = RequestObservation.usableID(request.headerFields[.requestID]) ?? RequestID().description
+        let length = answer.body?.readableBytes ?? 0
+        answer.headers[.contentLength] = String(length)
+        answer.headers[.requestID] = requestID
+        answer.headers[.date] = self.date.now()
+        context.write(self.wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
+        if let body = answer.body, length > 0, request.method != .head {
+            context.write(self.wrapOutboundOut(.body(body)), promise: nil)
+        }
+        if request.headerFields[.connection]?.lowercased() == "close" {
+            let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in loopContext.value.close(promise: nil) }
+        } else {
+            context.write(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.needsFlush = true
+        }
+
+        let duration = ContinuousClock.now - check.started
+        let route = check.suffix.isEmpty ? "/v1/auth/check" : "/v1/auth/check/**"
+        self.metrics?.recordRequest(route: route, method: request.method.rawValue, status: answer.status.code, duration: duration)
+        if self.logger.logLevel <= .info {
+            let target = request.path ?? "/"
+            self.logger.info(
+                "request",
+                metadata: [
+                    "hb.request.id": .string(requestID),
+                    "method": .string(request.method.rawValue),
+                    "route": .string(route),
+                    "path": .string(String(target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...])),
+                    "status": .stringConvertible(answer.status.code),
+                    "duration_ms": .string(RequestObservation.milliseconds(duration)),
+                ]
+            )
+        }
+    }
+}
+
+/// The `Date` header's value (RFC 9110's IMF-fixdate), formatted once a second.
+struct HTTPDate {
+    private var second = -1
+    private var formatted = ""
+
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    mutating func now() -> String {
+        let now = time(nil)
+        if now != self.second {
+            self.second = now
+            self.formatted = Self.format(now)
+        }
+        return self.formatted
+    }
+
+    static func format(_ seconds: Int) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(Self.days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(Self.months[Int(parts.tm_mon)]) \(1900 + parts.tm_year) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}

@@ -1,0 +1,149 @@
+import HTTPTypes
+import KeysmithCore
+import KeysmithTestSupport
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTPTypes
+import Testing
+
+@testable import KeysmithServer
+
+/// The handler in a channel of its own: what it answers itself, what it passes on to Hummingbird, and in which order.
+/// (CheckTests run every check through it on a real server; these show that it is the one answering.)
+@Suite("Checks answered on the event loop")
+struct ForwardAuthChannelHandlerTests {
+    /// A channel holding only the handler, with a verifier over an empty index: every key is unknown.
+    static func withChannel(_ body: @escaping @Sendable (EmbeddedChannel, ServerMetrics) throws -> Void) async throws {
+        try await Harness.run(.sqlite) { app in
+            let metrics = ServerMetrics()
+            let forwardAuth = ForwardAuth(
+                verifier: KeyVerifier(
+                    index: VerificationIndex(),
+                    hasher: KeyHasher(secret: Array(repeating: 7, count: 32)),
+                    clock: app.clock.clock,
+                    metrics: metrics
+                ),
+                usage: app.usage,
+                health: VerificationHealth()
+            )
+            let channel = EmbeddedChannel(handler: ForwardAuthChannelHandler(forwardAuth: forwardAuth, metrics: metrics, logger: Harness.quietLogger))
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+            #expect(channel.isActive)
+            try body(channel, metrics)
+            _ = try? channel.finish()
+        }
+    }
+
+    static func request(_ path: String, method: HTTPRequest.Method = .get, headers: HTTPFields = [:]) -> HTTPRequestPart {
+        .head(HTTPRequest(method: method, scheme: nil, authority: "localhost", path: path, headerFields: headers))
+    }
+
+    /// The response parts written so far: the status of each head, in order.
+    static func answered(_ channel: EmbeddedChannel) throws -> [HTTPResponse.Status] {
+        var statuses: [HTTPResponse.Status] = []
+        while let part = try channel.readOutbound(as: HTTPResponsePart.self) {
+            if case .head(let response) = part { statuses.append(response.status) }
+        }
+        return statuses
+    }
+
+    @Test("A check is answered where it is read, with the envelope, and counted; it never reaches the router")
+    func answersChecks() async throws {
+        try await Self.withChannel { channel, metrics in
+            try channel.writeInbound(Self.request("/v1/auth/check", headers: [.authorization: "Bearer sk-proj-garbage"]))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil)
+
+            let head = try #require(try channel.readOutbound(as: HTTPResponsePart.self))
+            guard case .head(let response) = head else {
+                Issue.record("expected a head, got \(head)")
+                return
+            }
+            #expect(response.status == .unauthorized)
+            #expect(response.headerFields[.wwwAuthenticate] == "Bearer")
+            #expect(response.headerFields[.init("X-Request-Id")!]?.isEmpty == false)
+            let body = try #require(try channel.readOutbound(as: HTTPResponsePart.self))
+            guard case .body(let buffer) = body else {
+                Issue.record("expected a body, got \(body)")
+                return
+            }
+            #expect(response.headerFields[.contentLength] == String(buffer.readableBytes))
+            #expect(String(buffer: buffer).contains(#""code":"invalid_api_key""#))
+            #expect(try channel.readOutbound(as: HTTPResponsePart.self) == .end(nil))
+            #expect(
+                String(decoding: metrics.exposition(), as: UTF8.self).contains(
+                    #"keysmith_http_requests_total{route="/v1/auth/check",method="GET",status="401"} 1"#
+                )
+            )
+            #expect(channel.isActive)
+        }
+    }
+
+    @Test("Other requests, and a check that only looks like one, are passed on untouched")
+    func passesOthersOn() async throws {
+        try await Self.withChannel { channel, _ in
+            for (method, path) in [
+                (HTTPRequest.Method.get, "/v1/organization/projects"), (.get, "/v1/auth/checks"), (.init("TRACE")!, "/v1/auth/check"),
+                (.get, "/dashboard"), (.get, "/v1/auth/check#x"),
+            ] {
+                let head = Self.request(path, method: method)
+                try channel.writeInbound(head)
+                try channel.writeInbound(HTTPRequestPart.end(nil))
+                #expect(try channel.readInbound(as: HTTPRequestPart.self) == head, "\(method) \(path)")
+                #expect(try channel.readInbound(as: HTTPRequestPart.self) == .end(nil))
+                #expect(try Self.answered(channel).isEmpty)
+                // Hummingbird answers it.
+                try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .notFound)))
+                try channel.writeOutbound(HTTPResponsePart.end(nil))
+                #expect(try Self.answered(channel) == [.notFound])
+            }
+        }
+    }
+
+    @Test("Pipelined behind a request the router still holds, a check waits its turn there; then checks are answered here again")
+    func keepsPipelinedOrder() async throws {
+        try await Self.withChannel { channel, _ in
+            let admin = Self.request("/v1/organization/projects")
+            let check = Self.request("/v1/auth/check/v1/chat/completions", method: .post)
+            try channel.writeInbound(admin)
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            try channel.writeInbound(check)
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            // Both went on to the router, in order, the check's body included: answering the check here would put its
+            // response before the admin request's.
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == admin)
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == .end(nil))
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == check)
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == .body(ByteBuffer(string: "{}")))
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == .end(nil))
+            #expect(try Self.answered(channel).isEmpty)
+
+            for status in [HTTPResponse.Status.ok, .unauthorized] {
+                try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: status)))
+                try channel.writeOutbound(HTTPResponsePart.end(nil))
+            }
+            #expect(try Self.answered(channel) == [.ok, .unauthorized])
+
+            // Nothing outstanding: the next check, body and all, is answered here.
+            try channel.writeInbound(check)
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
+            #expect(try Self.answered(channel).isEmpty)
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil)
+            #expect(try Self.answered(channel) == [.unauthorized])
+        }
+    }
+
+    @Test("Connection: close closes the connection once the answer is written")
+    func closes() async throws {
+        try await Self.withChannel { channel, _ in
+            try channel.writeInbound(Self.request("/v1/auth/check", headers: [.connection: "close"]))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            #expect(try Self.answered(channel) == [.unauthorized])
+            channel.embeddedEventLoop.run()
+            #expect(!channel.isActive)
+        }
+    }
+}
