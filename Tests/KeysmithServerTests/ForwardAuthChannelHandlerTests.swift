@@ -136,6 +136,29 @@ struct ForwardAuthChannelHandlerTests {
         }
     }
 
+    @Test("It recognises the route's methods and paths, splitting a suffix as Hummingbird's catch-all does")
+    func recognisesChecks() {
+        func suffix(_ path: String, _ method: HTTPRequest.Method = .get) -> [String]? {
+            ForwardAuthChannelHandler.checkSuffix(
+                HTTPRequest(method: method, scheme: nil, authority: "localhost", path: path, headerFields: [:])
+            )?.map(String.init)
+        }
+        for method in ForwardAuth.methods {
+            #expect(suffix("/v1/auth/check", method) == [])
+        }
+        for method in ["TRACE", "CONNECT", "PROPFIND", "get"] {
+            #expect(suffix("/v1/auth/check", HTTPRequest.Method(method)!) == nil)
+        }
+        #expect(suffix("/v1/auth/check?x=1") == [])
+        #expect(suffix("/v1/auth/check/") == [])
+        #expect(suffix("/v1/auth/check/?x=/v1/models") == [])
+        #expect(suffix("/v1/auth/check/v1/chat/completions") == ["v1", "chat", "completions"])
+        #expect(suffix("/v1/auth/check//v1//models/?a=/b") == ["v1", "models"])
+        for path in ["/v1/auth/checks", "/v1/auth/check#x", "/v1/auth/check/v1#x", "/V1/auth/check", "/v1/auth", "http://h/v1/auth/check", "*"] {
+            #expect(suffix(path) == nil, "\(path)")
+        }
+    }
+
     @Test("Connection: close closes the connection once the answer is written")
     func closes() async throws {
         try await Self.withChannel { channel, _ in

@@ -94,14 +94,32 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// What follows `/v1/auth/check` split at its slashes (as Hummingbird's catch-all parameter splits it), or nil
     /// when the request is not one this handler answers.
     static func checkSuffix(_ request: HTTPRequest) -> [Substring]? {
-        guard ForwardAuth.methods.contains(request.method), let target = request.path else { return nil }
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
-        let base = "/v1/auth/check"
-        guard path.hasPrefix(base), !path.utf8.contains(UInt8(ascii: "#")) else { return nil }
-        let rest = path.dropFirst(base.utf8.count)
-        if rest.isEmpty { return [] }
-        guard rest.first == "/" else { return nil }
-        return rest.split(separator: "/", omittingEmptySubsequences: true)
+        guard let target = request.path, Self.isCheckMethod(request.method) else { return nil }
+        let bytes = target.utf8
+        let base = Self.checkPath.utf8
+        guard bytes.starts(with: base) else { return nil }
+        var index = bytes.index(bytes.startIndex, offsetBy: base.count)
+        guard index != bytes.endIndex else { return [] }
+        switch bytes[index] {
+        case UInt8(ascii: "?"): return []
+        case UInt8(ascii: "/"): break
+        default: return nil  // /v1/auth/checks, or a fragment
+        }
+        let start = index
+        while index != bytes.endIndex, bytes[index] != UInt8(ascii: "?") {
+            guard bytes[index] != UInt8(ascii: "#") else { return nil }
+            bytes.formIndex(after: &index)
+        }
+        return target[start..<index].split(separator: "/", omittingEmptySubsequences: true)
+    }
+
+    private static let checkPath = "/v1/auth/check"
+
+    private static func isCheckMethod(_ method: HTTPRequest.Method) -> Bool {
+        switch method {
+        case .get, .post, .head, .put, .patch, .delete, .options: true
+        default: false
+        }
     }
 
     private func answer(_ check: Check, context: ChannelHandlerContext) {
