@@ -13,8 +13,9 @@ import Testing
 /// (CheckTests run every check through it on a real server; these show that it is the one answering.)
 @Suite("Checks answered on the event loop")
 struct ForwardAuthChannelHandlerTests {
-    /// A channel holding only the handler, with a verifier over an empty index: every key is unknown.
-    static func withChannel(_ body: @escaping @Sendable (EmbeddedChannel, ServerMetrics) throws -> Void) async throws {
+    /// A channel holding only the handler (behind a ``ReadCounter``), with a verifier over an empty index: every key
+    /// is unknown.
+    static func withChannel(_ body: @escaping @Sendable (EmbeddedChannel, ServerMetrics, ReadCounter) throws -> Void) async throws {
         try await Harness.run(.sqlite) { app in
             let metrics = ServerMetrics()
             let forwardAuth = ForwardAuth(
@@ -28,9 +29,11 @@ struct ForwardAuthChannelHandlerTests {
                 health: VerificationHealth()
             )
             let channel = EmbeddedChannel(handler: ForwardAuthChannelHandler(forwardAuth: forwardAuth, metrics: metrics, logger: Harness.quietLogger))
+            let reads = ReadCounter()
+            try channel.pipeline.syncOperations.addHandler(reads, position: .first)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
             #expect(channel.isActive)
-            try body(channel, metrics)
+            try body(channel, metrics, reads)
             _ = try? channel.finish()
         }
     }
@@ -50,7 +53,7 @@ struct ForwardAuthChannelHandlerTests {
 
     @Test("A check is answered where it is read, with the envelope, and counted; it never reaches the router")
     func answersChecks() async throws {
-        try await Self.withChannel { channel, metrics in
+        try await Self.withChannel { channel, metrics, _ in
             try channel.writeInbound(Self.request("/v1/auth/check", headers: [.authorization: "Bearer sk-proj-garbage"]))
             try channel.writeInbound(HTTPRequestPart.end(nil))
             #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil)
@@ -82,7 +85,7 @@ struct ForwardAuthChannelHandlerTests {
 
     @Test("Other requests, and a check that only looks like one, are passed on untouched")
     func passesOthersOn() async throws {
-        try await Self.withChannel { channel, _ in
+        try await Self.withChannel { channel, _, _ in
             for (method, path) in [
                 (HTTPRequest.Method.get, "/v1/organization/projects"), (.get, "/v1/auth/checks"), (.init("TRACE")!, "/v1/auth/check"),
                 (.get, "/dashboard"), (.get, "/v1/auth/check#x"),
@@ -103,7 +106,7 @@ struct ForwardAuthChannelHandlerTests {
 
     @Test("Pipelined behind a request the router still holds, a check waits its turn there; then checks are answered here again")
     func keepsPipelinedOrder() async throws {
-        try await Self.withChannel { channel, _ in
+        try await Self.withChannel { channel, _, _ in
             let admin = Self.request("/v1/organization/projects")
             let check = Self.request("/v1/auth/check/v1/chat/completions", method: .post)
             try channel.writeInbound(admin)
@@ -159,14 +162,40 @@ struct ForwardAuthChannelHandlerTests {
         }
     }
 
+    @Test("While the channel can take no more writes, reads wait: a client that does not read its answers is held back")
+    func holdsReadsWhileUnwritable() async throws {
+        try await Self.withChannel { channel, _, reads in
+            channel.read()
+            #expect(reads.count == 1)
+            channel.isWritable = false
+            channel.pipeline.fireChannelWritabilityChanged()
+            channel.read()
+            #expect(reads.count == 1)
+            channel.isWritable = true
+            channel.pipeline.fireChannelWritabilityChanged()
+            #expect(reads.count == 2)
+        }
+    }
+
     @Test("Connection: close closes the connection once the answer is written")
     func closes() async throws {
-        try await Self.withChannel { channel, _ in
+        try await Self.withChannel { channel, _, _ in
             try channel.writeInbound(Self.request("/v1/auth/check", headers: [.connection: "close"]))
             try channel.writeInbound(HTTPRequestPart.end(nil))
             #expect(try Self.answered(channel) == [.unauthorized])
             channel.embeddedEventLoop.run()
             #expect(!channel.isActive)
         }
+    }
+}
+
+/// Counts the reads that reach the front of the pipeline.
+final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = Any
+    private(set) var count = 0
+
+    func read(context: ChannelHandlerContext) {
+        self.count += 1
+        context.read()
     }
 }

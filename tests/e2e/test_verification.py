@@ -1,6 +1,7 @@
 """Forward auth and key lifecycle against the real server: plain HTTP for the check, the SDK for the admin side."""
 
 import socket
+import time
 
 import openai
 
@@ -194,3 +195,50 @@ def test_connection_close_on_a_check_closes_after_the_answer(shared_server):
         assert status == 401 and headers["date"].endswith(" GMT")
         connection.settimeout(5)
         assert connection.recv(1) == b""  # closed by the server
+
+
+def answered_checks(server) -> float:
+    """How many GET /v1/auth/check requests without a key the server has answered, from /metrics."""
+    _, _, text = server.request_root("GET", "/metrics")
+    name = 'keysmith_http_requests_total{route="/v1/auth/check",method="GET",status="401"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_a_client_that_does_not_read_its_answers_is_held_back(shared_server):
+    """300,000 pipelined checks (22 MB) from a client that reads nothing: once the answers fill the sockets' buffers
+    the server stops reading from that connection, instead of queueing some 80 MB of answers in memory, and goes on
+    answering other connections."""
+    import threading
+
+    host = f"Host: 127.0.0.1:{shared_server.port}\r\n"
+    count = 300_000
+    requests = b"".join(f"GET /v1/auth/check HTTP/1.1\r\n{host}X-Request-Id: n{index}\r\n\r\n".encode() for index in range(count))
+    before = answered_checks(shared_server)
+    with socket.socket() as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        connection.connect(("127.0.0.1", shared_server.port))
+
+        def send():
+            try:
+                connection.sendall(requests)
+            except OSError:
+                pass  # the test shuts the socket down while this is still blocked
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        # Wait until the server stops answering this client (two samples a second apart agree).
+        answered, deadline = answered_checks(shared_server), time.time() + 60
+        while time.time() < deadline:
+            time.sleep(1)
+            now = answered_checks(shared_server)
+            if now == answered:
+                break
+            answered = now
+        stalled = answered - before
+        assert 0 < stalled < count / 2, f"answered {stalled:.0f} of {count} checks that nobody read"
+        assert sender.is_alive()  # the rest is still waiting in the client
+        status, _, _ = check(shared_server, None)
+        assert status == 401  # other connections are answered meanwhile
+        connection.shutdown(socket.SHUT_RDWR)
+    sender.join(timeout=10)

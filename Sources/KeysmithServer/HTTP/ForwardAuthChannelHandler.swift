@@ -42,6 +42,9 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var passedOn = 0
     /// An answer was written and awaits the end of this read to be flushed.
     private var needsFlush = false
+    /// A read asked for while the channel could take no more writes: held until it can, so that a client that sends
+    /// checks without reading the answers is held to what the sockets buffer, as it is for any other request.
+    private var readPending = false
     private var date = HTTPDate()
 
     private struct Check {
@@ -82,6 +85,29 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             context.flush()
         }
         context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            self.readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if self.readPending, context.channel.isWritable {
+            self.readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if self.readPending {
+            self.readPending = false
+            context.read()
+        }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
