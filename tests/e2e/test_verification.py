@@ -242,3 +242,34 @@ def test_a_client_that_does_not_read_its_answers_is_held_back(shared_server):
         assert status == 401  # other connections are answered meanwhile
         connection.shutdown(socket.SHUT_RDWR)
     sender.join(timeout=10)
+
+
+def test_checks_through_the_router_answer_alike_and_a_bad_switch_is_refused(tmp_path, shared_server):
+    """KEYSMITH_CHECKS_ON_EVENT_LOOP=false (the diagnosis switch) sends every check through the router: the same
+    answers, pipelined in order; anything but true or false is refused at start in one line."""
+    from conftest import assert_one_clear_line, database_url, run_cli
+
+    (tmp_path / "router").mkdir()
+    server = Server(tmp_path / "router", env={"KEYSMITH_CHECKS_ON_EVENT_LOOP": "false"}, database=shared_server.database_url)
+    try:
+        admin = shared_server.client().admin.organization
+        project = admin.projects.create(name="through the router")
+        key = admin.projects.service_accounts.create(project.id, name="router client").api_key.value
+        for target in (shared_server, server):
+            # The second process learns of the key from the change log (within a second).
+            deadline = time.time() + 5
+            while (status := check(target, key)[0]) != 200 and time.time() < deadline:
+                time.sleep(0.05)
+            status, headers, body = check(target, key)
+            assert status == 200 and headers["X-Keysmith-Project-Id"] == project.id and not body
+            status, headers, body = check(target, "sk-proj-forged")
+            assert status == 401 and body["error"]["code"] == "invalid_api_key" and headers["X-Request-Id"]
+        with socket.create_connection(("127.0.0.1", server.port)) as connection:
+            connection.sendall(
+                b"".join(f"GET /v1/auth/check HTTP/1.1\r\nHost: x\r\nX-Request-Id: p{index}\r\n\r\n".encode() for index in range(50))
+            )
+            assert [headers["x-request-id"] for _, headers, _ in read_responses(connection, 50)] == [f"p{index}" for index in range(50)]
+    finally:
+        server.stop()
+    refused = run_cli("serve", "--port", "0", "--database", database_url(tmp_path), env={"KEYSMITH_CHECKS_ON_EVENT_LOOP": "maybe"})
+    assert_one_clear_line(refused, "KEYSMITH_CHECKS_ON_EVENT_LOOP", "maybe")
