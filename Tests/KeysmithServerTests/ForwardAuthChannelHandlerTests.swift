@@ -142,9 +142,9 @@ struct ForwardAuthChannelHandlerTests {
     @Test("It recognises the route's methods and paths, splitting a suffix as Hummingbird's catch-all does")
     func recognisesChecks() {
         func suffix(_ path: String, _ method: HTTPRequest.Method = .get) -> [String]? {
-            ForwardAuthChannelHandler.checkSuffix(
+            ForwardAuthChannelHandler.checkTarget(
                 HTTPRequest(method: method, scheme: nil, authority: "localhost", path: path, headerFields: [:])
-            )?.map(String.init)
+            )?.suffix.map(String.init)
         }
         for method in ForwardAuth.methods {
             #expect(suffix("/v1/auth/check", method) == [])
@@ -157,6 +157,10 @@ struct ForwardAuthChannelHandlerTests {
         #expect(suffix("/v1/auth/check/?x=/v1/models") == [])
         #expect(suffix("/v1/auth/check/v1/chat/completions") == ["v1", "chat", "completions"])
         #expect(suffix("/v1/auth/check//v1//models/?a=/b") == ["v1", "models"])
+        let target = ForwardAuthChannelHandler.checkTarget(
+            HTTPRequest(method: .get, scheme: nil, authority: "localhost", path: "/v1/auth/check/v1/models?a=/b", headerFields: [:])
+        )
+        #expect(target?.path == "/v1/auth/check/v1/models")
         for path in ["/v1/auth/checks", "/v1/auth/check#x", "/v1/auth/check/v1#x", "/V1/auth/check", "/v1/auth", "http://h/v1/auth/check", "*"] {
             #expect(suffix(path) == nil, "\(path)")
         }

@@ -49,7 +49,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private struct Check {
         var request: HTTPRequest
-        var suffix: [Substring]
+        var target: (path: Substring, suffix: [Substring])
         var started: ContinuousClock.Instant
     }
 
@@ -62,8 +62,8 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let request):
-            if self.passedOn == 0, self.reading == nil, let suffix = Self.checkSuffix(request) {
-                self.reading = Check(request: request, suffix: suffix, started: .now)
+            if self.passedOn == 0, self.reading == nil, let target = Self.checkTarget(request) {
+                self.reading = Check(request: request, target: target, started: .now)
                 return
             }
             self.passedOn += 1
@@ -117,17 +117,17 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         context.write(data, promise: promise)
     }
 
-    /// What follows `/v1/auth/check` split at its slashes (as Hummingbird's catch-all parameter splits it), or nil
-    /// when the request is not one this handler answers.
-    static func checkSuffix(_ request: HTTPRequest) -> [Substring]? {
+    /// The request's path without its query, and what follows `/v1/auth/check` split at its slashes (as
+    /// Hummingbird's catch-all parameter splits it); nil when the request is not one this handler answers.
+    static func checkTarget(_ request: HTTPRequest) -> (path: Substring, suffix: [Substring])? {
         guard let target = request.path, Self.isCheckMethod(request.method) else { return nil }
         let bytes = target.utf8
         let base = Self.checkPath.utf8
         guard bytes.starts(with: base) else { return nil }
         var index = bytes.index(bytes.startIndex, offsetBy: base.count)
-        guard index != bytes.endIndex else { return [] }
+        guard index != bytes.endIndex else { return (target[...], []) }
         switch bytes[index] {
-        case UInt8(ascii: "?"): return []
+        case UInt8(ascii: "?"): return (target[..<index], [])
         case UInt8(ascii: "/"): break
         default: return nil  // /v1/auth/checks, or a fragment
         }
@@ -136,7 +136,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             guard bytes[index] != UInt8(ascii: "#") else { return nil }
             bytes.formIndex(after: &index)
         }
-        return target[start..<index].split(separator: "/", omittingEmptySubsequences: true)
+        return (target[..<index], target[start..<index].split(separator: "/", omittingEmptySubsequences: true))
     }
 
     private static let checkPath = "/v1/auth/check"
@@ -150,7 +150,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private func answer(_ check: Check, context: ChannelHandlerContext) {
         let request = check.request
-        var answer = self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.suffix)
+        var answer = self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix)
         let requestID = RequestObservation.usableID(request.headerFields[.requestID]) ?? RequestID().description
         let length = answer.body?.readableBytes ?? 0
         answer.headers[.contentLength] = String(length)
@@ -168,23 +168,16 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             self.needsFlush = true
         }
 
-        let duration = ContinuousClock.now - check.started
-        let route = check.suffix.isEmpty ? "/v1/auth/check" : "/v1/auth/check/**"
-        self.metrics?.recordRequest(route: route, method: request.method.rawValue, status: answer.status.code, duration: duration)
-        if self.logger.logLevel <= .info {
-            let target = request.path ?? "/"
-            self.logger.info(
-                "request",
-                metadata: [
-                    "hb.request.id": .string(requestID),
-                    "method": .string(request.method.rawValue),
-                    "route": .string(route),
-                    "path": .string(String(target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...])),
-                    "status": .stringConvertible(answer.status.code),
-                    "duration_ms": .string(RequestObservation.milliseconds(duration)),
-                ]
-            )
-        }
+        RequestObservation.finished(
+            method: request.method,
+            route: check.target.suffix.isEmpty ? "/v1/auth/check" : "/v1/auth/check/**",
+            path: check.target.path,
+            status: answer.status,
+            duration: ContinuousClock.now - check.started,
+            requestID: requestID,
+            metrics: self.metrics,
+            logger: self.logger
+        )
     }
 }
 

@@ -27,22 +27,44 @@ struct RequestObservation: RouterMiddleware {
         }
         var response = try await next(request, context)
         response.headers[.requestID] = requestID
-        let duration = ContinuousClock.now - started
-        let route = context.endpointPath ?? "unmatched"
-        self.metrics?.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, duration: duration)
-        if context.logger.logLevel <= .info {
-            context.logger.info(
-                "request",
-                metadata: [
-                    "method": .string(request.method.rawValue),
-                    "route": .string(route),
-                    "path": .string(request.uri.path),
-                    "status": .stringConvertible(response.status.code),
-                    "duration_ms": .string(Self.milliseconds(duration)),
-                ]
-            )
-        }
+        Self.finished(
+            method: request.method,
+            route: context.endpointPath ?? "unmatched",
+            path: request.uri.path,
+            status: response.status,
+            duration: ContinuousClock.now - started,
+            metrics: self.metrics,
+            logger: context.logger
+        )
         return response
+    }
+
+    /// Counts a finished request in `/metrics` and writes its access log line: for requests through the router, and
+    /// for the checks ``ForwardAuthChannelHandler`` answers below it. `requestID` is for a logger that does not
+    /// carry the request's id in its metadata already.
+    static func finished(
+        method: HTTPRequest.Method,
+        route: String,
+        path: some StringProtocol,
+        status: HTTPResponse.Status,
+        duration: Duration,
+        requestID: String? = nil,
+        metrics: ServerMetrics?,
+        logger: Logger
+    ) {
+        metrics?.recordRequest(route: route, method: method.rawValue, status: status.code, duration: duration)
+        guard logger.logLevel <= .info else { return }
+        var metadata: Logger.Metadata = [
+            "method": .string(method.rawValue),
+            "route": .string(route),
+            "path": .string(String(path)),
+            "status": .stringConvertible(status.code),
+            "duration_ms": .string(Self.milliseconds(duration)),
+        ]
+        if let requestID {
+            metadata["hb.request.id"] = .string(requestID)
+        }
+        logger.info("request", metadata: metadata)
     }
 
     static func usableID(_ value: String?) -> String? {
