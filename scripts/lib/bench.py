@@ -836,78 +836,58 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-    upstream keysmith {{
-        server 127.0.0.1:{keysmith};
-        keepalive 64;
-    }}
-    # The same Keysmith build with KEYSMITH_CHECKS_ON_EVENT_LOOP=false: every check through Hummingbird's router.
-    upstream keysmith_router {{
-        server 127.0.0.1:{keysmith_router};
-        keepalive 64;
-    }}
+{upstreams}
     # The baseline's auth server: answers 200 at once, in the same nginx worker.
-    upstream noop {{
-        server 127.0.0.1:{noop};
-        keepalive 64;
-    }}
     server {{
         listen 127.0.0.1:{noop};
         location / {{ return 200; }}
     }}
     server {{
         listen 127.0.0.1:{port};
-        # As docs/gateways.md's recipe, with Keysmith or with the no-op upstream as the auth server.
-        location /keysmith/ {{
-            auth_request /_keysmith;
-            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
-            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
-            alias {root}/static/;
-        }}
-        location /router/ {{
-            auth_request /_router;
-            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
-            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
-            alias {root}/static/;
-        }}
-        location /noop/ {{
-            auth_request /_noop;
-            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
-            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
-            alias {root}/static/;
-        }}
-        location = /_keysmith {{
-            internal;
-            proxy_pass http://keysmith/v1/auth/check;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-        location = /_router {{
-            internal;
-            proxy_pass http://keysmith_router/v1/auth/check;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-        location = /_noop {{
-            internal;
-            proxy_pass http://noop/v1/auth/check;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
+{locations}
     }}
 }}
 """
+
+# One auth server: its keepalive upstream, and a location that serves the static file behind auth_request to it, as
+# docs/gateways.md's recipe does.
+NGINX_UPSTREAM = """
+    upstream {name} {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+"""
+
+NGINX_AUTH_LOCATIONS = """
+        location /{name}/ {{
+            auth_request /_{name};
+            auth_request_set $keysmith_project $upstream_http_x_keysmith_project_id;
+            auth_request_set $keysmith_key $upstream_http_x_keysmith_key_id;
+            alias {root}/static/;
+        }}
+        location = /_{name} {{
+            internal;
+            proxy_pass http://{name}/v1/auth/check;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+"""
+
+
+def nginx_config(root: Path, port: int, noop: int, auth_servers: dict[str, int]) -> str:
+    """nginx listening on `port`, with /NAME/model.json behind auth_request to each of `auth_servers` (name: port);
+    `noop` is the port of nginx's own no-op auth server, which `auth_servers` may name."""
+    return NGINX_CONFIG.format(
+        root=root,
+        port=port,
+        noop=noop,
+        upstreams="".join(NGINX_UPSTREAM.format(name=name, upstream_port=upstream) for name, upstream in auth_servers.items()),
+        locations="".join(NGINX_AUTH_LOCATIONS.format(name=name, root=root) for name in auth_servers),
+    )
 
 
 def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Path) -> bool:
@@ -933,8 +913,9 @@ def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Pa
         admin_key=server.admin_key,
         settings={"KEYSMITH_CHECKS_ON_EVENT_LOOP": "false"},
     )
+    # keysmith_router: the same build with KEYSMITH_CHECKS_ON_EVENT_LOOP=false, every check through Hummingbird's router.
     (root / "nginx.conf").write_text(
-        NGINX_CONFIG.format(root=root, keysmith=server.port, keysmith_router=through_router.port, port=port, noop=noop)
+        nginx_config(root, port, noop, {"keysmith": server.port, "keysmith_router": through_router.port, "noop": noop})
     )
     process = subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf")], stderr=subprocess.PIPE)
     try:
@@ -971,7 +952,7 @@ def verify_nginx(args, server: Server, seeded: dict, directory: Path, script: Pa
                 ("nginx, auth_request to Keysmith", f"http://127.0.0.1:{port}/keysmith/model.json", {}, f"{script} {valid_file}"),
                 (
                     "nginx, auth_request to Keysmith, checks through the router",
-                    f"http://127.0.0.1:{port}/router/model.json",
+                    f"http://127.0.0.1:{port}/keysmith_router/model.json",
                     {},
                     f"{script} {valid_file}",
                 ),
