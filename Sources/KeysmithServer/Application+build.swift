@@ -94,7 +94,12 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     let admin = AdminRouter(router: router, authenticator: authenticator)
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
     AdminRoutes(keysmith: keysmith).register(on: admin)
-    let forwardAuth = ForwardAuth(verifier: verifier, usage: usage, health: feed.health)
+    let forwardAuth = ForwardAuth(
+        verifier: verifier,
+        usage: usage,
+        health: feed.health,
+        trustedSource: configuration.trustedRequestHeaders
+    )
     VerificationRoutes(forwardAuth: forwardAuth, reader: keysmith.reader).register(on: admin)
     if configuration.dashboard {
         try Dashboard(

@@ -66,6 +66,9 @@ public struct KeysmithConfiguration: Sendable {
     /// Off, every check goes through the router like any request: the same answers, at a higher cost. A switch for
     /// comparing the two (`scripts/bench verify` does) and for ruling the handler out when diagnosing.
     public var checksOnEventLoop: Bool
+    /// The one source `/v1/auth/check` reads the original request from (`--trusted-request-headers`); nil reads
+    /// every source a gateway might use and refuses a check whose descriptions disagree.
+    public var trustedRequestHeaders: RequestDescriptionSource?
 
     public init(
         host: String = "127.0.0.1",
@@ -83,7 +86,8 @@ public struct KeysmithConfiguration: Sendable {
         inviteLifetime: Duration = .seconds(7 * 24 * 3600),
         dashboard: Bool = true,
         dashboardSessionIdleTimeout: Duration = .seconds(30 * 60),
-        checksOnEventLoop: Bool = true
+        checksOnEventLoop: Bool = true,
+        trustedRequestHeaders: RequestDescriptionSource? = nil
     ) {
         self.host = host
         self.port = port
@@ -101,6 +105,7 @@ public struct KeysmithConfiguration: Sendable {
         self.dashboard = dashboard
         self.dashboardSessionIdleTimeout = dashboardSessionIdleTimeout
         self.checksOnEventLoop = checksOnEventLoop
+        self.trustedRequestHeaders = trustedRequestHeaders
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

@@ -106,6 +106,15 @@ struct Serve: AsyncParsableCommand {
     )
     var inviteLifetime: Int?
 
+    @Option(
+        name: .customLong("trusted-request-headers"),
+        help: ArgumentHelp(
+            "Read the original request of /v1/auth/check only from this gateway's headers: nginx (X-Original-Method/-URI), traefik or caddy (X-Forwarded-Method/-Uri), envoy (the path after /v1/auth/check). Default: all of them, refusing a check where they disagree. Environment: KEYSMITH_TRUSTED_REQUEST_HEADERS.",
+            valueName: "gateway"
+        )
+    )
+    var trustedRequestHeaders: String?
+
     @Flag(
         name: .customLong("no-bootstrap-admin-key"),
         help: ArgumentHelp(
@@ -139,6 +148,14 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
+    func trustedRequestSource() throws -> RequestDescriptionSource? {
+        guard let name = self.trustedRequestHeaders ?? Environment.value("KEYSMITH_TRUSTED_REQUEST_HEADERS") else { return nil }
+        guard let source = RequestDescriptionSource(name: name) else {
+            throw ValidationError("--trusted-request-headers '\(name)' is not one of nginx, traefik, caddy, envoy")
+        }
+        return source
+    }
+
     func inviteLifetimeSeconds() throws -> Int {
         let seconds =
             try self.inviteLifetime
@@ -170,7 +187,8 @@ struct Serve: AsyncParsableCommand {
                 inviteLifetime: .seconds(try self.inviteLifetimeSeconds()),
                 dashboard: try self.dashboardEnabled(),
                 // Not a flag: a switch for benchmarks and diagnosis (docs/operations.md), off only when asked.
-                checksOnEventLoop: try Self.environmentSwitch("KEYSMITH_CHECKS_ON_EVENT_LOOP") ?? true
+                checksOnEventLoop: try Self.environmentSwitch("KEYSMITH_CHECKS_ON_EVENT_LOOP") ?? true,
+                trustedRequestHeaders: try self.trustedRequestSource()
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {

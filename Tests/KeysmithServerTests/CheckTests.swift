@@ -125,7 +125,7 @@ struct CheckTests {
     }
 
     @Test(
-        "Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request, and only reported without one",
+        "Scopes are enforced from Traefik's, nginx's and Envoy's view of the original request; a scoped key without one is refused",
         arguments: TestEngine.available,
         Transport.checkPaths
     )
@@ -135,9 +135,10 @@ struct CheckTests {
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
 
-            let reported = try await app.check(reader.value)
-            #expect(reported.status == .ok)
-            #expect(reported.headers[HTTPField.Name("X-Keysmith-Scopes")!] == "api.model.read")
+            // Without the original request a scoped key cannot be judged: refused, saying what the gateway must send.
+            let unjudged = try await app.check(reader.value)
+            unjudged.expectError(.forbidden, code: "original_request_required")
+            #expect((unjudged.error["message"] as? String)?.contains("X-Original-Method") == true)
 
             func traefik(_ method: String, _ uri: String) async throws -> Reply {
                 try await app.check(
@@ -182,6 +183,140 @@ struct CheckTests {
             // Changing the scopes applies at once.
             _ = try await app.post("/projects/\(projectID)/api_keys/\(reader.id)", #"{"scopes":["api.model.request"]}"#)
             #expect(try await traefik("POST", "/v1/chat/completions").status == .ok)
+
+            // An unrestricted key needs no original request: it may make any request.
+            let reported = try await app.check(unrestricted.value)
+            #expect(reported.status == .ok)
+            #expect(reported.headers[HTTPField.Name("X-Keysmith-Scopes")!] == "")
+        }
+    }
+
+    static let forwardedMethod = HTTPField.Name("X-Forwarded-Method")!
+    static let forwardedURI = HTTPField.Name("X-Forwarded-Uri")!
+    static let originalMethod = HTTPField.Name("X-Original-Method")!
+    static let originalURI = HTTPField.Name("X-Original-URI")!
+
+    @Test(
+        "Two descriptions of the original request that disagree, or half of one, are refused whatever the key",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func forgedDescriptions(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
+            let unrestricted = try await app.userKey(projectID: projectID, userID: userID)
+
+            // The review's replay: behind nginx, the client adds Traefik's headers claiming a read.
+            let spoofed: HTTPFields = [
+                Self.originalMethod: "POST", Self.originalURI: "/v1/chat/completions",
+                Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models",
+            ]
+            for key in [reader.value, unrestricted.value] {
+                let refused = try await app.check(key, headers: spoofed)
+                refused.expectError(.forbidden, code: "conflicting_original_request")
+                let message = try #require(refused.error["message"] as? String)
+                #expect(message.contains("X-Original-Method") && message.contains("X-Forwarded-Method"), "\(message)")
+            }
+            // Envoy's path against a header: the same.
+            try await app.check(
+                reader.value,
+                method: .post,
+                path: "/v1/auth/check/v1/chat/completions",
+                headers: [Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models"]
+            ).expectError(.forbidden, code: "conflicting_original_request")
+            // Half of a description is no description to trust.
+            try await app.check(unrestricted.value, headers: [Self.forwardedURI: "/v1/models"])
+                .expectError(.forbidden, code: "conflicting_original_request")
+            try await app.check(unrestricted.value, headers: [Self.originalMethod: "GET"])
+                .expectError(.forbidden, code: "conflicting_original_request")
+
+            // Descriptions that agree (the same request, however spelled) are one description.
+            let agreeing: HTTPFields = [
+                Self.originalMethod: "get", Self.originalURI: "/v1/models?limit=1",
+                Self.forwardedMethod: "GET", Self.forwardedURI: "/v1//models/",
+            ]
+            #expect(try await app.check(reader.value, headers: agreeing).status == .ok)
+            #expect(try await app.check(reader.value, method: .get, path: "/v1/auth/check/v1/models", headers: agreeing).status == .ok)
+            // A bad key is still a bad key first.
+            try await app.check("sk-proj-garbage", headers: spoofed).expectError(.unauthorized, code: "invalid_api_key")
+        }
+    }
+
+    @Test(
+        "With a trusted source named, only its description counts; without it a scoped key is refused",
+        arguments: TestEngine.available,
+        [RequestDescriptionSource.nginx, .traefik, .envoy]
+    )
+    func trustedSource(engine: TestEngine, source: RequestDescriptionSource) async throws {
+        try await Harness.run(engine, transport: .checksOnEventLoop, configure: { $0.trustedRequestHeaders = source }) { app in
+            let projectID = try await app.project()
+            let userID = try await app.member(of: projectID, email: "dev@example.com")
+            let reader = try await app.userKey(projectID: projectID, userID: userID, extra: #","scopes":["api.model.read"]"#)
+            let read: (method: HTTPRequest.Method, path: String, headers: HTTPFields)
+            let write: (method: HTTPRequest.Method, path: String, headers: HTTPFields)
+            // Everything but the trusted source claims the opposite of the truth.
+            switch source {
+            case .nginx:
+                read = (
+                    .get, "/v1/auth/check/v1/chat/completions",
+                    [
+                        Self.originalMethod: "GET", Self.originalURI: "/v1/models",
+                        Self.forwardedMethod: "POST", Self.forwardedURI: "/v1/chat/completions",
+                    ]
+                )
+                write = (
+                    .get, "/v1/auth/check/v1/models",
+                    [
+                        Self.originalMethod: "POST", Self.originalURI: "/v1/chat/completions",
+                        Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models",
+                    ]
+                )
+            case .traefik:
+                read = (
+                    .post, "/v1/auth/check/v1/chat/completions",
+                    [
+                        Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models",
+                        Self.originalMethod: "POST", Self.originalURI: "/v1/chat/completions",
+                    ]
+                )
+                write = (
+                    .get, "/v1/auth/check/v1/models",
+                    [
+                        Self.forwardedMethod: "POST", Self.forwardedURI: "/v1/chat/completions",
+                        Self.originalMethod: "GET", Self.originalURI: "/v1/models",
+                    ]
+                )
+            case .envoy:
+                read = (
+                    .get, "/v1/auth/check/v1/models",
+                    [
+                        Self.forwardedMethod: "POST", Self.forwardedURI: "/v1/chat/completions",
+                        Self.originalMethod: "POST", Self.originalURI: "/v1/chat/completions",
+                    ]
+                )
+                write = (
+                    .post, "/v1/auth/check/v1/chat/completions",
+                    [
+                        Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models",
+                        Self.originalMethod: "GET", Self.originalURI: "/v1/models",
+                    ]
+                )
+            }
+            #expect(try await app.check(reader.value, method: read.method, path: read.path, headers: read.headers).status == .ok)
+            try await app.check(reader.value, method: write.method, path: write.path, headers: write.headers)
+                .expectError(.forbidden, code: "missing_scope")
+            // The other sources alone are not the trusted one: no original request, so a scoped key is refused.
+            var others = read.headers
+            switch source {
+            case .nginx: (others[Self.originalMethod], others[Self.originalURI]) = (nil, nil)
+            case .traefik: (others[Self.forwardedMethod], others[Self.forwardedURI]) = (nil, nil)
+            case .envoy: break
+            }
+            let path = source == .envoy ? "/v1/auth/check" : read.path
+            try await app.check(reader.value, method: read.method, path: path, headers: others)
+                .expectError(.forbidden, code: "original_request_required")
         }
     }
 

@@ -92,20 +92,20 @@ struct Harness: Sendable {
         transport: Transport = .router,
         usageFlushInterval: Duration = .seconds(3600),
         logger: Logger = Harness.quietLogger,
+        configure: @Sendable (inout KeysmithConfiguration) -> Void = { _ in },
         _ body: @escaping @Sendable (Harness) async throws -> Void
     ) async throws {
         try await withTestDatabase(engine) { url in
             let clock = ManualClock()
-            let built = try await buildApplication(
-                KeysmithConfiguration(
-                    database: url,
-                    clock: clock.clock,
-                    bootstrapAdminKeyName: "test admin key",
-                    usageFlushInterval: usageFlushInterval,
-                    checksOnEventLoop: transport != .checksThroughRouter
-                ),
-                logger: logger
+            var configuration = KeysmithConfiguration(
+                database: url,
+                clock: clock.clock,
+                bootstrapAdminKeyName: "test admin key",
+                usageFlushInterval: usageFlushInterval,
+                checksOnEventLoop: transport != .checksThroughRouter
             )
+            configure(&configuration)
+            let built = try await buildApplication(configuration, logger: logger)
             let adminKey = try #require(built.bootstrap?.adminKey)
             let keysmith = built.keysmith
             let usage = built.usage

@@ -35,6 +35,9 @@ struct ForwardAuth: Sendable {
     let verifier: KeyVerifier
     let usage: UsageRecorder
     let health: VerificationHealth
+    /// The one place the original request is read from, when the operator named one; nil reads every place and
+    /// refuses a check whose descriptions disagree.
+    var trustedSource: RequestDescriptionSource? = nil
 
     /// The methods a gateway forwards; others are not a check (404, as for any unknown route).
     static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
@@ -46,10 +49,11 @@ struct ForwardAuth: Sendable {
         var body: ByteBuffer?
     }
 
-    /// 200 with identity headers for a good project or service account key; 401 (or 403 for a missing scope) in
-    /// OpenAI's envelope otherwise. Answered from memory, whatever the key; `X-Keysmith-Stale: true` when that memory
-    /// may be behind the database (see ``VerificationHealth``). `suffix` is what follows `/v1/auth/check/` in the
-    /// path, split at its slashes (Envoy's original path).
+    /// 200 with identity headers for a good project or service account key; 401 in OpenAI's envelope for a bad one;
+    /// 403 for a scoped key whose scopes do not cover the original request, or that comes without one, and for any
+    /// check whose description of the original request cannot be trusted. Answered from memory, whatever the key;
+    /// `X-Keysmith-Stale: true` when that memory may be behind the database (see ``VerificationHealth``). `suffix` is
+    /// what follows `/v1/auth/check/` in the path, split at its slashes (Envoy's original path).
     func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
         var answer = self.decide(method: method, headers: headers, suffix: suffix)
         if self.health.isStale {
@@ -66,35 +70,42 @@ struct ForwardAuth: Sendable {
         guard verification.isValid, let key = verification.key else {
             return Answer(Self.refusal(verification.code, token: token))
         }
-        if let original = Self.originalRequest(method: method, headers: headers, suffix: suffix),
-            let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path)
-        {
+        switch OriginalRequest.described(method: method, headers: headers, suffix: suffix, trusting: self.trustedSource) {
+        case .untrustworthy(let reason):
             return Answer(
                 OpenAIError(
                     status: .forbidden,
-                    message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
-                        + "Check that your API key has the right scopes.",
-                    code: "missing_scope"
+                    message: "The check's description of the original request cannot be trusted: \(reason). "
+                        + "A gateway must send one description of the request it forwards (see docs/gateways.md).",
+                    code: "conflicting_original_request"
                 )
             )
+        case .absent:
+            guard key.scopes.isEmpty else {
+                return Answer(
+                    OpenAIError(
+                        status: .forbidden,
+                        message: "This key has scopes (\(key.scopes.joined(separator: ", "))), so the request it makes must be "
+                            + "known: the gateway must pass the original method and URI "
+                            + "(\(OriginalRequest.expected(self.trustedSource)); see docs/gateways.md).",
+                        code: "original_request_required"
+                    )
+                )
+            }
+        case .request(let original):
+            if let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path) {
+                return Answer(
+                    OpenAIError(
+                        status: .forbidden,
+                        message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
+                            + "Check that your API key has the right scopes.",
+                        code: "missing_scope"
+                    )
+                )
+            }
         }
         self.usage.recordAPIKeyUse(key.id)
         return Answer(status: .ok, headers: key.identityHeaders, body: nil)
-    }
-
-    /// The request the gateway is asking about: Traefik's `X-Forwarded-Method`/`X-Forwarded-Uri`, nginx's
-    /// `X-Original-Method`/`X-Original-URI`, or Envoy's method with the original path appended to the check path.
-    static func originalRequest(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> (method: String, path: String)? {
-        if let method = headers[.forwardedMethod], let uri = headers[.forwardedURI] {
-            return (method, uri)
-        }
-        if let method = headers[.originalMethod], let uri = headers[.originalURI] {
-            return (method, uri)
-        }
-        if !suffix.isEmpty {
-            return (method.rawValue, "/" + suffix.joined(separator: "/"))
-        }
-        return nil
     }
 
     static func refusal(_ code: VerificationCode, token: Substring) -> OpenAIError {
