@@ -116,7 +116,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     // metrics listener, the change feed, the usage recorder's last flush, and finally the database.
     var services: [any Service] = [DatabaseService(store: store), usage, feed]
     if let address = configuration.metricsAddress {
-        services.append(metricsApplication(metrics, index: index, address: address, logger: logger))
+        services.append(try metricsApplication(metrics, index: index, address: address, logger: logger))
     }
     let registry = ConnectionRegistry(limits: configuration.connectionLimits, logger: logger, metrics: metrics)
     let scheme = tlsConfiguration == nil ? "http" : "https"
@@ -163,7 +163,7 @@ private func guardedServer(
     registry: ConnectionRegistry,
     tls: TLSConfiguration?,
     forwardAuth: ForwardAuth?,
-    metrics: ServerMetrics,
+    metrics: ServerMetrics?,
     logger: Logger
 ) throws -> HTTPServerBuilder {
     HTTPServerBuilder { responder in
@@ -234,18 +234,22 @@ private func metricsResponse(_ metrics: ServerMetrics, index: VerificationIndex)
     )
 }
 
-/// `GET /metrics` without authentication on its own listener (`--metrics-address`), for a private network.
+/// `GET /metrics` without authentication on its own listener (`--metrics-address`), for a private network, behind a
+/// connection guard of its own: the main listener's deadlines and ``ConnectionLimits/metricsListener``'s few
+/// connections, so that sockets held open on it cannot take the process's file descriptors from the main listener.
 private func metricsApplication(
     _ metrics: ServerMetrics,
     index: VerificationIndex,
     address: KeysmithConfiguration.ListenAddress,
     logger: Logger
-) -> some Service {
+) throws -> some Service {
     let router = Router(context: KeysmithRequestContext.self)
     router.add(middleware: OpenAIErrorMiddleware())
     router.route("/metrics", [.get: { _, _ in metricsResponse(metrics, index: index) }])
+    let registry = ConnectionRegistry(limits: .metricsListener, listener: "metrics", logger: logger, metrics: nil)
     return Application(
         router: router,
+        server: try guardedServer(registry: registry, tls: nil, forwardAuth: nil, metrics: nil, logger: logger),
         configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
         onServerRunning: { channel in
             logger.info("Serving /metrics without authentication on \(address.host):\(channel.localAddress?.port ?? address.port)")

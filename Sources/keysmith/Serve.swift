@@ -89,6 +89,15 @@ struct Serve: AsyncParsableCommand {
     var requestHeadTimeout: Double?
 
     @Option(
+        name: .customLong("request-body-timeout"),
+        help: ArgumentHelp(
+            "Answer 408 and close a connection whose request body makes no progress for this many seconds (default 10). Environment: KEYSMITH_REQUEST_BODY_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var requestBodyTimeout: Double?
+
+    @Option(
         name: .customLong("max-connections"),
         help: ArgumentHelp(
             "At most this many open connections (default: 90% of the open-file limit). Environment: KEYSMITH_MAX_CONNECTIONS.",
@@ -278,6 +287,14 @@ struct Serve: AsyncParsableCommand {
         {
             guard seconds > 0 else { throw ValidationError("the request head timeout must be more than 0 seconds") }
             limits.requestHeadTimeout = .milliseconds(Int64(seconds * 1000))
+        }
+        if let seconds = try self.requestBodyTimeout
+            ?? Environment.value("KEYSMITH_REQUEST_BODY_TIMEOUT").map({
+                try Self.parse($0, "KEYSMITH_REQUEST_BODY_TIMEOUT", as: Double.self)
+            })
+        {
+            guard seconds > 0 else { throw ValidationError("the request body timeout must be more than 0 seconds") }
+            limits.requestBodyTimeout = .milliseconds(Int64(seconds * 1000))
         }
         if let count = try self.maxConnections
             ?? Environment.value("KEYSMITH_MAX_CONNECTIONS").map({

@@ -191,6 +191,72 @@ struct ForwardAuthChannelHandlerTests {
             #expect(!channel.isActive)
         }
     }
+
+    @Test("A check's body is read and dropped up to 8 KiB; past that it is refused with 413 and the connection closed")
+    func limitsBodies() async throws {
+        try await Self.withChannel { channel, _, _ in
+            try channel.writeInbound(Self.request("/v1/auth/check", method: .post))
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: 120, count: ForwardAuthChannelHandler.maximumBodySize)))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            #expect(try Self.answered(channel) == [.unauthorized])
+            #expect(channel.isActive)
+
+            try channel.writeInbound(Self.request("/v1/auth/check", method: .post))
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: 120, count: 6000)))
+            #expect(try Self.answered(channel).isEmpty)
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: 120, count: 6000)))
+            // Refused before the body ends, and the rest of it goes nowhere.
+            var parts: [HTTPResponsePart] = []
+            while let part = try channel.readOutbound(as: HTTPResponsePart.self) { parts.append(part) }
+            guard case .head(let response) = parts.first, case .body(let body) = parts.dropFirst().first else {
+                Issue.record("expected a head and a body, got \(parts)")
+                return
+            }
+            #expect(response.status == .contentTooLarge && response.headerFields[.connection] == "close")
+            #expect(String(buffer: body).contains(#""code":"request_too_large""#))
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: 120, count: 6000)))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil)
+            channel.embeddedEventLoop.run()
+            #expect(!channel.isActive)
+        }
+    }
+
+    @Test("A graceful shutdown waits for the check being read: it is answered first, then the connection may close")
+    func finishesChecksOnQuiesce() async throws {
+        try await Self.withChannel { channel, _, _ in
+            let events = EventRecorder()
+            try channel.pipeline.syncOperations.addHandler(events)
+            // Idle: the event goes on at once.
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            #expect(events.quiesceEvents == 1)
+        }
+        try await Self.withChannel { channel, _, _ in
+            let events = EventRecorder()
+            try channel.pipeline.syncOperations.addHandler(events)
+            try channel.writeInbound(Self.request("/v1/auth/check", method: .post))
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "he")))
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            #expect(events.quiesceEvents == 0)
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "llo")))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            channel.pipeline.fireChannelReadComplete()
+            channel.embeddedEventLoop.run()
+            #expect(try Self.answered(channel) == [.unauthorized])
+            #expect(events.quiesceEvents == 1)
+        }
+    }
+}
+
+/// Counts the quiesce events that get past the handler under test.
+final class EventRecorder: ChannelInboundHandler {
+    typealias InboundIn = Any
+    private(set) var quiesceEvents = 0
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { self.quiesceEvents += 1 }
+        context.fireUserInboundEventTriggered(event)
+    }
 }
 
 /// Counts the reads that reach the front of the pipeline.

@@ -28,6 +28,8 @@ struct Dashboard: Sendable {
     static let sessionCookie = "keysmith_session"
     static let signInCookie = "keysmith_sign_in"
     static let maximumFormSize = 64 * 1024
+    /// The sign-in form is read before anyone is known: an admin key and a token fit in far less.
+    static let maximumSignInFormSize = 4 * 1024
 
     init(
         keysmith: Keysmith,
@@ -220,7 +222,7 @@ struct Dashboard: Sendable {
             response.headers[.retryAfter] = String(wait)
             return response
         }
-        let form = try await DashboardForm.parse(request)
+        let form = try await DashboardForm.parse(request, upTo: Self.maximumSignInFormSize)
         guard let expected = request.cookies[Self.signInCookie]?.value, let sent = form["csrf_token"], constantTimeEquals(expected, sent)
         else {
             return try self.signInPage(request, error: "The sign-in form expired. Enter the key again.", status: .forbidden)
@@ -270,9 +272,9 @@ struct DashboardForm: Sendable {
         self.values = [:]
     }
 
-    /// An `application/x-www-form-urlencoded` body of at most 64 KiB.
-    static func parse(_ request: Request) async throws -> DashboardForm {
-        let buffer = try await request.body.collect(upTo: Dashboard.maximumFormSize)
+    /// An `application/x-www-form-urlencoded` body of at most `limit` bytes (64 KiB unless given).
+    static func parse(_ request: Request, upTo limit: Int = Dashboard.maximumFormSize) async throws -> DashboardForm {
+        let buffer = try await request.body.collect(upTo: limit)
         return try DashboardForm(query: String(buffer: buffer))
     }
 
@@ -346,7 +348,7 @@ struct DashboardError {
         case is DatabaseUnavailableError:
             rendered = OpenAIError(status: .serviceUnavailable, message: "The database is unavailable; try again shortly.")
         case is NIOTooManyBytesError:
-            rendered = OpenAIError(status: .contentTooLarge, message: "The form is larger than the 64 KiB the dashboard accepts.")
+            rendered = OpenAIError(status: .contentTooLarge, message: "The form is larger than the dashboard accepts.")
         default: rendered = nil
         }
         guard let rendered else {

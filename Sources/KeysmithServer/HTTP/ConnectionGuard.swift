@@ -14,24 +14,32 @@ import Synchronization
     import Darwin
 #endif
 
-/// How long a client connection may sit idle or dribble a request head, and how many may be open at once.
+/// How long a client connection may sit idle, dribble a request head or stall a request body, and how many may be
+/// open at once.
 public struct ConnectionLimits: Sendable {
     /// A connection with no request in progress is closed after this long (keep-alive connections and
-    /// connections that never send anything alike).
+    /// connections that never send anything alike). So is one whose client has taken nothing the server wrote for
+    /// this long.
     public var idleTimeout: Duration
     /// Once a request's first bytes arrive, its head (request line and headers) must be complete within this long.
     public var requestHeadTimeout: Duration
-    /// At most this many connections are open. A new connection past the limit closes the one that has been idle
-    /// longest; only when every connection is busy with a request is the new one refused.
+    /// While the server waits for more of a request's body, some must arrive within this long; otherwise the request
+    /// is answered 408 and the connection closed.
+    public var requestBodyTimeout: Duration
+    /// At most this many connections are open. A new connection past the limit closes the one that has made no
+    /// progress for longest, among those that are idle or waiting on their client (a stalled body, an answer the
+    /// client does not read); only when every connection is busy being answered is the new one refused.
     public var maximumConnections: Int
 
     public init(
         idleTimeout: Duration = .seconds(60),
         requestHeadTimeout: Duration = .seconds(10),
+        requestBodyTimeout: Duration = .seconds(10),
         maximumConnections: Int = ConnectionLimits.defaultMaximumConnections
     ) {
         self.idleTimeout = idleTimeout
         self.requestHeadTimeout = requestHeadTimeout
+        self.requestBodyTimeout = requestBodyTimeout
         self.maximumConnections = maximumConnections
     }
 
@@ -43,53 +51,94 @@ public struct ConnectionLimits: Sendable {
         let files = Int(clamping: limit.rlim_cur)
         return max(16, min(files - 128, files * 9 / 10))
     }
+
+    /// The metrics listener's limits: the main listener's deadlines, and a few connections (a scraper needs one).
+    public static let metricsListener = ConnectionLimits(maximumConnections: 16)
 }
 
 /// One client connection's state, shared by its channel handlers (on its event loop) and the registry (anywhere).
+/// Times are monotonic nanoseconds (``now(_:)``); 0 means "not now".
 final class TrackedConnection: Sendable {
     let channel: any Channel
-    /// A request is being read or answered.
-    let isBusy = Atomic(false)
-    /// When the connection was last active (opened, or finished a response), in monotonic nanoseconds.
+    /// Requests whose head has been read and whose response has not been written to its end. Counted, not flagged:
+    /// with pipelining, the second request is in flight when the first one's answer ends.
+    let requestsInFlight = Atomic(0)
+    /// A request's head has been read and its end has not: its body is on its way.
+    let isReadingRequest = Atomic(false)
+    /// When the connection last made progress: opened, finished a response, or received some of a request's body.
     let lastActive: Atomic<Int64>
-    /// When the first bytes of a request whose head is not complete yet arrived; 0 when there are none.
+    /// When the first bytes of a request whose head is not complete yet arrived.
     let headStartedAt = Atomic<Int64>(0)
+    /// Since when the server has been ready for more of a request's body that has not come.
+    let bodyWaitingSince = Atomic<Int64>(0)
+    /// Since when the client has not taken what the server wrote (the channel is not writable).
+    let unwritableSince = Atomic<Int64>(0)
 
     init(channel: any Channel, now: Int64) {
         self.channel = channel
         self.lastActive = Atomic(now)
     }
 
-    static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+    /// The event loop's monotonic clock in nanoseconds (an embedded loop's own, in tests).
+    static func now(_ eventLoop: any EventLoop) -> Int64 { Int64(eventLoop.now.uptimeNanoseconds) }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    /// Since when the connection has made no progress, if it is one the limit may close to admit a new one: idle (no
+    /// request in flight), or waiting on its client (for more of a body, or to take what was written). Nil while it
+    /// is busy being answered.
+    var stalledSince: Int64? {
+        if self.requestsInFlight.load(ordering: .relaxed) == 0 { return self.lastActive.load(ordering: .relaxed) }
+        let body = self.bodyWaitingSince.load(ordering: .relaxed)
+        let writes = self.unwritableSince.load(ordering: .relaxed)
+        switch (body, writes) {
+        case (0, 0): return nil
+        case (0, _): return writes
+        case (_, 0): return body
+        default: return min(body, writes)
+        }
+    }
 }
 
-/// Every open client connection, for the connection limit.
+/// Every open client connection of one listener, for its connection limit.
 final class ConnectionRegistry: Sendable {
     let limits: ConnectionLimits
+    /// Which listener, for the log line at the limit.
+    let listener: String
     private let logger: Logger
     let metrics: ServerMetrics?
     private let connections = Mutex<[ObjectIdentifier: TrackedConnection]>([:])
     /// When a refusal or eviction was last logged: at most one line every 10 seconds, with counts.
     private let lastNotice = Mutex<(at: Int64, evicted: Int, refused: Int)>((0, 0, 0))
 
-    init(limits: ConnectionLimits, logger: Logger, metrics: ServerMetrics?) {
+    init(limits: ConnectionLimits, listener: String = "main", logger: Logger, metrics: ServerMetrics?) {
         self.limits = limits
+        self.listener = listener
         self.logger = logger
         self.metrics = metrics
     }
 
     var count: Int { self.connections.withLock { $0.count } }
 
-    /// Admits a new connection, closing the longest-idle one if the limit is reached; nil when every open
-    /// connection is busy, in which case the caller closes the new one.
+    /// Admits a new connection, closing the connection stalled longest (``TrackedConnection/stalledSince``) if the
+    /// limit is reached; nil when every open connection is busy being answered, in which case the caller closes
+    /// the new one.
     func admit(_ channel: any Channel) -> TrackedConnection? {
-        let tracked = TrackedConnection(channel: channel, now: TrackedConnection.now())
+        let tracked = TrackedConnection(channel: channel, now: TrackedConnection.now(channel.eventLoop))
         let id = ObjectIdentifier(channel)
         let (admitted, evicted) = self.connections.withLock { table -> (Bool, TrackedConnection?) in
             var evicted: TrackedConnection?
             if table.count >= self.limits.maximumConnections {
-                evicted = table.values.lazy.filter { !$0.isBusy.load(ordering: .relaxed) }
-                    .min { $0.lastActive.load(ordering: .relaxed) < $1.lastActive.load(ordering: .relaxed) }
+                var oldest = Int64.max
+                for connection in table.values {
+                    if let since = connection.stalledSince, since < oldest {
+                        oldest = since
+                        evicted = connection
+                    }
+                }
                 guard let victim = evicted else { return (false, nil) }
                 table[ObjectIdentifier(victim.channel)] = nil
             }
@@ -121,7 +170,7 @@ final class ConnectionRegistry: Sendable {
     }
 
     private func notice(evicted: Int, refused: Int) {
-        let now = TrackedConnection.now()
+        let now = Int64(NIODeadline.now().uptimeNanoseconds)
         let report = self.lastNotice.withLock { notice -> (evicted: Int, refused: Int)? in
             notice.evicted += evicted
             notice.refused += refused
@@ -131,8 +180,9 @@ final class ConnectionRegistry: Sendable {
         }
         if let report {
             self.logger.warning(
-                "At the connection limit: closed idle connections to admit new ones, and refused new ones while all were busy",
+                "At the connection limit: closed stalled or idle connections to admit new ones, and refused new ones while all were busy",
                 metadata: [
+                    "listener": "\(self.listener)",
                     "maximum_connections": "\(self.limits.maximumConnections)",
                     "evicted": "\(report.evicted)",
                     "refused": "\(report.refused)",
@@ -174,9 +224,9 @@ struct GuardedChannel<Base: ServerChildChannel>: ServerChildChannel {
 /// The connection limit was reached and every connection was busy.
 struct ConnectionRefused: Error {}
 
-/// Closes a connection that stays idle past ``ConnectionLimits/idleTimeout``, or whose request head does not
-/// arrive within ``ConnectionLimits/requestHeadTimeout`` of its first bytes. Placed before everything else in the
-/// pipeline (TLS included), so a slow handshake counts as a slow head.
+/// Closes a connection that stays idle past ``ConnectionLimits/idleTimeout``, whose client takes nothing written to
+/// it for as long, or whose request head does not arrive within ``ConnectionLimits/requestHeadTimeout`` of its first
+/// bytes. Placed before everything else in the pipeline (TLS included), so a slow handshake counts as a slow head.
 ///
 /// Nothing is scheduled per request: the idle timer is re-armed only when it fires early, and the head timer only
 /// when a read ends with a head still incomplete.
@@ -193,14 +243,9 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
 
     init(connection: TrackedConnection, limits: ConnectionLimits, metrics: ServerMetrics?) {
         self.connection = connection
-        self.idleTimeout = Self.nanoseconds(limits.idleTimeout)
-        self.headTimeout = Self.nanoseconds(limits.requestHeadTimeout)
+        self.idleTimeout = TrackedConnection.nanoseconds(limits.idleTimeout)
+        self.headTimeout = TrackedConnection.nanoseconds(limits.requestHeadTimeout)
         self.metrics = metrics
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -213,8 +258,9 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if !self.connection.isBusy.load(ordering: .relaxed), self.connection.headStartedAt.load(ordering: .relaxed) == 0 {
-            self.connection.headStartedAt.store(TrackedConnection.now(), ordering: .relaxed)
+        // Bytes that arrive between requests start a head (bytes inside a request are its body).
+        if !self.connection.isReadingRequest.load(ordering: .relaxed), self.connection.headStartedAt.load(ordering: .relaxed) == 0 {
+            self.connection.headStartedAt.store(TrackedConnection.now(context.eventLoop), ordering: .relaxed)
         }
         context.fireChannelRead(data)
     }
@@ -222,33 +268,53 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
     func channelReadComplete(context: ChannelHandlerContext) {
         // The decoder has seen every byte of this read: a head that started but did not finish needs a deadline.
         let started = self.connection.headStartedAt.load(ordering: .relaxed)
-        if started != 0, self.headTimer == nil, !self.connection.isBusy.load(ordering: .relaxed) {
+        if started != 0, self.headTimer == nil {
             let deadline = started + self.headTimeout
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-            self.headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(0, deadline - TrackedConnection.now()))) {
+            self.headTimer = context.eventLoop.assumeIsolated().scheduleTask(
+                in: .nanoseconds(max(0, deadline - TrackedConnection.now(context.eventLoop)))
+            ) {
                 self.headTimer = nil
-                let context = loopContext.value
-                if !self.connection.isBusy.load(ordering: .relaxed), self.connection.headStartedAt.load(ordering: .relaxed) == started {
+                if self.connection.headStartedAt.load(ordering: .relaxed) == started {
                     self.metrics?.connectionsClosedHeadTimeout.increment()
-                    context.close(promise: nil)
+                    loopContext.value.close(promise: nil)
                 }
             }
         }
         context.fireChannelReadComplete()
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.connection.unwritableSince.store(0, ordering: .relaxed)
+        } else if self.connection.unwritableSince.load(ordering: .relaxed) == 0 {
+            self.connection.unwritableSince.store(TrackedConnection.now(context.eventLoop), ordering: .relaxed)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     private func armIdleTimer(_ context: ChannelHandlerContext, at deadline: Int64) {
         let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(0, deadline - TrackedConnection.now()))) {
+        self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(
+            in: .nanoseconds(max(0, deadline - TrackedConnection.now(context.eventLoop)))
+        ) {
             let context = loopContext.value
             let connection = self.connection
-            guard !connection.isBusy.load(ordering: .relaxed), connection.headStartedAt.load(ordering: .relaxed) == 0 else {
-                // Busy, or a head on its way (which has its own deadline): look again a whole timeout from now.
-                self.armIdleTimer(context, at: TrackedConnection.now() + self.idleTimeout)
+            let now = TrackedConnection.now(context.eventLoop)
+            if connection.requestsInFlight.load(ordering: .relaxed) > 0 || connection.headStartedAt.load(ordering: .relaxed) != 0 {
+                // Busy, or a head on its way (which has its own deadline, as a body has): only a client that takes
+                // none of what is written to it is closed here.
+                let unwritable = connection.unwritableSince.load(ordering: .relaxed)
+                if unwritable != 0, now - unwritable >= self.idleTimeout {
+                    self.metrics?.connectionsClosedWriteStalled.increment()
+                    context.close(promise: nil)
+                } else {
+                    self.armIdleTimer(context, at: (unwritable != 0 ? unwritable : now) + self.idleTimeout)
+                }
                 return
             }
             let idleUntil = connection.lastActive.load(ordering: .relaxed) + self.idleTimeout
-            if idleUntil <= TrackedConnection.now() {
+            if idleUntil <= now {
                 self.metrics?.connectionsClosedIdle.increment()
                 context.close(promise: nil)
             } else {
@@ -258,8 +324,14 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
     }
 }
 
-/// Marks where each request begins (its head is decoded) and ends (its response is written), for the deadlines
-/// and for the connection limit's choice of which connection to close.
+/// Follows each request from its head to its response's end, after HTTP decoding: counts the requests in flight, and
+/// times a request's body while the server waits for it. A body that makes no progress for
+/// ``ConnectionLimits/requestBodyTimeout`` is answered 408 (when no other answer is due first) and its connection
+/// closed. A response written before its request's body has all arrived (a refusal that needs no body) closes the
+/// connection after it, so that no client keeps a connection busy sending a body nobody reads.
+///
+/// No timer is scheduled for a request whose body arrives in the read that brought its head, as every bodiless
+/// request's does.
 final class ConnectionActivity: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -268,28 +340,130 @@ final class ConnectionActivity: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let registry: ConnectionRegistry
     private var connection: TrackedConnection?
+    private let bodyTimeout: Int64
+    private var bodyTimer: Scheduled<Void>?
+    /// A response head has been written and its end has not.
+    private var isAnswering = false
+    /// The response being written was begun before its request's body had all arrived: close after it.
+    private var closesAfterAnswer = false
 
     init(registry: ConnectionRegistry) {
         self.registry = registry
+        self.bodyTimeout = TrackedConnection.nanoseconds(registry.limits.requestBodyTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.connection = self.registry.connection(for: context.channel)
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.bodyTimer?.cancel()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = self.unwrapInboundIn(data), let connection = self.connection {
-            connection.isBusy.store(true, ordering: .relaxed)
-            connection.headStartedAt.store(0, ordering: .relaxed)
+        if let connection = self.connection {
+            switch self.unwrapInboundIn(data) {
+            case .head:
+                connection.requestsInFlight.add(1, ordering: .relaxed)
+                connection.isReadingRequest.store(true, ordering: .relaxed)
+                connection.headStartedAt.store(0, ordering: .relaxed)
+            case .body:
+                connection.bodyWaitingSince.store(0, ordering: .relaxed)
+                connection.lastActive.store(TrackedConnection.now(context.eventLoop), ordering: .relaxed)
+            case .end:
+                connection.isReadingRequest.store(false, ordering: .relaxed)
+                connection.bodyWaitingSince.store(0, ordering: .relaxed)
+            }
         }
         context.fireChannelRead(data)
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let connection = self.connection, self.bodyTimer == nil, connection.isReadingRequest.load(ordering: .relaxed) {
+            self.armBodyTimer(context, at: TrackedConnection.now(context.eventLoop) + self.bodyTimeout)
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // The server is ready for more; if a body is on its way, its client is what is waited for from now.
+        if let connection = self.connection, connection.isReadingRequest.load(ordering: .relaxed),
+            connection.bodyWaitingSince.load(ordering: .relaxed) == 0
+        {
+            connection.bodyWaitingSince.store(TrackedConnection.now(context.eventLoop), ordering: .relaxed)
+        }
+        context.read()
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = self.unwrapOutboundIn(data), let connection = self.connection {
-            connection.lastActive.store(TrackedConnection.now(), ordering: .relaxed)
-            connection.isBusy.store(false, ordering: .relaxed)
+        guard let connection = self.connection else {
+            context.write(data, promise: promise)
+            return
+        }
+        switch self.unwrapOutboundIn(data) {
+        case .head(var response):
+            self.isAnswering = true
+            if connection.isReadingRequest.load(ordering: .relaxed), connection.requestsInFlight.load(ordering: .relaxed) == 1 {
+                self.closesAfterAnswer = true
+                response.headerFields[.connection] = "close"
+                context.write(self.wrapOutboundOut(.head(response)), promise: promise)
+                return
+            }
+        case .body:
+            break
+        case .end:
+            self.isAnswering = false
+            connection.lastActive.store(TrackedConnection.now(context.eventLoop), ordering: .relaxed)
+            let remaining = connection.requestsInFlight.load(ordering: .relaxed)
+            if remaining > 0 { connection.requestsInFlight.store(remaining - 1, ordering: .relaxed) }
+            if self.closesAfterAnswer {
+                let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(data).whenComplete { result in
+                    promise?.completeWith(result)
+                    loopContext.value.close(promise: nil)
+                }
+                return
+            }
         }
         context.write(data, promise: promise)
+    }
+
+    /// Looks at the body being read when its deadline comes: no progress since the server became ready for more is
+    /// a timeout; progress moves the deadline on.
+    private func armBodyTimer(_ context: ChannelHandlerContext, at deadline: Int64) {
+        let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.bodyTimer = context.eventLoop.assumeIsolated().scheduleTask(
+            in: .nanoseconds(max(0, deadline - TrackedConnection.now(context.eventLoop)))
+        ) {
+            self.bodyTimer = nil
+            guard let connection = self.connection, connection.isReadingRequest.load(ordering: .relaxed) else { return }
+            let context = loopContext.value
+            let waiting = connection.bodyWaitingSince.load(ordering: .relaxed)
+            let now = TrackedConnection.now(context.eventLoop)
+            guard waiting != 0, now - waiting >= self.bodyTimeout else {
+                // Progress, or the server is not asking for more (it is busy with what it has): look again later.
+                self.armBodyTimer(context, at: (waiting != 0 ? waiting : now) + self.bodyTimeout)
+                return
+            }
+            self.registry.metrics?.connectionsClosedBodyTimeout.increment()
+            // The 408 is this request's answer only when no other answer is due before it or under way.
+            guard !self.isAnswering, connection.requestsInFlight.load(ordering: .relaxed) == 1 else {
+                context.close(promise: nil)
+                return
+            }
+            let milliseconds = self.bodyTimeout / 1_000_000
+            let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000)" : "\(Double(milliseconds) / 1000)"
+            let (headers, body) = OpenAIError(
+                status: .requestTimeout,
+                message: "The request body stopped arriving: none of it came for \(seconds) seconds.",
+                code: "request_timeout",
+                headers: [.connection: "close"]
+            ).encoded()
+            var fields = headers
+            fields[.contentLength] = String(body.readableBytes)
+            context.write(self.wrapOutboundOut(.head(HTTPResponse(status: .requestTimeout, headerFields: fields))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(body)), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in loopContext.value.close(promise: nil) }
+        }
     }
 }

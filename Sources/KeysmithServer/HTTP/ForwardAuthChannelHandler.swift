@@ -25,7 +25,12 @@ import NIOHTTPTypes
 /// A check is answered here only when the connection has no earlier request still in Hummingbird's hands, so that
 /// responses leave in the order requests came (HTTP/1.1 pipelining); otherwise, and for a path this handler does not
 /// recognise as the check's exactly (`/v1/auth/check`, with a query or a suffix after a slash), the route answers it
-/// instead, identically. `Connection: close` closes the connection after the answer, as Hummingbird does.
+/// instead, identically. `Connection: close` closes the connection after the answer, as Hummingbird does. A check's
+/// body is read and dropped, up to ``maximumBodySize``; a larger one is refused (413) and the connection closed.
+///
+/// When the server shuts down gracefully, the checks already read are answered, a check whose body is still
+/// arriving included, and written out, before Hummingbird's handler behind this one is told to close the connection
+/// (which it would do at once, since it never sees these requests).
 final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -46,11 +51,22 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// checks without reading the answers is held to what the sockets buffer, as it is for any other request.
     private var readPending = false
     private var date = HTTPDate()
+    /// A check was refused for its body's size: the rest of that body is dropped.
+    private var isDiscardingBody = false
+    /// A graceful shutdown asked to close the connection; held until the checks read are answered and written.
+    private var isQuiescing = false
+    private var hasPassedOnQuiesce = false
+    /// Completes once the last answer written is on the socket (answers are written in order).
+    private var lastAnswerWritten: EventLoopFuture<Void>?
+
+    /// Gateways send checks without a body; one this large is not a gateway's.
+    static let maximumBodySize = 8 * 1024
 
     private struct Check {
         var request: HTTPRequest
         var target: (path: Substring, suffix: [Substring])
         var started: ContinuousClock.Instant
+        var bodySize = 0
     }
 
     init(forwardAuth: ForwardAuth, metrics: ServerMetrics?, logger: Logger) {
@@ -67,9 +83,24 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 return
             }
             self.passedOn += 1
-        case .body:
-            if self.reading != nil { return }
+        case .body(let part):
+            if self.isDiscardingBody { return }
+            if var check = self.reading {
+                check.bodySize += part.readableBytes
+                guard check.bodySize <= Self.maximumBodySize else {
+                    self.reading = nil
+                    self.isDiscardingBody = true
+                    self.answer(check, context: context, refusal: Self.bodyTooLarge)
+                    return
+                }
+                self.reading = check
+                return
+            }
         case .end:
+            if self.isDiscardingBody {
+                self.isDiscardingBody = false
+                return
+            }
             if let check = self.reading {
                 self.reading = nil
                 self.answer(check, context: context)
@@ -79,10 +110,44 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         context.fireChannelRead(data)
     }
 
+    static let bodyTooLarge = OpenAIError(
+        status: .contentTooLarge,
+        message: "A check carries no body, and this one is over the \(ForwardAuthChannelHandler.maximumBodySize / 1024) KiB a check may have.",
+        code: "request_too_large",
+        headers: [.connection: "close"]
+    )
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        self.isQuiescing = true
+        if self.reading == nil, !self.isDiscardingBody {
+            self.passOnQuiesce(context)
+        }
+    }
+
+    /// Tells the handlers behind this one to close the connection once the answers written so far are on the socket.
+    private func passOnQuiesce(_ context: ChannelHandlerContext) {
+        guard !self.hasPassedOnQuiesce else { return }
+        self.hasPassedOnQuiesce = true
+        guard let written = self.lastAnswerWritten else {
+            context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            return
+        }
+        let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        written.whenComplete { _ in loopContext.value.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         if self.needsFlush {
             self.needsFlush = false
             context.flush()
+        }
+        // Shutting down: every check this read brought is answered; once they are written, the connection may close.
+        if self.isQuiescing, self.reading == nil, !self.isDiscardingBody {
+            self.passOnQuiesce(context)
         }
         context.fireChannelReadComplete()
     }
@@ -148,9 +213,11 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         }
     }
 
-    private func answer(_ check: Check, context: ChannelHandlerContext) {
+    private func answer(_ check: Check, context: ChannelHandlerContext, refusal: OpenAIError? = nil) {
         let request = check.request
-        var answer = self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix)
+        var answer =
+            refusal.map(ForwardAuth.Answer.init)
+            ?? self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix)
         let requestID = RequestObservation.usableID(request.headerFields[.requestID]) ?? RequestID().description
         let length = answer.body?.readableBytes ?? 0
         answer.headers[.contentLength] = String(length)
@@ -160,11 +227,14 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         if let body = answer.body, length > 0, request.method != .head {
             context.write(self.wrapOutboundOut(.body(body)), promise: nil)
         }
-        if request.headerFields[.connection]?.lowercased() == "close" {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        self.lastAnswerWritten = written.futureResult
+        if request.headerFields[.connection]?.lowercased() == "close" || answer.headers[.connection] == "close" {
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in loopContext.value.close(promise: nil) }
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: written)
+            written.futureResult.whenComplete { _ in loopContext.value.close(promise: nil) }
         } else {
-            context.write(self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.write(self.wrapOutboundOut(.end(nil)), promise: written)
             self.needsFlush = true
         }
 

@@ -43,6 +43,8 @@ public final class ServerMetrics: Sendable {
     let connectionsClosedIdle: CoreMetrics.Counter
     let connectionsClosedHeadTimeout: CoreMetrics.Counter
     let connectionsEvicted: CoreMetrics.Counter
+    let connectionsClosedBodyTimeout: CoreMetrics.Counter
+    let connectionsClosedWriteStalled: CoreMetrics.Counter
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -91,6 +93,16 @@ public final class ServerMetrics: Sendable {
         self.connectionsEvicted = CoreMetrics.Counter(
             label: "keysmith_http_connections_closed_total",
             dimensions: [("reason", "evicted_at_limit")],
+            factory: factory
+        )
+        self.connectionsClosedBodyTimeout = CoreMetrics.Counter(
+            label: "keysmith_http_connections_closed_total",
+            dimensions: [("reason", "request_body_timeout")],
+            factory: factory
+        )
+        self.connectionsClosedWriteStalled = CoreMetrics.Counter(
+            label: "keysmith_http_connections_closed_total",
+            dimensions: [("reason", "write_stalled")],
             factory: factory
         )
         CoreMetrics.Gauge(label: "keysmith_build_info", dimensions: [("version", KeysmithVersion.current)], factory: factory).record(1)

@@ -25,6 +25,12 @@ struct VerificationRoutes: Sendable {
     // MARK: Forward auth
 
     @Sendable func check(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
+        // A body is read and dropped, as on the event loop, and refused past the same size.
+        do {
+            _ = try await request.body.collect(upTo: ForwardAuthChannelHandler.maximumBodySize)
+        } catch is NIOTooManyBytesError {
+            throw ForwardAuthChannelHandler.bodyTooLarge
+        }
         let answer = self.forwardAuth.answer(method: request.method, headers: request.headers, suffix: context.parameters.getCatchAll())
         return Response(status: answer.status, headers: answer.headers, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
     }
@@ -92,8 +98,8 @@ struct ForwardAuth: Sendable {
                     )
                 )
             }
-        case .request(let original):
-            if let missing = ScopeMap.missingScope(scopes: key.scopes, method: original.method, path: original.path) {
+        case .request(let originalMethod, let originalPath):
+            if let missing = ScopeMap.missingScope(scopes: key.scopes, method: originalMethod, path: originalPath) {
                 return Answer(
                     OpenAIError(
                         status: .forbidden,
