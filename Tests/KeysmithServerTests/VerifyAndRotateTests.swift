@@ -96,7 +96,9 @@ struct RotationTests {
             let projectID = try await app.project()
             let userID = try await app.member(of: projectID, email: "dev@example.com")
             let old = try await app.userKey(projectID: projectID, userID: userID, name: "laptop", extra: #","scopes":["api.model.read"]"#)
-            #expect(try await app.check(old.value).status == .ok)
+            // A scoped key is only let through on a check that says what the original request was.
+            let listModels: HTTPFields = [.init("X-Original-Method")!: "GET", .init("X-Original-URI")!: "/v1/models"]
+            #expect(try await app.check(old.value, headers: listModels).status == .ok)
 
             let rotated = try await app.rotate(projectID: projectID, keyID: old.id)
             #expect(rotated.status == .ok, "\(rotated.text)")
@@ -108,9 +110,9 @@ struct RotationTests {
             #expect(rotated["previous_secret_expires_at"] is NSNull)
             #expect((rotated["redacted_value"] as? String)?.hasSuffix(String(value.suffix(4))) == true)
 
-            try await app.check(old.value).expectError(.unauthorized, code: "invalid_api_key")
+            try await app.check(old.value, headers: listModels).expectError(.unauthorized, code: "invalid_api_key")
             #expect(try await app.verify(old.value)["code"] as? String == "revoked")
-            let fresh = try await app.check(value)
+            let fresh = try await app.check(value, headers: listModels)
             #expect(fresh.status == .ok)
             #expect(fresh.headers[HTTPField.Name("X-Keysmith-Key-Id")!] == old.id)
             let listed = try await app.get("/projects/\(projectID)/api_keys/\(old.id)")
