@@ -12,7 +12,7 @@ public final class AsyncLock: Sendable {
 
     private let state = Mutex(State())
 
-    public func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    public func withLock<T: Sendable>(_ body: () async throws -> T) async rethrows -> T {
         await self.lock()
         defer { self.unlock() }
         return try await body()

@@ -22,6 +22,8 @@ public struct BuiltApplication: Sendable {
     public var metrics: ServerMetrics
     /// The migrations this start applied.
     public var migrationsApplied: [String]
+    /// Every route the router serves, as `METHOD /path/:parameter` (for tests and diagnosis).
+    public var routes: [String]
 }
 
 /// Builds Keysmith: opens and migrates the database, bootstraps an empty one, loads the verification state, and
@@ -153,7 +155,8 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         bootstrap: bootstrap,
         usage: usage,
         metrics: metrics,
-        migrationsApplied: database.migrationsApplied
+        migrationsApplied: database.migrationsApplied,
+        routes: router.routes.map(\.description)
     )
 }
 

@@ -100,10 +100,13 @@ public struct Keysmith: Sendable {
         return (Keysmith(store: database.store, hasher: database.hasher, clock: clock, command: command), database.store)
     }
 
-    /// Runs a store write as ``actor``, then waits for the change feed to apply what it changed.
+    /// Runs a store write as ``actor``, then waits for the change feed to apply what it changed (or, if the feed
+    /// cannot read it, to apply it the safe way), so that the write is acknowledged only once this server's checks
+    /// see it.
     private func write<T>(_ body: () async throws -> T) async throws -> T {
-        let result = try await AuditContext.$actor.withValue(self.actor) { try await body() }
-        await self.changes?.applyCommittedChanges()
+        let receipt = ChangeReceipt()
+        let result = try await AuditContext.$actor.withValue(self.actor) { try await receipt.collecting(body) }
+        await self.changes?.applyCommittedChanges(receipt.changes)
         return result
     }
 
@@ -334,7 +337,8 @@ public struct Keysmith: Sendable {
         organizationID: String,
         projectID: String,
         name: String,
-        withoutKey: Bool
+        withoutKey: Bool,
+        expiresInSeconds: Int? = nil
     ) async throws -> (account: ServiceAccount, key: (key: APIKey, plaintext: String)?) {
         let now = self.clock.now()
         let account = ServiceAccount(
@@ -359,7 +363,7 @@ public struct Keysmith: Sendable {
             secret: issued.secret,
             scopes: [],
             createdAt: now,
-            expiresAt: nil
+            expiresAt: expiresInSeconds.map { now + $0 }
         )
         try await self.write { try await self.store.createServiceAccount(account, key: newKey) }
         let key = APIKey(
@@ -370,7 +374,7 @@ public struct Keysmith: Sendable {
             redactedValue: issued.secret.redactedValue,
             createdAt: now,
             lastUsedAt: nil,
-            expiresAt: nil,
+            expiresAt: newKey.expiresAt,
             scopes: [],
             owner: .serviceAccount(account)
         )

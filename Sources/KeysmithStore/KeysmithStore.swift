@@ -1,4 +1,5 @@
 public import KeysmithCore
+import Synchronization
 
 /// Everything Keysmith reads, behind one `Sendable` seam. Every method is organization-scoped where the data is: an
 /// id from another organization is as unknown as an id that never existed. Lookups of a single object by path throw
@@ -207,4 +208,54 @@ public protocol KeysmithStore: KeysmithStoreReader {
         onListening: @escaping @Sendable () async -> Void,
         onNotification: @escaping @Sendable () async -> Void
     ) async throws
+}
+
+/// What the change feed reads to keep the verification state current, and the one write it makes: pruning its own
+/// log. ``SQLStore`` is one; a test can put faults in front of it.
+public protocol VerificationSource: Sendable {
+    func latestChangeSequence() async throws -> Int64
+    func earliestChangeSequence() async throws -> Int64?
+    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
+    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
+    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
+    func revokedSecretHashes(keyID: String) async throws -> [String]
+    func isProjectArchived(projectID: String) async throws -> Bool?
+    func isProjectMember(projectID: String, userID: String) async throws -> Bool
+    func adminKeyCredentials() async throws -> [AdminKeyCredential]
+    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
+    @discardableResult func pruneChanges(before time: UnixSeconds) async throws -> Int
+    var pushesChanges: Bool { get }
+    func listenForChanges(
+        onListening: @escaping @Sendable () async -> Void,
+        onNotification: @escaping @Sendable () async -> Void
+    ) async throws
+}
+
+extension SQLStore: VerificationSource {}
+
+/// The changes a write recorded in the change log, gathered while it runs: the domain layer sets one around each
+/// write (``ChangeReceipt/collecting(_:)``), and the store adds to it in the write's transaction, so that after the
+/// commit the domain knows what to make sure verification has applied. A write run again after a deadlock may
+/// leave the changes of its rolled-back attempt here too, which is harmless: applying a change reads its object's
+/// current state.
+public final class ChangeReceipt: Sendable {
+    @TaskLocal static var current: ChangeReceipt?
+
+    private let recorded = Mutex<[KeysmithChange]>([])
+
+    public init() {}
+
+    /// What the writes run in this receipt recorded, without repeats.
+    public var changes: [KeysmithChange] {
+        self.recorded.withLock { Array(Set($0)) }
+    }
+
+    /// Runs `body`, this receipt collecting the changes its writes record.
+    public func collecting<T>(_ body: () async throws -> T) async rethrows -> T {
+        try await Self.$current.withValue(self) { try await body() }
+    }
+
+    func record(_ changes: [KeysmithChange]) {
+        self.recorded.withLock { $0.append(contentsOf: changes) }
+    }
 }

@@ -125,6 +125,7 @@ extension SQLStore {
     /// changes). Make it the transaction's last statement: it waits for the change log's turn, which the
     /// transaction holds until it commits, and every other process's writes wait for that turn.
     static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
+        ChangeReceipt.current?.record(changes)
         var remaining = changes[...]
         while !remaining.isEmpty {
             let batch = remaining.prefix(500)

@@ -77,6 +77,10 @@ struct Harness: Sendable {
     let keysmith: Keysmith
     let usage: UsageRecorder
     let metrics: ServerMetrics
+    /// The database this application runs on.
+    let databaseURL: DatabaseURL
+    /// Every route the router serves, as `METHOD /path/:parameter`.
+    let routes: [String]
 
     /// Warnings and errors only: the access log of every request the tests make would bury a failure's output.
     static var quietLogger: Logger {
@@ -110,8 +114,20 @@ struct Harness: Sendable {
             let keysmith = built.keysmith
             let usage = built.usage
             let metrics = built.metrics
+            let routes = built.routes
             try await built.application.test(transport == .router ? .router : .live) { client in
-                try await body(Harness(client: client, adminKey: adminKey, clock: clock, keysmith: keysmith, usage: usage, metrics: metrics))
+                try await body(
+                    Harness(
+                        client: client,
+                        adminKey: adminKey,
+                        clock: clock,
+                        keysmith: keysmith,
+                        usage: usage,
+                        metrics: metrics,
+                        databaseURL: url,
+                        routes: routes
+                    )
+                )
             }
         }
     }

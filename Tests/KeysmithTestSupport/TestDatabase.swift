@@ -1,7 +1,7 @@
 public import Foundation
 public import KeysmithStore
 import Logging
-import PostgresNIO
+public import PostgresNIO
 
 /// The database engines the suites run on: SQLite always, PostgreSQL when `KEYSMITH_TEST_POSTGRES_URL` names a
 /// server (scripts/test starts a throwaway cluster and sets it). Suites take one as a test argument, so each test
@@ -49,6 +49,20 @@ public func withTemporaryDirectory(_ body: (URL) async throws -> Void) async thr
     try await body(directory)
 }
 
+/// Runs `body` with a connection of its own to the PostgreSQL database `url` names: a session beside the server's,
+/// for tests that hold locks or change privileges under a running server.
+public func withTestConnection(_ url: DatabaseURL, _ body: (PostgresConnection) async throws -> Void) async throws {
+    guard case .postgres(let settings) = url else { throw TestDatabaseError(reason: "\(url) is not a PostgreSQL database") }
+    let connection = try await TestPostgres.connect(settings)
+    do {
+        try await body(connection)
+    } catch {
+        try? await connection.close()
+        throw error
+    }
+    try await connection.close()
+}
+
 enum TestPostgres {
     /// The test server, from `KEYSMITH_TEST_POSTGRES_URL` (its database is the maintenance one: `postgres`).
     static func server() throws -> PostgresSettings {
@@ -58,9 +72,8 @@ enum TestPostgres {
         return settings
     }
 
-    /// Runs one statement on the server's maintenance database (outside a transaction, as CREATE DATABASE needs).
-    static func maintenance(_ settings: PostgresSettings, _ sql: String) async throws {
-        let connection = try await PostgresConnection.connect(
+    static func connect(_ settings: PostgresSettings) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
             configuration: .init(
                 host: settings.host,
                 port: settings.port,
@@ -72,6 +85,11 @@ enum TestPostgres {
             id: 1,
             logger: Logger(label: "test")
         )
+    }
+
+    /// Runs one statement on the server's maintenance database (outside a transaction, as CREATE DATABASE needs).
+    static func maintenance(_ settings: PostgresSettings, _ sql: String) async throws {
+        let connection = try await Self.connect(settings)
         do {
             try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
         } catch {

@@ -2,14 +2,17 @@
 so, readiness says the database is down, and everything recovers by itself when it returns, including changes
 another replica made meanwhile. And a replica stopped gracefully, or killed, loses nothing it acknowledged."""
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.request
 
 import pytest
 
-from conftest import Server, database_url
+from conftest import Server, database_url, psql
 from test_replicas import check, create_key, setup, until
 
 pytestmark = pytest.mark.postgres_only
@@ -86,3 +89,83 @@ def test_a_replica_stopped_gracefully_writes_its_pending_uses(tmp_path):
         assert status == 200 and stored["last_used_at"] is not None
     finally:
         restarted.stop()
+
+
+def test_a_replica_stopped_in_the_middle_of_its_transaction_holds_up_the_others_for_seconds_only(tmp_path):
+    database = database_url(tmp_path)
+    name = database.rsplit("/", 1)[1].split("?")[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Server(tmp_path / "a", database=database)
+    second = Server(tmp_path / "b", database=database)
+    second.admin_key = first.admin_key
+    stop = threading.Event()
+    stopped = False
+
+    def rename(server: Server, label: str):
+        started = time.monotonic()
+        status, headers, body = server.request("POST", f"/organization/projects/{project}", {"name": label})
+        return status, headers, body, time.monotonic() - started
+
+    def writer():
+        # Key creations on the first replica: each takes the project FOR SHARE in its transaction.
+        while not stop.is_set():
+            try:
+                request = urllib.request.Request(
+                    first.base_url + f"/organization/projects/{project}/api_keys",
+                    data=json.dumps({"name": "w", "user_id": user}).encode(),
+                    method="POST",
+                    headers={"Authorization": f"Bearer {first.admin_key}", "Content-Type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=2).read()
+            except Exception:
+                time.sleep(0.05)
+
+    threads = []
+    try:
+        project, user = setup(first)
+        threads = [threading.Thread(target=writer, daemon=True) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        # Stop the first replica at a moment when one of its transactions holds the project's row: idle in transaction
+        # on the server, its locks held, as a paused VM or a cut network leaves it.
+        holding = f"""
+            SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+            WHERE a.datname = '{name}' AND a.application_name = 'keysmith' AND a.state = 'idle in transaction'
+              AND l.granted AND l.relation = 'projects'::regclass"""
+        for _ in range(60):
+            os.kill(first.process.pid, signal.SIGSTOP)
+            stopped = True
+            time.sleep(0.3)
+            if int(psql(holding, database=name).strip() or 0) > 0:
+                break
+            os.kill(first.process.pid, signal.SIGCONT)
+            stopped = False
+            time.sleep(0.1)
+        assert stopped, "never caught the first replica inside a transaction"
+
+        # A write on the other replica that needs that row: 503 with Retry-After within seconds, not a hang, not 500.
+        status, headers, body, took = rename(second, "renamed while stuck")
+        assert status == 503, body
+        assert body["error"]["code"] == "database_busy" and headers["Retry-After"] == "1"
+        assert took < 10, f"took {took:.1f} s"
+        # The server ends the stuck transaction after 10 s idle; then writes go through again, with no restart.
+        deadline = time.monotonic() + 30
+        while True:
+            status, _, body, _ = rename(second, "renamed after")
+            if status == 200:
+                break
+            assert status == 503 and body["error"]["code"] == "database_busy", body
+            assert time.monotonic() < deadline, "the stuck transaction was never ended"
+        assert second.client().admin.organization.projects.retrieve(project).name == "renamed after"
+    finally:
+        if stopped:
+            os.kill(first.process.pid, signal.SIGCONT)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    # The first replica, woken, finds its connection gone and goes on with a new one.
+    until(lambda: rename(first, "from the first again")[0] == 200, within=20)
+    first.stop()
+    second.stop()

@@ -143,47 +143,77 @@ extension OpenAIError {
     }
 }
 
-/// Renders every error that reaches it as OpenAI's envelope: domain errors with their status, Hummingbird's own
-/// (unknown route, body too large) with theirs, and anything unexpected as a logged 500.
+extension OpenAIError {
+    /// The envelope for an error a request can end in that is not a bug: what the client asked for was refused
+    /// (``OpenAIError`` itself, a ``KeysmithError``, a body too large), or the database cannot serve it now (503,
+    /// with `Retry-After`). Nil for anything else: an unexpected error, which the caller logs and answers 500. The
+    /// one place that knows these mappings, for the API and the dashboard alike.
+    init?(_ error: any Error) {
+        switch error {
+        case let error as OpenAIError:
+            self = error
+        case let error as KeysmithError:
+            self.init(error)
+        case is DatabaseUnavailableError:
+            self.init(
+                status: .serviceUnavailable,
+                message: "The database is unavailable; try again shortly.",
+                type: "server_error",
+                code: "database_unavailable",
+                headers: [.retryAfter: "2"]
+            )
+        case is DatabaseBusyError:
+            self.init(
+                status: .serviceUnavailable,
+                message: "The database could not take this change in time (another change holds what it needs); nothing was "
+                    + "changed. Try again shortly.",
+                type: "server_error",
+                code: "database_busy",
+                headers: [.retryAfter: "1"]
+            )
+        case is NIOTooManyBytesError:
+            self.init(status: .contentTooLarge, message: "The request body is larger than this endpoint accepts.", code: "request_too_large")
+        default:
+            return nil
+        }
+    }
+
+    /// Whether the error says the database is unavailable or busy (logged as a warning, not as a bug).
+    static func isDatabaseFailure(_ error: any Error) -> Bool {
+        error is DatabaseUnavailableError || error is DatabaseBusyError
+    }
+}
+
+/// Renders every error that reaches it as OpenAI's envelope: the errors `OpenAIError.init(_: any Error)` maps,
+/// Hummingbird's own (unknown route, a method not allowed) with their status, and anything unexpected as a logged 500.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as OpenAIError {
-            return error.response()
-        } catch let error as KeysmithError {
-            return OpenAIError(error).response()
-        } catch let error as DatabaseUnavailableError {
-            // Not a bug: the database is down or unreachable. Clients retry 503s.
-            context.logger.warning("Database unavailable", metadata: ["error": "\(error)"])
-            return OpenAIError(
-                status: .serviceUnavailable,
-                message: "The database is unavailable; try again shortly.",
-                type: "server_error",
-                code: "database_unavailable"
-            ).response()
-        } catch is NIOTooManyBytesError {
-            return OpenAIError(
-                status: .contentTooLarge,
-                message: "The request body is larger than the 1 MiB this server accepts.",
-                code: "request_too_large"
-            ).response()
-        } catch let error as any HTTPResponseError {
-            switch error.status {
-            case .notFound:
-                return OpenAIError(
-                    status: .notFound,
-                    message: "Invalid URL (\(request.method) \(request.uri.path))",
-                    code: "unknown_url"
-                ).response()
-            default:
-                return OpenAIError(
-                    status: error.status,
-                    message: error.status.reasonPhrase,
-                    type: error.status.code >= 500 ? "server_error" : "invalid_request_error"
-                ).response()
-            }
         } catch {
+            if let rendered = OpenAIError(error) {
+                if OpenAIError.isDatabaseFailure(error) {
+                    // Not a bug: the database is down, unreachable or busy. Clients retry 503s.
+                    context.logger.warning("Database unavailable", metadata: ["error": "\(error)"])
+                }
+                return rendered.response()
+            }
+            if let error = error as? any HTTPResponseError {
+                switch error.status {
+                case .notFound:
+                    return OpenAIError(
+                        status: .notFound,
+                        message: "Invalid URL (\(request.method) \(request.uri.path))",
+                        code: "unknown_url"
+                    ).response()
+                default:
+                    return OpenAIError(
+                        status: error.status,
+                        message: error.status.reasonPhrase,
+                        type: error.status.code >= 500 ? "server_error" : "invalid_request_error"
+                    ).response()
+                }
+            }
             context.logger.error("Unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return OpenAIError(
                 status: .internalServerError,

@@ -29,6 +29,7 @@ public final class ServerMetrics: Sendable {
     private let indexSecrets: (current: CoreMetrics.Gauge, previous: CoreMetrics.Gauge, admin: CoreMetrics.Gauge)
 
     let changesApplied: CoreMetrics.Counter
+    let changesSuspended: CoreMetrics.Counter
     let changeFeedReloads: CoreMetrics.Counter
     let changeFeedErrors: CoreMetrics.Counter
     let changeListenerLosses: CoreMetrics.Counter
@@ -68,6 +69,7 @@ public final class ServerMetrics: Sendable {
             CoreMetrics.Gauge(label: "keysmith_verification_index_secrets", dimensions: [("kind", "admin")], factory: factory)
         )
         self.changesApplied = CoreMetrics.Counter(label: "keysmith_change_log_entries_applied_total", factory: factory)
+        self.changesSuspended = CoreMetrics.Counter(label: "keysmith_change_feed_suspended_changes_total", factory: factory)
         self.changeFeedReloads = CoreMetrics.Counter(label: "keysmith_change_feed_reloads_total", factory: factory)
         self.changeFeedErrors = CoreMetrics.Counter(label: "keysmith_change_feed_errors_total", factory: factory)
         self.changeListenerLosses = CoreMetrics.Counter(label: "keysmith_change_feed_listener_losses_total", factory: factory)

@@ -11,7 +11,7 @@ import Synchronization
 /// feed is the one place that applies those entries to the index, in order, one batch at a time. It applies them:
 ///
 /// - right after each write made through this server, before the write's response is sent (``Keysmith`` calls
-///   ``applyCommittedChanges()``), so the very next check sees the change;
+///   ``applyCommittedChanges(_:)``), so the very next check sees the change;
 /// - as soon as another process's write commits, on PostgreSQL: the feed LISTENs for the notification that every
 ///   write sends (``KeysmithStore/listenForChanges(onListening:onNotification:)``), on a connection of its own;
 /// - every ``Configuration/pollInterval``, for writes made by other processes without a push (the offline `keysmith`
@@ -26,6 +26,13 @@ import Synchronization
 /// of order, is harmless, and a batch is deduplicated. The feed remembers the last sequence it applied; when the
 /// log has been pruned past it (a process that was cut off for longer than ``Configuration/retention``), it loads
 /// the whole index again.
+///
+/// When a write through this server has committed but the feed cannot read what it changed (the database went
+/// away right after the commit), the write's changes are applied the safe way instead, without reading: its keys
+/// are suspended (out of the index), its project counts as archived, its membership as ended, its admin key as gone.
+/// So a revocation is never acknowledged while this replica goes on accepting what it revoked; a change that granted
+/// something waits, refused, until the feed can read it. Each suspended change is applied properly, from the
+/// database, by the first catch-up that succeeds.
 final class ChangeFeed: Service, Sendable {
     struct Configuration: Sendable {
         /// How often the log is read for changes made by other processes.
@@ -39,7 +46,7 @@ final class ChangeFeed: Service, Sendable {
     static let pageSize = 10_000
     static let batchSize = 1_000
 
-    private let store: any KeysmithStore
+    private let store: any VerificationSource
     private let index: VerificationIndex
     private let clock: KeysmithClock
     private let configuration: Configuration
@@ -60,12 +67,14 @@ final class ChangeFeed: Service, Sendable {
         var isListenerFailing = false
         /// How many times the listener has started listening.
         var listens = 0
+        /// Changes applied the safe way after their write's catch-up failed, to apply properly once the log can be read.
+        var suspended: Set<KeysmithChange> = []
 
         func isStale(pushes: Bool) -> Bool { self.isFailing || (pushes && !self.isListening) }
     }
 
     init(
-        store: any KeysmithStore,
+        store: any VerificationSource,
         index: VerificationIndex,
         clock: KeysmithClock,
         configuration: Configuration = .init(),
@@ -133,8 +142,40 @@ final class ChangeFeed: Service, Sendable {
                 self.metrics?.changesApplied.increment(by: batch.count)
                 guard batch.count == Self.batchSize else { break }
             }
+            try await self.applySuspended()
             self.metrics?.indexChanged(self.index)
         }
+    }
+
+    /// Applies the changes suspended while the log could not be read, from the database, as any change is applied.
+    private func applySuspended() async throws {
+        let suspended = self.state.withLock { $0.suspended }
+        guard !suspended.isEmpty else { return }
+        for change in suspended {
+            try await self.apply(change)
+            _ = self.state.withLock { $0.suspended.remove(change) }
+        }
+        self.logger.notice(
+            "Applied the changes that were suspended while the change log could not be read",
+            metadata: ["changes": "\(suspended.count)"]
+        )
+    }
+
+    /// Applies `changes` without reading the database, in the way that refuses rather than grants: what a write did
+    /// when the feed cannot read it. Kept to be applied properly by the next catch-up that succeeds.
+    private func suspend(_ changes: [KeysmithChange]) {
+        var keys: Set<String> = []
+        for change in changes {
+            switch change {
+            case .apiKey(let id): keys.insert(id)
+            case .project(let id): self.index.setProjectArchived(id, true)
+            case .membership(let projectID, let userID): self.index.setProjectAccess(projectID: projectID, userID: userID, false)
+            case .adminKey(let id): self.index.updateAdminKey(id: id, nil)
+            }
+        }
+        if !keys.isEmpty { self.index.suspendKeys(keys) }
+        self.state.withLock { $0.suspended.formUnion(changes) }
+        self.metrics?.changesSuspended.increment(by: changes.count)
     }
 
     /// Reads the changed object's current state and puts it in the index.
@@ -155,16 +196,19 @@ final class ChangeFeed: Service, Sendable {
         }
     }
 
-    /// After a write through this server: applies it, and anything committed before it, so that the write's
-    /// response goes out only once checks see it. A failure is logged; the next poll tries again.
-    func applyCommittedChanges() async {
+    /// After a write through this server that recorded `written`: applies it, and anything committed before it, so
+    /// that the write's response goes out only once checks see it. When that fails, `written` is applied the safe way
+    /// (see the type's documentation) before this returns, and the failure is logged; the next poll tries again.
+    func applyCommittedChanges(_ written: [KeysmithChange] = []) async {
         do {
             try await self.catchUp()
             self.recovered()
-        } catch is CancellationError {
-            // The server is shutting down; nothing failed.
         } catch {
-            if Task.isCancelled { return }
+            // Shutting down cancels the catch-up; the write is committed all the same, and its revocations must hold.
+            if !written.isEmpty {
+                await self.lock.withLock { self.suspend(written) }
+            }
+            if error is CancellationError || Task.isCancelled { return }
             self.failed(error)
         }
     }

@@ -203,6 +203,17 @@ final class VerificationIndex: Sendable {
         }
     }
 
+    /// Takes every secret of the keys `ids` out of the index, found by looking through every shard: what the feed
+    /// does when a write's changes to these keys cannot be read (``ChangeFeed``), a failure path, never a check's.
+    func suspendKeys(_ ids: Set<String>) {
+        for shard in self.shards {
+            shard.tables.withLock { tables in
+                tables.current = tables.current.filter { !ids.contains($0.value.id) }
+                tables.previous = tables.previous.filter { !ids.contains($0.value.key.id) }
+            }
+        }
+    }
+
     func setProjectArchived(_ projectID: String, _ isArchived: Bool) {
         self.registry.withLock { $0.projects[projectID] }?.setArchived(isArchived)
     }

@@ -46,6 +46,19 @@ public final class PostgresEngine: SQLEngine {
     /// How many times a write aborted for a deadlock or a serialization failure is tried in all.
     static let writeAttempts = 5
 
+    /// What every session of Keysmith's sets when it connects. A session that stops in the middle of a transaction
+    /// (its replica paused, its network cut) would hold its locks, the change log's turn among them, until the
+    /// server noticed the connection was gone, which with the operating system's TCP defaults takes about two hours:
+    /// the server ends such a transaction after 10 s idle, and probes a silent client every 5 s after 10 s, giving up
+    /// after 3 unanswered probes.
+    static let sessionSettings: [(String, String)] = [
+        ("application_name", "keysmith"),
+        ("idle_in_transaction_session_timeout", "10s"),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+    ]
+
     public init(
         _ settings: PostgresSettings,
         logger: Logger,
@@ -65,8 +78,14 @@ public final class PostgresEngine: SQLEngine {
         configuration.options.connectTimeout = .seconds(2)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
-        // A statement that runs this long is stuck, not slow: the request gets an error rather than hanging.
-        configuration.options.additionalStartupParameters = [("application_name", "keysmith"), ("statement_timeout", "30s")]
+        configuration.options.additionalStartupParameters =
+            Self.sessionSettings + [
+                // A statement that runs this long is stuck, not slow: the request gets an error rather than hanging.
+                ("statement_timeout", "30s"),
+                // A write that waits this long for a lock (a row, or the change log's turn) that another session holds
+                // is answered 503 with Retry-After rather than joining a queue behind a holder that may never let go.
+                ("lock_timeout", "5s"),
+            ]
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         var connection = PostgresConnection.Configuration(
             host: settings.host,
@@ -77,7 +96,9 @@ public final class PostgresEngine: SQLEngine {
             tls: try Self.connectionTLS(for: settings)
         )
         connection.options.connectTimeout = .seconds(2)
-        connection.options.additionalStartupParameters = [("application_name", "keysmith")]
+        // The setup connection migrates (a migration may wait for another replica's, and take long itself) and
+        // LISTENs: no statement or lock timeout.
+        connection.options.additionalStartupParameters = Self.sessionSettings
         self.connectionConfiguration = connection
         self.settings = settings
         self.logger = logger
@@ -382,7 +403,18 @@ public final class PostgresEngine: SQLEngine {
             if Self.isConnectionFailure(error) {
                 throw DatabaseUnavailableError(reason: "lost the database connection: \(PostgresFailure(error, sql: sql))")
             }
-            throw PostgresFailure(error, sql: sql)
+            let failure = PostgresFailure(error, sql: sql)
+            switch failure.sqlState {
+            case "55P03", "57014":
+                // lock_not_available (lock_timeout), query_canceled (statement_timeout): another session holds
+                // what this one needs, or the database is overloaded. Worth retrying shortly; not a bug.
+                throw DatabaseBusyError(reason: failure.description)
+            case "25P03", "57P01", "57P02", "57P03":
+                // This session was ended (idle in transaction too long, the server shutting down or restarting).
+                throw DatabaseUnavailableError(reason: failure.description)
+            default:
+                throw failure
+            }
         }
     }
 }
@@ -533,12 +565,6 @@ struct PostgresFailure: Error, CustomStringConvertible {
 
     /// A deadlock or a serialization failure: running the transaction again can succeed.
     var isRetryable: Bool { self.sqlState == "40001" || self.sqlState == "40P01" }
-}
-
-/// The database cannot be reached, or did not answer in time: a 503, not a bug.
-public struct DatabaseUnavailableError: Error, CustomStringConvertible {
-    public var reason: String
-    public var description: String { "the database is unavailable: \(self.reason)" }
 }
 
 /// Set once ``PostgresEngine`` has leased a connection for an operation: from then on the operation is not timed.

@@ -1,0 +1,206 @@
+import Foundation
+import HTTPTypes
+import KeysmithCore
+import KeysmithStore
+import KeysmithTestSupport
+import Logging
+import PostgresNIO
+import Synchronization
+import Testing
+
+@testable import KeysmithServer
+
+/// The store's reads that the change feed uses, with a switch that makes every one of them fail: the database gone
+/// right after a write committed.
+final class FaultySource: VerificationSource {
+    let store: SQLStore
+    let isFailing = Atomic(false)
+
+    init(_ store: SQLStore) {
+        self.store = store
+    }
+
+    struct Outage: Error {}
+
+    private func check() throws {
+        if self.isFailing.load(ordering: .relaxed) { throw Outage() }
+    }
+
+    func latestChangeSequence() async throws -> Int64 {
+        try self.check()
+        return try await self.store.latestChangeSequence()
+    }
+    func earliestChangeSequence() async throws -> Int64? {
+        try self.check()
+        return try await self.store.earliestChangeSequence()
+    }
+    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord] {
+        try self.check()
+        return try await self.store.changes(after: sequence, limit: limit)
+    }
+    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
+        try self.check()
+        return try await self.store.keyVerificationStates(after: keyID, limit: limit)
+    }
+    func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
+        try self.check()
+        return try await self.store.keyVerificationState(keyID: keyID)
+    }
+    func revokedSecretHashes(keyID: String) async throws -> [String] {
+        try self.check()
+        return try await self.store.revokedSecretHashes(keyID: keyID)
+    }
+    func isProjectArchived(projectID: String) async throws -> Bool? {
+        try self.check()
+        return try await self.store.isProjectArchived(projectID: projectID)
+    }
+    func isProjectMember(projectID: String, userID: String) async throws -> Bool {
+        try self.check()
+        return try await self.store.isProjectMember(projectID: projectID, userID: userID)
+    }
+    func adminKeyCredentials() async throws -> [AdminKeyCredential] {
+        try self.check()
+        return try await self.store.adminKeyCredentials()
+    }
+    func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
+        try self.check()
+        return try await self.store.adminKeyCredential(id: id)
+    }
+    func pruneChanges(before time: UnixSeconds) async throws -> Int {
+        try self.check()
+        return try await self.store.pruneChanges(before: time)
+    }
+    var pushesChanges: Bool { self.store.pushesChanges }
+    func listenForChanges(
+        onListening: @escaping @Sendable () async -> Void,
+        onNotification: @escaping @Sendable () async -> Void
+    ) async throws {
+        try await self.store.listenForChanges(onListening: onListening, onNotification: onNotification)
+    }
+}
+
+@Suite("Writes that fail fast and never acknowledge what is not applied")
+struct WriteFaultTests {
+    @Test(
+        "A revocation committed while the change log cannot be read takes effect at once; what it granted follows when it can",
+        arguments: TestEngine.available
+    )
+    func revocationsHoldWhenTheFeedFails(engine: TestEngine) async throws {
+        try await withTestDatabase(engine) { url in
+            let database = try await Keysmith.openDatabase(url, logger: Harness.quietLogger)
+            let clock = ManualClock()
+            let source = FaultySource(database.store)
+            let index = VerificationIndex()
+            let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
+            let keysmith = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed)
+            let verifier = KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
+            func code(_ key: String) -> VerificationCode { verifier.verify(key).code }
+            do {
+                try await feed.load()
+                let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
+                let organizationID = bootstrap.organization.id
+                let admin = try await keysmith.createAdminKey(name: "second", organizationID: organizationID)
+                let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
+                let archived = try await keysmith.createProject(organizationID: organizationID, name: "q", externalKeyID: nil, residency: nil)
+                func account(_ projectID: String, _ name: String) async throws -> (id: String, keyID: String, value: String) {
+                    let created = try await keysmith.createServiceAccount(
+                        organizationID: organizationID,
+                        projectID: projectID,
+                        name: name,
+                        withoutKey: false
+                    )
+                    let key = try #require(created.key)
+                    return (created.account.id, key.key.id, key.plaintext)
+                }
+                let deleted = try await account(project.id, "deleted")
+                let rotated = try await account(project.id, "rotated")
+                let narrowed = try await account(project.id, "narrowed")
+                let inArchived = try await account(archived.id, "archived")
+                let user = try await keysmith.createUser(organizationID: organizationID, email: "m@example.com", name: nil, role: .reader)
+                _ = try await keysmith.addProjectMember(organizationID: organizationID, projectID: project.id, user: .id(user.id), role: .member)
+                let member = try await keysmith.createAPIKey(
+                    organizationID: organizationID,
+                    projectID: project.id,
+                    owner: .user(id: user.id),
+                    name: "member",
+                    scopes: [],
+                    expiresInSeconds: nil
+                )
+                for key in [deleted.value, rotated.value, narrowed.value, inArchived.value, member.plaintext] {
+                    #expect(code(key) == .valid)
+                }
+                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) != nil)
+
+                // The database answers the writes, but not the feed's reads after them.
+                source.isFailing.store(true, ordering: .relaxed)
+                try await keysmith.deleteServiceAccount(organizationID: organizationID, projectID: project.id, accountID: deleted.id)
+                let rotation = try await keysmith.rotateAPIKey(
+                    organizationID: organizationID,
+                    projectID: project.id,
+                    keyID: rotated.keyID,
+                    gracePeriodSeconds: 0
+                )
+                _ = try await keysmith.updateAPIKey(
+                    organizationID: organizationID,
+                    projectID: project.id,
+                    keyID: narrowed.keyID,
+                    scopes: ["api.model.read"],
+                    expiresInSeconds: nil
+                )
+                try await keysmith.removeProjectMember(organizationID: organizationID, projectID: project.id, userID: user.id)
+                _ = try await keysmith.archiveProject(organizationID: organizationID, projectID: archived.id)
+                try await keysmith.deleteAdminKey(organizationID: organizationID, keyID: admin.key.id)
+                let granted = try await account(project.id, "granted")
+
+                // Each was acknowledged; what each revoked is refused here at once, and nothing it granted is let
+                // through before the feed can read it.
+                for key in [deleted.value, rotated.value, rotation.plaintext, narrowed.value, inArchived.value, member.plaintext, granted.value] {
+                    #expect(code(key) != .valid)
+                }
+                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
+                // What the writes did not touch is as it was.
+                #expect(index.adminKey(database.hasher.digest(try #require(bootstrap.adminKey))) != nil)
+
+                // Once the log can be read, every suspended change is applied as it is.
+                source.isFailing.store(false, ordering: .relaxed)
+                try await feed.catchUp()
+                #expect(code(deleted.value) == .notFound)
+                #expect(code(rotated.value) == .notFound)
+                #expect(code(rotation.plaintext) == .valid)
+                #expect(code(narrowed.value) == .valid)
+                #expect(verifier.verify(narrowed.value).key?.scopes == ["api.model.read"])
+                #expect(code(inArchived.value) == .projectArchived)
+                #expect(code(member.plaintext) == .ownerInactive)
+                #expect(code(granted.value) == .valid)
+                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
+            } catch {
+                try? await database.store.close()
+                throw error
+            }
+            try await database.store.close()
+        }
+    }
+
+    @Test("PostgreSQL: a write that cannot have the lock it needs answers 503 with Retry-After within seconds, and changes nothing")
+    func lockedOut() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        try await Harness.run(.postgres) { app in
+            let projectID = try await app.project()
+            try await withTestConnection(app.databaseURL) { connection in
+                // Another session holds the project's row, as a replica stopped in the middle of its transaction would.
+                try await connection.query("BEGIN", logger: Harness.quietLogger)
+                try await connection.query("SELECT 1 FROM projects WHERE id = \(projectID) FOR UPDATE", logger: Harness.quietLogger)
+                let started = ContinuousClock.now
+                let refused = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"waits"}"#)
+                let waited = ContinuousClock.now - started
+                refused.expectError(.serviceUnavailable, code: "database_busy")
+                #expect(refused.headers[.retryAfter] == "1")
+                #expect(waited < .seconds(10), "waited \(waited)")
+                try await connection.query("ROLLBACK", logger: Harness.quietLogger)
+            }
+            let accounts = try await app.get("/projects/\(projectID)/service_accounts")
+            #expect(accounts.data.isEmpty)
+            #expect(try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"now"}"#).status == .ok)
+        }
+    }
+}
