@@ -1,7 +1,17 @@
+/// How hard SQLite works to keep a commit through a power loss (its `synchronous` setting).
+public enum SQLiteSynchronous: String, Sendable, Equatable, CaseIterable {
+    /// Every commit is on the disk before it is acknowledged (`synchronous = FULL`): the default.
+    case full
+    /// Commits are written to the WAL without waiting for the disk (`synchronous = NORMAL`): a process crash loses
+    /// nothing, but a power loss or an operating system crash can lose the last commits, a revocation among them.
+    case normal
+}
+
 /// Where the data lives, parsed from `--database` / `KEYSMITH_DATABASE_URL`.
 public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
-    /// `sqlite:relative/path.sqlite` or `sqlite:///absolute/path.sqlite`.
-    case sqliteFile(path: String)
+    /// `sqlite:relative/path.sqlite` or `sqlite:///absolute/path.sqlite`, with `?synchronous=normal` to trade
+    /// durability through a power loss for faster writes.
+    case sqliteFile(path: String, synchronous: SQLiteSynchronous = .full)
     /// `sqlite::memory:`: a private database that lives as long as the process (tests).
     case sqliteMemory
     /// `postgres://user:password@host:port/database?sslmode=…&sslrootcert=…` (or `postgresql://`).
@@ -13,20 +23,20 @@ public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
         if text == "sqlite::memory:" {
             self = .sqliteMemory
         } else if text.hasPrefix("sqlite:///") {
-            let path = String(text.dropFirst("sqlite://".count))
+            let (path, synchronous) = try Self.sqliteFile(text, String(text.dropFirst("sqlite://".count)))
             guard path.count > 1 else { throw DatabaseURLError(url: text, reason: "it names no file") }
-            self = .sqliteFile(path: path)
+            self = .sqliteFile(path: path, synchronous: synchronous)
         } else if text.hasPrefix("sqlite://") {
             throw DatabaseURLError(
                 url: text,
                 reason: "use sqlite:relative/path.sqlite or sqlite:///absolute/path.sqlite (no host part)"
             )
         } else if text.hasPrefix("sqlite:") {
-            let path = String(text.dropFirst("sqlite:".count))
+            let (path, synchronous) = try Self.sqliteFile(text, String(text.dropFirst("sqlite:".count)))
             guard !path.isEmpty, !path.hasPrefix(":") else {
                 throw DatabaseURLError(url: text, reason: "it names no file")
             }
-            self = .sqliteFile(path: path)
+            self = .sqliteFile(path: path, synchronous: synchronous)
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
             self = .postgres(try PostgresSettings(parsing: text))
         } else {
@@ -37,9 +47,27 @@ public enum DatabaseURL: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A SQLite file's path and the one setting its URL may carry after `?`.
+    private static func sqliteFile(_ text: String, _ rest: String) throws(DatabaseURLError) -> (String, SQLiteSynchronous) {
+        guard let mark = rest.lastIndex(of: "?") else { return (rest, .full) }
+        var synchronous = SQLiteSynchronous.full
+        for parameter in rest[rest.index(after: mark)...].split(separator: "&") {
+            let (name, value) = (parameter.prefix { $0 != "=" }, parameter.drop { $0 != "=" }.dropFirst())
+            guard name == "synchronous" else {
+                throw DatabaseURLError(url: text, reason: "'\(name)' is not a setting of a SQLite URL (synchronous is)")
+            }
+            guard let chosen = SQLiteSynchronous(rawValue: value.lowercased()) else {
+                throw DatabaseURLError(url: text, reason: "synchronous must be full or normal, not '\(value)'")
+            }
+            synchronous = chosen
+        }
+        return (String(rest[..<mark]), synchronous)
+    }
+
     public var description: String {
         switch self {
-        case .sqliteFile(let path): path.hasPrefix("/") ? "sqlite://\(path)" : "sqlite:\(path)"
+        case .sqliteFile(let path, let synchronous):
+            (path.hasPrefix("/") ? "sqlite://\(path)" : "sqlite:\(path)") + (synchronous == .full ? "" : "?synchronous=\(synchronous.rawValue)")
         case .sqliteMemory: "sqlite::memory:"
         case .postgres(let settings): settings.description
         }

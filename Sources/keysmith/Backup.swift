@@ -25,7 +25,7 @@ struct Backup: AsyncParsableCommand {
         try await reportingErrors {
             let logger = try Logs.bootstrap()
             let url = try self.databaseOptions.url()
-            guard case .sqliteFile(let path) = url else {
+            guard case .sqliteFile(let path, _) = url else {
                 throw ValidationError("backup copies a SQLite database file (--database sqlite:PATH), not \(url)")
             }
             guard FileManager.default.fileExists(atPath: path) else {

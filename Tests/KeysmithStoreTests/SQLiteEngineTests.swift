@@ -105,6 +105,43 @@ struct SQLiteEngineTests {
         #expect(throws: SQLiteFailure.self) { try connection.query("   ", []) }
     }
 
+    @Test("A file database is FULL-synchronous unless its URL asks for NORMAL, and its files are its owner's alone")
+    func durabilityAndModes() async throws {
+        try await withTemporaryDirectory { directory in
+            func synchronous(_ url: DatabaseURL) async throws -> Int? {
+                let engine = try await SQLiteEngine.open(url, logger: Logger(label: "test"))
+                // Read on the writer connection, which the setting is made on.
+                let value = try await engine.write { try await $0.raw("PRAGMA synchronous").first()?.int("synchronous") }
+                try await engine.close()
+                return value
+            }
+            let path = directory.appendingPathComponent("k.sqlite").path
+            #expect(try await synchronous(try DatabaseURL(parsing: "sqlite:\(path)")) == 2)
+            #expect(try await synchronous(try DatabaseURL(parsing: "sqlite:\(path)?synchronous=normal")) == 1)
+            #expect(try await synchronous(.sqliteFile(path: path, synchronous: .full)) == 2)
+
+            let engine = try await SQLiteEngine.open(.sqliteFile(path: path), logger: Logger(label: "test"))
+            try await engine.write { try await $0.raw("CREATE TABLE IF NOT EXISTS t (id TEXT)").run() }
+            for file in [path, path + "-wal", path + "-shm"] {
+                let attributes = try FileManager.default.attributesOfItem(atPath: file)
+                #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(file)")
+            }
+            let backup = directory.appendingPathComponent("copy.sqlite").path
+            try await engine.backup(to: backup)
+            #expect((try FileManager.default.attributesOfItem(atPath: backup)[.posixPermissions] as? Int) == 0o600)
+            // Never over a file that is there, whatever it is; and nothing left behind.
+            try Data("mine".utf8).write(to: URL(fileURLWithPath: directory.appendingPathComponent("taken").path))
+            await #expect(throws: SQLiteFailure.self) { try await engine.backup(to: directory.appendingPathComponent("taken").path) }
+            #expect(try String(contentsOfFile: directory.appendingPathComponent("taken").path, encoding: .utf8) == "mine")
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains(".partial") }
+            #expect(left.isEmpty)
+            try await engine.close()
+        }
+        #expect(throws: DatabaseURLError.self) { try DatabaseURL(parsing: "sqlite:k.sqlite?synchronous=off") }
+        #expect(throws: DatabaseURLError.self) { try DatabaseURL(parsing: "sqlite:k.sqlite?journal=wal") }
+        #expect(try DatabaseURL(parsing: "sqlite:k.sqlite?synchronous=NORMAL").description == "sqlite:k.sqlite?synchronous=normal")
+    }
+
     @Test("On a file database, reads see committed data only and never wait for a write in progress")
     func readsDoNotWaitForWrites() async throws {
         try await withTemporaryDirectory { directory in

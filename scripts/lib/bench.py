@@ -112,11 +112,22 @@ def new_postgres_database() -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
+ENGINES = ("sqlite", "sqlite-normal", "postgres")
+
+
 def start_servers(args, directory: Path) -> dict[str, Server]:
-    """One server per engine in --database, each on a database of its own."""
+    """One server per engine in --database, each on a database of its own: `sqlite` (synchronous FULL, the default),
+    `sqlite-normal` (the URL's ?synchronous=normal), `postgres`."""
     servers = {}
     for engine in args.database.split(","):
-        database = new_postgres_database() if engine == "postgres" else None
+        if engine not in ENGINES:
+            raise SystemExit(f"--database: {engine} is not one of {', '.join(ENGINES)}")
+        if engine == "postgres":
+            database = new_postgres_database()
+        elif engine == "sqlite-normal":
+            database = f"sqlite:{directory / engine / 'bench.sqlite'}?synchronous=normal"
+        else:
+            database = None
         servers[engine] = Server(args.bin, directory / engine, database=database)
     return servers
 
@@ -421,10 +432,15 @@ def run_audit(args, servers: dict[str, Server]) -> bool:
         base = f"http://127.0.0.1:{server.port}/v1/organization/audit_logs?limit=20"
         client = Client(server.port, server.admin_key)
         project = seeded[engine]["projects"][0]
+        newest = client.call("GET", "/organization/audit_logs?limit=1")["data"][0]["effective_at"]
         filters = {
             "unfiltered": "",
             "event_types[]=user.added": "&event_types[]=user.added",
             "project_ids[]=one of 50": f"&project_ids[]={project}",
+            # A range holding none of the log (a narrow one, read through the time index), and one holding all of it
+            # (a wide one, read by walking the log).
+            "effective_at[gt]=the future": f"&effective_at[gt]={newest + 3600}",
+            "effective_at[gt]=before all": "&effective_at[gt]=0",
         }
         for name, query in filters.items():
             # The cursor 90% down this filter's own list.
@@ -435,8 +451,8 @@ def run_audit(args, servers: dict[str, Server]) -> bool:
                 if not page["has_more"]:
                     break
                 after = page["last_id"]
-            deep = ids[int(len(ids) * 0.9)]
-            for page_name, extra in (("newest page", ""), ("page 90% down", f"&after={deep}")):
+            pages = [("newest page", "")] + ([("page 90% down", f"&after={ids[int(len(ids) * 0.9)]}")] if ids else [])
+            for page_name, extra in pages:
                 scenario = label(engine, f"audit logs, {name}, {page_name}")
                 scenarios.append((scenario, base + query + extra, auth, None))
                 owners[scenario] = server
@@ -451,7 +467,9 @@ def run_audit(args, servers: dict[str, Server]) -> bool:
     for engine in servers:
         for page_name in ("newest page", "page 90% down"):
             unfiltered = results[label(engine, f"audit logs, unfiltered, {page_name}")]["p50_rounds"]
-            for name in ("event_types[]=user.added", "project_ids[]=one of 50"):
+            for name in ("event_types[]=user.added", "project_ids[]=one of 50", "effective_at[gt]=the future", "effective_at[gt]=before all"):
+                if label(engine, f"audit logs, {name}, {page_name}") not in results:
+                    continue
                 filtered = results[label(engine, f"audit logs, {name}, {page_name}")]["p50_rounds"]
                 # Median over the rounds of the two pages' p50s in the same round: noise moves whole rounds.
                 ratio = statistics.median(a / b for a, b in zip(filtered, unfiltered))
@@ -1036,6 +1054,62 @@ def run_verify(args, servers: dict[str, Server]) -> bool:
     return met
 
 
+LUA_CREATE = """
+local members = {}
+local project
+local made = 0
+init = function(args)
+  project = args[1]
+  for index = 2, #args do members[#members + 1] = args[index] end
+end
+request = function()
+  made = made + 1
+  local body = '{"name":"bench ' .. made .. '","user_id":"' .. members[made % #members + 1] .. '"}'
+  return wrk.format("POST", "/v1/organization/projects/" .. project .. "/api_keys", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def run_create(args, servers: dict[str, Server]) -> bool:
+    """Key creations through the API, --connections at once (16 unless given), on each engine in the same rounds,
+    beside GET /healthz: what a write costs, its transaction, its fsync and its change feed's catch-up included."""
+    directory = Path(tempfile.mkdtemp(prefix="keysmith-bench-lua-"))
+    script = directory / "create.lua"
+    script.write_text(LUA_CREATE)
+    label = Labels(servers)
+    first_server = next(iter(servers.values()))
+    scenarios = [("GET /healthz", f"http://127.0.0.1:{first_server.port}/healthz", {}, None)]
+    for engine, server in servers.items():
+        client = Client(server.port, server.admin_key)
+        project = client.call("POST", "/organization/projects", {"name": "bench"})["id"]
+        members = []
+        for index in range(10):
+            user = client.call("POST", "/organization/users", {"email": f"create{index}@example.com"})["id"]
+            client.call("POST", f"/organization/projects/{project}/users", {"user_id": user, "role": "member"})
+            members.append(user)
+        analyze(server)
+        scenarios.append(
+            (
+                label(engine, "POST /api_keys (create a key)"),
+                f"http://127.0.0.1:{server.port}/v1/organization/projects/{project}/api_keys",
+                {"Authorization": f"Bearer {server.admin_key}"},
+                f"{script} {project} {' '.join(members)}",
+            )
+        )
+    connections = args.connections if args.connections != 64 else 16
+    print(f"==> key creations through the API, {connections} connections, {args.rounds} rounds of {args.duration} s", flush=True)
+    results = measure(scenarios, first_server.port, args.duration, connections, args.rounds)
+    print()
+    print(table(results, "GET /healthz"))
+    for name in results:
+        if name != "GET /healthz":
+            print(f"{name}: {results[name]['rps']:,.0f} keys/s (rounds: {', '.join(f'{r:,.0f}' for r in results[name]['rounds'])})")
+    if "sqlite" in servers and "sqlite-normal" in servers:
+        ratio = paired_ratio(results, label("sqlite", "POST /api_keys (create a key)"), label("sqlite-normal", "POST /api_keys (create a key)"))
+        print(f"sqlite (synchronous FULL) / sqlite-normal (NORMAL), paired by round: {ratio:.0%}")
+    return True
+
+
 def run_scale(args, binary: str, seeder: str) -> bool:
     """Startup time, resident memory and valid-key throughput at each size, seeded through the domain layer
     (keysmith-bench-seed: one write transaction per key, as the API makes, without HTTP)."""
@@ -1227,14 +1301,14 @@ def run_replicas(args) -> bool:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit", "create"])
     parser.add_argument("--bin", required=True)
     parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
     parser.add_argument(
         "--database",
         default="sqlite",
-        choices=["sqlite", "postgres", "sqlite,postgres"],
-        help="list, verify, audit: the engine, or both side by side in the same rounds",
+        help="list, verify, audit, create: the engine (sqlite, sqlite-normal, postgres), or several, comma-separated, "
+        "side by side in the same rounds",
     )
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=5)
@@ -1258,7 +1332,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
         servers = start_servers(args, Path(directory))
         try:
-            met = {"list": run_list, "verify": run_verify, "audit": run_audit}[args.scenario](args, servers)
+            met = {"list": run_list, "verify": run_verify, "audit": run_audit, "create": run_create}[args.scenario](args, servers)
         finally:
             for server in servers.values():
                 server.stop()

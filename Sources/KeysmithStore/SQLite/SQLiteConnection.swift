@@ -48,8 +48,24 @@ final class SQLiteConnection: Sendable {
         try self.handle.withLock { try $0.query(sql, binds, caching: caching, decode) }
     }
 
+    /// Creates an empty file at `path`, readable and writable by its owner only, unless something is there already
+    /// (SQLite opens an empty file as a new database, and creates its WAL and shared-memory files with the mode of
+    /// the database file).
+    static func createPrivately(_ path: String) throws {
+        let descriptor = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if descriptor >= 0 {
+            closeFile(descriptor)
+            return
+        }
+        guard errno == EEXIST else {
+            let reason = String(cString: strerror(errno))
+            throw SQLiteFailure(code: SQLITE_CANTOPEN, message: "cannot create \(path): \(reason)", sql: nil)
+        }
+    }
+
     /// Copies the whole database into a new database file at `destination` with SQLite's online backup API, as one
-    /// consistent snapshot. The copy is written beside `destination` and renamed into place only when complete.
+    /// consistent snapshot. The copy is written to a new file of its own beside `destination` (readable by its owner
+    /// only), flushed to the disk, and linked into place only when complete: never over a file that is there.
     func backup(to destination: String) throws {
         try self.handle.withLock { try $0.backup(to: destination) }
     }
@@ -244,17 +260,25 @@ private final class SQLiteHandle {
 
     func backup(to destination: String) throws {
         guard let source = self.handle else { throw SQLiteFailure.closed(sql: nil) }
-        let partial = destination + ".partial"
-        unlink(partial)
+        func failure(_ message: String) -> SQLiteFailure {
+            SQLiteFailure(code: SQLITE_CANTOPEN, message: message, sql: nil)
+        }
+        // A new file with a name of its own, created here and nowhere else (O_EXCL, not through a link).
+        let partial = destination + ".partial-" + String(UInt64.random(in: .min ... .max), radix: 36)
+        let descriptor = open(partial, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard descriptor >= 0 else { throw failure("cannot create \(partial): \(String(cString: strerror(errno)))") }
+        closeFile(descriptor)
         var target: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         var status = sqlite_nio_sqlite3_open_v2(partial, &target, flags, nil)
         guard status == SQLITE_OK, let target else {
             let message = target.flatMap { sqlite_nio_sqlite3_errmsg($0) }.map { String(cString: $0) } ?? Self.describe(status)
             sqlite_nio_sqlite3_close(target)
-            throw SQLiteFailure(code: status, message: "cannot create \(partial): \(message)", sql: nil)
+            unlink(partial)
+            throw SQLiteFailure(code: status, message: "cannot open \(partial): \(message)", sql: nil)
         }
-        defer { sqlite_nio_sqlite3_close(target) }
+        var closed = false
+        defer { if !closed { sqlite_nio_sqlite3_close(target) } }
         guard let backup = sqlite_nio_sqlite3_backup_init(target, "main", source, "main") else {
             let message = String(cString: sqlite_nio_sqlite3_errmsg(target))
             unlink(partial)
@@ -275,11 +299,33 @@ private final class SQLiteHandle {
             unlink(partial)
             throw SQLiteFailure(code: status, message: String(cString: sqlite_nio_sqlite3_errmsg(target)), sql: nil)
         }
-        guard rename(partial, destination) == 0 else {
+        sqlite_nio_sqlite3_close(target)
+        closed = true
+        // On the disk before it is in place, and in place only where nothing is: link() refuses an existing name.
+        let flushed = open(partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard flushed >= 0, fsync(flushed) == 0 else {
             let reason = String(cString: strerror(errno))
+            if flushed >= 0 { closeFile(flushed) }
             unlink(partial)
-            throw SQLiteFailure(code: SQLITE_CANTOPEN, message: "cannot move the backup into place: \(reason)", sql: nil)
+            throw failure("cannot flush the backup to the disk: \(reason)")
         }
+        closeFile(flushed)
+        guard link(partial, destination) == 0 else {
+            let reason = errno == EEXIST ? "\(destination) appeared while the backup was made" : String(cString: strerror(errno))
+            unlink(partial)
+            throw failure("cannot move the backup into place: \(reason)")
+        }
+        unlink(partial)
+        Self.flushDirectory(of: destination)
+    }
+
+    /// Flushes the directory holding `path`, so that a new name in it survives a power loss.
+    private static func flushDirectory(of path: String) {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let descriptor = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_CLOEXEC | O_DIRECTORY)
+        guard descriptor >= 0 else { return }
+        _ = fsync(descriptor)
+        closeFile(descriptor)
     }
 
     private func evictLeastRecentlyUsed() {
@@ -467,4 +513,9 @@ struct SQLiteFailure: Error, CustomStringConvertible {
     static func closed(sql: String?) -> SQLiteFailure {
         SQLiteFailure(code: SQLITE_MISUSE, message: "the database connection is closed", sql: sql)
     }
+}
+
+/// `close(2)`, out of reach of the types' own `close()` methods.
+private func closeFile(_ descriptor: Int32) {
+    _ = close(descriptor)
 }

@@ -45,9 +45,12 @@ public final class SQLiteEngine: SQLEngine {
                 throw error
             }
             return engine
-        case .sqliteFile(let path):
+        case .sqliteFile(let path, let synchronous):
             var connections: [SQLiteConnection] = []
             do {
+                // Created readable by its owner only: it holds every key's digest (and, unless KEYSMITH_SECRET is
+                // set, the secret they are made with). SQLite gives its WAL and shared-memory files the same mode.
+                try SQLiteConnection.createPrivately(path)
                 for _ in 0..<4 {
                     connections.append(try SQLiteConnection(path: path))
                 }
@@ -68,7 +71,9 @@ public final class SQLiteEngine: SQLEngine {
                     [
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA journal_mode = WAL",
-                        "PRAGMA synchronous = NORMAL",
+                        // FULL: a commit is on the disk before it is acknowledged, so that no acknowledged write (a
+                        // revocation least of all) is lost to a power loss; NORMAL only when the URL asks for it.
+                        "PRAGMA synchronous = \(synchronous == .full ? "FULL" : "NORMAL")",
                         "PRAGMA foreign_keys = ON",
                     ]
                 )
