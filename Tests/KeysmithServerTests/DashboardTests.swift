@@ -55,6 +55,31 @@ struct DashboardVisitor {
 
 @Suite("Dashboard")
 struct DashboardTests {
+    @Test("Every page the router serves under /dashboard needs a session, and every form a session's CSRF token")
+    func everyPageIsBehindSignIn() async throws {
+        try await Harness.run(.sqlite) { app in
+            let open =
+                ["GET /dashboard", "GET /dashboard/sign-in", "POST /dashboard/sign-in", "GET /dashboard/assets/style.css"]
+                + ["GET /dashboard/assets/dashboard.js", "GET /dashboard/**"]
+            let pages = app.routes.filter { $0.contains(" /dashboard") && !open.contains($0) }
+            #expect(pages.count >= 30, "\(pages)")
+            var visitor = DashboardVisitor(app)
+            var signedIn = DashboardVisitor(app)
+            _ = try await signedIn.signIn(app.adminKey)
+            for route in pages {
+                let parts = route.split(separator: " ")
+                let method = HTTPRequest.Method(String(parts[0]))!
+                let path = parts[1].split(separator: "/").map { $0.hasPrefix(":") ? "x" : String($0) }.joined(separator: "/")
+                let anonymous = try await visitor.request(method, "/" + path, form: method == .post ? [("name", "x")] : nil)
+                #expect(anonymous.status == .seeOther && anonymous.headers[.location] == "/dashboard/sign-in", "\(route)")
+                if method == .post {
+                    let forged = try await signedIn.request(method, "/" + path, form: [("csrf_token", String(repeating: "0", count: 64))])
+                    #expect(forged.status == .forbidden && forged.text.contains("This form has expired"), "\(route)")
+                }
+            }
+        }
+    }
+
     @Test("Sign-in starts a session the pages need; 30 idle minutes end it", arguments: TestEngine.available)
     func sessions(engine: TestEngine) async throws {
         try await Harness.run(engine) { app in
@@ -171,7 +196,8 @@ struct DashboardTests {
             #expect(created.status == .ok)
             let plaintext = try #require(created.text.firstMatch(of: /value="(sk-proj-[A-Za-z0-9]+)"/)?.1)
             #expect(created.headers[.cacheControl] == "no-store")
-            #expect(try await app.check(String(plaintext)).status == .ok)
+            let described: HTTPFields = [.init("X-Original-Method")!: "POST", .init("X-Original-URI")!: "/v1/chat/completions"]
+            #expect(try await app.check(String(plaintext), headers: described).status == .ok)
 
             let keys = try await app.get("/projects/\(projectID)/api_keys")
             #expect(keys.data.first?["scopes"] as? [String] == ["api.model.request"])

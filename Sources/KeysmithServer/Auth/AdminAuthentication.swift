@@ -34,6 +34,11 @@ struct AdminAuthenticator: Sendable {
 
     func authenticate(_ headers: HTTPFields, for access: AdminAccess) throws -> AdminPrincipal {
         guard let token = headers.bearerToken() else { throw OpenAIError.missingKey }
+        return try self.authenticate(token: token, for: access)
+    }
+
+    /// The admin key `token` (say, typed into the dashboard's sign-in form), judged as a bearer token would be.
+    func authenticate(token: Substring, for access: AdminAccess = .write) throws -> AdminPrincipal {
         guard let kind = KeySecret.parse(token) else { throw OpenAIError.incorrectKey(token) }
         let digest = self.verifier.hasher.digest(token)
         switch kind {

@@ -7,7 +7,7 @@ import KeysmithStore
 // signed-in admin key. A form that fails shows the API's message beside it, with what was typed kept.
 
 extension Dashboard {
-    func registerPages(on group: RouterGroup<KeysmithRequestContext>) {
+    func registerPages(on group: RouterGroup<DashboardRequestContext>) {
         group.get("projects", use: self.page(self.projects))
         group.post("projects", use: self.page(self.createProject))
 
@@ -61,7 +61,7 @@ extension Dashboard {
 
     // MARK: Projects
 
-    @Sendable func projects(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func projects(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.projectsPage(session, query: form)
@@ -92,7 +92,7 @@ extension Dashboard {
         ["id": project.id, "name": project.name, "status": project.isArchived ? "archived" : "active", "created": self.time(project.createdAt)]
     }
 
-    @Sendable func createProject(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         return try await self.submitting {
@@ -115,21 +115,21 @@ extension Dashboard {
     }
 
     /// The project a page is about, with what its header shows.
-    func projectContext(_ context: KeysmithRequestContext, _ session: DashboardSession, tab: String) async throws -> (Project, [String: Any]) {
+    func projectContext(_ context: DashboardRequestContext, _ session: DashboardSession, tab: String) async throws -> (Project, [String: Any]) {
         let project = try await self.reader.project(id: try context.parameters.require("project_id"), organizationID: session.organizationID)
         return (project, ["project": self.projectView(project), "archived": project.isArchived, tab: true])
     }
 
     // MARK: A project's keys
 
-    @Sendable func projectKeys(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func projectKeys(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.keysPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
 
     func keysPage(
-        _ context: KeysmithRequestContext,
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -199,7 +199,7 @@ extension Dashboard {
         options.map { ["value": $0.value, "label": $0.label, "selected": $0.value == (selected ?? "")] }
     }
 
-    @Sendable func createKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -241,7 +241,7 @@ extension Dashboard {
         ["heading": "\(what) is ready", "value": value, "done": done]
     }
 
-    func keyAndProject(_ context: KeysmithRequestContext, _ session: DashboardSession) async throws -> (APIKey, String) {
+    func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, String) {
         let projectID = try context.parameters.require("project_id")
         let key = try await self.reader.apiKey(
             id: try context.parameters.require("key_id"),
@@ -251,7 +251,7 @@ extension Dashboard {
         return (key, projectID)
     }
 
-    @Sendable func confirmRotate(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmRotate(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
@@ -267,7 +267,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func rotateKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func rotateKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
@@ -288,7 +288,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func confirmRevoke(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmRevoke(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
@@ -302,7 +302,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func revokeKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func revokeKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
@@ -333,7 +333,7 @@ extension Dashboard {
 
     // MARK: Settings
 
-    @Sendable func projectSettings(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func projectSettings(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
@@ -342,7 +342,7 @@ extension Dashboard {
         return self.render("project-settings", view, session: session, section: "navProjects", notice: Notice.text(form["notice"]))
     }
 
-    @Sendable func renameProject(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func renameProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
@@ -362,7 +362,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func confirmArchive(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmArchive(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let (project, _) = try await self.projectContext(context, session, tab: "tabSettings")
@@ -377,7 +377,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func archiveProject(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func archiveProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -387,14 +387,14 @@ extension Dashboard {
 
     // MARK: Service accounts
 
-    @Sendable func serviceAccounts(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func serviceAccounts(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.serviceAccountsPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
 
     func serviceAccountsPage(
-        _ context: KeysmithRequestContext,
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -411,7 +411,7 @@ extension Dashboard {
         return self.render("project-service-accounts", view, session: session, section: "navProjects", status: status, notice: notice)
     }
 
-    @Sendable func createServiceAccount(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -444,7 +444,7 @@ extension Dashboard {
 
     @Sendable func confirmDeleteServiceAccount(
         _ request: Request,
-        _ context: KeysmithRequestContext,
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         _ form: DashboardForm
     ) async throws -> Response {
@@ -464,7 +464,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func deleteServiceAccount(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func deleteServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -478,14 +478,14 @@ extension Dashboard {
 
     // MARK: Members
 
-    @Sendable func members(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func members(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.membersPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
 
     func membersPage(
-        _ context: KeysmithRequestContext,
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -507,7 +507,7 @@ extension Dashboard {
         return self.render("project-members", view, session: session, section: "navProjects", status: status, notice: notice)
     }
 
-    @Sendable func addMember(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func addMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -531,7 +531,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func changeMemberRole(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func changeMemberRole(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -555,7 +555,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func confirmRemoveMember(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmRemoveMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -574,7 +574,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func removeMember(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func removeMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let projectID = try context.parameters.require("project_id")
@@ -588,7 +588,7 @@ extension Dashboard {
 
     // MARK: People
 
-    @Sendable func people(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func people(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.peoplePage(session, query: form, notice: Notice.text(form["notice"]))
@@ -627,7 +627,7 @@ extension Dashboard {
         return self.render("people", view, session: session, section: "navPeople", status: status, notice: notice)
     }
 
-    @Sendable func createUser(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createUser(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         return try await self.submitting {
@@ -649,7 +649,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func createInvite(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         return try await self.submitting {
@@ -671,7 +671,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func confirmRevokeInvite(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let invite = try await self.reader.invite(id: try context.parameters.require("invite_id"), organizationID: session.organizationID)
@@ -685,7 +685,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func revokeInvite(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func revokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.domain(session).deleteInvite(organizationID: session.organizationID, inviteID: try context.parameters.require("invite_id"))
@@ -694,7 +694,7 @@ extension Dashboard {
 
     // MARK: Admin keys
 
-    @Sendable func adminKeys(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func adminKeys(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         try await self.adminKeysPage(session, query: form, notice: Notice.text(form["notice"]))
@@ -721,7 +721,7 @@ extension Dashboard {
         return self.render("admin-keys", view, session: session, section: "navAdminKeys", status: status, notice: notice)
     }
 
-    @Sendable func createAdminKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func createAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         return try await self.submitting {
@@ -746,7 +746,7 @@ extension Dashboard {
         }
     }
 
-    @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let key = try await self.reader.adminKey(id: try context.parameters.require("key_id"), organizationID: session.organizationID)
@@ -764,7 +764,7 @@ extension Dashboard {
         )
     }
 
-    @Sendable func deleteAdminKey(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func deleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         let keyID = try context.parameters.require("key_id")
@@ -782,7 +782,7 @@ extension Dashboard {
         ("", "any time"), ("3600", "the last hour"), ("86400", "the last day"), ("604800", "the last 7 days"), ("2592000", "the last 30 days"),
     ]
 
-    @Sendable func auditLog(_ request: Request, _ context: KeysmithRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+    @Sendable func auditLog(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
         var filter = AuditLogFilter()

@@ -60,8 +60,14 @@ struct Dashboard: Sendable {
         group.get("assets/dashboard.js") { _, _ in DashboardAssets.script }
         group.get("sign-in") { request, context in try await self.guarded(context) { try self.signInPage(request) } }
         group.post("sign-in") { request, context in try await self.guarded(context) { try await self.signIn(request, context) } }
-        group.post("sign-out", use: self.page { request, _, session, _ in self.signOut(request, session) })
-        self.registerPages(on: group)
+        // Everything else is behind sign-in: the pages' own group, whose middleware finds the session (or redirects
+        // to the sign-in page) and checks every form's CSRF token before any handler runs, and whose handlers take a
+        // context that holds both. A page cannot be added anywhere else by mistake: its handler would not fit.
+        let pages = group.group()
+            .add(middleware: DashboardSessionMiddleware(dashboard: self))
+            .group(context: DashboardRequestContext.self)
+        pages.post("sign-out", use: self.page { request, _, session, _ in self.signOut(request, session) })
+        self.registerPages(on: pages)
         // Anything else under /dashboard is a page that does not exist, said in HTML.
         group.get("**") { request, _ in
             self.errorPage(
@@ -92,40 +98,17 @@ struct Dashboard: Sendable {
         return session
     }
 
-    typealias PageHandler = @Sendable (Request, KeysmithRequestContext, DashboardSession, DashboardForm) async throws -> Response
+    typealias PageHandler = @Sendable (Request, DashboardRequestContext, DashboardSession, DashboardForm) async throws -> Response
 
-    /// A page behind sign-in: no session is a redirect to the sign-in page; a POST whose CSRF token is not the
-    /// session's is refused before the handler runs. Errors the handler does not show itself become an error page.
-    func page(_ handler: @escaping PageHandler) -> @Sendable (Request, KeysmithRequestContext) async throws -> Response {
-        { request, context in
-            guard let session = self.activeSession(request) else {
-                return Self.redirect("/dashboard/sign-in")
-            }
-            return try await self.guarded(context, session: session) {
-                let form: DashboardForm
-                if request.method == .post {
-                    form = try await DashboardForm.parse(request)
-                    guard let token = form["csrf_token"], constantTimeEquals(token, session.csrfToken) else {
-                        return self.errorPage(
-                            .forbidden,
-                            heading: "This form has expired",
-                            message:
-                                "The form was not sent from this session's page (or the session changed since). Go back, reload the page and try again.",
-                            session: session
-                        )
-                    }
-                } else {
-                    form = try DashboardForm(query: request.uri.query)
-                }
-                return try await handler(request, context, session, form)
-            }
-        }
+    /// A page's handler, given the session and the form its middleware found.
+    func page(_ handler: @escaping PageHandler) -> @Sendable (Request, DashboardRequestContext) async throws -> Response {
+        { request, context in try await handler(request, context, context.session, context.form) }
     }
 
     /// Turns what a handler throws into a page: domain and request errors with their status and message, anything
     /// else a logged 500.
     func guarded(
-        _ context: KeysmithRequestContext,
+        _ context: some RequestContext,
         session: DashboardSession? = nil,
         _ body: () async throws -> Response
     ) async throws -> Response {
@@ -210,29 +193,32 @@ struct Dashboard: Sendable {
         return response
     }
 
+    /// Signs in with an admin key. Failures are limited per client address (``SignInLimiter``); a valid key always
+    /// signs in, so that someone sending bad keys from the address a proxy gives everyone cannot lock real admins
+    /// out. (A key is one HMAC and a lookup in memory to check, and 256 random bits to guess.)
     func signIn(_ request: Request, _ context: KeysmithRequestContext) async throws -> Response {
-        let address = context.clientAddress
-        if let wait = self.limiter.retryAfter(address) {
-            let minutes = (wait + 59) / 60
-            var response = try self.signInPage(
-                request,
-                error: "Too many failed sign-ins from your address. Try again in \(minutes) minute\(minutes == 1 ? "" : "s").",
-                status: .tooManyRequests
-            )
-            response.headers[.retryAfter] = String(wait)
-            return response
-        }
         let form = try await DashboardForm.parse(request, upTo: Self.maximumSignInFormSize)
         guard let expected = request.cookies[Self.signInCookie]?.value, let sent = form["csrf_token"], constantTimeEquals(expected, sent)
         else {
             return try self.signInPage(request, error: "The sign-in form expired. Enter the key again.", status: .forbidden)
         }
+        let address = context.clientAddress
         let key = (form["admin_key"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let principal: AdminPrincipal
         do {
             guard !key.isEmpty else { throw OpenAIError.missingKey }
-            principal = try self.authenticator.authenticate([.authorization: "Bearer \(key)"], for: .write)
+            principal = try self.authenticator.authenticate(token: key[...])
         } catch {
+            if let wait = self.limiter.retryAfter(address) {
+                let minutes = (wait + 59) / 60
+                var response = try self.signInPage(
+                    request,
+                    error: "Too many failed sign-ins from your address. Try again in \(minutes) minute\(minutes == 1 ? "" : "s").",
+                    status: .tooManyRequests
+                )
+                response.headers[.retryAfter] = String(wait)
+                return response
+            }
             self.limiter.recordFailure(address)
             let reason = (error as? OpenAIError)?.code == "api_key_expired" ? "That admin key has expired." : "That is not a valid admin key."
             return try self.signInPage(request, error: reason, status: .unauthorized)
@@ -257,6 +243,69 @@ struct Dashboard: Sendable {
     func cookie(_ name: String, _ value: String, _ request: Request, maxAge: Int?) -> Cookie {
         let secure = self.servesTLS || request.headers[.forwardedProto]?.lowercased() == "https"
         return Cookie(name: name, value: value, maxAge: maxAge, path: "/dashboard", secure: secure, httpOnly: true, sameSite: .strict)
+    }
+}
+
+/// A signed-in request's session and form, found by ``DashboardSessionMiddleware``.
+final class DashboardPage: Sendable {
+    let session: DashboardSession
+    let form: DashboardForm
+
+    init(session: DashboardSession, form: DashboardForm) {
+        self.session = session
+        self.form = form
+    }
+}
+
+/// The context of a dashboard page: the session is there, not optional, so no page can be served without one.
+struct DashboardRequestContext: ChildRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let session: DashboardSession
+    let form: DashboardForm
+
+    init(context: KeysmithRequestContext) throws {
+        guard let page = context.dashboardPage else {
+            // A page's group always runs behind DashboardSessionMiddleware: this is a wiring bug.
+            preconditionFailure("a dashboard page was registered without DashboardSessionMiddleware")
+        }
+        self.coreContext = context.coreContext
+        self.session = page.session
+        self.form = page.form
+    }
+}
+
+/// Sign-in as middleware on the pages' group: without a live session, the sign-in page (a redirect); with one, a
+/// POST whose CSRF token is not the session's is refused before any handler runs, and what a handler throws becomes
+/// an error page.
+struct DashboardSessionMiddleware: RouterMiddleware {
+    typealias Context = KeysmithRequestContext
+
+    let dashboard: Dashboard
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let session = self.dashboard.activeSession(request) else {
+            return Dashboard.redirect("/dashboard/sign-in")
+        }
+        return try await self.dashboard.guarded(context, session: session) {
+            let form: DashboardForm
+            if request.method == .post {
+                form = try await DashboardForm.parse(request)
+                guard let token = form["csrf_token"], constantTimeEquals(token, session.csrfToken) else {
+                    return self.dashboard.errorPage(
+                        .forbidden,
+                        heading: "This form has expired",
+                        message:
+                            "The form was not sent from this session's page (or the session changed since). Go back, reload the page and try again.",
+                        session: session
+                    )
+                }
+            } else {
+                form = try DashboardForm(query: request.uri.query)
+            }
+            var context = context
+            context.dashboardPage = DashboardPage(session: session, form: form)
+            return try await next(request, context)
+        }
     }
 }
 
@@ -341,17 +390,7 @@ struct DashboardError {
     var message: String
 
     init(_ error: any Error) {
-        let rendered: OpenAIError?
-        switch error {
-        case let error as OpenAIError: rendered = error
-        case let error as KeysmithError: rendered = OpenAIError(error)
-        case is DatabaseUnavailableError:
-            rendered = OpenAIError(status: .serviceUnavailable, message: "The database is unavailable; try again shortly.")
-        case is NIOTooManyBytesError:
-            rendered = OpenAIError(status: .contentTooLarge, message: "The form is larger than the dashboard accepts.")
-        default: rendered = nil
-        }
-        guard let rendered else {
+        guard let rendered = OpenAIError(error) else {
             self.status = .internalServerError
             self.heading = "Something went wrong"
             self.message = "The server had an error while processing your request. It has been logged."
@@ -369,11 +408,8 @@ struct DashboardError {
     /// The API's refusal of what a form asked for, as the API would answer it (its message names the field, its
     /// `param` is the field); nil for anything that is not a refusal (a bug, the database down).
     static func refusal(_ error: any Error) -> OpenAIError? {
-        switch error {
-        case let error as OpenAIError: error
-        case let error as KeysmithError: OpenAIError(error)
-        default: nil
-        }
+        guard !OpenAIError.isDatabaseFailure(error) else { return nil }
+        return OpenAIError(error)
     }
 }
 

@@ -7,11 +7,14 @@ public struct KeysmithRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by ``AdminAuthentication`` on the admin route groups; nil everywhere else.
     var principal: AdminPrincipal?
+    /// Set by ``DashboardSessionMiddleware`` on the dashboard's pages; nil everywhere else.
+    var dashboardPage: DashboardPage?
     private let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.principal = nil
+        self.dashboardPage = nil
         self.channel = source.channel
     }
 
