@@ -118,12 +118,20 @@ public struct AuditLogEntry: Sendable, Equatable {
 
 /// What the audit log list is filtered by; empty arrays and nil bounds filter nothing.
 public struct AuditLogFilter: Sendable, Equatable {
+    /// Whether any `effective_at` bound is set.
+    public var hasTimeBounds: Bool {
+        self.effectiveAfter != nil || self.effectiveFrom != nil || self.effectiveBefore != nil || self.effectiveThrough != nil
+    }
+
     public var effectiveAfter: UnixSeconds?
     public var effectiveFrom: UnixSeconds?
     public var effectiveBefore: UnixSeconds?
     public var effectiveThrough: UnixSeconds?
     public var projectIDs: [String]
     public var types: [AuditEventType]
+    /// Event types of OpenAI's that Keysmith never records, asked for beside (or instead of) ``types``: they match
+    /// nothing, but a filter of only these matches nothing rather than everything.
+    public var unrecordedTypes: [String]
     public var actorIDs: [String]
     public var actorEmails: [String]
     public var resourceIDs: [String]
@@ -135,6 +143,7 @@ public struct AuditLogFilter: Sendable, Equatable {
         effectiveThrough: UnixSeconds? = nil,
         projectIDs: [String] = [],
         types: [AuditEventType] = [],
+        unrecordedTypes: [String] = [],
         actorIDs: [String] = [],
         actorEmails: [String] = [],
         resourceIDs: [String] = []
@@ -145,6 +154,7 @@ public struct AuditLogFilter: Sendable, Equatable {
         self.effectiveThrough = effectiveThrough
         self.projectIDs = projectIDs
         self.types = types
+        self.unrecordedTypes = unrecordedTypes
         self.actorIDs = actorIDs
         self.actorEmails = actorEmails
         self.resourceIDs = resourceIDs

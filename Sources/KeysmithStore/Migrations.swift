@@ -359,6 +359,13 @@ enum Migrations {
                 "CREATE INDEX audit_logs_by_resource ON audit_logs (organization_id, resource_id, sequence)",
             ]
         ),
+        // The audit log's effective_at filters read a narrow time range through this index instead of the whole
+        // log (SQLStore.listAuditLogs).
+        Migration(
+            name: "0005_index_audit_log_times",
+            sqlite: ["CREATE INDEX audit_logs_by_time ON audit_logs (organization_id, effective_at)"],
+            postgres: ["CREATE INDEX audit_logs_by_time ON audit_logs (organization_id, effective_at)"]
+        ),
     ]
 }
 

@@ -32,8 +32,18 @@ extension SQLStore {
         )
     }
 
+    /// A time range holding at most this many events is read through the time index (and sorted); a wider one is
+    /// read by walking the log newest first, as an unbounded list is.
+    static let narrowTimeRange = 1_000
+
     /// The organization's audit log, newest first, filtered. `after` pages towards older events, `before` towards
     /// newer ones (the page is still newest first). Keyset paging on the insertion sequence, on indexed columns.
+    ///
+    /// An `effective_at` range has two ways to be read, each fast where the other is slow: walking the log newest
+    /// first stops after a page of events inside the range, which for "since" ranges is at once and for a range
+    /// that holds few or none of the newest events means the whole log; reading the range through the time index
+    /// (`audit_logs_by_time`) costs what the range holds, sorted. A probe through the time index that stops at
+    /// ``narrowTimeRange`` events tells which: a narrow range is read through the index, a wide one by the walk.
     public func listAuditLogs(
         organizationID: String,
         filter: AuditLogFilter,
@@ -41,13 +51,31 @@ extension SQLStore {
         after: String?,
         before: String?
     ) async throws -> Page<AuditLogEntry> {
+        func times(_ column: String) -> SQLQueryString {
+            var bounds: SQLQueryString = ""
+            if let bound = filter.effectiveAfter { bounds = bounds + " AND \(unsafeRaw: column) > \(bind: bound)" }
+            if let bound = filter.effectiveFrom { bounds = bounds + " AND \(unsafeRaw: column) >= \(bind: bound)" }
+            if let bound = filter.effectiveBefore { bounds = bounds + " AND \(unsafeRaw: column) < \(bind: bound)" }
+            if let bound = filter.effectiveThrough { bounds = bounds + " AND \(unsafeRaw: column) <= \(bind: bound)" }
+            return bounds
+        }
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.auditColumns) FROM audit_logs a WHERE a.organization_id = \(bind: organizationID)"
-        if let bound = filter.effectiveAfter { query = query + " AND a.effective_at > \(bind: bound)" }
-        if let bound = filter.effectiveFrom { query = query + " AND a.effective_at >= \(bind: bound)" }
-        if let bound = filter.effectiveBefore { query = query + " AND a.effective_at < \(bind: bound)" }
-        if let bound = filter.effectiveThrough { query = query + " AND a.effective_at <= \(bind: bound)" }
+        if filter.hasTimeBounds {
+            let range: SQLQueryString = "SELECT sequence FROM audit_logs WHERE organization_id = \(bind: organizationID)" + times("effective_at")
+            let probe: SQLQueryString =
+                "SELECT count(*) AS events FROM (" + range + " LIMIT \(literal: Self.narrowTimeRange + 1)) AS probe"
+            let events = try await self.engine.read { try await $0.raw(probe).first()?.int("events") } ?? 0
+            if events <= Self.narrowTimeRange {
+                query = query + " AND a.sequence IN (" + range + ")"
+            } else {
+                // The walk reads the range's bounds as filters, not through the time index (`+` hides the column).
+                query = query + times("+a.effective_at")
+            }
+        }
         if !filter.projectIDs.isEmpty { query = query + " AND a.project_id IN (\(binds: filter.projectIDs))" }
-        if !filter.types.isEmpty { query = query + " AND a.type IN (\(binds: filter.types.map(\.rawValue)))" }
+        if !filter.types.isEmpty || !filter.unrecordedTypes.isEmpty {
+            query = query + " AND a.type IN (\(binds: filter.types.map(\.rawValue) + filter.unrecordedTypes))"
+        }
         if !filter.actorIDs.isEmpty { query = query + " AND a.actor_id IN (\(binds: filter.actorIDs))" }
         if !filter.resourceIDs.isEmpty { query = query + " AND a.resource_id IN (\(binds: filter.resourceIDs))" }
         if !filter.actorEmails.isEmpty {

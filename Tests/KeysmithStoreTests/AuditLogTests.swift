@@ -59,6 +59,25 @@ struct AuditLogTests {
             let window = try await walk(AuditLogFilter(effectiveFrom: 1_100, effectiveBefore: 1_200), limit: 100)
             #expect(window.map(\.effectiveAt) == (1_100..<1_200).reversed().map { $0 })
 
+            // Time ranges read both ways (narrow ones through the time index, wide ones by walking the log) page the
+            // same, alone and with another filter, from either end of the log.
+            let times = (0..<10_000).map { 1_000 + $0 }
+            for (filter, expected) in [
+                (AuditLogFilter(effectiveAfter: 99_999), [Int]()),
+                (AuditLogFilter(effectiveThrough: 10), []),
+                (AuditLogFilter(effectiveAfter: 10_500), times.filter { $0 > 10_500 }),
+                (AuditLogFilter(effectiveAfter: 2_000), times.filter { $0 > 2_000 }),
+                (AuditLogFilter(effectiveBefore: 1_500), times.filter { $0 < 1_500 }),
+                (AuditLogFilter(effectiveBefore: 9_000), times.filter { $0 < 9_000 }),
+                (AuditLogFilter(effectiveFrom: 3_000, effectiveThrough: 6_999), times.filter { (3_000...6_999).contains($0) }),
+            ] {
+                #expect(try await walk(filter, limit: 100).map(\.effectiveAt) == expected.reversed(), "\(filter)")
+                var typed = filter
+                typed.types = [.userAdded]
+                let expectedTyped = expected.filter { ($0 - 1_000) % 10 == 9 }
+                #expect(try await walk(typed, limit: 50).map(\.effectiveAt) == expectedTyped.reversed(), "\(typed)")
+            }
+
             // `before` walks back towards newer events, each page still newest first.
             var newer: [AuditLogEntry] = []
             var before: String? = all.last?.id

@@ -239,7 +239,10 @@ struct ConcurrencyTests {
             }
             #expect(
                 outcomes.map(\.applied).filter { !$0.isEmpty } == [
-                    ["0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log"]
+                    [
+                        "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
+                        "0005_index_audit_log_times",
+                    ]
                 ]
             )
             #expect(Set(outcomes.map(\.secret)).count == 1)

@@ -16,6 +16,7 @@ struct StoreSetupTests {
             #expect(
                 try await store.migrate() == [
                     "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
+                    "0005_index_audit_log_times",
                 ]
             )
             try await store.checkReadiness()

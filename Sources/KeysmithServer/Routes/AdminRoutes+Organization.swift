@@ -93,15 +93,19 @@ extension AdminRoutes {
             throw OpenAIError.invalid("Invalid 'before': give 'after' or 'before', not both.", param: "before")
         }
         var types: [AuditEventType] = []
+        var unrecordedTypes: [String] = []
         for text in query.all("event_types") {
-            guard let type = AuditEventType(rawValue: text) else {
+            if let type = AuditEventType(rawValue: text) {
+                types.append(type)
+            } else if AuditEventType.openAIEventTypes.contains(text) {
+                // OpenAI's, never Keysmith's: it matches no event, as at OpenAI for a type an organization has none of.
+                unrecordedTypes.append(text)
+            } else {
                 throw OpenAIError.invalid(
-                    "Invalid 'event_types': '\(text)' is not an event type Keysmith records. Supported values are: "
-                        + AuditEventType.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ".",
+                    "Invalid 'event_types': '\(text)' is not an audit log event type (see OpenAI's AuditLogEventType).",
                     param: "event_types"
                 )
             }
-            types.append(type)
         }
         let filter = AuditLogFilter(
             effectiveAfter: try query.integer("effective_at[gt]"),
@@ -110,6 +114,7 @@ extension AdminRoutes {
             effectiveThrough: try query.integer("effective_at[lte]"),
             projectIDs: query.all("project_ids"),
             types: types,
+            unrecordedTypes: unrecordedTypes,
             actorIDs: query.all("actor_ids"),
             actorEmails: query.all("actor_emails"),
             resourceIDs: query.all("resource_ids")
