@@ -153,11 +153,15 @@ extension AdminClient {
     }
 
     /// Creates a service account and, unless `withoutKey`, its first key (plaintext returned once).
-    public func createServiceAccount(project: String, name: String, withoutKey: Bool = false) async throws(KeysmithClientError)
-        -> CreatedServiceAccount
-    {
+    public func createServiceAccount(
+        project: String,
+        name: String,
+        withoutKey: Bool = false,
+        expiresInSeconds: Int? = nil
+    ) async throws(KeysmithClientError) -> CreatedServiceAccount {
         var body: [String: JSONValue] = ["name": .string(name)]
         if withoutKey { body["create_service_account_only"] = .bool(true) }
+        body["expires_in_seconds"] = expiresInSeconds.map(JSONValue.integer)
         return try await self.call(.post, "/v1/organization/projects/\(project)/service_accounts", body: body)
     }
 

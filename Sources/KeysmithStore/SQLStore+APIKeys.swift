@@ -278,7 +278,11 @@ extension SQLStore {
             ).run()
             var changes: [(String, AuditJSON)] = []
             if let scopes { changes.append(("scopes", .strings(scopes))) }
-            if let expiresAt { changes.append(("expires_at", expiresAt.map(AuditJSON.int) ?? .null)) }
+            if let expiresAt {
+                // OpenAI's event holds the lifetime asked for; Keysmith adds the moment it gives.
+                changes.append(("expires_in_seconds", expiresAt.map { AuditJSON.int($0 - now) } ?? .null))
+                changes.append(("expires_at", expiresAt.map(AuditJSON.int) ?? .null))
+            }
             try await Self.recordEvent(
                 database,
                 AuditEvent(.apiKeyUpdated, resourceID: id, projectID: projectID, data: changes, dataKey: "changes_requested"),

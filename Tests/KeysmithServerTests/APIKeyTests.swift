@@ -134,9 +134,26 @@ struct APIKeyTests {
 
             try await app.post(path, #"{"expires_in_seconds":-5}"#).expectError(.badRequest, param: "expires_in_seconds")
             try await app.post(path, #"{"scopes":[""]}"#).expectError(.badRequest, param: "scopes")
-            app.clock.advance(by: 121)
+            // OpenAI's reference: one of the two at least, and neither as null; a refused update changes nothing.
+            try await app.post(path, "{}").expectError(.badRequest)
+            try await app.post(path, #"{"name":"renamed"}"#).expectError(.badRequest)
+            try await app.post(path, #"{"scopes":null}"#).expectError(.badRequest, param: "scopes")
+            try await app.post(path, #"{"expires_in_seconds":null,"scopes":["api.model.read"]}"#)
+                .expectError(.badRequest, param: "expires_in_seconds")
+            let unchanged = try await app.get(path)
+            #expect(unchanged["scopes"] as? [String] == [] && unchanged["expires_at"] as? Int == app.clock.now + 120)
+            // The audit event says what was asked for, as OpenAI's does.
+            let event = try #require(try await app.get("/audit_logs?event_types[]=api_key.updated&limit=1").data.first)
+            let requested = (event["api_key.updated"] as? [String: Any])?["changes_requested"] as? [String: Any]
+            #expect(requested?["scopes"] as? [String] == [])
+            _ = try await app.post(path, #"{"expires_in_seconds":300}"#)
+            let latest = try #require(try await app.get("/audit_logs?event_types[]=api_key.updated&limit=1").data.first)
+            let asked = (latest["api_key.updated"] as? [String: Any])?["changes_requested"] as? [String: Any]
+            #expect(asked?["expires_in_seconds"] as? Int == 300)
+            #expect(asked?["expires_at"] as? Int == app.clock.now + 300)
+            app.clock.advance(by: 301)
             try await app.post(path, #"{"scopes":[]}"#).expectError(.badRequest, code: "api_key_expired")
-            try await app.post("/projects/\(projectID)/api_keys/key_missing", "{}").expectError(.notFound)
+            try await app.post("/projects/\(projectID)/api_keys/key_missing", #"{"scopes":[]}"#).expectError(.notFound)
         }
     }
 

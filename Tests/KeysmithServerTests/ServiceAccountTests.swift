@@ -52,6 +52,35 @@ struct ServiceAccountTests {
         }
     }
 
+    @Test("expires_in_seconds is the first key's lifetime, refused beside create_service_account_only", arguments: TestEngine.available)
+    func firstKeyExpiry(engine: TestEngine) async throws {
+        try await Harness.run(engine) { app in
+            let projectID = try await app.project()
+            let path = "/projects/\(projectID)/service_accounts"
+            let created = try await app.post(path, #"{"name":"expiring","expires_in_seconds":600}"#)
+            #expect(created.status == .ok, "\(created.text)")
+            let key = try #require(created["api_key"] as? [String: Any])
+            #expect(key["expires_at"] as? Int == app.clock.now + 600)
+            let value = try #require(key["value"] as? String)
+            #expect(
+                try await app.get("/projects/\(projectID)/api_keys/\(try #require(key["id"] as? String))")["expires_at"] as? Int == app.clock.now
+                    + 600
+            )
+            #expect(try await app.check(value).status == .ok)
+            app.clock.advance(by: 600)
+            try await app.check(value).expectError(.unauthorized, code: "api_key_expired")
+
+            try await app.post(path, #"{"name":"x","create_service_account_only":true,"expires_in_seconds":60}"#)
+                .expectError(.badRequest, param: "expires_in_seconds")
+            try await app.post(path, #"{"name":"x","expires_in_seconds":0}"#).expectError(.badRequest, param: "expires_in_seconds")
+            try await app.post(path, #"{"name":"x","expires_in_seconds":"soon"}"#).expectError(.badRequest, param: "expires_in_seconds")
+            // Refused requests made nothing; null is as good as absent.
+            #expect(try await app.get(path).data.count == 1)
+            let never = try await app.post(path, #"{"name":"forever","create_service_account_only":true,"expires_in_seconds":null}"#)
+            #expect(never.status == .ok)
+        }
+    }
+
     @Test("Update changes name and role; bad roles are refused", arguments: TestEngine.available)
     func update(engine: TestEngine) async throws {
         try await Harness.run(engine) { app in

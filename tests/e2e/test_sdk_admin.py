@@ -85,6 +85,13 @@ def test_retrieve_and_delete_keys(shared_server):
 
     updated = admin.projects.api_keys.update(key.id, project_id=project.id, expires_in_seconds=3600, scopes=["api.model.read"])
     assert updated.expires_at is not None and updated.expires_at >= key.created_at + 3600
+    # An update must change something, as OpenAI's reference says.
+    with pytest.raises(openai.BadRequestError):
+        admin.projects.api_keys.update(key.id, project_id=project.id)
+    # The audit log says what was asked, in the SDK's own model.
+    event = admin.audit_logs.list(event_types=["api_key.updated"], resource_ids=[key.id]).data[0]
+    assert event.api_key_updated.changes_requested.expires_in_seconds == 3600
+    assert event.api_key_updated.changes_requested.scopes == ["api.model.read"]
 
     deleted = admin.projects.api_keys.delete(key.id, project_id=project.id)
     assert deleted.deleted is True
@@ -105,9 +112,16 @@ def test_service_accounts_through_the_sdk(shared_server):
     assert extra.value.startswith("sk-svcacct-")
     only = admin.projects.service_accounts.create(project.id, name="terraform", create_service_account_only=True)
     assert only.api_key is None and only.role == "none"
+    # The SDK's expires_in_seconds (3.57 on) is the first key's lifetime, not dropped.
+    expiring = admin.projects.service_accounts.create(project.id, name="expiring", expires_in_seconds=3600)
+    assert expiring.api_key.expires_at is not None and expiring.api_key.expires_at >= expiring.created_at + 3600
+    assert admin.projects.api_keys.retrieve(expiring.api_key.id, project_id=project.id).expires_at == expiring.api_key.expires_at
+    with pytest.raises(openai.BadRequestError) as both:
+        admin.projects.service_accounts.create(project.id, name="x", create_service_account_only=True, expires_in_seconds=60)
+    assert both.value.param == "expires_in_seconds"
 
     listed = [item.id for item in admin.projects.service_accounts.list(project.id)]
-    assert listed == [account.id, only.id]
+    assert listed == [account.id, only.id, expiring.id]
     updated = admin.projects.service_accounts.update(account.id, project_id=project.id, name="renamed", role="owner")
     assert (updated.name, updated.role) == ("renamed", "owner")
     assert admin.projects.service_accounts.retrieve(account.id, project_id=project.id).name == "renamed"

@@ -136,6 +136,33 @@ def test_audit_logs(shared_server):
     with pytest.raises(openai.BadRequestError) as bad_cursor:
         admin.audit_logs.list(after="audit_log-missing")
     assert bad_cursor.value.param == "after"
+    # A type OpenAI defines and Keysmith never records matches nothing, as at OpenAI; alone it is an empty list, not
+    # every event. A string that is no event type at all is refused.
+    assert admin.audit_logs.list(event_types=["login.succeeded"]).data == []
+    assert [e.type for e in admin.audit_logs.list(event_types=["login.succeeded", "project.archived"], project_ids=[project.id])] == [
+        "project.archived"
+    ]
     with pytest.raises(openai.BadRequestError) as bad_type:
-        admin.audit_logs.list(event_types=["login.succeeded"])
+        admin.audit_logs.list(event_types=["project.exploded"])
     assert bad_type.value.param == "event_types"
+
+
+def test_keysmith_knows_every_event_type_the_sdk_can_filter_by():
+    """Keysmith's copy of OpenAI's event types (OpenAIAuditEventTypes.swift) against the installed SDK's Literal."""
+    import re
+    import typing
+    from pathlib import Path
+
+    from openai.types.admin.organization import audit_log_list_params
+
+    def literals(annotation):
+        found = []
+        for argument in typing.get_args(annotation):
+            found += list(typing.get_args(argument)) if typing.get_origin(argument) is typing.Literal else literals(argument)
+        return found
+
+    sdk = set(literals(typing.get_type_hints(audit_log_list_params.AuditLogListParams, include_extras=True)["event_types"]))
+    source = (Path(__file__).resolve().parents[2] / "Sources/KeysmithCore/OpenAIAuditEventTypes.swift").read_text()
+    keysmith = set(re.findall(r'"([a-z_.]+)"', source.split("openAIEventTypes")[1]))
+    assert sdk - keysmith == set(), "types the SDK can send that Keysmith would refuse"
+    assert keysmith - sdk == set(), "types Keysmith accepts that OpenAI no longer defines"

@@ -158,6 +158,17 @@ struct JSONBody {
         }
     }
 
+    /// Whether the body has the field, whatever its value (null included).
+    func has(_ name: String) -> Bool {
+        self.fields[name] != nil
+    }
+
+    /// Whether the body has the field, as null.
+    func isNull(_ name: String) -> Bool {
+        if case .null? = self.fields[name] { return true }
+        return false
+    }
+
     func bool(_ name: String) throws -> Bool? {
         switch self.fields[name] {
         case nil, .null?: return nil

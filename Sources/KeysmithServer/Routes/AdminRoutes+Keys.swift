@@ -47,6 +47,13 @@ extension AdminRoutes {
     /// sends them.
     @Sendable func updateAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
+        // OpenAI's reference: at least one of the two, and neither may be null.
+        for name in ["scopes", "expires_in_seconds"] where body.isNull(name) {
+            throw OpenAIError.invalid("Invalid '\(name)': expected a value, but got null instead.", param: name)
+        }
+        guard body.has("scopes") || body.has("expires_in_seconds") else {
+            throw OpenAIError.invalid("Provide 'scopes', 'expires_in_seconds' or both: the update changes nothing else.", param: nil)
+        }
         let key = try await self.keysmith(as: context).updateAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
@@ -92,13 +99,25 @@ extension AdminRoutes {
         return Wire.list(page, id: \.id, write: Wire.serviceAccount)
     }
 
+    /// `expires_in_seconds` is the first key's lifetime (the SDK sends it since 3.57); with
+    /// `create_service_account_only`, which makes no key, only null is accepted.
     @Sendable func createServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
+        let name = try body.requiredString("name")
+        let withoutKey = try body.bool("create_service_account_only") ?? false
+        let expiresInSeconds = try body.integer("expires_in_seconds", in: Self.expiryRange)
+        if withoutKey, expiresInSeconds != nil {
+            throw OpenAIError.invalid(
+                "'expires_in_seconds' is the first API key's lifetime and cannot be set when 'create_service_account_only' is true.",
+                param: "expires_in_seconds"
+            )
+        }
         let created = try await self.keysmith(as: context).createServiceAccount(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.require("project_id"),
-            name: try body.requiredString("name"),
-            withoutKey: try body.bool("create_service_account_only") ?? false
+            name: name,
+            withoutKey: withoutKey,
+            expiresInSeconds: expiresInSeconds
         )
         return Wire.response { writer in
             writer.object { writer in

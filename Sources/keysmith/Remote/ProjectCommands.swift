@@ -376,11 +376,28 @@ struct ServiceAccounts: AsyncParsableCommand {
         @Flag(name: .customLong("without-key"), help: "Create the account with no key and no project role.")
         var withoutKey = false
 
+        @Option(
+            name: .customLong("expires-in"),
+            help: ArgumentHelp("The first key's lifetime: 30d, 12h, 90m (default: none).", valueName: "duration")
+        )
+        var expiresIn: DurationArgument?
+
         @OptionGroup var remote: RemoteOptions
+
+        func validate() throws {
+            if self.withoutKey, self.expiresIn != nil {
+                throw ValidationError("--expires-in is the first key's lifetime; --without-key makes no key")
+            }
+        }
 
         func run() async throws {
             try await self.remote.run { client, output in
-                let created = try await client.createServiceAccount(project: self.project.project, name: self.name, withoutKey: self.withoutKey)
+                let created = try await client.createServiceAccount(
+                    project: self.project.project,
+                    name: self.name,
+                    withoutKey: self.withoutKey,
+                    expiresInSeconds: self.expiresIn?.seconds
+                )
                 var fields = ServiceAccounts.fields(created.account, output)
                 if let key = created.apiKey {
                     fields = [("key", key.value)] + fields + [("key id", key.id)]
