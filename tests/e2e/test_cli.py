@@ -37,7 +37,10 @@ def fields(text):
 
 
 def check(server, key):
-    status, _, _ = server.request_root("GET", "/v1/auth/check", key=key)
+    """A gateway's check of a chat completion (the scoped keys here hold api.model.request): a scoped key is only let
+    through on a check that says what the original request is."""
+    original = {"X-Original-Method": "POST", "X-Original-URI": "/v1/chat/completions"}
+    status, _, _ = server.request_root("GET", "/v1/auth/check", key=key, headers=original)
     return status
 
 

@@ -30,7 +30,10 @@ def replicas(tmp_path):
 
 
 def check(server: Server, key: str) -> int:
-    return server.request_root("GET", "/v1/auth/check", key=key)[0]
+    """A gateway's check of `GET /v1/models`: a scoped key (api.model.read, below) is let through only on a check
+    that says what the original request is."""
+    original = {"X-Original-Method": "GET", "X-Original-URI": "/v1/models"}
+    return server.request_root("GET", "/v1/auth/check", key=key, headers=original)[0]
 
 
 def until(condition, within: float) -> float:
