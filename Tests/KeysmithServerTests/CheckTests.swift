@@ -231,6 +231,14 @@ struct CheckTests {
                 .expectError(.forbidden, code: "conflicting_original_request")
             try await app.check(unrestricted.value, headers: [Self.originalMethod: "GET"])
                 .expectError(.forbidden, code: "conflicting_original_request")
+            // A header sent twice (the gateway's and the client's, where a gateway appends rather than replaces) is two
+            // descriptions, whatever they say.
+            var twice: HTTPFields = [Self.originalMethod: "GET", Self.originalURI: "/v1/models"]
+            twice.append(HTTPField(name: Self.originalURI, value: "/v1/models"))
+            try await app.check(reader.value, headers: twice).expectError(.forbidden, code: "conflicting_original_request")
+            var twiceMethod: HTTPFields = [Self.forwardedMethod: "GET", Self.forwardedURI: "/v1/models"]
+            twiceMethod.append(HTTPField(name: Self.forwardedMethod, value: "POST"))
+            try await app.check(unrestricted.value, headers: twiceMethod).expectError(.forbidden, code: "conflicting_original_request")
 
             // Descriptions that agree (the same request, however spelled) are one description.
             let agreeing: HTTPFields = [

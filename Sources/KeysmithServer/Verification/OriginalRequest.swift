@@ -35,9 +35,10 @@ public enum RequestDescriptionSource: String, Sendable, CaseIterable, CustomStri
 ///
 /// Without a trusted source named, every description the check carries is read: nginx's headers, Traefik's (and
 /// Caddy's), and Envoy's path. One is enough; several that describe the same request (the same method, and the same
-/// path once resolved as an upstream resolves it) are one; several that disagree, or half of a pair of headers, mean
-/// that someone other than the gateway wrote one of them (a client's own header that the gateway passed on), and the
-/// check is refused rather than guessing which to believe. With a trusted source named, only that one is read.
+/// path once resolved as an upstream resolves it) are one; several that disagree, a header sent twice, or half of a
+/// pair of headers mean that someone other than the gateway wrote one of them (a client's own header that the gateway
+/// passed on), and the check is refused rather than guessing which to believe. With a trusted source named, only that
+/// one is read.
 enum OriginalRequest: Equatable {
     /// The gateway described the request.
     case request(method: String, path: String)
@@ -59,6 +60,11 @@ enum OriginalRequest: Equatable {
             case .nginx, .traefik:
                 let (methodName, uriName): (HTTPField.Name, HTTPField.Name) =
                     source == .nginx ? (.originalMethod, .originalURI) : (.forwardedMethod, .forwardedURI)
+                // Sent twice, a header is two descriptions (a gateway that appends to the client's rather than
+                // replacing it), which `headers[name]` would join into one value.
+                for name in [methodName, uriName] where headers[fields: name].count > 1 {
+                    return .untrustworthy("\(name.rawName) was sent more than once")
+                }
                 switch (headers[methodName], headers[uriName]) {
                 case (nil, nil):
                     continue
