@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// The server's route handlers hold only this view of the store: every write goes through the domain layer
 /// (`Keysmith`), which holds the whole ``KeysmithStore``.
-public protocol KeysmithStoreReader: Sendable {
+public protocol KeysmithStoreReader: VerificationStateReader {
     // MARK: Organizations and admin keys
 
     func defaultOrganization() async throws -> Organization?
@@ -48,30 +48,10 @@ public protocol KeysmithStoreReader: Sendable {
         before: String?
     ) async throws -> Page<AuditLogEntry>
 
-    // MARK: Verification state and the change log
+    // MARK: Verification
 
-    /// The sequence number of the newest entry of the change log (0 when it is empty). Read it before loading the
-    /// verification state, then apply every change after it: the state is then never older than the log.
-    func latestChangeSequence() async throws -> Int64
-    /// The oldest entry still in the change log, or nil when it is empty; entries older than a retention period are
-    /// pruned, and a reader that fell behind them must load everything again.
-    func earliestChangeSequence() async throws -> Int64?
-    /// Up to `limit` entries after `sequence`, in order.
-    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
-    /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
-    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
-    /// One key's verification state, or nil when the key does not exist (any more).
-    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
-    /// The digests of every secret of the key that no longer verifies (deleted, or rotated out).
-    func revokedSecretHashes(keyID: String) async throws -> [String]
     /// What is known about a secret that is not a current or previous secret of any key: revoked, or never issued.
     func revokedSecret(secretHash: String) async throws -> RevokedSecret?
-    /// Whether the project is archived; nil when it does not exist.
-    func isProjectArchived(projectID: String) async throws -> Bool?
-    func isProjectMember(projectID: String, userID: String) async throws -> Bool
-    /// Every admin key with its secret's digest.
-    func adminKeyCredentials() async throws -> [AdminKeyCredential]
-    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
 
     // MARK: Health
 
@@ -85,7 +65,7 @@ public protocol KeysmithStoreReader: Sendable {
 /// membership) inside it, and record what they changed in the change log (``KeysmithChange``) and the audit log
 /// (``AuditEvent``, with the task's ``AuditContext/actor``) in that same transaction, so that no write can forget to
 /// tell verification about itself, and a failed write leaves no event.
-public protocol KeysmithStore: KeysmithStoreReader {
+public protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     // MARK: Setup
 
     /// Applies pending migrations; returns the names applied.
@@ -191,16 +171,41 @@ public protocol KeysmithStore: KeysmithStoreReader {
 
     /// Writes batched uses: each key's `last_used_at` becomes the later of its stored value and the given time.
     func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws
+}
 
+/// The verification state and the change log that keeps it current: what the change feed reads, and the store's
+/// readers too.
+public protocol VerificationStateReader: Sendable {
+    /// The sequence number of the newest entry of the change log (0 when it is empty). Read it before loading the
+    /// verification state, then apply every change after it: the state is then never older than the log.
+    func latestChangeSequence() async throws -> Int64
+    /// The oldest entry still in the change log, or nil when it is empty; entries older than a retention period are
+    /// pruned, and a reader that fell behind them must load everything again.
+    func earliestChangeSequence() async throws -> Int64?
+    /// Up to `limit` entries after `sequence`, in order.
+    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
+    /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
+    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
+    /// One key's verification state, or nil when the key does not exist (any more).
+    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
+    /// The digests of every secret of the key that no longer verifies (deleted, or rotated out).
+    func revokedSecretHashes(keyID: String) async throws -> [String]
+    /// Whether the project is archived; nil when it does not exist.
+    func isProjectArchived(projectID: String) async throws -> Bool?
+    func isProjectMember(projectID: String, userID: String) async throws -> Bool
+    /// Every admin key with its secret's digest.
+    func adminKeyCredentials() async throws -> [AdminKeyCredential]
+    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
+}
+
+/// What the change feed works from: the reads of ``VerificationStateReader``, and the change log's own upkeep
+/// (pruning, notifications). ``SQLStore`` is one; a test can put faults in front of it.
+public protocol VerificationSource: VerificationStateReader {
     /// Deletes change log entries recorded before `time`; returns how many.
     @discardableResult func pruneChanges(before time: UnixSeconds) async throws -> Int
-
-    // MARK: Change notifications
-
     /// Whether other processes' writes are pushed to this one as they commit (PostgreSQL's LISTEN/NOTIFY); when
     /// not (SQLite), the change feed polls.
     var pushesChanges: Bool { get }
-
     /// Listens for committed changes on a connection of its own: calls `onListening` once the connection listens,
     /// then `onNotification` for each notification, until the task is cancelled (returns) or the connection fails
     /// (throws).
@@ -209,29 +214,6 @@ public protocol KeysmithStore: KeysmithStoreReader {
         onNotification: @escaping @Sendable () async -> Void
     ) async throws
 }
-
-/// What the change feed reads to keep the verification state current, and the one write it makes: pruning its own
-/// log. ``SQLStore`` is one; a test can put faults in front of it.
-public protocol VerificationSource: Sendable {
-    func latestChangeSequence() async throws -> Int64
-    func earliestChangeSequence() async throws -> Int64?
-    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
-    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
-    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
-    func revokedSecretHashes(keyID: String) async throws -> [String]
-    func isProjectArchived(projectID: String) async throws -> Bool?
-    func isProjectMember(projectID: String, userID: String) async throws -> Bool
-    func adminKeyCredentials() async throws -> [AdminKeyCredential]
-    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
-    @discardableResult func pruneChanges(before time: UnixSeconds) async throws -> Int
-    var pushesChanges: Bool { get }
-    func listenForChanges(
-        onListening: @escaping @Sendable () async -> Void,
-        onNotification: @escaping @Sendable () async -> Void
-    ) async throws
-}
-
-extension SQLStore: VerificationSource {}
 
 /// The changes a write recorded in the change log, gathered while it runs: the domain layer sets one around each
 /// write (``ChangeReceipt/collecting(_:)``), and the store adds to it in the write's transaction, so that after the

@@ -169,18 +169,23 @@ CLAIMS_A_WRITE = {
 }
 
 
+def model_reader_key(server, project_id: str) -> dict:
+    """A new member's key in the project, scoped to api.model.read: what the forged descriptions try to talk past."""
+    status, _, user = server.request("POST", "/organization/users", {"email": f"reader-{time.time_ns()}@example.com"})
+    assert status == 200, user
+    server.client().admin.organization.projects.users.create(project_id, user_id=user["id"], role="member")
+    status, _, key = server.request(
+        "POST", f"/organization/projects/{project_id}/api_keys", {"name": "reader", "user_id": user["id"], "scopes": ["api.model.read"]}
+    )
+    assert status == 200, key
+    return key
+
+
 def test_gateway_recipe(shared_server, gateway):
     admin = shared_server.client().admin.organization
     project = admin.projects.create(name="behind a gateway")
     account = admin.projects.service_accounts.create(project.id, name="app")
-    status, _, user = shared_server.request("POST", "/organization/users", {"email": f"gw-{time.time_ns()}@example.com"})
-    admin.projects.users.create(project.id, user_id=user["id"], role="member")
-    status, _, user_key = shared_server.request(
-        "POST",
-        f"/organization/projects/{project.id}/api_keys",
-        {"name": "reader", "user_id": user["id"], "scopes": ["api.model.read"]},
-    )
-    assert status == 200
+    user_key = model_reader_key(shared_server, project.id)
 
     # A good key reaches the model server, with who it is and without the key itself; the body goes to the model
     # server only (a prompt bigger than a check's body limit passes), and identity headers the client made up do not.
@@ -245,15 +250,8 @@ def test_gateway_recipe(shared_server, gateway):
 
 def test_the_reviews_replay_is_refused_by_keysmith_itself(shared_server):
     """Without a gateway in between: a scoped key that sends two descriptions claiming different requests."""
-    admin = shared_server.client().admin.organization
-    project = admin.projects.create(name="replay")
-    status, _, user = shared_server.request("POST", "/organization/users", {"email": f"replay-{time.time_ns()}@example.com"})
-    admin.projects.users.create(project.id, user_id=user["id"], role="member")
-    status, _, key = shared_server.request(
-        "POST",
-        f"/organization/projects/{project.id}/api_keys",
-        {"name": "reader", "user_id": user["id"], "scopes": ["api.model.read"]},
-    )
+    project = shared_server.client().admin.organization.projects.create(name="replay")
+    key = model_reader_key(shared_server, project.id)
     headers = {"X-Original-Method": "POST", "X-Original-URI": "/v1/chat/completions"} | {
         "X-Forwarded-Method": "GET",
         "X-Forwarded-Uri": "/v1/models",
