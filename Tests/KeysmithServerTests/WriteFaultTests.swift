@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import PostgresNIO
@@ -9,6 +8,7 @@ import Synchronization
 import Testing
 
 @testable import KeysmithServer
+@testable import KeysmithStore
 
 /// The store's reads that the change feed uses, with a switch that makes every one of them fail: the database gone
 /// right after a write committed.
@@ -181,7 +181,9 @@ struct WriteFaultTests {
         }
     }
 
-    @Test("PostgreSQL: a write that cannot have the lock it needs answers 503 with Retry-After within seconds, and changes nothing")
+    @Test(
+        "PostgreSQL: a write that cannot have the lock it needs (a row, the change log's turn) answers 503 with Retry-After within seconds, and changes nothing"
+    )
     func lockedOut() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
         try await Harness.run(.postgres) { app in
@@ -201,6 +203,22 @@ struct WriteFaultTests {
             let accounts = try await app.get("/projects/\(projectID)/service_accounts")
             #expect(accounts.data.isEmpty)
             #expect(try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"now"}"#).status == .ok)
+
+            // Another session holds the change log's turn, which every write that changes verification takes last.
+            try await withTestConnection(app.databaseURL) { connection in
+                try await connection.query("BEGIN", logger: Harness.quietLogger)
+                try await connection.query("SELECT pg_advisory_xact_lock(\(StoreDialect.Turn.changeLog.rawValue))", logger: Harness.quietLogger)
+                let started = ContinuousClock.now
+                let refused = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"waits for the log"}"#)
+                let waited = ContinuousClock.now - started
+                refused.expectError(.serviceUnavailable, code: "database_busy")
+                #expect(refused.headers[.retryAfter] == "1")
+                #expect(waited < .seconds(10), "waited \(waited)")
+                try await connection.query("ROLLBACK", logger: Harness.quietLogger)
+            }
+            let after = try await app.get("/projects/\(projectID)/service_accounts")
+            #expect(after.data.map { $0["name"] as? String } == ["now"])
+            #expect(try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"after the log"}"#).status == .ok)
         }
     }
 }
