@@ -1061,11 +1061,13 @@ local made = 0
 init = function(args)
   project = args[1]
   for index = 2, #args do members[#members + 1] = args[index] end
+  -- Beside the Authorization header given with -H: a headers table passed to wrk.format would replace them all.
+  wrk.headers["Content-Type"] = "application/json"
 end
 request = function()
   made = made + 1
   local body = '{"name":"bench ' .. made .. '","user_id":"' .. members[made % #members + 1] .. '"}'
-  return wrk.format("POST", "/v1/organization/projects/" .. project .. "/api_keys", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/organization/projects/" .. project .. "/api_keys", nil, body)
 end
 """
 
