@@ -94,14 +94,26 @@ struct AuditLogTests {
             }
             #expect(newer.map(\.id) == Array(all.dropLast().map(\.id)))
 
-            await expectRefusal(.unknownCursor("audit_log-nope")) {
-                _ = try await fixture.store.listAuditLogs(
-                    organizationID: organizationID,
-                    filter: AuditLogFilter(),
-                    limit: 20,
-                    after: "audit_log-nope",
-                    before: nil
-                )
+            // An unknown cursor is refused with or without events to page through (a time range holding none).
+            for filter in [AuditLogFilter(), AuditLogFilter(effectiveAfter: 99_999)] {
+                await expectRefusal(.unknownCursor("audit_log-nope")) {
+                    _ = try await fixture.store.listAuditLogs(
+                        organizationID: organizationID,
+                        filter: filter,
+                        limit: 20,
+                        after: "audit_log-nope",
+                        before: nil
+                    )
+                }
+                await expectRefusal(.unknownBeforeCursor("audit_log-nope")) {
+                    _ = try await fixture.store.listAuditLogs(
+                        organizationID: organizationID,
+                        filter: filter,
+                        limit: 20,
+                        after: nil,
+                        before: "audit_log-nope"
+                    )
+                }
             }
         }
     }
