@@ -15,6 +15,10 @@ import Testing
 final class FaultySource: VerificationSource {
     let store: SQLStore
     let isFailing = Atomic(false)
+    /// How many times the change log has been read.
+    let changeReads = Atomic(0)
+    /// While set, reads of the change log wait here until ``releaseReads()``.
+    private let heldReads = Mutex<[CheckedContinuation<Void, Never>]?>(nil)
 
     init(_ store: SQLStore) {
         self.store = store
@@ -36,7 +40,30 @@ final class FaultySource: VerificationSource {
     }
     func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord] {
         try self.check()
+        self.changeReads.add(1, ordering: .relaxed)
+        await withCheckedContinuation { continuation in
+            let held = self.heldReads.withLock { held -> Bool in
+                guard held != nil else { return false }
+                held?.append(continuation)
+                return true
+            }
+            if !held { continuation.resume() }
+        }
         return try await self.store.changes(after: sequence, limit: limit)
+    }
+
+    func holdReads() {
+        self.heldReads.withLock { $0 = [] }
+    }
+
+    var readsHeld: Int { self.heldReads.withLock { $0?.count ?? 0 } }
+
+    func releaseReads() {
+        let held = self.heldReads.withLock { held in
+            defer { held = nil }
+            return held ?? []
+        }
+        for continuation in held { continuation.resume() }
     }
     func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
         try self.check()
@@ -81,6 +108,61 @@ final class FaultySource: VerificationSource {
 
 @Suite("Writes that fail fast and never acknowledge what is not applied")
 struct WriteFaultTests {
+    @Test(
+        "Writes that wait while a catch-up runs share the next one: one more read of the log for ten, each applied before it returns",
+        arguments: TestEngine.available
+    )
+    func concurrentWritesShareCatchUps(engine: TestEngine) async throws {
+        try await withTestDatabase(engine) { url in
+            let database = try await Keysmith.openDatabase(url, logger: Harness.quietLogger)
+            let clock = ManualClock()
+            let source = FaultySource(database.store)
+            let index = VerificationIndex()
+            let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
+            let keysmith = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed)
+            let verifier = KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
+            do {
+                try await feed.load()
+                let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
+                let organizationID = bootstrap.organization.id
+                let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
+                let writesBefore = feed.committedWrites
+                let readsBefore = source.changeReads.load(ordering: .relaxed)
+                // The first write's catch-up waits in its read of the log while the nine others commit behind it.
+                source.holdReads()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for number in 0..<10 {
+                        group.addTask {
+                            let created = try await keysmith.createServiceAccount(
+                                organizationID: organizationID,
+                                projectID: project.id,
+                                name: "account \(number)",
+                                withoutKey: false
+                            )
+                            // Applied before the write returned, shared catch-up or not.
+                            #expect(verifier.verify(try #require(created.key).plaintext).code == .valid)
+                        }
+                    }
+                    let deadline = ContinuousClock.now + .seconds(20)
+                    while feed.committedWrites < writesBefore + 10 || source.readsHeld < 1 {
+                        #expect(ContinuousClock.now < deadline, "the writes never all committed")
+                        if ContinuousClock.now >= deadline { break }
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                    source.releaseReads()
+                    try await group.waitForAll()
+                }
+                // The held catch-up, and one more for every write that waited: not one read per write.
+                #expect(source.changeReads.load(ordering: .relaxed) - readsBefore == 2)
+            } catch {
+                source.releaseReads()
+                try? await database.store.close()
+                throw error
+            }
+            try await database.store.close()
+        }
+    }
+
     @Test(
         "A revocation committed while the change log cannot be read takes effect at once; what it granted follows when it can",
         arguments: TestEngine.available

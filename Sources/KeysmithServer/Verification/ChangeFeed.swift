@@ -69,6 +69,10 @@ final class ChangeFeed: Service, Sendable {
         var listens = 0
         /// Changes applied the safe way after their write's catch-up failed, to apply properly once the log can be read.
         var suspended: Set<KeysmithChange> = []
+        /// Writes through this server that committed and asked to be applied, numbered as they ask (after their
+        /// commit); and the highest number a successful catch-up that started after it has covered.
+        var committedWrites: UInt64 = 0
+        var coveredWrites: UInt64 = 0
 
         func isStale(pushes: Bool) -> Bool { self.isFailing || (pushes && !self.isListening) }
     }
@@ -116,35 +120,58 @@ final class ChangeFeed: Service, Sendable {
         self.metrics?.indexChanged(self.index)
     }
 
+    /// How many writes through this server have asked to be applied (for tests).
+    var committedWrites: UInt64 { self.state.withLock { $0.committedWrites } }
+
     /// Applies every change committed so far.
     func catchUp() async throws {
+        try await self.lock.withLock { try await self.catchUpHoldingLock() }
+    }
+
+    /// Applies every change committed before the write numbered `write` asked (see ``applyCommittedChanges(_:)``),
+    /// and anything committed since: at once, when a catch-up that started after that write committed has already
+    /// succeeded. So concurrent writes share catch-ups rather than each queueing a read of the log behind the others:
+    /// those waiting while one catch-up runs are all covered by the next.
+    private func catchUp(coveringWrite write: UInt64) async throws {
         try await self.lock.withLock {
-            var after = self.appliedSequence
-            while true {
-                let batch = try await self.store.changes(after: after, limit: Self.batchSize)
-                guard let first = batch.first, let last = batch.last else { break }
-                if first.sequence > after + 1, let earliest = try await self.store.earliestChangeSequence(), earliest > after + 1 {
-                    // Entries between what we applied and what the log still holds were pruned: we cannot know
-                    // which objects they touched.
-                    self.logger.warning(
-                        "The change log no longer holds changes this server has not applied; loading the verification state again",
-                        metadata: ["applied_sequence": "\(after)", "earliest_sequence": "\(earliest)"]
-                    )
-                    self.metrics?.changeFeedReloads.increment()
-                    try await self.reload()
-                    return
-                }
-                for change in Set(batch.map(\.change)) {
-                    try await self.apply(change)
-                }
-                after = last.sequence
-                self.state.withLock { $0.appliedSequence = last.sequence }
-                self.metrics?.changesApplied.increment(by: batch.count)
-                guard batch.count == Self.batchSize else { break }
-            }
-            try await self.applySuspended()
-            self.metrics?.indexChanged(self.index)
+            guard self.state.withLock({ $0.coveredWrites < write }) else { return }
+            try await self.catchUpHoldingLock()
         }
+    }
+
+    private func catchUpHoldingLock() async throws {
+        // Every write numbered up to here committed before this catch-up's first read of the log, which sees it.
+        let covers = self.state.withLock { $0.committedWrites }
+        try await self.readLog()
+        self.state.withLock { $0.coveredWrites = max($0.coveredWrites, covers) }
+    }
+
+    private func readLog() async throws {
+        var after = self.appliedSequence
+        while true {
+            let batch = try await self.store.changes(after: after, limit: Self.batchSize)
+            guard let first = batch.first, let last = batch.last else { break }
+            if first.sequence > after + 1, let earliest = try await self.store.earliestChangeSequence(), earliest > after + 1 {
+                // Entries between what we applied and what the log still holds were pruned: we cannot know
+                // which objects they touched.
+                self.logger.warning(
+                    "The change log no longer holds changes this server has not applied; loading the verification state again",
+                    metadata: ["applied_sequence": "\(after)", "earliest_sequence": "\(earliest)"]
+                )
+                self.metrics?.changeFeedReloads.increment()
+                try await self.reload()
+                return
+            }
+            for change in Set(batch.map(\.change)) {
+                try await self.apply(change)
+            }
+            after = last.sequence
+            self.state.withLock { $0.appliedSequence = last.sequence }
+            self.metrics?.changesApplied.increment(by: batch.count)
+            guard batch.count == Self.batchSize else { break }
+        }
+        try await self.applySuspended()
+        self.metrics?.indexChanged(self.index)
     }
 
     /// Applies the changes suspended while the log could not be read, from the database, as any change is applied.
@@ -200,8 +227,12 @@ final class ChangeFeed: Service, Sendable {
     /// that the write's response goes out only once checks see it. When that fails, `written` is applied the safe way
     /// (see the type's documentation) before this returns, and the failure is logged; the next poll tries again.
     func applyCommittedChanges(_ written: [KeysmithChange] = []) async {
+        let write = self.state.withLock {
+            $0.committedWrites += 1
+            return $0.committedWrites
+        }
         do {
-            try await self.catchUp()
+            try await self.catchUp(coveringWrite: write)
             self.recovered()
         } catch {
             // Shutting down cancels the catch-up; the write is committed all the same, and its revocations must hold.
