@@ -194,7 +194,10 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             if let rendered = OpenAIError(error) {
                 if OpenAIError.isDatabaseFailure(error) {
                     // Not a bug: the database is down, unreachable or busy. Clients retry 503s.
-                    context.logger.warning("Database unavailable", metadata: ["error": "\(error)"])
+                    context.logger.warning(
+                        error is DatabaseBusyError ? "Database busy" : "Database unavailable",
+                        metadata: ["error": "\(error)"]
+                    )
                 }
                 return rendered.response()
             }

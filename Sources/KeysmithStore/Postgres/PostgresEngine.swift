@@ -84,7 +84,10 @@ public final class PostgresEngine: SQLEngine {
                 ("statement_timeout", "30s"),
                 // A write that waits this long for a lock (a row, or the change log's turn) that another session holds
                 // is answered 503 with Retry-After rather than joining a queue behind a holder that may never let go.
-                ("lock_timeout", "5s"),
+                // Longer than idle_in_transaction_session_timeout: a Keysmith session stuck inside a transaction is
+                // ended before any waiter gives up, so its waiters go through; and a queue of writers that are all
+                // making progress (twenty invites to one organization at once, on a busy machine) is not cut short.
+                ("lock_timeout", "15s"),
             ]
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         var connection = PostgresConnection.Configuration(
