@@ -427,7 +427,7 @@ extension SQLStore {
     /// started do not make it unready: they only add to the schema, and during a rolling upgrade the replicas still
     /// on the old version must keep serving (a replica refuses them only when it starts, in ``migrate()``).
     public func checkReadiness() async throws {
-        let applied = try await self.engine.read { database in
+        let applied = try await self.engine.unsafeRead { database in
             try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
         }
         let pending = Migrations.all.map(\.name).filter { !applied.contains($0) }

@@ -20,8 +20,10 @@ public protocol SQLEngine: Sendable {
     /// down; returns at once when there is nothing to run (SQLite).
     func run() async
 
-    /// Runs `body`; each of its statements sees the data committed when it starts.
-    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
+    /// Runs `body` without a snapshot: each of its statements sees the data committed when that statement starts,
+    /// so two statements may see different states. Fine for one statement, or several that need not agree; use
+    /// ``snapshot(_:)`` when they must. (GRDB calls its read of this kind `unsafeRead` too.)
+    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Runs `body` in one read transaction: every statement sees the same committed snapshot.
     func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T

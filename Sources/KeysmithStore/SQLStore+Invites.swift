@@ -44,7 +44,7 @@ extension SQLStore {
     }
 
     public func invite(id: String, organizationID: String) async throws -> Invite {
-        try await self.engine.read { database in try await Self.invite(database, id: id, organizationID: organizationID) }
+        try await self.engine.unsafeRead { database in try await Self.invite(database, id: id, organizationID: organizationID) }
     }
 
     public func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {

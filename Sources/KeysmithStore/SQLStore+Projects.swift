@@ -29,7 +29,7 @@ extension SQLStore {
     }
 
     public func project(id: String, organizationID: String) async throws -> Project {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await Self.project(database, id: id, organizationID: organizationID)
         }
     }

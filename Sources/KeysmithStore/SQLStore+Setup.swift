@@ -61,7 +61,7 @@ extension SQLStore {
     }
 
     public func defaultOrganization() async throws -> Organization? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.raw(
                 """
                 SELECT o.id, o.name, o.created_at FROM organizations o
@@ -85,7 +85,7 @@ extension SQLStore {
     }
 
     public func organization(id: String) async throws -> Organization {
-        let found = try await self.engine.read { database in
+        let found = try await self.engine.unsafeRead { database in
             try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
                 .first().map(Self.organization(from:))
         }
@@ -152,7 +152,7 @@ extension SQLStore {
     }
 
     public func adminKey(id: String, organizationID: String) async throws -> AdminKey {
-        let found = try await self.engine.read { database in
+        let found = try await self.engine.unsafeRead { database in
             try await database.raw(
                 """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys
@@ -165,7 +165,7 @@ extension SQLStore {
     }
 
     public func adminKeyCredentials() async throws -> [AdminKeyCredential] {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows("SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys") { row in
                 AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
             }
@@ -173,7 +173,7 @@ extension SQLStore {
     }
 
     public func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows(
                 "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
             ) { row in

@@ -112,7 +112,7 @@ extension SQLStore {
     }
 
     public func user(id: String, organizationID: String) async throws -> User {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await Self.user(database, id: id, organizationID: organizationID)
         }
     }

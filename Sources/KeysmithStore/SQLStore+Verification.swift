@@ -120,7 +120,7 @@ extension SQLStore {
     }
 
     public func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows(
                 """
                 \(unsafeRaw: Self.keyVerificationSelect)
@@ -132,7 +132,7 @@ extension SQLStore {
     }
 
     public func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
                 decode: { try Self.keyVerificationState(from: $0) }
@@ -141,13 +141,13 @@ extension SQLStore {
     }
 
     public func revokedSecretHashes(keyID: String) async throws -> [String] {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
         }
     }
 
     public func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows(
                 """
                 SELECT key_id, organization_id, project_id, revoked_at FROM revoked_secrets
@@ -165,7 +165,7 @@ extension SQLStore {
     }
 
     public func isProjectArchived(projectID: String) async throws -> Bool? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
                 try $0.optionalInt(at: 0) != nil
             }.first
@@ -173,7 +173,7 @@ extension SQLStore {
     }
 
     public func isProjectMember(projectID: String, userID: String) async throws -> Bool {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.raw(
                 "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).first() != nil
@@ -183,7 +183,7 @@ extension SQLStore {
     // MARK: The change log
 
     public func latestChangeSequence() async throws -> Int64 {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows("SELECT COALESCE(MAX(sequence), 0) AS latest FROM keysmith_changes") {
                 Int64(try $0.int(at: 0))
             }.first ?? 0
@@ -191,7 +191,7 @@ extension SQLStore {
     }
 
     public func earliestChangeSequence() async throws -> Int64? {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows("SELECT MIN(sequence) AS earliest FROM keysmith_changes") {
                 try $0.optionalInt(at: 0).map(Int64.init)
             }.first ?? nil
@@ -199,7 +199,7 @@ extension SQLStore {
     }
 
     public func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord] {
-        try await self.engine.read { database in
+        try await self.engine.unsafeRead { database in
             try await database.rows(
                 """
                 SELECT sequence, subject, subject_id, related_id FROM keysmith_changes

@@ -102,7 +102,7 @@ extension SQLStore {
         _ list: ListQuery,
         decode: @escaping @Sendable (any StoreRowReader) throws -> Item
     ) async throws -> Page<Item> {
-        var rows = try await self.engine.read { database in try await database.rows(list.pageQuery, decode: decode) }
+        var rows = try await self.engine.unsafeRead { database in try await database.rows(list.pageQuery, decode: decode) }
         if rows.isEmpty, list.page.after != nil || list.ensureListExists != nil {
             rows = try await self.engine.snapshot { database in
                 let rows = try await database.rows(list.pageQuery, decode: decode)
@@ -204,7 +204,7 @@ extension SQLStore {
         _ find: @escaping @Sendable (any SQLSession) async throws -> T?,
         orExplain explain: @escaping @Sendable (any SQLSession) async throws -> Never
     ) async throws -> T {
-        if let found = try await self.engine.read(find) { return found }
+        if let found = try await self.engine.unsafeRead(find) { return found }
         return try await self.engine.snapshot { database in
             if let found = try await find(database) { return found }
             try await explain(database)

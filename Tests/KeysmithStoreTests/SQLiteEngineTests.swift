@@ -165,7 +165,7 @@ struct SQLiteEngineTests {
             let counts = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<8 {
                     group.addTask {
-                        try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") ?? -1 }
+                        try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") ?? -1 }
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -173,11 +173,11 @@ struct SQLiteEngineTests {
             #expect(counts == Array(repeating: 0, count: 8))
             releaseContinuation.yield()
             try await write.value
-            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            #expect(try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
 
             try await engine.close()
             await #expect(throws: SQLiteFailure.self) {
-                try await engine.read { try await $0.raw("SELECT 1").run() }
+                try await engine.unsafeRead { try await $0.raw("SELECT 1").run() }
             }
             await #expect(throws: SQLiteFailure.self) {
                 try await engine.write { try await $0.raw("SELECT 1").run() }
@@ -237,7 +237,7 @@ struct SQLiteEngineTests {
                 throw Abort()
             }
         }
-        #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
+        #expect(try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
         try await engine.close()
     }
 
@@ -267,7 +267,7 @@ struct SQLiteEngineTests {
                 try await database.raw("INSERT INTO parent (id) VALUES ('p')").run()
                 try await database.raw("INSERT INTO child (id, parent_id) VALUES ('c', 'p')").run()
             }
-            let rows = try await engine.read { try await $0.raw("SELECT id, parent_id FROM child").all() }
+            let rows = try await engine.unsafeRead { try await $0.raw("SELECT id, parent_id FROM child").all() }
             #expect(try rows.map { try $0.string("parent_id") } == ["p"])
             try await engine.close()
         }
@@ -291,10 +291,10 @@ struct SQLiteEngineTests {
                 }
             }
             #expect(failure.map { $0.code & 0xFF } == 13)  // SQLITE_FULL
-            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
+            #expect(try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 0)
             try await engine.write { try await $0.execute("PRAGMA max_page_count = 1000000") }
             try await engine.write { try await $0.raw("INSERT INTO t (id, payload) VALUES (1, zeroblob(16))").run() }
-            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            #expect(try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
             try await engine.close()
         }
     }
@@ -329,7 +329,7 @@ struct SQLiteEngineTests {
             }
             // BEGIN IMMEDIATE and COMMIT run uncached too.
             #expect(engine.statementStatistics.cached == before)
-            _ = try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first() }
+            _ = try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first() }
             #expect(engine.statementStatistics.cached == before + 1)
             try await engine.close()
         }
@@ -372,7 +372,7 @@ struct SQLiteEngineTests {
             }
             #expect(counts == [0, 0])
             // A read statement after the snapshot sees the write.
-            #expect(try await engine.read { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
+            #expect(try await engine.unsafeRead { try await $0.raw("SELECT count(*) AS n FROM t").first()?.int("n") } == 1)
             try await engine.close()
         }
     }

@@ -116,7 +116,7 @@ extension Dashboard {
 
     /// The project a page is about, with what its header shows.
     func projectContext(_ context: DashboardRequestContext, _ session: DashboardSession, tab: String) async throws -> (Project, [String: Any]) {
-        let project = try await self.reader.project(id: try context.parameters.require("project_id"), organizationID: session.organizationID)
+        let project = try await self.reader.project(id: try context.parameters.requireID("project_id"), organizationID: session.organizationID)
         return (project, ["project": self.projectView(project), "archived": project.isArchived, tab: true])
     }
 
@@ -202,7 +202,7 @@ extension Dashboard {
     @Sendable func createKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"], lists: ["scopes"])
             let name = try body.requiredString("name")
@@ -242,9 +242,9 @@ extension Dashboard {
     }
 
     func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, String) {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         let key = try await self.reader.apiKey(
-            id: try context.parameters.require("key_id"),
+            id: try context.parameters.requireID("key_id"),
             projectID: projectID,
             organizationID: session.organizationID
         )
@@ -380,7 +380,7 @@ extension Dashboard {
     @Sendable func archiveProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         _ = try await self.domain(session).archiveProject(organizationID: session.organizationID, projectID: projectID)
         return Self.redirect("/dashboard/projects/\(projectID)?notice=project-archived")
     }
@@ -414,7 +414,7 @@ extension Dashboard {
     @Sendable func createServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let created = try await self.domain(session).createServiceAccount(
                 organizationID: session.organizationID,
@@ -448,9 +448,9 @@ extension Dashboard {
         _ session: DashboardSession,
         _ form: DashboardForm
     ) async throws -> Response {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         let account = try await self.reader.serviceAccount(
-            id: try context.parameters.require("account_id"),
+            id: try context.parameters.requireID("account_id"),
             projectID: projectID,
             organizationID: session.organizationID
         )
@@ -467,11 +467,11 @@ extension Dashboard {
     @Sendable func deleteServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         try await self.domain(session).deleteServiceAccount(
             organizationID: session.organizationID,
             projectID: projectID,
-            accountID: try context.parameters.require("account_id")
+            accountID: try context.parameters.requireID("account_id")
         )
         return Self.redirect("/dashboard/projects/\(projectID)/service-accounts?notice=service-account-deleted")
     }
@@ -510,7 +510,7 @@ extension Dashboard {
     @Sendable func addMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let body = form.body()
             _ = try await self.domain(session).addProjectMember(
@@ -534,13 +534,13 @@ extension Dashboard {
     @Sendable func changeMemberRole(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             guard let role = try form.body().enumeration("role", as: ProjectRole.self) else { throw OpenAIError.missingParameter("role") }
             _ = try await self.domain(session).updateProjectMember(
                 organizationID: session.organizationID,
                 projectID: projectID,
-                userID: try context.parameters.require("user_id"),
+                userID: try context.parameters.requireID("user_id"),
                 role: role
             )
             return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-role-changed")
@@ -558,11 +558,11 @@ extension Dashboard {
     @Sendable func confirmRemoveMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         let member = try await self.reader.projectMember(
             projectID: projectID,
             organizationID: session.organizationID,
-            userID: try context.parameters.require("user_id")
+            userID: try context.parameters.requireID("user_id")
         )
         return self.confirmation(
             session,
@@ -577,11 +577,11 @@ extension Dashboard {
     @Sendable func removeMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.require("project_id")
+        let projectID = try context.parameters.requireID("project_id")
         try await self.domain(session).removeProjectMember(
             organizationID: session.organizationID,
             projectID: projectID,
-            userID: try context.parameters.require("user_id")
+            userID: try context.parameters.requireID("user_id")
         )
         return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-removed")
     }
@@ -674,7 +674,7 @@ extension Dashboard {
     @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let invite = try await self.reader.invite(id: try context.parameters.require("invite_id"), organizationID: session.organizationID)
+        let invite = try await self.reader.invite(id: try context.parameters.requireID("invite_id"), organizationID: session.organizationID)
         return self.confirmation(
             session,
             heading: "Revoke the invite for \(invite.email)?",
@@ -688,7 +688,7 @@ extension Dashboard {
     @Sendable func revokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        try await self.domain(session).deleteInvite(organizationID: session.organizationID, inviteID: try context.parameters.require("invite_id"))
+        try await self.domain(session).deleteInvite(organizationID: session.organizationID, inviteID: try context.parameters.requireID("invite_id"))
         return Self.redirect("/dashboard/people?notice=invite-revoked")
     }
 
@@ -749,7 +749,7 @@ extension Dashboard {
     @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let key = try await self.reader.adminKey(id: try context.parameters.require("key_id"), organizationID: session.organizationID)
+        let key = try await self.reader.adminKey(id: try context.parameters.requireID("key_id"), organizationID: session.organizationID)
         let yours = key.id == session.adminKeyID ? " It is the key this session signed in with: you will be signed out." : ""
         return self.render(
             "confirm",
@@ -767,7 +767,7 @@ extension Dashboard {
     @Sendable func deleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let keyID = try context.parameters.require("key_id")
+        let keyID = try context.parameters.requireID("key_id")
         return try await self.submitting {
             try await self.domain(session).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
             return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")

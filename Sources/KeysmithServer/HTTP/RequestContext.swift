@@ -42,8 +42,9 @@ struct AdminRequestContext: ChildRequestContext {
 }
 
 extension Parameters {
-    /// A path parameter of the route's pattern; throws (a 400) rather than answering with an empty id.
-    func require(_ name: String) throws -> String {
+    /// An id from the route's path: a 400 in OpenAI's envelope, naming it, when it is missing or holds a control
+    /// character, rather than answering with an empty id. Not Hummingbird's `require(_:)`, whose errors are its own.
+    func requireID(_ name: String) throws -> String {
         guard let value = self.get(name) else {
             throw OpenAIError.invalid("Missing path parameter '\(name)'.", param: name)
         }

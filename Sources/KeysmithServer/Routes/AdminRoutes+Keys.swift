@@ -8,7 +8,7 @@ extension AdminRoutes {
     @Sendable func listAPIKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
         let page = try await self.reader.listAPIKeys(
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             access: try query.enumeration("owner_project_access", default: OwnerProjectAccess.active),
             page: try query.page()
@@ -25,7 +25,7 @@ extension AdminRoutes {
         let userID = try body.requiredString("user_id")
         let created = try await self.keysmith(as: context).createAPIKey(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             owner: .user(id: userID),
             name: name,
             scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
@@ -36,8 +36,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let key = try await self.reader.apiKey(
-            id: try context.parameters.require("api_key_id"),
-            projectID: try context.parameters.require("project_id"),
+            id: try context.parameters.requireID("api_key_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
         )
         return Wire.response { Wire.apiKey(&$0, key) }
@@ -56,8 +56,8 @@ extension AdminRoutes {
         }
         let key = try await self.keysmith(as: context).updateAPIKey(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
-            keyID: try context.parameters.require("api_key_id"),
+            projectID: try context.parameters.requireID("project_id"),
+            keyID: try context.parameters.requireID("api_key_id"),
             scopes: try Self.validatedScopes(body.stringArray("scopes")),
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
         )
@@ -65,10 +65,10 @@ extension AdminRoutes {
     }
 
     @Sendable func deleteAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let keyID = try context.parameters.require("api_key_id")
+        let keyID = try context.parameters.requireID("api_key_id")
         try await self.keysmith(as: context).deleteAPIKey(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             keyID: keyID
         )
         return Wire.deleted("organization.project.api_key.deleted", id: keyID)
@@ -79,8 +79,8 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let rotated = try await self.keysmith(as: context).rotateAPIKey(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
-            keyID: try context.parameters.require("api_key_id"),
+            projectID: try context.parameters.requireID("project_id"),
+            keyID: try context.parameters.requireID("api_key_id"),
             gracePeriodSeconds: try body.integer("grace_period_seconds", in: 0...604_800) ?? 0
         )
         return Wire.response {
@@ -92,7 +92,7 @@ extension AdminRoutes {
 
     @Sendable func listServiceAccounts(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let page = try await self.reader.listServiceAccounts(
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
         )
@@ -114,7 +114,7 @@ extension AdminRoutes {
         }
         let created = try await self.keysmith(as: context).createServiceAccount(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             name: name,
             withoutKey: withoutKey,
             expiresInSeconds: expiresInSeconds
@@ -134,8 +134,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let account = try await self.reader.serviceAccount(
-            id: try context.parameters.require("service_account_id"),
-            projectID: try context.parameters.require("project_id"),
+            id: try context.parameters.requireID("service_account_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
         )
         return Wire.response { Wire.serviceAccount(&$0, account) }
@@ -145,8 +145,8 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let account = try await self.keysmith(as: context).updateServiceAccount(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
-            accountID: try context.parameters.require("service_account_id"),
+            projectID: try context.parameters.requireID("project_id"),
+            accountID: try context.parameters.requireID("service_account_id"),
             name: try body.string("name"),
             role: try body.enumeration("role", as: ProjectRole.self)
         )
@@ -155,10 +155,10 @@ extension AdminRoutes {
 
     /// Deletes the account and every key it owns.
     @Sendable func deleteServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let accountID = try context.parameters.require("service_account_id")
+        let accountID = try context.parameters.requireID("service_account_id")
         try await self.keysmith(as: context).deleteServiceAccount(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             accountID: accountID
         )
         return Wire.deleted("organization.project.service_account.deleted", id: accountID)
@@ -168,8 +168,8 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let created = try await self.keysmith(as: context).createAPIKey(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
-            owner: .serviceAccount(id: try context.parameters.require("service_account_id")),
+            projectID: try context.parameters.requireID("project_id"),
+            owner: .serviceAccount(id: try context.parameters.requireID("service_account_id")),
             name: try body.string("name") ?? "Secret Key",
             scopes: try Self.validatedScopes(body.stringArray("scopes")) ?? [],
             expiresInSeconds: try body.integer("expires_in_seconds", in: Self.expiryRange)
@@ -201,12 +201,12 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let key = try await self.reader.adminKey(id: try context.parameters.require("key_id"), organizationID: context.principal.organizationID)
+        let key = try await self.reader.adminKey(id: try context.parameters.requireID("key_id"), organizationID: context.principal.organizationID)
         return Wire.response { Wire.adminKey(&$0, key) }
     }
 
     @Sendable func deleteAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let keyID = try context.parameters.require("key_id")
+        let keyID = try context.parameters.requireID("key_id")
         try await self.keysmith(as: context).deleteAdminKey(organizationID: context.principal.organizationID, keyID: keyID)
         return Wire.deleted("organization.admin_api_key.deleted", id: keyID)
     }

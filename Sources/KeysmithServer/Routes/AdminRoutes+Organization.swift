@@ -13,7 +13,7 @@ extension AdminRoutes {
         }
         let user = try await self.keysmith(as: context).updateUser(
             organizationID: context.principal.organizationID,
-            userID: try context.parameters.require("user_id"),
+            userID: try context.parameters.requireID("user_id"),
             role: role
         )
         return Wire.response { Wire.user(&$0, user) }
@@ -21,7 +21,7 @@ extension AdminRoutes {
 
     /// Removes the user and their project memberships: the keys they own become inactive and stop verifying.
     @Sendable func deleteUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let userID = try context.parameters.require("user_id")
+        let userID = try context.parameters.requireID("user_id")
         try await self.keysmith(as: context).deleteUser(organizationID: context.principal.organizationID, userID: userID)
         return Wire.deleted("organization.user.deleted", id: userID)
     }
@@ -57,7 +57,7 @@ extension AdminRoutes {
 
     @Sendable func retrieveInvite(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let invite = try await self.reader.invite(
-            id: try context.parameters.require("invite_id"),
+            id: try context.parameters.requireID("invite_id"),
             organizationID: context.principal.organizationID
         )
         let now = self.keysmith.clock.now()
@@ -66,7 +66,7 @@ extension AdminRoutes {
 
     /// Deletes a pending or expired invite; an accepted one is a 400.
     @Sendable func deleteInvite(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let inviteID = try context.parameters.require("invite_id")
+        let inviteID = try context.parameters.requireID("invite_id")
         try await self.keysmith(as: context).deleteInvite(organizationID: context.principal.organizationID, inviteID: inviteID)
         return Wire.deleted("organization.invite.deleted", id: inviteID)
     }
@@ -77,7 +77,7 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let accepted = try await self.keysmith(as: context).acceptInvite(
             organizationID: context.principal.organizationID,
-            inviteID: try context.parameters.require("invite_id"),
+            inviteID: try context.parameters.requireID("invite_id"),
             name: try body.string("name")
         )
         return Wire.response { Wire.user(&$0, accepted.user) }

@@ -32,7 +32,7 @@ extension AdminRoutes {
 
     @Sendable func retrieveProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let project = try await self.reader.project(
-            id: try context.parameters.require("project_id"),
+            id: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
         )
         return Wire.response { Wire.project(&$0, project) }
@@ -42,7 +42,7 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let project = try await self.keysmith(as: context).updateProject(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             name: try body.string("name"),
             externalKeyID: try body.nullableString("external_key_id")
         )
@@ -52,7 +52,7 @@ extension AdminRoutes {
     @Sendable func archiveProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let project = try await self.keysmith(as: context).archiveProject(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id")
+            projectID: try context.parameters.requireID("project_id")
         )
         return Wire.response { Wire.project(&$0, project) }
     }
@@ -82,7 +82,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let user = try await self.reader.user(id: try context.parameters.require("user_id"), organizationID: context.principal.organizationID)
+        let user = try await self.reader.user(id: try context.parameters.requireID("user_id"), organizationID: context.principal.organizationID)
         return Wire.response { Wire.user(&$0, user) }
     }
 
@@ -90,7 +90,7 @@ extension AdminRoutes {
 
     @Sendable func listProjectUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let page = try await self.reader.listProjectMembers(
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
         )
@@ -112,7 +112,7 @@ extension AdminRoutes {
         guard let role else { throw OpenAIError.missingParameter("role") }
         let member = try await self.keysmith(as: context).addProjectMember(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             user: user,
             role: role
         )
@@ -121,9 +121,9 @@ extension AdminRoutes {
 
     @Sendable func retrieveProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let member = try await self.reader.projectMember(
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
-            userID: try context.parameters.require("user_id")
+            userID: try context.parameters.requireID("user_id")
         )
         return Wire.response { Wire.projectUser(&$0, member) }
     }
@@ -135,8 +135,8 @@ extension AdminRoutes {
         }
         let member = try await self.keysmith(as: context).updateProjectMember(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
-            userID: try context.parameters.require("user_id"),
+            projectID: try context.parameters.requireID("project_id"),
+            userID: try context.parameters.requireID("user_id"),
             role: role
         )
         return Wire.response { Wire.projectUser(&$0, member) }
@@ -144,10 +144,10 @@ extension AdminRoutes {
 
     /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
     @Sendable func removeProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let userID = try context.parameters.require("user_id")
+        let userID = try context.parameters.requireID("user_id")
         try await self.keysmith(as: context).removeProjectMember(
             organizationID: context.principal.organizationID,
-            projectID: try context.parameters.require("project_id"),
+            projectID: try context.parameters.requireID("project_id"),
             userID: userID
         )
         return Wire.deleted("organization.project.user.deleted", id: userID)

@@ -334,7 +334,7 @@ public final class PostgresEngine: SQLEngine {
 
     // MARK: SQLEngine
 
-    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    public func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         try await body(PostgresSession(engine: self, connection: nil, observer: self.observer))
     }
 

@@ -121,7 +121,7 @@ public final class SQLiteEngine: SQLEngine {
     /// Nothing runs in the background: the engine's threads start when it opens.
     public func run() async {}
 
-    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    public func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
             return try await withTaskExecutorPreference(self.writerThread) {
