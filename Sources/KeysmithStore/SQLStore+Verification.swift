@@ -69,21 +69,14 @@ extension SQLStore {
     /// `{"id": time, …}`. Ids are made by Keysmith (a prefix and base62 digits), so they need no escaping; any other
     /// character would be a bug, and is escaped anyway rather than trusted.
     static func usesJSON(_ uses: [String: UnixSeconds]) -> String {
-        var json = "{"
+        var json: [UInt8] = [UInt8(ascii: "{")]
         for (index, (id, time)) in uses.enumerated() {
-            if index > 0 { json += "," }
-            json += "\""
-            for scalar in id.unicodeScalars {
-                switch scalar {
-                case "\"", "\\": json += "\\" + String(scalar)
-                case _ where scalar.value < 0x20:
-                    json += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-                default: json.unicodeScalars.append(scalar)
-                }
-            }
-            json += "\":\(time)"
+            if index > 0 { json.append(UInt8(ascii: ",")) }
+            JSONString.append(id, to: &json)
+            json.append(contentsOf: ":\(time)".utf8)
         }
-        return json + "}"
+        json.append(UInt8(ascii: "}"))
+        return String(decoding: json, as: UTF8.self)
     }
 
     // MARK: Verification state

@@ -1,3 +1,4 @@
+import KeysmithCore
 public import NIOCore
 
 /// Writes JSON straight into a `ByteBuffer`.
@@ -160,34 +161,7 @@ public struct JSONWriter {
         }
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
     private mutating func writeEscaped(_ value: String) {
-        var value = value
-        value.withUTF8 { bytes in
-            self.bytes.append(UInt8(ascii: "\""))
-            var start = 0
-            for index in bytes.indices {
-                let byte = bytes[index]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
-                start = index + 1
-                switch byte {
-                case UInt8(ascii: "\""): self.append("\\\"")
-                case UInt8(ascii: "\\"): self.append("\\\\")
-                case UInt8(ascii: "\n"): self.append("\\n")
-                case UInt8(ascii: "\r"): self.append("\\r")
-                case UInt8(ascii: "\t"): self.append("\\t")
-                case 0x08: self.append("\\b")
-                case 0x0C: self.append("\\f")
-                default:
-                    self.append("\\u00")
-                    self.bytes.append(Self.hexDigits[Int(byte >> 4)])
-                    self.bytes.append(Self.hexDigits[Int(byte & 0x0F)])
-                }
-            }
-            self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
-            self.bytes.append(UInt8(ascii: "\""))
-        }
+        JSONString.append(value, to: &self.bytes)
     }
 }
