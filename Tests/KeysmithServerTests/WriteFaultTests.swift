@@ -106,54 +106,35 @@ final class FaultySource: VerificationSource {
     }
 }
 
-@Suite("Writes that fail fast and never acknowledge what is not applied")
-struct WriteFaultTests {
-    @Test(
-        "Writes that wait while a catch-up runs share the next one: one more read of the log for ten, each applied before it returns",
-        arguments: TestEngine.available
-    )
-    func concurrentWritesShareCatchUps(engine: TestEngine) async throws {
+/// A Keysmith whose change feed reads through a ``FaultySource``, on a fresh database of `engine`, loaded.
+struct FaultyFeedFixture {
+    let database: Keysmith.Database
+    let clock: ManualClock
+    let source: FaultySource
+    let index: VerificationIndex
+    let feed: ChangeFeed
+    let keysmith: Keysmith
+    let verifier: KeyVerifier
+
+    static func run(_ engine: TestEngine, _ body: (FaultyFeedFixture) async throws -> Void) async throws {
         try await withTestDatabase(engine) { url in
             let database = try await Keysmith.openDatabase(url, logger: Harness.quietLogger)
             let clock = ManualClock()
             let source = FaultySource(database.store)
             let index = VerificationIndex()
             let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
-            let keysmith = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed)
-            let verifier = KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
+            let fixture = FaultyFeedFixture(
+                database: database,
+                clock: clock,
+                source: source,
+                index: index,
+                feed: feed,
+                keysmith: Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed),
+                verifier: KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
+            )
             do {
                 try await feed.load()
-                let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
-                let organizationID = bootstrap.organization.id
-                let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
-                let writesBefore = feed.committedWrites
-                let readsBefore = source.changeReads.load(ordering: .relaxed)
-                // The first write's catch-up waits in its read of the log while the nine others commit behind it.
-                source.holdReads()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for number in 0..<10 {
-                        group.addTask {
-                            let created = try await keysmith.createServiceAccount(
-                                organizationID: organizationID,
-                                projectID: project.id,
-                                name: "account \(number)",
-                                withoutKey: false
-                            )
-                            // Applied before the write returned, shared catch-up or not.
-                            #expect(verifier.verify(try #require(created.key).plaintext).code == .valid)
-                        }
-                    }
-                    let deadline = ContinuousClock.now + .seconds(20)
-                    while feed.committedWrites < writesBefore + 10 || source.readsHeld < 1 {
-                        #expect(ContinuousClock.now < deadline, "the writes never all committed")
-                        if ContinuousClock.now >= deadline { break }
-                        try await Task.sleep(for: .milliseconds(5))
-                    }
-                    source.releaseReads()
-                    try await group.waitForAll()
-                }
-                // The held catch-up, and one more for every write that waited: not one read per write.
-                #expect(source.changeReads.load(ordering: .relaxed) - readsBefore == 2)
+                try await body(fixture)
             } catch {
                 source.releaseReads()
                 try? await database.store.close()
@@ -162,104 +143,137 @@ struct WriteFaultTests {
             try await database.store.close()
         }
     }
+}
+
+@Suite("Writes that fail fast and never acknowledge what is not applied")
+struct WriteFaultTests {
+    @Test(
+        "Writes that wait while a catch-up runs share the next one: one more read of the log for ten, each applied before it returns",
+        arguments: TestEngine.available
+    )
+    func concurrentWritesShareCatchUps(engine: TestEngine) async throws {
+        try await FaultyFeedFixture.run(engine) { fixture in
+            let (source, feed, keysmith, verifier) = (fixture.source, fixture.feed, fixture.keysmith, fixture.verifier)
+            let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
+            let organizationID = bootstrap.organization.id
+            let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
+            let writesBefore = feed.committedWrites
+            let readsBefore = source.changeReads.load(ordering: .relaxed)
+            // The first write's catch-up waits in its read of the log while the nine others commit behind it.
+            source.holdReads()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for number in 0..<10 {
+                    group.addTask {
+                        let created = try await keysmith.createServiceAccount(
+                            organizationID: organizationID,
+                            projectID: project.id,
+                            name: "account \(number)",
+                            withoutKey: false
+                        )
+                        // Applied before the write returned, shared catch-up or not.
+                        #expect(verifier.verify(try #require(created.key).plaintext).code == .valid)
+                    }
+                }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while feed.committedWrites < writesBefore + 10 || source.readsHeld < 1 {
+                    #expect(ContinuousClock.now < deadline, "the writes never all committed")
+                    if ContinuousClock.now >= deadline { break }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                source.releaseReads()
+                try await group.waitForAll()
+            }
+            // The held catch-up, and one more for every write that waited: not one read per write.
+            #expect(source.changeReads.load(ordering: .relaxed) - readsBefore == 2)
+        }
+    }
 
     @Test(
         "A revocation committed while the change log cannot be read takes effect at once; what it granted follows when it can",
         arguments: TestEngine.available
     )
     func revocationsHoldWhenTheFeedFails(engine: TestEngine) async throws {
-        try await withTestDatabase(engine) { url in
-            let database = try await Keysmith.openDatabase(url, logger: Harness.quietLogger)
-            let clock = ManualClock()
-            let source = FaultySource(database.store)
-            let index = VerificationIndex()
-            let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
-            let keysmith = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed)
-            let verifier = KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
+        try await FaultyFeedFixture.run(engine) { fixture in
+            let (database, source, index, feed, keysmith, verifier) = (
+                fixture.database, fixture.source, fixture.index, fixture.feed, fixture.keysmith, fixture.verifier
+            )
             func code(_ key: String) -> VerificationCode { verifier.verify(key).code }
-            do {
-                try await feed.load()
-                let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
-                let organizationID = bootstrap.organization.id
-                let admin = try await keysmith.createAdminKey(name: "second", organizationID: organizationID)
-                let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
-                let archived = try await keysmith.createProject(organizationID: organizationID, name: "q", externalKeyID: nil, residency: nil)
-                func account(_ projectID: String, _ name: String) async throws -> (id: String, keyID: String, value: String) {
-                    let created = try await keysmith.createServiceAccount(
-                        organizationID: organizationID,
-                        projectID: projectID,
-                        name: name,
-                        withoutKey: false
-                    )
-                    let key = try #require(created.key)
-                    return (created.account.id, key.key.id, key.plaintext)
-                }
-                let deleted = try await account(project.id, "deleted")
-                let rotated = try await account(project.id, "rotated")
-                let narrowed = try await account(project.id, "narrowed")
-                let inArchived = try await account(archived.id, "archived")
-                let user = try await keysmith.createUser(organizationID: organizationID, email: "m@example.com", name: nil, role: .reader)
-                _ = try await keysmith.addProjectMember(organizationID: organizationID, projectID: project.id, user: .id(user.id), role: .member)
-                let member = try await keysmith.createAPIKey(
+            let bootstrap = try #require(try await keysmith.bootstrapIfEmpty(adminKeyName: "first"))
+            let organizationID = bootstrap.organization.id
+            let admin = try await keysmith.createAdminKey(name: "second", organizationID: organizationID)
+            let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
+            let archived = try await keysmith.createProject(organizationID: organizationID, name: "q", externalKeyID: nil, residency: nil)
+            func account(_ projectID: String, _ name: String) async throws -> (id: String, keyID: String, value: String) {
+                let created = try await keysmith.createServiceAccount(
                     organizationID: organizationID,
-                    projectID: project.id,
-                    owner: .user(id: user.id),
-                    name: "member",
-                    scopes: [],
-                    expiresInSeconds: nil
+                    projectID: projectID,
+                    name: name,
+                    withoutKey: false
                 )
-                for key in [deleted.value, rotated.value, narrowed.value, inArchived.value, member.plaintext] {
-                    #expect(code(key) == .valid)
-                }
-                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) != nil)
-
-                // The database answers the writes, but not the feed's reads after them.
-                source.isFailing.store(true, ordering: .relaxed)
-                try await keysmith.deleteServiceAccount(organizationID: organizationID, projectID: project.id, accountID: deleted.id)
-                let rotation = try await keysmith.rotateAPIKey(
-                    organizationID: organizationID,
-                    projectID: project.id,
-                    keyID: rotated.keyID,
-                    gracePeriodSeconds: 0
-                )
-                _ = try await keysmith.updateAPIKey(
-                    organizationID: organizationID,
-                    projectID: project.id,
-                    keyID: narrowed.keyID,
-                    scopes: ["api.model.read"],
-                    expiresInSeconds: nil
-                )
-                try await keysmith.removeProjectMember(organizationID: organizationID, projectID: project.id, userID: user.id)
-                _ = try await keysmith.archiveProject(organizationID: organizationID, projectID: archived.id)
-                try await keysmith.deleteAdminKey(organizationID: organizationID, keyID: admin.key.id)
-                let granted = try await account(project.id, "granted")
-
-                // Each was acknowledged; what each revoked is refused here at once, and nothing it granted is let
-                // through before the feed can read it.
-                for key in [deleted.value, rotated.value, rotation.plaintext, narrowed.value, inArchived.value, member.plaintext, granted.value] {
-                    #expect(code(key) != .valid)
-                }
-                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
-                // What the writes did not touch is as it was.
-                #expect(index.adminKey(database.hasher.digest(try #require(bootstrap.adminKey))) != nil)
-
-                // Once the log can be read, every suspended change is applied as it is.
-                source.isFailing.store(false, ordering: .relaxed)
-                try await feed.catchUp()
-                #expect(code(deleted.value) == .notFound)
-                #expect(code(rotated.value) == .notFound)
-                #expect(code(rotation.plaintext) == .valid)
-                #expect(code(narrowed.value) == .valid)
-                #expect(verifier.verify(narrowed.value).key?.scopes == ["api.model.read"])
-                #expect(code(inArchived.value) == .projectArchived)
-                #expect(code(member.plaintext) == .ownerInactive)
-                #expect(code(granted.value) == .valid)
-                #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
-            } catch {
-                try? await database.store.close()
-                throw error
+                let key = try #require(created.key)
+                return (created.account.id, key.key.id, key.plaintext)
             }
-            try await database.store.close()
+            let deleted = try await account(project.id, "deleted")
+            let rotated = try await account(project.id, "rotated")
+            let narrowed = try await account(project.id, "narrowed")
+            let inArchived = try await account(archived.id, "archived")
+            let user = try await keysmith.createUser(organizationID: organizationID, email: "m@example.com", name: nil, role: .reader)
+            _ = try await keysmith.addProjectMember(organizationID: organizationID, projectID: project.id, user: .id(user.id), role: .member)
+            let member = try await keysmith.createAPIKey(
+                organizationID: organizationID,
+                projectID: project.id,
+                owner: .user(id: user.id),
+                name: "member",
+                scopes: [],
+                expiresInSeconds: nil
+            )
+            for key in [deleted.value, rotated.value, narrowed.value, inArchived.value, member.plaintext] {
+                #expect(code(key) == .valid)
+            }
+            #expect(index.adminKey(database.hasher.digest(admin.plaintext)) != nil)
+
+            // The database answers the writes, but not the feed's reads after them.
+            source.isFailing.store(true, ordering: .relaxed)
+            try await keysmith.deleteServiceAccount(organizationID: organizationID, projectID: project.id, accountID: deleted.id)
+            let rotation = try await keysmith.rotateAPIKey(
+                organizationID: organizationID,
+                projectID: project.id,
+                keyID: rotated.keyID,
+                gracePeriodSeconds: 0
+            )
+            _ = try await keysmith.updateAPIKey(
+                organizationID: organizationID,
+                projectID: project.id,
+                keyID: narrowed.keyID,
+                scopes: ["api.model.read"],
+                expiresInSeconds: nil
+            )
+            try await keysmith.removeProjectMember(organizationID: organizationID, projectID: project.id, userID: user.id)
+            _ = try await keysmith.archiveProject(organizationID: organizationID, projectID: archived.id)
+            try await keysmith.deleteAdminKey(organizationID: organizationID, keyID: admin.key.id)
+            let granted = try await account(project.id, "granted")
+
+            // Each was acknowledged; what each revoked is refused here at once, and nothing it granted is let
+            // through before the feed can read it.
+            for key in [deleted.value, rotated.value, rotation.plaintext, narrowed.value, inArchived.value, member.plaintext, granted.value] {
+                #expect(code(key) != .valid)
+            }
+            #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
+            // What the writes did not touch is as it was.
+            #expect(index.adminKey(database.hasher.digest(try #require(bootstrap.adminKey))) != nil)
+
+            // Once the log can be read, every suspended change is applied as it is.
+            source.isFailing.store(false, ordering: .relaxed)
+            try await feed.catchUp()
+            #expect(code(deleted.value) == .notFound)
+            #expect(code(rotated.value) == .notFound)
+            #expect(code(rotation.plaintext) == .valid)
+            #expect(code(narrowed.value) == .valid)
+            #expect(verifier.verify(narrowed.value).key?.scopes == ["api.model.read"])
+            #expect(code(inArchived.value) == .projectArchived)
+            #expect(code(member.plaintext) == .ownerInactive)
+            #expect(code(granted.value) == .valid)
+            #expect(index.adminKey(database.hasher.digest(admin.plaintext)) == nil)
         }
     }
 
