@@ -285,34 +285,29 @@ struct WriteFaultTests {
         let capture = LogCapture()
         try await Harness.run(.postgres, logger: capture.logger(level: .warning)) { app in
             let projectID = try await app.project()
-            try await withTestConnection(app.databaseURL) { connection in
-                // Another session holds the project's row, as a replica stopped in the middle of its transaction would.
-                try await connection.query("BEGIN", logger: Harness.quietLogger)
-                try await connection.query("SELECT 1 FROM projects WHERE id = \(projectID) FOR UPDATE", logger: Harness.quietLogger)
-                let started = ContinuousClock.now
-                let refused = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"waits"}"#)
-                let waited = ContinuousClock.now - started
-                refused.expectError(.serviceUnavailable, code: "database_busy")
-                #expect(refused.headers[.retryAfter] == "1")
-                #expect(waited >= .seconds(14) && waited < .seconds(25), "waited \(waited)")
-                try await connection.query("ROLLBACK", logger: Harness.quietLogger)
+            /// Another session holds a lock (`lock`, a query in its open transaction) while a write needs it: the write
+            /// is refused after the lock timeout, and the lock let go.
+            func refusedWhileHeld(_ lock: PostgresQuery, name: String) async throws {
+                try await withTestConnection(app.databaseURL) { connection in
+                    try await connection.query("BEGIN", logger: Harness.quietLogger)
+                    try await connection.query(lock, logger: Harness.quietLogger)
+                    let started = ContinuousClock.now
+                    let refused = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"\#(name)"}"#)
+                    let waited = ContinuousClock.now - started
+                    refused.expectError(.serviceUnavailable, code: "database_busy")
+                    #expect(refused.headers[.retryAfter] == "1")
+                    #expect(waited >= .seconds(14) && waited < .seconds(25), "waited \(waited)")
+                    try await connection.query("ROLLBACK", logger: Harness.quietLogger)
+                }
             }
+            // Another session holds the project's row, as a replica stopped in the middle of its transaction would.
+            try await refusedWhileHeld("SELECT 1 FROM projects WHERE id = \(projectID) FOR UPDATE", name: "waits")
             let accounts = try await app.get("/projects/\(projectID)/service_accounts")
             #expect(accounts.data.isEmpty)
             #expect(try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"now"}"#).status == .ok)
 
             // Another session holds the change log's turn, which every write that changes verification takes last.
-            try await withTestConnection(app.databaseURL) { connection in
-                try await connection.query("BEGIN", logger: Harness.quietLogger)
-                try await connection.query("SELECT pg_advisory_xact_lock(\(StoreDialect.Turn.changeLog.rawValue))", logger: Harness.quietLogger)
-                let started = ContinuousClock.now
-                let refused = try await app.post("/projects/\(projectID)/service_accounts", #"{"name":"waits for the log"}"#)
-                let waited = ContinuousClock.now - started
-                refused.expectError(.serviceUnavailable, code: "database_busy")
-                #expect(refused.headers[.retryAfter] == "1")
-                #expect(waited >= .seconds(14) && waited < .seconds(25), "waited \(waited)")
-                try await connection.query("ROLLBACK", logger: Harness.quietLogger)
-            }
+            try await refusedWhileHeld("SELECT pg_advisory_xact_lock(\(StoreDialect.Turn.changeLog.rawValue))", name: "waits for the log")
             let after = try await app.get("/projects/\(projectID)/service_accounts")
             #expect(after.data.map { $0["name"] as? String } == ["now"])
             // Logged as what it is, a busy database, not a bug, with the request's id.
