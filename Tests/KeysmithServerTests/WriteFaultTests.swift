@@ -109,7 +109,6 @@ final class FaultySource: VerificationSource {
 /// A Keysmith whose change feed reads through a ``FaultySource``, on a fresh database of `engine`, loaded.
 struct FaultyFeedFixture {
     let database: Keysmith.Database
-    let clock: ManualClock
     let source: FaultySource
     let index: VerificationIndex
     let feed: ChangeFeed
@@ -125,7 +124,6 @@ struct FaultyFeedFixture {
             let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
             let fixture = FaultyFeedFixture(
                 database: database,
-                clock: clock,
                 source: source,
                 index: index,
                 feed: feed,
