@@ -399,14 +399,66 @@ public enum KeysmithChange: Sendable, Hashable {
     case membership(projectID: String, userID: String)
 }
 
-/// One entry of the change log, in commit order.
-public struct ChangeRecord: Sendable, Equatable {
+/// A place in the change log. Entries are ordered by the transaction that wrote them, then by their sequence
+/// number within it; a reader at a position has read every entry at or before it.
+///
+/// On SQLite, whose one writer commits in sequence order, every entry's transaction is 0 and the sequence alone
+/// orders them. On PostgreSQL, where writers commit concurrently and a sequence number drawn earlier can commit later,
+/// the transaction is the writer's PostgreSQL transaction id (`pg_current_xact_id()`), and readers take entries only
+/// from transactions that have ended (below the oldest one still in progress), so that an entry never becomes
+/// visible behind a position a reader has passed.
+public struct ChangePosition: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var transaction: Int64
     public var sequence: Int64
+
+    public init(transaction: Int64, sequence: Int64) {
+        self.transaction = transaction
+        self.sequence = sequence
+    }
+
+    /// Before every entry.
+    public static let start = ChangePosition(transaction: 0, sequence: 0)
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.transaction, lhs.sequence) < (rhs.transaction, rhs.sequence)
+    }
+
+    public var description: String { "\(self.transaction)/\(self.sequence)" }
+}
+
+/// One entry of the change log.
+public struct ChangeRecord: Sendable, Equatable {
+    public var position: ChangePosition
     public var change: KeysmithChange
 
-    public init(sequence: Int64, change: KeysmithChange) {
-        self.sequence = sequence
+    public init(position: ChangePosition, change: KeysmithChange) {
+        self.position = position
         self.change = change
+    }
+}
+
+/// What one read of the change log found: up to a limit of entries after a position, in order; where the reader
+/// is after them; and whether entries it never read were pruned.
+public struct ChangeBatch: Sendable, Equatable {
+    public var records: [ChangeRecord]
+    /// Every entry at or before this has been read: the last record's position when the batch was cut at its limit,
+    /// otherwise as far as the log can be read now.
+    public var position: ChangePosition
+    /// The newest entry the log holds, read or not: beyond ``position`` while entries committed but cannot be read
+    /// yet (on PostgreSQL, behind a transaction still in progress), or follow a cut batch.
+    public var newest: ChangePosition
+    /// Whether the batch stopped at its limit, so that more entries may follow at once.
+    public var isCut: Bool
+    /// Whether pruning deleted entries after the position the read started from: the reader cannot know what they
+    /// changed and must load the whole state again.
+    public var missedPrunedEntries: Bool
+
+    public init(records: [ChangeRecord], position: ChangePosition, newest: ChangePosition, isCut: Bool, missedPrunedEntries: Bool) {
+        self.records = records
+        self.position = position
+        self.newest = newest
+        self.isCut = isCut
+        self.missedPrunedEntries = missedPrunedEntries
     }
 }
 

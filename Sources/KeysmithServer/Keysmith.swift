@@ -106,7 +106,7 @@ public struct Keysmith: Sendable {
     private func write<T>(_ body: () async throws -> T) async throws -> T {
         let receipt = ChangeReceipt()
         let result = try await AuditContext.$actor.withValue(self.actor) { try await receipt.collecting(body) }
-        await self.changes?.applyCommittedChanges(receipt.changes)
+        await self.changes?.applyCommittedChanges(receipt.changes, at: receipt.position)
         return result
     }
 

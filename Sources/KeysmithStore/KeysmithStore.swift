@@ -176,14 +176,11 @@ public protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
 /// The verification state and the change log that keeps it current: what the change feed reads, and the store's
 /// readers too.
 public protocol VerificationStateReader: Sendable {
-    /// The sequence number of the newest entry of the change log (0 when it is empty). Read it before loading the
-    /// verification state, then apply every change after it: the state is then never older than the log.
-    func latestChangeSequence() async throws -> Int64
-    /// The oldest entry still in the change log, or nil when it is empty; entries older than a retention period are
-    /// pruned, and a reader that fell behind them must load everything again.
-    func earliestChangeSequence() async throws -> Int64?
-    /// Up to `limit` entries after `sequence`, in order.
-    func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord]
+    /// How far the change log can be read now. Read it before loading the verification state, then apply every
+    /// change after it: the state is then never older than the log.
+    func latestChangePosition() async throws -> ChangePosition
+    /// Up to `limit` entries after `position`, in order, from one snapshot of the log (see ``ChangeBatch``).
+    func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch
     /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
     func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
     /// One key's verification state, or nil when the key does not exist (any more).
@@ -217,19 +214,24 @@ public protocol VerificationSource: VerificationStateReader {
 
 /// The changes a write recorded in the change log, gathered while it runs: the domain layer sets one around each
 /// write (``ChangeReceipt/collecting(_:)``), and the store adds to it in the write's transaction, so that after the
-/// commit the domain knows what to make sure verification has applied. A write run again after a deadlock may
-/// leave the changes of its rolled-back attempt here too, which is harmless: applying a change reads its object's
-/// current state.
+/// commit the domain knows what to make sure verification has applied, and where in the log it was recorded. A
+/// write run again after a deadlock may leave the changes of its rolled-back attempt here too, which is harmless:
+/// applying a change reads its object's current state; the position kept is the highest, the attempt that committed.
 public final class ChangeReceipt: Sendable {
     @TaskLocal static var current: ChangeReceipt?
 
-    private let recorded = Mutex<[KeysmithChange]>([])
+    private let recorded = Mutex<(changes: [KeysmithChange], position: ChangePosition?)>(([], nil))
 
     public init() {}
 
     /// What the writes run in this receipt recorded, without repeats.
     public var changes: [KeysmithChange] {
-        self.recorded.withLock { Array(Set($0)) }
+        self.recorded.withLock { Array(Set($0.changes)) }
+    }
+
+    /// The last position in the change log those writes recorded at; nil when they recorded nothing.
+    public var position: ChangePosition? {
+        self.recorded.withLock { $0.position }
     }
 
     /// Runs `body`, this receipt collecting the changes its writes record.
@@ -237,7 +239,10 @@ public final class ChangeReceipt: Sendable {
         try await Self.$current.withValue(self) { try await body() }
     }
 
-    func record(_ changes: [KeysmithChange]) {
-        self.recorded.withLock { $0.append(contentsOf: changes) }
+    func record(_ changes: [KeysmithChange], at position: ChangePosition?) {
+        self.recorded.withLock { recorded in
+            recorded.changes.append(contentsOf: changes)
+            if let position { recorded.position = max(recorded.position ?? position, position) }
+        }
     }
 }

@@ -366,6 +366,43 @@ enum Migrations {
             sqlite: ["CREATE INDEX audit_logs_by_time ON audit_logs (organization_id, effective_at)"],
             postgres: ["CREATE INDEX audit_logs_by_time ON audit_logs (organization_id, effective_at)"]
         ),
+        Migration(
+            name: "0006_order_change_log_by_transaction",
+            // The change log's entries are read in the order of (transaction_id, sequence) (see ChangePosition), and
+            // pruning leaves the last position it deleted, so that a reader can tell it missed entries without
+            // relying on sequence numbers being contiguous. Entries written before this migration keep
+            // transaction 0, before every later one.
+            sqlite: [
+                "ALTER TABLE keysmith_changes ADD COLUMN transaction_id INTEGER NOT NULL DEFAULT 0",
+                "CREATE INDEX keysmith_changes_by_position ON keysmith_changes (transaction_id, sequence)",
+                """
+                CREATE TABLE keysmith_changes_pruned (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                    transaction_id INTEGER NOT NULL,
+                    sequence INTEGER NOT NULL
+                ) STRICT
+                """,
+                "INSERT INTO keysmith_changes_pruned (singleton, transaction_id, sequence) VALUES (1, 0, 0)",
+            ],
+            postgres: [
+                "ALTER TABLE keysmith_changes ADD COLUMN transaction_id BIGINT NOT NULL DEFAULT 0",
+                // From now on each entry carries the id of the transaction that wrote it (a FullTransactionId: 64
+                // bits, never wrapping).
+                """
+                ALTER TABLE keysmith_changes ALTER COLUMN transaction_id
+                SET DEFAULT CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)
+                """,
+                "CREATE INDEX keysmith_changes_by_position ON keysmith_changes (transaction_id, sequence)",
+                """
+                CREATE TABLE keysmith_changes_pruned (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                    transaction_id BIGINT NOT NULL,
+                    sequence BIGINT NOT NULL
+                )
+                """,
+                "INSERT INTO keysmith_changes_pruned (singleton, transaction_id, sequence) VALUES (1, 0, 0)",
+            ]
+        ),
     ]
 }
 

@@ -97,9 +97,6 @@ public enum StoreDialect: Sendable {
     enum Turn: Int64 {
         /// Migrations, the server secret, bootstrapping an empty database: one process at a time.
         case setup = 0x6B65_7973_0001
-        /// Writing the change log: entries commit in the order of their sequence numbers, so that a reader that
-        /// has seen entry N has seen every entry before it.
-        case changeLog = 0x6B65_7973_0002
     }
 
     /// The statement that waits for this transaction's turn and holds it until the transaction ends: a
@@ -111,18 +108,25 @@ public enum StoreDialect: Sendable {
         }
     }
 
-    /// What the statement that writes change log entries joins with, so that one statement takes the change log's
-    /// turn, asks for the other processes' change feeds to be woken at commit (LISTEN/NOTIFY) and writes the entries:
-    /// the entries' sequence numbers are drawn for the rows the join yields, so after the turn is taken. Nothing on
-    /// SQLite, whose one writer takes every turn and whose other processes (on the same machine) poll.
-    var changeLogTurn: SQLQueryString? {
+    /// What the statement that writes change log entries joins with, so that the same statement asks for the other
+    /// processes' change feeds to be woken when the transaction commits (LISTEN/NOTIFY; PostgreSQL delivers one
+    /// notification per channel and payload per transaction). Nothing on SQLite, whose other processes (on the same
+    /// machine) poll.
+    var changeLogNotification: SQLQueryString? {
         switch self {
         case .sqlite: nil
-        case .postgres:
-            """
-            CROSS JOIN (SELECT pg_advisory_xact_lock(\(literal: Turn.changeLog.rawValue)),
-                               pg_notify(\(literal: Self.changesChannel), '')) AS turn
-            """
+        case .postgres: "CROSS JOIN (SELECT pg_notify(\(literal: Self.changesChannel), '')) AS notified"
+        }
+    }
+
+    /// How far the change log can be read, as of the statement's snapshot: on PostgreSQL, entries of transactions
+    /// below the oldest one still in progress (`pg_snapshot_xmin`), every one of which has committed or rolled back,
+    /// so that no entry can become visible later behind the position a reader reaches; nil on SQLite, whose one
+    /// writer commits in sequence order, so that every visible entry can be read.
+    var changeLogHorizon: SQLQueryString {
+        switch self {
+        case .sqlite: "CAST(NULL AS INTEGER)"
+        case .postgres: "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)"
         }
     }
 
@@ -130,7 +134,7 @@ public enum StoreDialect: Sendable {
     /// runs one write at a time, so its checks and changes never interleave with another write's.
     var locksRows: Bool { self == .postgres }
 
-    /// The channel ``changeLogTurn`` notifies on.
+    /// The channel ``changeLogNotification`` notifies on.
     public static let changesChannel = "keysmith_changes"
 
     /// One batch of key uses, `{"id": time, …}` bound as one JSON document, into `table`'s `last_used_at`: one

@@ -146,7 +146,6 @@ extension SQLStore {
                 organizationID: organizationID,
                 at: now
             )
-            // The change log's turn last (see recordChanges).
             try await Self.recordChanges(database, keyIDs.map { .apiKey(id: $0) }, at: now)
         }
     }

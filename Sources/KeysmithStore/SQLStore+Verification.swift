@@ -175,55 +175,131 @@ extension SQLStore {
 
     // MARK: The change log
 
-    public func latestChangeSequence() async throws -> Int64 {
+    public func latestChangePosition() async throws -> ChangePosition {
         try await self.engine.unsafeRead { database in
-            try await database.rows("SELECT COALESCE(MAX(sequence), 0) AS latest FROM keysmith_changes") {
-                Int64(try $0.int(at: 0))
-            }.first ?? 0
-        }
-    }
-
-    public func earliestChangeSequence() async throws -> Int64? {
-        try await self.engine.unsafeRead { database in
-            try await database.rows("SELECT MIN(sequence) AS earliest FROM keysmith_changes") {
-                try $0.optionalInt(at: 0).map(Int64.init)
-            }.first ?? nil
-        }
-    }
-
-    public func changes(after sequence: Int64, limit: Int) async throws -> [ChangeRecord] {
-        try await self.engine.unsafeRead { database in
+            // Never behind the last pruned entry: a reader that loads everything from here must not find that it
+            // missed what was pruned. (An entry before that mark that has not committed yet would be skipped; it
+            // would belong to a transaction open for longer than the log's retention, which Keysmith's sessions,
+            // ended after 10 s idle in a transaction and 30 s in a statement, never are.)
             try await database.rows(
                 """
-                SELECT sequence, subject, subject_id, related_id FROM keysmith_changes
-                WHERE sequence > \(bind: sequence) ORDER BY sequence LIMIT \(literal: limit)
+                SELECT \(database.dialect.changeLogHorizon) AS horizon,
+                       (SELECT COALESCE(MAX(sequence), 0) FROM keysmith_changes) AS latest,
+                       transaction_id, sequence
+                FROM keysmith_changes_pruned
                 """
             ) { row in
-                let subject = try row.string(at: 1)
+                let read = Self.readPosition(horizon: try row.optionalInt(at: 0), last: nil, latest: Int64(try row.int(at: 1)))
+                let pruned = ChangePosition(transaction: Int64(try row.int(at: 2)), sequence: Int64(try row.int(at: 3)))
+                return max(read, pruned)
+            }.first ?? .start
+        }
+    }
+
+    /// The position of the newest entry the log holds, read or not (for tests: a reader that reaches it has read
+    /// every entry committed so far).
+    func newestChangePosition() async throws -> ChangePosition {
+        try await self.engine.unsafeRead { database in
+            try await database.rows(
+                "SELECT transaction_id, sequence FROM keysmith_changes ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
+            ) { ChangePosition(transaction: Int64(try $0.int(at: 0)), sequence: Int64(try $0.int(at: 1))) }.first ?? .start
+        }
+    }
+
+    /// Where a reader is once it has read what the log holds: below the horizon on PostgreSQL (every entry of a
+    /// transaction before it); at the newest entry on SQLite.
+    private static func readPosition(horizon: Int?, last: ChangePosition?, latest: Int64) -> ChangePosition {
+        if let horizon {
+            return ChangePosition(transaction: Int64(horizon) - 1, sequence: .max)
+        }
+        return last ?? ChangePosition(transaction: 0, sequence: latest)
+    }
+
+    public func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
+        try await self.engine.unsafeRead { database in
+            // One statement, so one snapshot: the horizon, the pruning mark and the entries agree. PostgreSQL joins
+            // the entries LATERAL to the horizon that bounds them; SQLite has no horizon.
+            let always: SQLQueryString = database.dialect == .postgres ? "TRUE" : "1 = 1"
+            let lateral: SQLQueryString = database.dialect == .postgres ? "LATERAL" : ""
+            let bounded: SQLQueryString = database.dialect == .postgres ? "AND transaction_id < bounds.horizon" : ""
+            let query: SQLQueryString = """
+                SELECT bounds.horizon, pruned.transaction_id, pruned.sequence, newest.transaction_id, newest.sequence,
+                       entry.transaction_id, entry.sequence, entry.subject, entry.subject_id, entry.related_id
+                FROM (SELECT \(database.dialect.changeLogHorizon) AS horizon) AS bounds
+                CROSS JOIN keysmith_changes_pruned AS pruned
+                LEFT JOIN (
+                    SELECT transaction_id, sequence FROM keysmith_changes
+                    ORDER BY transaction_id DESC, sequence DESC LIMIT 1
+                ) AS newest ON \(always)
+                LEFT JOIN \(lateral) (
+                    SELECT transaction_id, sequence, subject, subject_id, related_id FROM keysmith_changes
+                    WHERE (transaction_id, sequence) > (\(bind: position.transaction), \(bind: position.sequence))
+                    \(bounded)
+                    ORDER BY transaction_id, sequence LIMIT \(literal: limit)
+                ) AS entry ON \(always)
+                ORDER BY entry.transaction_id, entry.sequence
+                """
+            typealias Row = (horizon: Int?, pruned: ChangePosition, newest: ChangePosition, record: ChangeRecord?)
+            let rows = try await database.rows(query) { row -> Row in
+                let horizon = try row.optionalInt(at: 0)
+                let pruned = ChangePosition(transaction: Int64(try row.int(at: 1)), sequence: Int64(try row.int(at: 2)))
+                let newest = ChangePosition(
+                    transaction: Int64(try row.optionalInt(at: 3) ?? 0),
+                    sequence: Int64(try row.optionalInt(at: 4) ?? 0)
+                )
+                guard let transaction = try row.optionalInt(at: 5) else { return (horizon, pruned, newest, nil) }
+                let subject = try row.string(at: 7)
                 guard
-                    let change = KeysmithChange(
-                        subject: subject,
-                        id: try row.string(at: 2),
-                        relatedID: try row.optionalString(at: 3)
-                    )
+                    let change = KeysmithChange(subject: subject, id: try row.string(at: 8), relatedID: try row.optionalString(at: 9))
                 else {
                     throw StoreRowError(column: "subject", problem: "holds '\(subject)', which is not a change this build knows")
                 }
-                return ChangeRecord(sequence: Int64(try row.int(at: 0)), change: change)
+                let record = ChangeRecord(
+                    position: ChangePosition(transaction: Int64(transaction), sequence: Int64(try row.int(at: 6))),
+                    change: change
+                )
+                return (horizon, pruned, newest, record)
             }
+            guard let bounds = rows.first else { throw StoreRowError(column: "horizon", problem: "the change log's bounds are missing") }
+            let horizon = bounds.horizon
+            let pruned = bounds.pruned
+            let records = rows.compactMap(\.record)
+            let isCut = records.count >= limit
+            let reached =
+                isCut
+                ? records[records.count - 1].position
+                : max(position, Self.readPosition(horizon: horizon, last: records.last?.position, latest: position.sequence))
+            return ChangeBatch(
+                records: records,
+                position: reached,
+                newest: bounds.newest,
+                isCut: isCut,
+                missedPrunedEntries: pruned > position
+            )
         }
     }
 
     public func pruneChanges(before time: UnixSeconds) async throws -> Int {
         try await self.engine.write { database in
-            // The newest entry stays whatever its age, so that MAX(sequence) always tells a reader where the log is.
-            try await database.raw(
+            // The newest entry stays whatever its age, so that MAX(sequence) always tells a SQLite reader where the
+            // log is. The last position deleted is kept, so that a reader behind it knows it missed entries.
+            let deleted = try await database.rows(
                 """
                 DELETE FROM keysmith_changes
                 WHERE changed_at < \(bind: time) AND sequence < (SELECT MAX(sequence) FROM keysmith_changes)
-                RETURNING sequence
+                RETURNING transaction_id, sequence
                 """
-            ).all().count
+            ) { ChangePosition(transaction: Int64(try $0.int(at: 0)), sequence: Int64(try $0.int(at: 1))) }
+            if let last = deleted.max() {
+                try await database.raw(
+                    """
+                    UPDATE keysmith_changes_pruned
+                    SET transaction_id = \(bind: last.transaction), sequence = \(bind: last.sequence)
+                    WHERE (transaction_id, sequence) < (\(bind: last.transaction), \(bind: last.sequence))
+                    """
+                ).run()
+            }
+            return deleted.count
         }
     }
 }

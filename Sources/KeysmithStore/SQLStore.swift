@@ -122,11 +122,11 @@ extension SQLStore {
 
 extension SQLStore {
     /// Records `changes` in the change log, inside the caller's write transaction, in one statement (per 500
-    /// changes). Make it the transaction's last statement: it waits for the change log's turn, which the
-    /// transaction holds until it commits, and every other process's writes wait for that turn.
+    /// changes), and tells the write's ``ChangeReceipt`` what and where. Writers do not take turns: on PostgreSQL
+    /// each entry carries its transaction's id, and readers order by it (see ``ChangePosition``).
     static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
-        ChangeReceipt.current?.record(changes)
         var remaining = changes[...]
+        var last: ChangePosition?
         while !remaining.isEmpty {
             let batch = remaining.prefix(500)
             remaining = remaining.dropFirst(batch.count)
@@ -141,11 +141,16 @@ extension SQLStore {
                 FROM (VALUES
                 """
             statement = statement + " " + rows.joined(separator: ", ") + ") AS changed"
-            if let turn = database.dialect.changeLogTurn {
-                statement = statement + " " + turn
+            if let notification = database.dialect.changeLogNotification {
+                statement = statement + " " + notification
             }
-            try await database.raw(statement).run()
+            statement = statement + " RETURNING transaction_id, sequence"
+            let positions = try await database.rows(statement) {
+                ChangePosition(transaction: Int64(try $0.int(at: 0)), sequence: Int64(try $0.int(at: 1)))
+            }
+            last = max(last ?? .start, positions.max() ?? .start)
         }
+        ChangeReceipt.current?.record(changes, at: last)
     }
 }
 

@@ -241,7 +241,7 @@ struct ConcurrencyTests {
                 outcomes.map(\.applied).filter { !$0.isEmpty } == [
                     [
                         "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
-                        "0005_index_audit_log_times",
+                        "0005_index_audit_log_times", "0006_order_change_log_by_transaction",
                     ]
                 ]
             )
@@ -253,37 +253,46 @@ struct ConcurrencyTests {
         }
     }
 
-    @Test("A reader following the change log while 200 keys are created at once misses no entry", arguments: TestEngine.available)
+    @Test(
+        "A reader following the change log while 200 keys are created at once on two replicas misses no entry and reads none twice",
+        arguments: TestEngine.available
+    )
     func changeLogReaderMissesNothing(engine: TestEngine) async throws {
         try await StoreFixture.run(engine) { fixture in
-            let (project, member) = try await fixture.projectWithMember()
-            let start = try await fixture.store.latestChangeSequence()
-            let finished = Atomic(false)
-            let writers = Task {
-                let results = await Self.race(200) { _ in
-                    _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+            try await fixture.withReplica { replica in
+                let (project, member) = try await fixture.projectWithMember()
+                let start = try await fixture.caughtUp()
+                let finished = Atomic(false)
+                let writers = Task {
+                    let results = await Self.race(200) { index in
+                        let store = index % 2 == 0 ? fixture.store : replica
+                        _ = try await store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
+                    }
+                    finished.store(true, ordering: .releasing)
+                    return results
                 }
-                finished.store(true, ordering: .releasing)
-                return results
+                // As a replica's change feed reads: everything after where it is, again and again. An entry that
+                // became visible behind a position the reader had passed would be skipped for good.
+                var followed: [ChangePosition] = []
+                var position = start
+                var reads = 0
+                while true {
+                    let writersDone = finished.load(ordering: .acquiring)
+                    let batch = try await fixture.store.changes(after: position, limit: 1_000)
+                    followed += batch.records.map(\.position)
+                    position = batch.position
+                    reads += 1
+                    if writersDone, position >= (try await fixture.changeLogEnd()) { break }
+                }
+                #expect(await writers.value.compactMap { $0 }.isEmpty)
+                #expect(reads > 2, "the reader read while the writers wrote")
+                let everything = try await fixture.store.changes(after: start, limit: 1_000).records.map(\.position)
+                #expect(everything.count == 200)
+                // Every entry read, each once, in order.
+                #expect(Set(everything).subtracting(followed).isEmpty, "entries the reader skipped")
+                #expect(followed.count == everything.count, "entries read more than once")
+                #expect(followed == everything)
             }
-            // As a replica's change feed reads: everything after the last entry it saw, again and again. An entry
-            // that commits after a later-numbered one was read would be skipped for good.
-            var followed: [Int64] = []
-            var sequence = start
-            var reads = 0
-            while true {
-                let writersDone = finished.load(ordering: .acquiring)
-                let records = try await fixture.store.changes(after: sequence, limit: 1_000)
-                followed += records.map(\.sequence)
-                sequence = records.last?.sequence ?? sequence
-                reads += 1
-                if writersDone { break }
-            }
-            #expect(await writers.value.compactMap { $0 }.isEmpty)
-            #expect(reads > 2, "the reader read while the writers wrote")
-            let everything = try await fixture.store.changes(after: start, limit: 1_000).map(\.sequence)
-            #expect(everything.count == 200)
-            #expect(followed == everything)
         }
     }
 }

@@ -9,6 +9,7 @@ import Testing
 /// it, or a new PostgreSQL database), with one organization and a manual clock.
 struct StoreFixture: Sendable {
     let store: SQLStore
+    let url: DatabaseURL
     let clock: ManualClock
     let organization: Organization
     let ids = IDGenerator()
@@ -26,7 +27,7 @@ struct StoreFixture: Sendable {
                 // real); SQLite's run() returns at once.
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { await store.run() }
-                    try await body(StoreFixture(store: store, clock: clock, organization: organization))
+                    try await body(StoreFixture(store: store, url: url, clock: clock, organization: organization))
                     group.cancelAll()
                 }
             } catch {
@@ -38,6 +39,22 @@ struct StoreFixture: Sendable {
     }
 
     var organizationID: String { self.organization.id }
+
+    /// Runs `body` with a second store on the same database, as another replica has, its pool running.
+    func withReplica(_ body: @escaping @Sendable (SQLStore) async throws -> Void) async throws {
+        let replica = try await SQLStore.open(self.url, clock: self.clock.clock, logger: Logger(label: "test"))
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await replica.run() }
+                try await body(replica)
+                group.cancelAll()
+            }
+        } catch {
+            try await replica.close()
+            throw error
+        }
+        try await replica.close()
+    }
 
     func project(_ name: String = "Project") async throws -> Project {
         let project = Project(id: self.ids.make(.project), organizationID: self.organizationID, name: name, createdAt: self.clock.now)

@@ -18,14 +18,19 @@ import Synchronization
 ///   commands on SQLite), and as a safety net.
 ///
 /// When the listening connection is lost, the feed reconnects with a growing pause, and once it listens again it
-/// catches up from the last sequence it applied, so no change is missed; each loss is logged and counted. While the
+/// catches up from the last position it applied, so no change is missed; each loss is logged and counted. While the
 /// feed cannot read the log, or is not listening, ``VerificationHealth`` says the verification state may be stale,
 /// and checks say so in a header.
 ///
 /// Applying a change reads that object's current state from the database, so applying one twice, or a batch out
-/// of order, is harmless, and a batch is deduplicated. The feed remembers the last sequence it applied; when the
+/// of order, is harmless, and a batch is deduplicated. The feed remembers the last position it applied; when the
 /// log has been pruned past it (a process that was cut off for longer than ``Configuration/retention``), it loads
 /// the whole index again.
+///
+/// On PostgreSQL the log can be read only up to the oldest transaction still in progress (``ChangePosition``), so a
+/// write through this server may commit while the log cannot yet be read as far as its entries (another, earlier
+/// transaction is still open). Its own changes are then applied directly, from the database, before its response is
+/// sent; other replicas apply them once that earlier transaction ends.
 ///
 /// When a write through this server has committed but the feed cannot read what it changed (the database went
 /// away right after the commit), the write's changes are applied the safe way instead, without reading: its keys
@@ -45,6 +50,8 @@ final class ChangeFeed: Service, Sendable {
 
     static let pageSize = 10_000
     static let batchSize = 1_000
+    /// How soon the log is read again when it held entries that could not be read yet.
+    static let quickRead = Duration.milliseconds(10)
 
     private let store: any VerificationSource
     private let index: VerificationIndex
@@ -59,7 +66,7 @@ final class ChangeFeed: Service, Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var appliedSequence: Int64 = 0
+        var appliedPosition = ChangePosition.start
         var isFailing = false
         /// PostgreSQL: whether the notifications' connection listens now, and whether it ever has.
         var isListening = false
@@ -73,6 +80,12 @@ final class ChangeFeed: Service, Sendable {
         /// commit); and the highest number a successful catch-up that started after it has covered.
         var committedWrites: UInt64 = 0
         var coveredWrites: UInt64 = 0
+        /// The changes of the writes waiting to be covered, by their number, with where the log holds them: a
+        /// catch-up that cannot read the log as far applies them directly.
+        var ownWrites: [UInt64: (position: ChangePosition, changes: [KeysmithChange])] = [:]
+        /// Whether the last read left committed entries it could not read yet (behind a transaction in progress):
+        /// the feed reads again soon, rather than at the next poll.
+        var isLogAhead = false
 
         func isStale(pushes: Bool) -> Bool { self.isFailing || (pushes && !self.isListening) }
     }
@@ -93,8 +106,8 @@ final class ChangeFeed: Service, Sendable {
         self.metrics = metrics
     }
 
-    /// The last change log entry applied.
-    var appliedSequence: Int64 { self.state.withLock { $0.appliedSequence } }
+    /// The last change log position applied.
+    var appliedPosition: ChangePosition { self.state.withLock { $0.appliedPosition } }
 
     /// Loads the whole index from the database. The server does this once before it starts serving.
     func load() async throws {
@@ -103,7 +116,7 @@ final class ChangeFeed: Service, Sendable {
 
     private func reload() async throws {
         // The log's position first: every change after it is applied later, so the index is never older than it.
-        let sequence = try await self.store.latestChangeSequence()
+        let position = try await self.store.latestChangePosition()
         var builder = VerificationIndex.Builder()
         var after: String?
         while true {
@@ -116,16 +129,22 @@ final class ChangeFeed: Service, Sendable {
             builder.add(credential)
         }
         self.index.install(builder)
-        self.state.withLock { $0.appliedSequence = sequence }
+        self.state.withLock { $0.appliedPosition = position }
         self.metrics?.indexChanged(self.index)
     }
 
     /// How many writes through this server have asked to be applied (for tests).
     var committedWrites: UInt64 { self.state.withLock { $0.committedWrites } }
 
-    /// Applies every change committed so far.
+    /// Applies every change committed before it was called: on PostgreSQL, where the log can be read only up to the
+    /// oldest transaction still in progress, it reads again until it has read as far as the newest entry its first
+    /// read saw.
     func catchUp() async throws {
-        try await self.lock.withLock { try await self.catchUpHoldingLock() }
+        let newest = try await self.lock.withLock { try await self.catchUpHoldingLock() }
+        while self.appliedPosition < newest {
+            try await Task.sleep(for: .milliseconds(2))
+            try await self.lock.withLock { _ = try await self.catchUpHoldingLock() }
+        }
     }
 
     /// Applies every change committed before the write numbered `write` asked (see ``applyCommittedChanges(_:)``),
@@ -139,39 +158,57 @@ final class ChangeFeed: Service, Sendable {
         }
     }
 
-    private func catchUpHoldingLock() async throws {
-        // Every write numbered up to here committed before this catch-up's first read of the log, which sees it.
-        let covers = self.state.withLock { $0.committedWrites }
-        try await self.readLog()
-        self.state.withLock { $0.coveredWrites = max($0.coveredWrites, covers) }
+    /// Returns the newest entry the log held, read or not.
+    @discardableResult
+    private func catchUpHoldingLock() async throws -> ChangePosition {
+        // Every write numbered up to here committed before this catch-up's first read of the log, which sees it
+        // unless an earlier transaction is still in progress; its own changes are applied directly then.
+        let (covers, own) = self.state.withLock { state in
+            (state.committedWrites, state.ownWrites.filter { $0.key <= state.committedWrites })
+        }
+        let newest = try await self.readLog()
+        let applied = self.appliedPosition
+        let unread = Set(own.values.filter { $0.position > applied }.flatMap(\.changes))
+        for change in unread {
+            try await self.apply(change)
+        }
+        if !unread.isEmpty { self.metrics?.indexChanged(self.index) }
+        self.state.withLock { state in
+            state.coveredWrites = max(state.coveredWrites, covers)
+            for write in own.keys { state.ownWrites[write] = nil }
+        }
+        return newest
     }
 
-    private func readLog() async throws {
-        var after = self.appliedSequence
+    /// Returns the newest entry the log held, read or not.
+    private func readLog() async throws -> ChangePosition {
+        var after = self.appliedPosition
         while true {
             let batch = try await self.store.changes(after: after, limit: Self.batchSize)
-            guard let first = batch.first, let last = batch.last else { break }
-            if first.sequence > after + 1, let earliest = try await self.store.earliestChangeSequence(), earliest > after + 1 {
+            if batch.missedPrunedEntries {
                 // Entries between what we applied and what the log still holds were pruned: we cannot know
                 // which objects they touched.
                 self.logger.warning(
                     "The change log no longer holds changes this server has not applied; loading the verification state again",
-                    metadata: ["applied_sequence": "\(after)", "earliest_sequence": "\(earliest)"]
+                    metadata: ["applied_position": "\(after)"]
                 )
                 self.metrics?.changeFeedReloads.increment()
                 try await self.reload()
-                return
+                return batch.newest
             }
-            for change in Set(batch.map(\.change)) {
+            for change in Set(batch.records.map(\.change)) {
                 try await self.apply(change)
             }
-            after = last.sequence
-            self.state.withLock { $0.appliedSequence = last.sequence }
-            self.metrics?.changesApplied.increment(by: batch.count)
-            guard batch.count == Self.batchSize else { break }
+            after = batch.position
+            self.state.withLock { $0.appliedPosition = batch.position }
+            if !batch.records.isEmpty { self.metrics?.changesApplied.increment(by: batch.records.count) }
+            guard batch.isCut else {
+                self.state.withLock { $0.isLogAhead = batch.newest > batch.position }
+                try await self.applySuspended()
+                self.metrics?.indexChanged(self.index)
+                return batch.newest
+            }
         }
-        try await self.applySuspended()
-        self.metrics?.indexChanged(self.index)
     }
 
     /// Applies the changes suspended while the log could not be read, from the database, as any change is applied.
@@ -226,10 +263,13 @@ final class ChangeFeed: Service, Sendable {
     /// After a write through this server that recorded `written`: applies it, and anything committed before it, so
     /// that the write's response goes out only once checks see it. When that fails, `written` is applied the safe way
     /// (see the type's documentation) before this returns, and the failure is logged; the next poll tries again.
-    func applyCommittedChanges(_ written: [KeysmithChange] = []) async {
-        let write = self.state.withLock {
-            $0.committedWrites += 1
-            return $0.committedWrites
+    func applyCommittedChanges(_ written: [KeysmithChange] = [], at position: ChangePosition? = nil) async {
+        let write = self.state.withLock { state in
+            state.committedWrites += 1
+            if let position, !written.isEmpty {
+                state.ownWrites[state.committedWrites] = (position, written)
+            }
+            return state.committedWrites
         }
         do {
             try await self.catchUp(coveringWrite: write)
@@ -237,7 +277,10 @@ final class ChangeFeed: Service, Sendable {
         } catch {
             // Shutting down cancels the catch-up; the write is committed all the same, and its revocations must hold.
             if !written.isEmpty {
-                await self.lock.withLock { self.suspend(written) }
+                await self.lock.withLock {
+                    self.suspend(written)
+                    _ = self.state.withLock { $0.ownWrites.removeValue(forKey: write) }
+                }
             }
             if error is CancellationError || Task.isCancelled { return }
             self.failed(error)
@@ -256,11 +299,20 @@ final class ChangeFeed: Service, Sendable {
     /// Reads the log every poll interval, and prunes it now and then, until the server shuts down.
     private func poll() async {
         var lastPrune = ContinuousClock.now
+        var quickly = Self.quickRead
         while !Task.isShuttingDownGracefully {
+            // Entries that committed behind a transaction still in progress are read again soon (sooner than a
+            // poll), each time a little later while that transaction stays open.
+            let interval: Duration
+            if self.state.withLock({ $0.isLogAhead }) {
+                interval = min(quickly, self.configuration.pollInterval)
+                quickly = quickly * 2
+            } else {
+                interval = self.configuration.pollInterval
+                quickly = Self.quickRead
+            }
             do {
-                try await cancelWhenGracefulShutdown { [interval = self.configuration.pollInterval] in
-                    try await Task.sleep(for: interval)
-                }
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             } catch {
                 break
             }
@@ -278,7 +330,7 @@ final class ChangeFeed: Service, Sendable {
     }
 
     /// Listens for other processes' commits, reconnecting after a pause that grows to 5 s while the connection keeps
-    /// failing, until the server shuts down. Each time it listens again it catches up from the last sequence it
+    /// failing, until the server shuts down. Each time it listens again it catches up from the last position it
     /// applied, so a lost connection loses no change.
     private func listen() async {
         var pause = Duration.milliseconds(100)

@@ -47,7 +47,7 @@ public final class PostgresEngine: SQLEngine {
     static let writeAttempts = 5
 
     /// What every session of Keysmith's sets when it connects. A session that stops in the middle of a transaction
-    /// (its replica paused, its network cut) would hold its locks, the change log's turn among them, until the
+    /// (its replica paused, its network cut) would hold its row locks until the
     /// server noticed the connection was gone, which with the operating system's TCP defaults takes about two hours:
     /// the server ends such a transaction after 10 s idle, and probes a silent client every 5 s after 10 s, giving up
     /// after 3 unanswered probes.
@@ -82,7 +82,7 @@ public final class PostgresEngine: SQLEngine {
             Self.sessionSettings + [
                 // A statement that runs this long is stuck, not slow: the request gets an error rather than hanging.
                 ("statement_timeout", "30s"),
-                // A write that waits this long for a lock (a row, or the change log's turn) that another session holds
+                // A write that waits this long for a row lock that another session holds
                 // is answered 503 with Retry-After rather than joining a queue behind a holder that may never let go.
                 // Longer than idle_in_transaction_session_timeout: a Keysmith session stuck inside a transaction is
                 // ended before any waiter gives up, so its waiters go through; and a queue of writers that are all
