@@ -133,35 +133,50 @@ extension SQLStore {
         throw KeysmithError.notFound(.apiKey, id: id)
     }
 
+    /// Five statements in the transaction: the project (shared), the owner (shared, read in the same statement), the
+    /// key, its audit event, its change log entry. The key returned is made from what they read, not read back.
     public func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
         try await self.engine.write { database in
             _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
+            let owner: APIKeyOwner
             switch key.owner {
             case .user(let userID):
                 // The membership cannot go before this key is stored: the key is an active member's.
-                try await Self.lockMembership(database, projectID: key.projectID, userID: userID, .share)
                 let member = try await Self.findMember(
                     database,
                     projectID: key.projectID,
                     organizationID: key.organizationID,
-                    userID: userID
+                    userID: userID,
+                    sharingMembership: true
                 )
-                guard member != nil else { throw KeysmithError.ownerNotProjectMember(userID: userID, projectID: key.projectID) }
+                guard let member else { throw KeysmithError.ownerNotProjectMember(userID: userID, projectID: key.projectID) }
+                owner = .user(member.user, role: member.role)
             case .serviceAccount(let accountID):
                 // The account cannot be deleted before this key is stored (its deletion takes its keys).
-                _ = try await Self.serviceAccount(
+                let account = try await Self.serviceAccount(
                     database,
                     id: accountID,
                     projectID: key.projectID,
                     organizationID: key.organizationID,
                     lock: .share
                 )
+                owner = .serviceAccount(account)
             }
             try await Self.insertAPIKey(database, key)
-            let created = try await Self.apiKey(database, id: key.id, projectID: key.projectID, organizationID: key.organizationID)
             try await Self.recordEvent(database, Self.keyCreatedEvent(key), organizationID: key.organizationID, at: key.createdAt)
             try await Self.recordChanges(database, [.apiKey(id: key.id)], at: key.createdAt)
-            return created
+            return APIKey(
+                id: key.id,
+                organizationID: key.organizationID,
+                projectID: key.projectID,
+                name: key.name,
+                redactedValue: key.secret.redactedValue,
+                createdAt: key.createdAt,
+                lastUsedAt: nil,
+                expiresAt: key.expiresAt,
+                scopes: key.scopes,
+                owner: owner
+            )
         }
     }
 

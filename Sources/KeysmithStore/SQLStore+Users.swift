@@ -186,15 +186,16 @@ extension SQLStore {
         _ database: any SQLSession,
         projectID: String,
         organizationID: String,
-        userID: String
+        userID: String,
+        sharingMembership: Bool = false
     ) async throws -> ProjectMember? {
-        try await database.rows(
-            """
+        var query: SQLQueryString = """
             \(unsafeRaw: memberSelect)
             WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
-            """,
-            decode: { try Self.member(from: $0) }
-        ).first
+            """
+        // The membership row only (not the user's), as lockMembership(_:projectID:userID:_:) would, in the same statement.
+        if sharingMembership, database.dialect.locksRows { query = query + " FOR SHARE OF m" }
+        return try await database.rows(query, decode: { try Self.member(from: $0) }).first
     }
 
     /// The membership, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the membership is
