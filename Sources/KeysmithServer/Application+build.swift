@@ -120,10 +120,29 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     if let address = configuration.metricsAddress {
         services.append(try metricsApplication(metrics, index: index, address: address, logger: logger))
     }
+    // One registry for every listener of the application: the connection limit is the process's file descriptors.
     let registry = ConnectionRegistry(limits: configuration.connectionLimits, logger: logger, metrics: metrics)
     let scheme = tlsConfiguration == nil ? "http" : "https"
+    let responder = router.buildResponder()
+    if let socket = configuration.unixSocket {
+        // Plain HTTP: a Unix socket does not leave the host, and its mode decides who may connect.
+        services.append(
+            try UnixSocketListener(
+                socket: socket,
+                responder: responder,
+                server: try guardedServer(
+                    registry: registry,
+                    tls: nil,
+                    forwardAuth: configuration.checksOnEventLoop ? forwardAuth : nil,
+                    metrics: metrics,
+                    logger: logger
+                ),
+                logger: logger
+            )
+        )
+    }
     let application = Application(
-        router: router,
+        responder: responder,
         server: try guardedServer(
             registry: registry,
             tls: tlsConfiguration,
@@ -143,6 +162,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
                     "database": "\(configuration.database)",
                     "migrations_applied": "\(database.migrationsApplied.isEmpty ? "none" : database.migrationsApplied.joined(separator: ","))",
                     "metrics_address": "\(configuration.metricsAddress.map { "\($0)" } ?? "none")",
+                    "unix_socket": "\(configuration.unixSocket?.path ?? "none")",
                     "maximum_connections": "\(configuration.connectionLimits.maximumConnections)",
                 ]
             )

@@ -51,6 +51,8 @@ public struct KeysmithConfiguration: Sendable {
     public var tls: TLSFiles?
     /// Also serve `GET /metrics`, without authentication, on this address (a private network's).
     public var metricsAddress: ListenAddress?
+    /// Also serve the same application on this Unix domain socket (`--unix-socket`).
+    public var unixSocket: UnixSocket?
     public var connectionLimits: ConnectionLimits
     /// How often the change log is read for writes made by other processes.
     public var changePollInterval: Duration
@@ -80,6 +82,7 @@ public struct KeysmithConfiguration: Sendable {
         usageFlushInterval: Duration = .seconds(10),
         tls: TLSFiles? = nil,
         metricsAddress: ListenAddress? = nil,
+        unixSocket: UnixSocket? = nil,
         connectionLimits: ConnectionLimits = ConnectionLimits(),
         changePollInterval: Duration = .milliseconds(250),
         databasePoolSize: Int = 20,
@@ -98,6 +101,7 @@ public struct KeysmithConfiguration: Sendable {
         self.usageFlushInterval = usageFlushInterval
         self.tls = tls
         self.metricsAddress = metricsAddress
+        self.unixSocket = unixSocket
         self.connectionLimits = connectionLimits
         self.changePollInterval = changePollInterval
         self.databasePoolSize = databasePoolSize

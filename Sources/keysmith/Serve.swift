@@ -56,6 +56,24 @@ struct Serve: AsyncParsableCommand {
     var metricsAddress: String?
 
     @Option(
+        name: .customLong("unix-socket"),
+        help: ArgumentHelp(
+            "Also serve on this Unix domain socket (plain HTTP), for a gateway on the same host. Environment: KEYSMITH_UNIX_SOCKET.",
+            valueName: "path"
+        )
+    )
+    var unixSocket: String?
+
+    @Option(
+        name: .customLong("unix-socket-mode"),
+        help: ArgumentHelp(
+            "The --unix-socket file's permission bits, in octal (default 660: the user and group Keysmith runs as). Environment: KEYSMITH_UNIX_SOCKET_MODE.",
+            valueName: "mode"
+        )
+    )
+    var unixSocketMode: String?
+
+    @Option(
         name: .customLong("database-pool-size"),
         help: ArgumentHelp(
             "PostgreSQL: the most connections this replica opens at once (default 20). Environment: KEYSMITH_DATABASE_POOL_SIZE.",
@@ -176,6 +194,16 @@ struct Serve: AsyncParsableCommand {
         return seconds
     }
 
+    func unixSocketConfiguration() throws -> KeysmithConfiguration.UnixSocket? {
+        let mode = try (self.unixSocketMode ?? Environment.value("KEYSMITH_UNIX_SOCKET_MODE"))
+            .map { try KeysmithConfiguration.UnixSocket.mode(parsing: $0) }
+        guard let path = self.unixSocket ?? Environment.value("KEYSMITH_UNIX_SOCKET"), !path.isEmpty else {
+            if mode != nil { throw ValidationError("--unix-socket-mode needs --unix-socket") }
+            return nil
+        }
+        return KeysmithConfiguration.UnixSocket(path: path, mode: mode ?? KeysmithConfiguration.UnixSocket.defaultMode)
+    }
+
     func run() async throws {
         try await reportingErrors {
             let logger = try Logs.bootstrap(format: self.logFormat)
@@ -191,6 +219,7 @@ struct Serve: AsyncParsableCommand {
                 tls: try self.tlsFiles(),
                 metricsAddress: try (self.metricsAddress ?? Environment.value("KEYSMITH_METRICS_ADDRESS"))
                     .map(KeysmithConfiguration.ListenAddress.init(parsing:)),
+                unixSocket: try self.unixSocketConfiguration(),
                 connectionLimits: try self.connectionLimits(),
                 databasePoolSize: try self.poolSize(),
                 inviteLifetime: .seconds(try self.inviteLifetimeSeconds()),

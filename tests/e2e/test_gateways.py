@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Server
+
 GATEWAYS = Path(__file__).resolve().parents[2] / "docs" / "gateways.md"
 
 
@@ -68,15 +70,23 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str):
             time.sleep(0.05)
 
 
-def substituted(config: str, keysmith_port: int, upstream_port: int, port: int) -> str:
+def substituted(config: str, keysmith: int | str, upstream_port: int, port: int) -> str:
+    """The recipe for these ports; `keysmith` is Keysmith's port, or the path of its Unix socket, which the recipe
+    reaches as docs/gateways.md says: `server unix:PATH;` in nginx, `forward_auth unix//PATH` in Caddy."""
+    if isinstance(keysmith, str):
+        unix = config.replace("server 127.0.0.1:8080;", f"server unix:{keysmith};").replace(
+            "forward_auth 127.0.0.1:8080", f"forward_auth unix/{keysmith}"
+        )
+        assert "127.0.0.1:8080" not in unix, "the recipe reaches Keysmith some other way than docs/gateways.md says"
+        config = unix
     return (
-        config.replace("127.0.0.1:8080", f"127.0.0.1:{keysmith_port}")
+        config.replace("127.0.0.1:8080", f"127.0.0.1:{keysmith}")
         .replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
         .replace("127.0.0.1:8443", f"127.0.0.1:{port}")
     )
 
 
-def start_nginx(tmp_path: Path, keysmith_port: int, upstream_port: int, port: int) -> subprocess.Popen:
+def start_nginx(tmp_path: Path, keysmith_port: int | str, upstream_port: int, port: int) -> subprocess.Popen:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         pytest.fail("nginx is not installed (scripts/test installs it from Debian's packages)")
@@ -105,7 +115,7 @@ http {{
     return subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")], stderr=subprocess.PIPE)
 
 
-def start_caddy(tmp_path: Path, keysmith_port: int, upstream_port: int, port: int) -> subprocess.Popen:
+def start_caddy(tmp_path: Path, keysmith_port: int | str, upstream_port: int, port: int) -> subprocess.Popen:
     caddy = shutil.which("caddy")
     if not caddy:
         pytest.fail("caddy is not installed (scripts/test installs it from Debian's packages)")
@@ -120,14 +130,26 @@ def start_caddy(tmp_path: Path, keysmith_port: int, upstream_port: int, port: in
     )
 
 
-@pytest.fixture(params=["nginx", "caddy"])
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """Keysmith on TCP and on a Unix socket: each recipe runs over both."""
+    directory = tmp_path_factory.mktemp("keysmith")
+    running = Server(directory, args=["--unix-socket", str(directory / "keysmith.sock")])
+    running.socket = str(directory / "keysmith.sock")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["nginx-tcp", "nginx-unix", "caddy-tcp", "caddy-unix"])
 def gateway(request, shared_server, tmp_path):
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = free_port()
-    start = start_nginx if request.param == "nginx" else start_caddy
-    process = start(tmp_path, shared_server.port, upstream.server_address[1], port)
-    wait_for_port(port, process, request.param)
+    name, transport = request.param.split("-")
+    start = start_nginx if name == "nginx" else start_caddy
+    keysmith = shared_server.socket if transport == "unix" else shared_server.port
+    process = start(tmp_path, keysmith, upstream.server_address[1], port)
+    wait_for_port(port, process, name)
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=20)

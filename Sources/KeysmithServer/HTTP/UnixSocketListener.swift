@@ -1,0 +1,130 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+extension KeysmithConfiguration {
+    /// A Unix domain socket to serve the same application on (`--unix-socket`), for a gateway on the same host.
+    public struct UnixSocket: Sendable, Equatable {
+        public var path: String
+        /// The socket file's permission bits, set once it is bound: connecting needs write permission, so 0o660
+        /// lets the process's user and group in (add the gateway's user to that group) and nobody else.
+        public var mode: UInt16
+
+        public static let defaultMode: UInt16 = 0o660
+
+        public init(path: String, mode: UInt16 = Self.defaultMode) {
+            self.path = path
+            self.mode = mode
+        }
+
+        /// An octal mode such as `660` or `0660`, of the permission bits only.
+        public static func mode(parsing text: String) throws -> UInt16 {
+            guard !text.isEmpty, let mode = UInt16(text, radix: 8), mode <= 0o777 else { throw InvalidSocketModeError(text: text) }
+            return mode
+        }
+    }
+}
+
+public struct InvalidSocketModeError: Error, CustomStringConvertible {
+    public var text: String
+    public var description: String {
+        "'\(self.text)' is not a socket mode; expected octal permission bits such as 660 (owner and group) or 600 (owner only)"
+    }
+}
+
+/// The Unix socket's path cannot be served.
+public struct UnixSocketPathError: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "cannot serve on the Unix socket \(self.path): \(self.reason)" }
+}
+
+/// Serves an application's responder on a Unix domain socket beside its TCP listener: what a gateway on the same
+/// host (nginx's `server unix:…`, Caddy's `unix//…`) connects to without the TCP stack. The socket gets ``mode``
+/// once it is bound (until then it has the umask's, which for a socket without write permission for others lets no
+/// one else connect), and is removed when the listener stops. A socket left behind by a process that died is
+/// replaced; one that a live process answers on, or a path that is not a socket, is refused.
+struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
+    let socket: KeysmithConfiguration.UnixSocket
+    let application: Application<Responder>
+
+    init(
+        socket: KeysmithConfiguration.UnixSocket,
+        responder: Responder,
+        server: HTTPServerBuilder,
+        logger: Logger
+    ) throws {
+        try Self.prepare(socket.path)
+        self.socket = socket
+        self.application = Application(
+            responder: responder,
+            server: server,
+            configuration: .init(address: .unixDomainSocket(path: socket.path), serverName: nil),
+            onServerRunning: { _ in
+                if chmod(socket.path, mode_t(socket.mode)) != 0 {
+                    logger.error(
+                        "Could not set the Unix socket's mode",
+                        metadata: ["path": "\(socket.path)", "mode": "\(String(socket.mode, radix: 8))", "errno": "\(errno)"]
+                    )
+                }
+                logger.info(
+                    "Keysmith is also listening on the Unix socket \(socket.path)",
+                    metadata: ["path": "\(socket.path)", "mode": "0\(String(socket.mode, radix: 8))"]
+                )
+            },
+            logger: logger
+        )
+    }
+
+    func run() async throws {
+        defer { unlink(self.socket.path) }
+        try await self.application.run()
+    }
+
+    /// Makes way for binding `path`: nothing there, or a socket nobody answers on (removed).
+    static func prepare(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw UnixSocketPathError(path: path, reason: "it exists and is not a socket; remove it or choose another path")
+        }
+        if Self.accepts(path) {
+            throw UnixSocketPathError(path: path, reason: "another process is serving on it")
+        }
+        unlink(path)
+    }
+
+    /// Whether a process accepts connections on the socket at `path`.
+    static func accepts(_ path: String) -> Bool {
+        #if canImport(Glibc)
+            let descriptor = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+            let descriptor = Darwin.socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard bytes.count < capacity else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: bytes)
+            buffer[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return connected == 0
+    }
+}
