@@ -1,0 +1,113 @@
+import HTTPTypes
+import Hummingbird
+import KeysmithCore
+import KeysmithStore
+
+// The organization's people: users and invites.
+extension Dashboard {
+    // MARK: People
+
+    @Sendable func people(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+        async throws -> Response
+    {
+        try await self.peoplePage(session, query: form, notice: Notice.text(form["notice"]))
+    }
+
+    func peoplePage(
+        _ session: DashboardSession,
+        query: DashboardForm,
+        values: [String: Any] = [:],
+        status: HTTPResponse.Status = .ok,
+        notice: String? = nil
+    ) async throws -> Response {
+        let trail = Trail(query)
+        let users = try await self.reader.listUsers(organizationID: session.organizationID, emails: [], page: trail.request)
+        let invites = try await self.reader.listInvites(
+            organizationID: session.organizationID,
+            page: PageRequest(limit: PageRequest.limitRange.upperBound)
+        )
+        let now = self.now
+        var view = values
+        view["hasUsers"] = !users.items.isEmpty
+        view["users"] = users.items.map {
+            ["email": $0.email, "name": $0.name ?? "", "role": $0.role.rawValue, "added": self.time($0.addedAt)]
+        }
+        view["pager"] = trail.pager(path: "/dashboard/people", page: users, id: \.id)
+        view["hasInvites"] = !invites.items.isEmpty
+        view["moreInvites"] = invites.hasMore
+        view["invites"] = invites.items.map {
+            let status = $0.status(at: now)
+            return [
+                "id": $0.id, "email": $0.email, "role": $0.role.rawValue, "status": status.rawValue,
+                "created": self.time($0.createdAt), "expires": status == .accepted ? "–" : self.time($0.expiresAt),
+                "revocable": status != .accepted,
+            ] as [String: Any]
+        }
+        return self.render("people", view, session: session, section: "navPeople", status: status, notice: notice)
+    }
+
+    @Sendable func createUser(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+        async throws -> Response
+    {
+        return try await self.submitting {
+            let body = form.body()
+            _ = try await self.domain(session).createUser(
+                organizationID: session.organizationID,
+                email: try body.email("email"),
+                name: try body.string("name"),
+                role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader
+            )
+            return Self.redirect("/dashboard/people?notice=user-added")
+        } refused: { refusal in
+            return try await self.peoplePage(
+                session,
+                query: DashboardForm.empty,
+                values: ["userError": refusal.message, "form": ["userEmail": form["email"] ?? "", "userName": form["name"] ?? ""]],
+                status: .badRequest
+            )
+        }
+    }
+
+    @Sendable func createInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+        async throws -> Response
+    {
+        return try await self.submitting {
+            let body = form.body()
+            _ = try await self.domain(session).createInvite(
+                organizationID: session.organizationID,
+                email: try body.email("email"),
+                role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader,
+                projects: nil
+            )
+            return Self.redirect("/dashboard/people?notice=invite-sent")
+        } refused: { refusal in
+            return try await self.peoplePage(
+                session,
+                query: DashboardForm.empty,
+                values: ["inviteError": refusal.message, "form": ["inviteEmail": form["email"] ?? ""]],
+                status: .badRequest
+            )
+        }
+    }
+
+    @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+        async throws -> Response
+    {
+        let invite = try await self.reader.invite(id: try context.parameters.requireID("invite_id"), organizationID: session.organizationID)
+        return self.confirmation(
+            session,
+            heading: "Revoke the invite for \(invite.email)?",
+            message: "The invite can no longer be accepted. You can invite \(invite.email) again later.",
+            action: "/dashboard/people/invites/\(invite.id)/revoke",
+            button: "Revoke invite",
+            cancel: "/dashboard/people"
+        )
+    }
+
+    @Sendable func revokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
+        async throws -> Response
+    {
+        try await self.domain(session).deleteInvite(organizationID: session.organizationID, inviteID: try context.parameters.requireID("invite_id"))
+        return Self.redirect("/dashboard/people?notice=invite-revoked")
+    }
+}
