@@ -49,6 +49,9 @@ public protocol SQLSession: Sendable {
         decode: @escaping @Sendable (any StoreRowReader) throws -> T
     ) async throws -> [T]
 
+    /// Runs a query of a type of its own (``StoreQuery``): prepared once per connection on PostgreSQL.
+    func rows<Query: StoreQuery>(_ query: Query) async throws -> [Query.Row]
+
     /// Runs one statement of schema or configuration (DDL, a PRAGMA) that runs once, so it is not kept prepared.
     func execute(_ sql: String) async throws
 }

@@ -195,31 +195,73 @@ extension SQLStore {
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey> {
-        var base: SQLQueryString = """
-            \(unsafeRaw: Self.apiKeySelect)
-            WHERE k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
-            """
-        switch access {
-        case .active: base = base + " AND (k.owner_type = 'service_account' OR m.user_id IS NOT NULL)"
-        case .inactive: base = base + " AND k.owner_type = 'user' AND m.user_id IS NULL"
-        case .any: break
-        }
-        return try await self.fetchPage(
-            ListQuery(
-                base: base,
-                page: page,
-                time: "k.created_at",
-                id: "k.id",
-                cursor: """
-                    SELECT created_at FROM api_keys
-                    WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
-                      AND organization_id = \(bind: organizationID)
-                    """,
-                // A page with keys proves the project exists; only an empty one asks.
-                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
-            ),
-            decode: { try Self.apiKey(from: $0) }
+        try await self.fetchPage(
+            page,
+            rows: { database in
+                if let after = page.after {
+                    try await database.rows(
+                        APIKeyPageAfter(projectID: projectID, organizationID: organizationID, access: access, after: after, limit: page.limit + 1)
+                    )
+                } else {
+                    try await database.rows(
+                        APIKeyFirstPage(projectID: projectID, organizationID: organizationID, access: access, limit: page.limit + 1)
+                    )
+                }
+            },
+            cursor: """
+                SELECT created_at FROM api_keys
+                WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+                """,
+            // A page with keys proves the project exists; only an empty one asks.
+            ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
         )
+    }
+
+    /// Which keys a list shows, by whether their owner can still use them (`$3`, ``OwnerProjectAccess``): a key is
+    /// active when a service account owns it or its user is still a member.
+    static let accessFilter = """
+        ($3 = 'any' OR ($3 = 'active') = (k.owner_type = 'service_account' OR m.user_id IS NOT NULL))
+        """
+
+    /// The first page of a project's keys, oldest first.
+    struct APIKeyFirstPage: StoreQuery {
+        static let sql = """
+            \(apiKeySelect)
+            WHERE k.project_id = $1 AND k.organization_id = $2 AND \(accessFilter)
+            ORDER BY k.created_at, k.id LIMIT $4
+            """
+
+        var projectID: String
+        var organizationID: String
+        var access: OwnerProjectAccess
+        var limit: Int
+
+        var bindings: [any Encodable & Sendable] { [self.projectID, self.organizationID, self.access.rawValue, self.limit] }
+
+        static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
+    }
+
+    /// A later page: the keys after key `$4`, whose time is read in the same statement, so that a deep page costs
+    /// what the first does.
+    struct APIKeyPageAfter: StoreQuery {
+        static let sql = """
+            \(apiKeySelect)
+            WHERE k.project_id = $1 AND k.organization_id = $2 AND \(accessFilter)
+              AND (k.created_at, k.id) > ((SELECT created_at FROM api_keys WHERE id = $4 AND project_id = $1 AND organization_id = $2), $4)
+            ORDER BY k.created_at, k.id LIMIT $5
+            """
+
+        var projectID: String
+        var organizationID: String
+        var access: OwnerProjectAccess
+        var after: String
+        var limit: Int
+
+        var bindings: [any Encodable & Sendable] {
+            [self.projectID, self.organizationID, self.access.rawValue, self.after, self.limit]
+        }
+
+        static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }
 
     public func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {

@@ -93,7 +93,7 @@ extension SQLStore {
     }
 
     /// Runs a list query. The cursor's time is read inside the page query, so a deep page costs what the first page
-    /// costs, and a page with rows is one statement (one ``SQLEngine/read(_:)``). A page without rows may mean an
+    /// costs, and a page with rows is one statement (one ``SQLEngine/unsafeRead(_:)``). A page without rows may mean an
     /// unknown cursor (400 naming `after`) or list owner (404) rather than the end of the list; only then does the
     /// page run again, with those checks, in one ``SQLEngine/snapshot(_:)``, so that the answer is the state of one
     /// moment. `decode` makes each row into an item as the engine reads it (``SQLSession/rows(_:decode:)``). The page
@@ -102,19 +102,35 @@ extension SQLStore {
         _ list: ListQuery,
         decode: @escaping @Sendable (any StoreRowReader) throws -> Item
     ) async throws -> Page<Item> {
-        var rows = try await self.engine.unsafeRead { database in try await database.rows(list.pageQuery, decode: decode) }
-        if rows.isEmpty, list.page.after != nil || list.ensureListExists != nil {
+        try await self.fetchPage(
+            list.page,
+            rows: { database in try await database.rows(list.pageQuery, decode: decode) },
+            cursor: list.cursor,
+            ensureListExists: list.ensureListExists
+        )
+    }
+
+    /// Runs a list query given as `rows` (``StoreQuery``s, say), which reads up to `page.limit + 1` items; otherwise
+    /// as ``fetchPage(_:decode:)``.
+    func fetchPage<Item: Sendable>(
+        _ page: PageRequest,
+        rows read: @escaping @Sendable (any SQLSession) async throws -> [Item],
+        cursor: SQLQueryString,
+        ensureListExists: (@Sendable (any SQLSession) async throws -> Void)?
+    ) async throws -> Page<Item> {
+        var rows = try await self.engine.unsafeRead(read)
+        if rows.isEmpty, page.after != nil || ensureListExists != nil {
             rows = try await self.engine.snapshot { database in
-                let rows = try await database.rows(list.pageQuery, decode: decode)
+                let rows = try await read(database)
                 guard rows.isEmpty else { return rows }
-                try await list.ensureListExists?(database)
-                if let after = list.page.after, try await database.raw(list.cursor).first() == nil {
+                try await ensureListExists?(database)
+                if let after = page.after, try await database.raw(cursor).first() == nil {
                     throw KeysmithError.unknownCursor(after)
                 }
                 return rows
             }
         }
-        return Page(items: Array(rows.prefix(list.page.limit)), hasMore: rows.count > list.page.limit)
+        return Page(items: Array(rows.prefix(page.limit)), hasMore: rows.count > page.limit)
     }
 }
 

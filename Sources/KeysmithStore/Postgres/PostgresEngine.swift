@@ -395,13 +395,33 @@ public final class PostgresEngine: SQLEngine {
         sql: String,
         on connection: PostgresConnection?
     ) async throws -> [PostgresRow] {
+        try await self.run(sql: sql, on: connection) { [logger] connection in
+            try await connection.query(query, logger: logger).collect()
+        }
+    }
+
+    /// Runs a ``StoreQuery`` as a named prepared statement: parsed and planned once per connection (postgres-nio
+    /// prepares it on its first use there), then only bound and executed.
+    func run<Query: StoreQuery>(_ query: Query, on connection: PostgresConnection?) async throws -> [PostgresRow] {
+        try await self.run(sql: Query.sql, on: connection) { [logger] connection in
+            var rows: [PostgresRow] = []
+            for try await row in try await connection.execute(PreparedStoreQuery(query: query), logger: logger) {
+                rows.append(row)
+            }
+            return rows
+        }
+    }
+
+    private func run(
+        sql: String,
+        on connection: PostgresConnection?,
+        _ statement: @escaping @Sendable (PostgresConnection) async throws -> [PostgresRow]
+    ) async throws -> [PostgresRow] {
         do {
             if let connection {
-                return try await connection.query(query, logger: self.logger).collect()
+                return try await statement(connection)
             }
-            return try await self.withConnection { connection in
-                try await connection.query(query, logger: self.logger).collect()
-            }
+            return try await self.withConnection(statement)
         } catch let error as PSQLError {
             if Self.isConnectionFailure(error) {
                 throw DatabaseUnavailableError(reason: "lost the database connection: \(PostgresFailure(error, sql: sql))")
@@ -447,6 +467,13 @@ struct PostgresSession: SQLSession {
         guard let first = rows.first else { return [] }
         let columns = StoreColumns(first.map(\.columnName))
         return try rows.map { try decode(PostgresRowReader(row: $0.makeRandomAccess(), columns: columns)) }
+    }
+
+    func rows<Query: StoreQuery>(_ query: Query) async throws -> [Query.Row] {
+        let rows = try await self.observed(Query.sql) { try await self.engine.run(query, on: self.connection) }
+        guard let first = rows.first else { return [] }
+        let columns = StoreColumns(first.map(\.columnName))
+        return try rows.map { try Query.decode(PostgresRowReader(row: $0.makeRandomAccess(), columns: columns)) }
     }
 
     func execute(_ sql: String) async throws {
@@ -521,6 +548,28 @@ struct PostgresRowReader: StoreRowReader {
 }
 
 /// The values the store binds, as PostgreSQL takes them.
+/// A ``StoreQuery`` as postgres-nio prepares it. Its rows come back as they are, to be decoded with the columns
+/// read once per result, as every other statement's are.
+struct PreparedStoreQuery<Query: StoreQuery>: PostgresPreparedStatement {
+    typealias Row = PostgresRow
+
+    static var name: String { Query.name }
+    static var sql: String { Query.sql }
+
+    let query: Query
+
+    func makeBindings() throws -> PostgresBindings {
+        let values = self.query.bindings
+        var bindings = PostgresBindings(capacity: values.count)
+        for value in values {
+            try PostgresBind.append(value, to: &bindings)
+        }
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
 enum PostgresBind {
     static func append(_ bind: any Encodable & Sendable, to bindings: inout PostgresBindings) throws {
         switch bind {

@@ -283,6 +283,12 @@ struct SQLiteSession: SQLSession {
         return try await self.run(sql) { connection in try connection.query(sql, binds, decode: decode) }
     }
 
+    func rows<Query: StoreQuery>(_ query: Query) async throws -> [Query.Row] {
+        let sql = Query.sqliteSQL
+        let binds = try query.bindings.map(SQLiteBind.value(of:))
+        return try await self.run(sql) { connection in try connection.query(sql, binds, decode: Query.decode) }
+    }
+
     func execute(_ sql: String) async throws {
         _ = try await self.run(sql) { connection in try connection.query(sql, [], caching: .uncached) }
     }
