@@ -127,7 +127,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     if let socket = configuration.unixSocket {
         // Plain HTTP: a Unix socket does not leave the host, and its mode decides who may connect.
         services.append(
-            try UnixSocketListener(
+            try await UnixSocketListener(
                 socket: socket,
                 responder: responder,
                 server: try guardedServer(

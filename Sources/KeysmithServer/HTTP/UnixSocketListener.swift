@@ -1,14 +1,10 @@
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 extension KeysmithConfiguration {
     /// A Unix domain socket to serve the same application on (`--unix-socket`), for a gateway on the same host.
@@ -61,18 +57,20 @@ struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Con
         responder: Responder,
         server: HTTPServerBuilder,
         logger: Logger
-    ) throws {
-        try Self.prepare(socket.path)
+    ) async throws {
+        try await Self.prepare(socket.path)
         self.socket = socket
         self.application = Application(
             responder: responder,
             server: server,
             configuration: .init(address: .unixDomainSocket(path: socket.path), serverName: nil),
             onServerRunning: { _ in
-                if chmod(socket.path, mode_t(socket.mode)) != 0 {
+                do {
+                    try FileManager.default.setAttributes([.posixPermissions: Int(socket.mode)], ofItemAtPath: socket.path)
+                } catch {
                     logger.error(
                         "Could not set the Unix socket's mode",
-                        metadata: ["path": "\(socket.path)", "mode": "\(String(socket.mode, radix: 8))", "errno": "\(errno)"]
+                        metadata: ["path": "\(socket.path)", "mode": "\(String(socket.mode, radix: 8))", "error": "\(error)"]
                     )
                 }
                 logger.info(
@@ -85,46 +83,39 @@ struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Con
     }
 
     func run() async throws {
-        defer { unlink(self.socket.path) }
+        defer { try? FileManager.default.removeItem(atPath: self.socket.path) }
         try await self.application.run()
     }
 
     /// Makes way for binding `path`: nothing there, or a socket nobody answers on (removed).
-    static func prepare(_ path: String) throws {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        guard info.st_mode & S_IFMT == S_IFSOCK else {
+    static func prepare(_ path: String) async throws {
+        let type: FileAttributeType
+        do {
+            guard let found = try FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType else { return }
+            type = found
+        } catch {
+            return  // nothing there
+        }
+        guard type == .typeSocket else {
             throw UnixSocketPathError(path: path, reason: "it exists and is not a socket; remove it or choose another path")
         }
-        if Self.accepts(path) {
+        if await Self.accepts(path) {
             throw UnixSocketPathError(path: path, reason: "another process is serving on it")
         }
-        unlink(path)
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     /// Whether a process accepts connections on the socket at `path`.
-    static func accepts(_ path: String) -> Bool {
-        #if canImport(Glibc)
-            let descriptor = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-            let descriptor = Darwin.socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count < capacity else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
+    static func accepts(_ path: String) async -> Bool {
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(2))
+                .connect(unixDomainSocketPath: path)
+                .get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
         }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        return connected == 0
     }
 }
