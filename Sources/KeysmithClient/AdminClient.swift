@@ -146,13 +146,6 @@ public struct AdminClient: Sendable {
     }
 }
 
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = self.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}
-
 /// A request path whose interpolated parts (ids) are percent-encoded, each as one segment:
 /// `"/v1/organization/projects/\(id)"`.
 struct Path: ExpressibleByStringInterpolation {
@@ -178,7 +171,7 @@ struct Path: ExpressibleByStringInterpolation {
         }
 
         mutating func appendInterpolation(_ segment: String) {
-            self.text += Query.encode(segment)
+            self.text += PercentEncoding.encode(segment)
         }
     }
 }
@@ -202,24 +195,6 @@ struct Query {
 
     var text: String {
         if self.items.isEmpty { return "" }
-        return "?" + self.items.map { Self.encode($0.0) + "=" + Self.encode($0.1) }.joined(separator: "&")
-    }
-
-    /// Percent-encodes everything but RFC 3986's unreserved characters.
-    static func encode(_ text: String) -> String {
-        var out = ""
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                let hex = Array("0123456789ABCDEF".utf8)
-                out += "%"
-                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte >> 4)]))
-                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte & 0x0F)]))
-            }
-        }
-        return out
+        return "?" + self.items.map { PercentEncoding.encode($0.0) + "=" + PercentEncoding.encode($0.1) }.joined(separator: "&")
     }
 }

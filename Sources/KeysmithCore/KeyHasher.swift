@@ -106,14 +106,15 @@ public enum Hex {
         output.reserveCapacity(bytes.count / 2)
         var index = 0
         while index < bytes.count {
-            guard let high = nibble(bytes[index]), let low = nibble(bytes[index + 1]) else { return nil }
+            guard let high = value(ofDigit: bytes[index]), let low = value(ofDigit: bytes[index + 1]) else { return nil }
             output.append(high << 4 | low)
             index += 2
         }
         return output
     }
 
-    private static func nibble(_ byte: UInt8) -> UInt8? {
+    /// The value of one hex digit, either case; nil for any other byte.
+    public static func value(ofDigit byte: UInt8) -> UInt8? {
         switch byte {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10

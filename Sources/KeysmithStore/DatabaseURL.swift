@@ -1,3 +1,5 @@
+import KeysmithCore
+
 /// How hard SQLite works to keep a commit through a power loss (its `synchronous` setting).
 public enum SQLiteSynchronous: String, Sendable, Equatable, CaseIterable {
     /// Every commit is on the disk before it is acknowledged (`synchronous = FULL`): the default.
@@ -208,27 +210,10 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static func decode(_ text: Substring, in url: String) throws(DatabaseURLError) -> String {
-        var bytes: [UInt8] = []
-        var iterator = text.utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue) else {
-                throw DatabaseURLError(url: url, reason: "a % is not followed by two hex digits")
-            }
-            bytes.append(high << 4 | low)
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
+        do {
+            return try PercentEncoding.decodeStrictly(text)
+        } catch {
+            throw DatabaseURLError(url: url, reason: "a % is not followed by two hex digits")
         }
     }
 

@@ -140,7 +140,7 @@ struct Trail {
             var items = keeping
             if !cursors.isEmpty { items.append(("pages", cursors.joined(separator: ","))) }
             guard !items.isEmpty else { return path }
-            return path + "?" + items.map { "\(DashboardJSON.encode($0.0))=\(DashboardJSON.encode($0.1))" }.joined(separator: "&")
+            return path + "?" + items.map { "\(PercentEncoding.encode($0.0))=\(PercentEncoding.encode($0.1))" }.joined(separator: "&")
         }
         var pager: [String: Any] = ["number": self.cursors.count + 1]
         if !self.cursors.isEmpty { pager["previous"] = link(Array(self.cursors.dropLast())) }

@@ -45,7 +45,7 @@ enum DashboardAssets {
     }
 }
 
-/// Small helpers the pages need: the audit log's JSON text as objects, times as timestamps, query encoding.
+/// Small helpers the pages need: the audit log's JSON text as objects, times as timestamps.
 enum DashboardJSON {
     static func object(_ text: String) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
@@ -55,12 +55,6 @@ enum DashboardJSON {
         ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(time)))
     }
 
-    /// Percent-encodes everything but RFC 3986's unreserved characters.
-    static func encode(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? text
-    }
-
-    private static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 }
 
 extension DashboardForm {

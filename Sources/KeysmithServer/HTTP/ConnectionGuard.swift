@@ -1,6 +1,7 @@
 import CoreMetrics
 import HTTPTypes
 import HummingbirdCore
+import KeysmithCore
 import Logging
 import NIOCore
 import NIOHTTPTypes
@@ -82,10 +83,7 @@ final class TrackedConnection: Sendable {
     /// The event loop's monotonic clock in nanoseconds (an embedded loop's own, in tests).
     static func now(_ eventLoop: any EventLoop) -> Int64 { Int64(eventLoop.now.uptimeNanoseconds) }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
+    static func nanoseconds(_ duration: Duration) -> Int64 { duration.nanoseconds }
 
     /// Since when the connection has made no progress, if it is one the limit may close to admit a new one: idle (no
     /// request in flight), or waiting on its client (for more of a body, or to take what was written). Nil while it

@@ -69,31 +69,3 @@ struct QueryParameters {
         return value
     }
 }
-
-/// Percent-decoding for query strings and paths. A `%` not followed by two hex digits is kept as it was sent.
-enum PercentEncoding {
-    static func decode(_ text: some StringProtocol, plusAsSpace: Bool) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.utf8.count)
-        var iterator = text.utf8.makeIterator()
-        while let byte = iterator.next() {
-            switch byte {
-            case UInt8(ascii: "+") where plusAsSpace:
-                bytes.append(UInt8(ascii: " "))
-            case UInt8(ascii: "%"):
-                let high = iterator.next()
-                let low = iterator.next()
-                if let high, let low, let value = Hex.decode(String(decoding: [high, low], as: UTF8.self))?.first {
-                    bytes.append(value)
-                } else {
-                    bytes.append(byte)
-                    if let high { bytes.append(high) }
-                    if let low { bytes.append(low) }
-                }
-            default:
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}

@@ -162,7 +162,6 @@ public final class ServerMetrics: Sendable {
 
 extension CoreMetrics.Timer {
     func record(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self.recordNanoseconds(duration.nanoseconds)
     }
 }

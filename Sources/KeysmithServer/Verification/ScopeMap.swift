@@ -1,3 +1,5 @@
+import KeysmithCore
+
 /// Which scope an OpenAI-style request needs, for keys that carry scopes.
 ///
 /// A key without scopes may do anything. A key with scopes may make a request when one of its scopes is the one

@@ -241,7 +241,7 @@ public final class PostgresEngine: SQLEngine {
     /// its connection in time is cancelled (heaptrack: 28,511 leaked for 2,400 key creations).
     private static func sleep(until deadline: ContinuousClock.Instant) async throws {
         let delay = deadline - ContinuousClock.now
-        let nanoseconds = max(0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
+        let nanoseconds = max(0, delay.nanoseconds)
         let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds)) {}
         try await withTaskCancellationHandler {
             try await timer.futureResult.get()
@@ -632,8 +632,7 @@ final class PoolProgress: Sendable {
 
     func recordProgress() {
         let elapsed = ContinuousClock.now - self.epoch
-        let value = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
-        self.nanoseconds.store(value, ordering: .relaxed)
+        self.nanoseconds.store(elapsed.nanoseconds, ordering: .relaxed)
     }
 
     var last: ContinuousClock.Instant {
