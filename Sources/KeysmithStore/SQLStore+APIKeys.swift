@@ -101,16 +101,29 @@ extension SQLStore {
         case .user(let id): (userID, accountID) = (id, nil)
         case .serviceAccount(let id): (userID, accountID) = (nil, id)
         }
-        try await database.raw(
-            """
+        _ = try await database.rows(InsertAPIKey(key: key, userID: userID, serviceAccountID: accountID))
+    }
+
+    struct InsertAPIKey: StoreQuery {
+        static let sql = """
             INSERT INTO api_keys (id, organization_id, project_id, owner_type, user_id, service_account_id, name,
                                   secret_hash, redacted_value, scopes, created_at, expires_at)
-            VALUES (\(bind: key.id), \(bind: key.organizationID), \(bind: key.projectID), \(bind: key.owner.type.rawValue),
-                    \(bind: userID), \(bind: accountID), \(bind: key.name), \(bind: key.secret.hash),
-                    \(bind: key.secret.redactedValue), \(bind: ScopeList.encode(key.scopes)), \(bind: key.createdAt),
-                    \(bind: key.expiresAt))
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             """
-        ).run()
+
+        var key: NewAPIKey
+        var userID: String?
+        var serviceAccountID: String?
+
+        var bindings: [any Encodable & Sendable] {
+            [
+                self.key.id, self.key.organizationID, self.key.projectID, self.key.owner.type.rawValue, self.userID,
+                self.serviceAccountID, self.key.name, self.key.secret.hash, self.key.secret.redactedValue,
+                ScopeList.encode(self.key.scopes), self.key.createdAt, self.key.expiresAt,
+            ]
+        }
+
+        static func decode(_ row: any StoreRowReader) throws {}
     }
 
     static func findAPIKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey? {

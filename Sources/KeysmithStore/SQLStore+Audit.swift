@@ -7,15 +7,40 @@ extension SQLStore {
     /// which must stay a transaction's last statement. The project's name is copied as it is at the time of the event.
     static func recordEvent(_ database: any SQLSession, _ event: AuditEvent, organizationID: String, at time: UnixSeconds) async throws {
         let actor = AuditContext.actor
-        try await database.raw(
-            """
+        _ = try await database.rows(
+            InsertAuditEvent(
+                id: IDGenerator.shared.make(.auditLog),
+                organizationID: organizationID,
+                event: event,
+                time: time,
+                actorID: actor.id,
+                actorJSON: actor.json
+            )
+        )
+    }
+
+    struct InsertAuditEvent: StoreQuery {
+        static let sql = """
             INSERT INTO audit_logs
                 (id, organization_id, type, effective_at, project_id, project_name, actor_id, actor, resource_id, details)
-            VALUES (\(bind: IDGenerator.shared.make(.auditLog)), \(bind: organizationID), \(bind: event.type.rawValue),
-                    \(bind: time), \(bind: event.projectID), (SELECT name FROM projects WHERE id = \(bind: event.projectID)),
-                    \(bind: actor.id), \(bind: actor.json), \(bind: event.resourceID), \(bind: event.details))
+            VALUES ($1, $2, $3, $4, $5, (SELECT name FROM projects WHERE id = $5), $6, $7, $8, $9)
             """
-        ).run()
+
+        var id: String
+        var organizationID: String
+        var event: AuditEvent
+        var time: UnixSeconds
+        var actorID: String?
+        var actorJSON: String
+
+        var bindings: [any Encodable & Sendable] {
+            [
+                self.id, self.organizationID, self.event.type.rawValue, self.time, self.event.projectID, self.actorID,
+                self.actorJSON, self.event.resourceID, self.event.details,
+            ]
+        }
+
+        static func decode(_ row: any StoreRowReader) throws {}
     }
 
     static let auditColumns = "a.id, a.type, a.effective_at, a.project_id, a.project_name, a.actor, a.details"

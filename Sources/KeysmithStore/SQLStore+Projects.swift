@@ -51,6 +51,20 @@ extension SQLStore {
         return try project(from: row)
     }
 
+    /// A project, shared until the transaction ends (`FOR SHARE` on PostgreSQL): it cannot be archived meanwhile.
+    struct SharedProject: StoreQuery {
+        static let select = "SELECT \(projectColumns) FROM projects WHERE id = $1 AND organization_id = $2"
+        static let sql = select + " FOR SHARE"
+        static let sqliteSQL = sqliteText(select)
+
+        var id: String
+        var organizationID: String
+
+        var bindings: [any Encodable & Sendable] { [self.id, self.organizationID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Project { try SQLStore.project(from: row) }
+    }
+
     /// The project, which must accept new service accounts, members and keys; it cannot be archived until the
     /// transaction ends.
     static func activeProject(
@@ -59,7 +73,15 @@ extension SQLStore {
         organizationID: String,
         lock: SQLLockingClause = .share
     ) async throws -> Project {
-        let project = try await project(database, id: id, organizationID: organizationID, lock: lock)
+        let project: Project
+        if lock == .share {
+            guard let shared = try await database.rows(SharedProject(id: id, organizationID: organizationID)).first else {
+                throw KeysmithError.notFound(.project, id: id)
+            }
+            project = shared
+        } else {
+            project = try await Self.project(database, id: id, organizationID: organizationID, lock: lock)
+        }
         guard !project.isArchived else { throw KeysmithError.projectArchived(projectID: id) }
         return project
     }

@@ -189,13 +189,30 @@ extension SQLStore {
         userID: String,
         sharingMembership: Bool = false
     ) async throws -> ProjectMember? {
-        var query: SQLQueryString = """
+        let query: SQLQueryString = """
             \(unsafeRaw: memberSelect)
             WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
             """
-        // The membership row only (not the user's), as lockMembership(_:projectID:userID:_:) would, in the same statement.
-        if sharingMembership, database.dialect.locksRows { query = query + " FOR SHARE OF m" }
+        if sharingMembership {
+            return try await database.rows(SharedMembership(projectID: projectID, organizationID: organizationID, userID: userID)).first
+        }
         return try await database.rows(query, decode: { try Self.member(from: $0) }).first
+    }
+
+    /// A membership with its user, the membership row (not the user's) shared until the transaction ends, as
+    /// lockMembership(_:projectID:userID:_:) would, in the same statement.
+    struct SharedMembership: StoreQuery {
+        static let select = "\(memberSelect) WHERE m.project_id = $1 AND m.user_id = $3 AND u.organization_id = $2"
+        static let sql = select + " FOR SHARE OF m"
+        static let sqliteSQL = sqliteText(select)
+
+        var projectID: String
+        var organizationID: String
+        var userID: String
+
+        var bindings: [any Encodable & Sendable] { [self.projectID, self.organizationID, self.userID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> ProjectMember { try SQLStore.member(from: row) }
     }
 
     /// The membership, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the membership is

@@ -141,6 +141,12 @@ extension SQLStore {
     /// changes), and tells the write's ``ChangeReceipt`` what and where. Writers do not take turns: on PostgreSQL
     /// each entry carries its transaction's id, and readers order by it (see ``ChangePosition``).
     static func recordChanges(_ database: any SQLSession, _ changes: [KeysmithChange], at time: UnixSeconds) async throws {
+        if changes.count == 1 {
+            // Most writes change one thing: a statement of a type of its own, prepared once.
+            let positions = try await database.rows(RecordChange(change: changes[0], time: time))
+            ChangeReceipt.current?.record(changes, at: positions.max())
+            return
+        }
         var remaining = changes[...]
         var last: ChangePosition?
         while !remaining.isEmpty {
@@ -167,6 +173,29 @@ extension SQLStore {
             last = max(last ?? .start, positions.max() ?? .start)
         }
         ChangeReceipt.current?.record(changes, at: last)
+    }
+}
+
+/// One change log entry; on PostgreSQL the same statement asks for the other processes to be woken at commit
+/// (``StoreDialect/changeLogNotification``).
+struct RecordChange: StoreQuery {
+    static let insert = """
+        INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
+        SELECT $1, $2, $3, $4
+        """
+    static let sql = insert + " FROM (SELECT pg_notify('\(StoreDialect.changesChannel)', '')) AS notified RETURNING transaction_id, sequence"
+    static let sqliteSQL = sqliteText(insert + " RETURNING transaction_id, sequence")
+
+    var change: KeysmithChange
+    var time: UnixSeconds
+
+    var bindings: [any Encodable & Sendable] {
+        let (subject, id, relatedID) = self.change.columns
+        return [subject, id, relatedID, self.time]
+    }
+
+    static func decode(_ row: any StoreRowReader) throws -> ChangePosition {
+        ChangePosition(transaction: Int64(try row.int(at: 0)), sequence: Int64(try row.int(at: 1)))
     }
 }
 

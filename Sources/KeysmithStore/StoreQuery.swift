@@ -12,8 +12,11 @@ public protocol StoreQuery: Sendable {
 
     /// Its name on PostgreSQL, unique among the store's queries: the type's name.
     static var name: String { get }
-    /// The SQL, with `$N` for the Nth binding; no other `$` in it.
+    /// The SQL, with `$N` for the Nth binding; no other `$` in it. PostgreSQL's, when the engines differ.
     static var sql: String { get }
+    /// SQLite's: ``sql`` with `?N` for `$N`, unless a query that must differ (a row lock SQLite has no use for)
+    /// says otherwise.
+    static var sqliteSQL: String { get }
     /// The values of `$1`, `$2`, … in order (nil as an `Optional` for NULL).
     var bindings: [any Encodable & Sendable] { get }
     /// Makes one row into a value, reading the columns by the positions of ``sql``'s SELECT list.
@@ -24,12 +27,17 @@ extension StoreQuery {
     public static var name: String { "keysmith." + String(describing: Self.self) }
 
     /// ``sql`` as SQLite numbers its parameters (`?N`), made once per type.
-    static var sqliteSQL: String {
+    public static var sqliteSQL: String {
         let key = ObjectIdentifier(Self.self)
         if let sql = sqliteTexts.withLock({ $0[key] }) { return sql }
-        let converted = String(Self.sql.map { $0 == "$" ? "?" : $0 })
+        let converted = Self.sqliteText(Self.sql)
         sqliteTexts.withLock { $0[key] = converted }
         return converted
+    }
+
+    /// `sql` with SQLite's `?N` for `$N`.
+    static func sqliteText(_ sql: String) -> String {
+        String(sql.map { $0 == "$" ? "?" : $0 })
     }
 }
 
