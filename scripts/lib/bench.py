@@ -324,6 +324,23 @@ def table(results: dict, baseline: str) -> str:
     return "\n".join(lines)
 
 
+def key_count(server: Server) -> int:
+    """How many project keys the server's database holds."""
+    if server.database.startswith("postgres"):
+        output = subprocess.run(
+            ["psql", "-X", "-q", "-t", "-A", "-d", server.database, "-c", "SELECT count(*) FROM api_keys"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return int(output.strip())
+    import sqlite3
+
+    path = server.database.removeprefix("sqlite:").split("?")[0]
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return connection.execute("SELECT count(*) FROM api_keys").fetchone()[0]
+
+
 def analyze(server: Server):
     """PostgreSQL plans from the statistics autovacuum gathers, within a minute of a table's growth by default; a
     benchmark that measures seconds after seeding 100,000 keys would measure the plans for the empty tables it
@@ -1144,12 +1161,36 @@ def run_create(args, servers: dict[str, Server]) -> bool:
         )
     connections = args.connections if args.connections != 64 else 16
     print(f"==> key creations through the API, {connections} connections, {args.rounds} rounds of {args.duration} s", flush=True)
-    results = measure(scenarios, first_server.port, args.duration, connections, args.rounds)
+    # After each round of creations: how many keys the server's database holds, and the server's resident memory.
+    memory: dict[str, list[tuple[int, float]]] = {engine: [] for engine in servers}
+
+    class Around:
+        def __init__(self, name):
+            self.engine = next((engine for engine in servers if name == label(engine, "POST /api_keys (create a key)")), None)
+
+        def __enter__(self):
+            pass
+
+        def __exit__(self, *exc):
+            if self.engine:
+                server = servers[self.engine]
+                memory[self.engine].append((key_count(server), server.rss_mb()))
+
+    results = measure(scenarios, first_server.port, args.duration, connections, args.rounds, around=Around)
     print()
     print(table(results, "GET /healthz"))
     for name in results:
         if name != "GET /healthz":
             print(f"{name}: {results[name]['rps']:,.0f} keys/s (rounds: {', '.join(f'{r:,.0f}' for r in results[name]['rounds'])})")
+    print()
+    print("Resident memory after each round of creations (keys in the database: MiB):")
+    for engine, samples in memory.items():
+        if samples:
+            first, last = samples[0], samples[-1]
+            print(
+                f"  {engine}: {', '.join(f'{keys:,}: {rss:.0f}' for keys, rss in samples)}; "
+                f"after {last[0]:,} keys {last[1] / first[1]:.2f}x what it was after {first[0]:,}"
+            )
     if "sqlite" in servers and "sqlite-normal" in servers:
         ratio = paired_ratio(results, label("sqlite", "POST /api_keys (create a key)"), label("sqlite-normal", "POST /api_keys (create a key)"))
         print(f"sqlite (synchronous FULL) / sqlite-normal (NORMAL), paired by round: {ratio:.0%}")
