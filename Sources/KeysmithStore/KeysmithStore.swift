@@ -187,6 +187,10 @@ public protocol VerificationStateReader: Sendable {
     func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
     /// The digests of every secret of the key that no longer verifies (deleted, or rotated out).
     func revokedSecretHashes(keyID: String) async throws -> [String]
+    /// The verification states of those of `keyIDs` that exist (at most a few hundred ids), in one read.
+    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState]
+    /// ``revokedSecretHashes(keyID:)`` of each of `keyIDs` that has any, in one read.
+    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]]
     /// Whether the project is archived; nil when it does not exist.
     func isProjectArchived(projectID: String) async throws -> Bool?
     func isProjectMember(projectID: String, userID: String) async throws -> Bool

@@ -118,7 +118,7 @@ public enum StoreDialect: Sendable {
     var changeLogNotification: SQLQueryString? {
         switch self {
         case .sqlite: nil
-        case .postgres: "CROSS JOIN (SELECT pg_notify(\(literal: Self.changesChannel), '')) AS notified"
+        case .postgres: "CROSS JOIN (SELECT pg_notify(\(literal: Self.changesChannel), \(unsafeRaw: Self.notifierPayload))) AS notified"
         }
     }
 
@@ -136,6 +136,10 @@ public enum StoreDialect: Sendable {
     /// Whether a write must lock the rows its checks read (PostgreSQL, READ COMMITTED, several writers); SQLite
     /// runs one write at a time, so its checks and changes never interleave with another write's.
     var locksRows: Bool { self == .postgres }
+
+    /// A notification's payload: the writing process's name (`PostgresEngine.notifier`), so that its own listener
+    /// can skip it.
+    static let notifierPayload = "COALESCE(current_setting('keysmith.notifier', TRUE), '')"
 
     /// The channel ``changeLogNotification`` notifies on.
     public static let changesChannel = "keysmith_changes"

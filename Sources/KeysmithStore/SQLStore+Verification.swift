@@ -133,6 +133,35 @@ extension SQLStore {
         }
     }
 
+    public func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
+        guard !keyIDs.isEmpty else { return [] }
+        return try await self.engine.unsafeRead { database in
+            try await database.rows(
+                "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id IN (" + Self.list(keyIDs) + ")",
+                decode: { try Self.keyVerificationState(from: $0) }
+            )
+        }
+    }
+
+    public func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
+        guard !keyIDs.isEmpty else { return [:] }
+        let rows = try await self.engine.unsafeRead { database in
+            try await database.rows("SELECT key_id, secret_hash FROM revoked_secrets WHERE key_id IN (" + Self.list(keyIDs) + ")") {
+                (try $0.string(at: 0), try $0.string(at: 1))
+            }
+        }
+        return Dictionary(grouping: rows, by: \.0).mapValues { $0.map(\.1) }
+    }
+
+    /// `values` bound one by one, separated by commas, for an `IN (…)` list.
+    private static func list(_ values: [String]) -> SQLQueryString {
+        var list: SQLQueryString = ""
+        for (index, value) in values.enumerated() {
+            list = index == 0 ? "\(bind: value)" : list + ", \(bind: value)"
+        }
+        return list
+    }
+
     public func revokedSecretHashes(keyID: String) async throws -> [String] {
         try await self.engine.unsafeRead { database in
             try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }

@@ -183,7 +183,10 @@ struct RecordChange: StoreQuery {
         INSERT INTO keysmith_changes (subject, subject_id, related_id, changed_at)
         SELECT $1, $2, $3, $4
         """
-    static let sql = insert + " FROM (SELECT pg_notify('\(StoreDialect.changesChannel)', '')) AS notified RETURNING transaction_id, sequence"
+    static let sql =
+        insert
+        + " FROM (SELECT pg_notify('\(StoreDialect.changesChannel)', \(StoreDialect.notifierPayload))) AS notified"
+        + " RETURNING transaction_id, sequence"
     static let sqliteSQL = sqliteText(insert + " RETURNING transaction_id, sequence")
 
     var change: KeysmithChange

@@ -69,6 +69,14 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.keyVerificationState(keyID: keyID)
     }
+    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
+        try self.check()
+        return try await self.store.keyVerificationStates(keyIDs: keyIDs)
+    }
+    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
+        try self.check()
+        return try await self.store.revokedSecretHashes(keyIDs: keyIDs)
+    }
     func revokedSecretHashes(keyID: String) async throws -> [String] {
         try self.check()
         return try await self.store.revokedSecretHashes(keyID: keyID)

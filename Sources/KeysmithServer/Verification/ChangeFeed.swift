@@ -169,9 +169,7 @@ final class ChangeFeed: Service, Sendable {
         let newest = try await self.readLog()
         let applied = self.appliedPosition
         let unread = Set(own.values.filter { $0.position > applied }.flatMap(\.changes))
-        for change in unread {
-            try await self.apply(change)
-        }
+        try await self.apply(unread)
         if !unread.isEmpty { self.metrics?.indexChanged(self.index) }
         self.state.withLock { state in
             state.coveredWrites = max(state.coveredWrites, covers)
@@ -196,9 +194,7 @@ final class ChangeFeed: Service, Sendable {
                 try await self.reload()
                 return batch.newest
             }
-            for change in Set(batch.records.map(\.change)) {
-                try await self.apply(change)
-            }
+            try await self.apply(Set(batch.records.map(\.change)))
             after = batch.position
             self.state.withLock { $0.appliedPosition = batch.position }
             if !batch.records.isEmpty { self.metrics?.changesApplied.increment(by: batch.records.count) }
@@ -215,10 +211,8 @@ final class ChangeFeed: Service, Sendable {
     private func applySuspended() async throws {
         let suspended = self.state.withLock { $0.suspended }
         guard !suspended.isEmpty else { return }
-        for change in suspended {
-            try await self.apply(change)
-            _ = self.state.withLock { $0.suspended.remove(change) }
-        }
+        try await self.apply(suspended)
+        self.state.withLock { $0.suspended.subtract(suspended) }
         self.logger.notice(
             "Applied the changes that were suspended while the change log could not be read",
             metadata: ["changes": "\(suspended.count)"]
@@ -241,6 +235,33 @@ final class ChangeFeed: Service, Sendable {
         self.state.withLock { $0.suspended.formUnion(changes) }
         self.metrics?.changesSuspended.increment(by: changes.count)
     }
+
+    /// Reads the changed objects' current state and puts it in the index: keys a few hundred at a time, two reads
+    /// for each batch (a batch of the log's, or the writes a catch-up covers, need not read each key twice).
+    private func apply(_ changes: Set<KeysmithChange>) async throws {
+        var keys: [String] = []
+        for change in changes {
+            if case .apiKey(let id) = change {
+                keys.append(id)
+            } else {
+                try await self.apply(change)
+            }
+        }
+        var remaining = keys[...]
+        while !remaining.isEmpty {
+            let batch = Array(remaining.prefix(Self.keysPerRead))
+            remaining = remaining.dropFirst(batch.count)
+            // Revoked secrets first: a rotation between the two reads writes a later entry, applied after this one.
+            let revoked = try await self.store.revokedSecretHashes(keyIDs: batch)
+            let states = Dictionary(try await self.store.keyVerificationStates(keyIDs: batch).map { ($0.keyID, $0) }) { first, _ in first }
+            for id in batch {
+                self.index.updateKey(states[id], revokedSecretHashes: revoked[id] ?? [])
+            }
+        }
+    }
+
+    /// How many keys one read of their states covers.
+    static let keysPerRead = 500
 
     /// Reads the changed object's current state and puts it in the index.
     private func apply(_ change: KeysmithChange) async throws {

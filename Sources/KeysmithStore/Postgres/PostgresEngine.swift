@@ -35,6 +35,10 @@ public final class PostgresEngine: SQLEngine {
     private let state = Mutex(State.setup(nil))
     private let setupLock = AsyncLock()
     private let connectionIDs = Atomic(0)
+    /// This process's name in change notifications: every session of this engine carries it
+    /// (`keysmith.notifier`), each commit that writes the change log sends it as the notification's payload, and the
+    /// listener skips notifications that carry it, since this process applies its own writes as it makes them.
+    let notifier = "keysmith-" + Hex.encode((0..<8).map { _ in UInt8.random(in: .min ... .max) })
 
     private enum State {
         /// Before `run()`: the setup connection, once opened.
@@ -42,6 +46,9 @@ public final class PostgresEngine: SQLEngine {
         case running
         case closed
     }
+
+    /// The session setting that names the process in change notifications (``notifier``).
+    static let notifierSetting = "keysmith.notifier"
 
     /// How many times a write aborted for a deadlock or a serialization failure is tried in all.
     static let writeAttempts = 5
@@ -78,8 +85,9 @@ public final class PostgresEngine: SQLEngine {
         configuration.options.connectTimeout = .seconds(2)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
+        let notifier = self.notifier
         configuration.options.additionalStartupParameters =
-            Self.sessionSettings + [
+            Self.sessionSettings + [(Self.notifierSetting, notifier)] + [
                 // A statement that runs this long is stuck, not slow: the request gets an error rather than hanging.
                 ("statement_timeout", "30s"),
                 // A write that waits this long for a row lock that another session holds
@@ -101,7 +109,7 @@ public final class PostgresEngine: SQLEngine {
         connection.options.connectTimeout = .seconds(2)
         // The setup connection migrates (a migration may wait for another replica's, and take long itself) and
         // LISTENs: no statement or lock timeout.
-        connection.options.additionalStartupParameters = Self.sessionSettings
+        connection.options.additionalStartupParameters = Self.sessionSettings + [(Self.notifierSetting, notifier)]
         self.connectionConfiguration = connection
         self.settings = settings
         self.logger = logger
@@ -287,7 +295,7 @@ public final class PostgresEngine: SQLEngine {
         do {
             try await connection.listen(on: channel) { notifications in
                 await onListening()
-                for try await _ in notifications {
+                for try await notification in notifications where notification.payload != self.notifier {
                     await onNotification()
                 }
             }
