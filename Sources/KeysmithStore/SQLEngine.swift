@@ -126,7 +126,7 @@ public enum StoreDialect: Sendable {
     /// below the oldest one still in progress (`pg_snapshot_xmin`), every one of which has committed or rolled back,
     /// so that no entry can become visible later behind the position a reader reaches; nil on SQLite, whose one
     /// writer commits in sequence order, so that every visible entry can be read.
-    var changeLogHorizon: SQLQueryString {
+    var changeLogHorizon: String {
         switch self {
         case .sqlite: "CAST(NULL AS INTEGER)"
         case .postgres: "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)"

@@ -212,7 +212,7 @@ extension SQLStore {
             // ended after 10 s idle in a transaction and 30 s in a statement, never are.)
             try await database.rows(
                 """
-                SELECT \(database.dialect.changeLogHorizon) AS horizon,
+                SELECT \(unsafeRaw: database.dialect.changeLogHorizon) AS horizon,
                        (SELECT COALESCE(MAX(sequence), 0) FROM keysmith_changes) AS latest,
                        transaction_id, sequence
                 FROM keysmith_changes_pruned
@@ -246,49 +246,7 @@ extension SQLStore {
 
     public func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
         try await self.engine.unsafeRead { database in
-            // One statement, so one snapshot: the horizon, the pruning mark and the entries agree. PostgreSQL joins
-            // the entries LATERAL to the horizon that bounds them; SQLite has no horizon.
-            let always: SQLQueryString = database.dialect == .postgres ? "TRUE" : "1 = 1"
-            let lateral: SQLQueryString = database.dialect == .postgres ? "LATERAL" : ""
-            let bounded: SQLQueryString = database.dialect == .postgres ? "AND transaction_id < bounds.horizon" : ""
-            let query: SQLQueryString = """
-                SELECT bounds.horizon, pruned.transaction_id, pruned.sequence, newest.transaction_id, newest.sequence,
-                       entry.transaction_id, entry.sequence, entry.subject, entry.subject_id, entry.related_id
-                FROM (SELECT \(database.dialect.changeLogHorizon) AS horizon) AS bounds
-                CROSS JOIN keysmith_changes_pruned AS pruned
-                LEFT JOIN (
-                    SELECT transaction_id, sequence FROM keysmith_changes
-                    ORDER BY transaction_id DESC, sequence DESC LIMIT 1
-                ) AS newest ON \(always)
-                LEFT JOIN \(lateral) (
-                    SELECT transaction_id, sequence, subject, subject_id, related_id FROM keysmith_changes
-                    WHERE (transaction_id, sequence) > (\(bind: position.transaction), \(bind: position.sequence))
-                    \(bounded)
-                    ORDER BY transaction_id, sequence LIMIT \(literal: limit)
-                ) AS entry ON \(always)
-                ORDER BY entry.transaction_id, entry.sequence
-                """
-            typealias Row = (horizon: Int?, pruned: ChangePosition, newest: ChangePosition, record: ChangeRecord?)
-            let rows = try await database.rows(query) { row -> Row in
-                let horizon = try row.optionalInt(at: 0)
-                let pruned = ChangePosition(transaction: Int64(try row.int(at: 1)), sequence: Int64(try row.int(at: 2)))
-                let newest = ChangePosition(
-                    transaction: Int64(try row.optionalInt(at: 3) ?? 0),
-                    sequence: Int64(try row.optionalInt(at: 4) ?? 0)
-                )
-                guard let transaction = try row.optionalInt(at: 5) else { return (horizon, pruned, newest, nil) }
-                let subject = try row.string(at: 7)
-                guard
-                    let change = KeysmithChange(subject: subject, id: try row.string(at: 8), relatedID: try row.optionalString(at: 9))
-                else {
-                    throw StoreRowError(column: "subject", problem: "holds '\(subject)', which is not a change this build knows")
-                }
-                let record = ChangeRecord(
-                    position: ChangePosition(transaction: Int64(transaction), sequence: Int64(try row.int(at: 6))),
-                    change: change
-                )
-                return (horizon, pruned, newest, record)
-            }
+            let rows = try await database.rows(ChangeLogRead(after: position, limit: limit))
             guard let bounds = rows.first else { throw StoreRowError(column: "horizon", problem: "the change log's bounds are missing") }
             let horizon = bounds.horizon
             let pruned = bounds.pruned
@@ -305,6 +263,62 @@ extension SQLStore {
                 isCut: isCut,
                 missedPrunedEntries: pruned > position
             )
+        }
+    }
+
+    /// One read of the change log, in one statement, so one snapshot: the horizon, the pruning mark, the newest
+    /// entry and up to `$3` entries after (`$1`, `$2`) agree. PostgreSQL joins the entries LATERAL to the horizon
+    /// that bounds them; SQLite has no horizon.
+    struct ChangeLogRead: StoreQuery {
+        static func text(_ dialect: StoreDialect) -> String {
+            let postgres = dialect == .postgres
+            return """
+                SELECT bounds.horizon, pruned.transaction_id, pruned.sequence, newest.transaction_id, newest.sequence,
+                       entry.transaction_id, entry.sequence, entry.subject, entry.subject_id, entry.related_id
+                FROM (SELECT \(dialect.changeLogHorizon) AS horizon) AS bounds
+                CROSS JOIN keysmith_changes_pruned AS pruned
+                LEFT JOIN (
+                    SELECT transaction_id, sequence FROM keysmith_changes
+                    ORDER BY transaction_id DESC, sequence DESC LIMIT 1
+                ) AS newest ON \(postgres ? "TRUE" : "1 = 1")
+                LEFT JOIN \(postgres ? "LATERAL" : "") (
+                    SELECT transaction_id, sequence, subject, subject_id, related_id FROM keysmith_changes
+                    WHERE (transaction_id, sequence) > ($1, $2)
+                    \(postgres ? "AND transaction_id < bounds.horizon" : "")
+                    ORDER BY transaction_id, sequence LIMIT $3
+                ) AS entry ON \(postgres ? "TRUE" : "1 = 1")
+                ORDER BY entry.transaction_id, entry.sequence
+                """
+        }
+        static let sql = text(.postgres)
+        static let sqliteSQL = sqliteText(text(.sqlite))
+
+        var after: ChangePosition
+        var limit: Int
+
+        var bindings: [any Encodable & Sendable] { [self.after.transaction, self.after.sequence, self.limit] }
+
+        typealias Row = (horizon: Int?, pruned: ChangePosition, newest: ChangePosition, record: ChangeRecord?)
+
+        static func decode(_ row: any StoreRowReader) throws -> Row {
+            let horizon = try row.optionalInt(at: 0)
+            let pruned = ChangePosition(transaction: Int64(try row.int(at: 1)), sequence: Int64(try row.int(at: 2)))
+            let newest = ChangePosition(
+                transaction: Int64(try row.optionalInt(at: 3) ?? 0),
+                sequence: Int64(try row.optionalInt(at: 4) ?? 0)
+            )
+            guard let transaction = try row.optionalInt(at: 5) else { return (horizon, pruned, newest, nil) }
+            let subject = try row.string(at: 7)
+            guard
+                let change = KeysmithChange(subject: subject, id: try row.string(at: 8), relatedID: try row.optionalString(at: 9))
+            else {
+                throw StoreRowError(column: "subject", problem: "holds '\(subject)', which is not a change this build knows")
+            }
+            let record = ChangeRecord(
+                position: ChangePosition(transaction: Int64(transaction), sequence: Int64(try row.int(at: 6))),
+                change: change
+            )
+            return (horizon, pruned, newest, record)
         }
     }
 
