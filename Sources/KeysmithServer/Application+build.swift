@@ -29,8 +29,12 @@ public struct BuiltApplication: Sendable {
 /// Builds Keysmith: opens and migrates the database, bootstraps an empty one, loads the verification state, and
 /// wires the routes. The one function that assembles the application; `keysmith serve` and the tests both call it.
 public func buildApplication(_ configuration: KeysmithConfiguration, logger: Logger) async throws -> BuiltApplication {
-    // Files first: a missing certificate is refused before the database is touched.
+    // Files first: a missing certificate, or a Unix socket path that cannot be served, is refused before the
+    // database is touched (an open database would have to be closed again).
     let tlsConfiguration = try configuration.tls.map(makeTLSConfiguration)
+    if let socket = configuration.unixSocket {
+        try await UnixSocketPath.prepare(socket.path)
+    }
     let metrics = ServerMetrics()
     let database = try await Keysmith.openDatabase(
         configuration.database,
@@ -127,7 +131,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     if let socket = configuration.unixSocket {
         // Plain HTTP: a Unix socket does not leave the host, and its mode decides who may connect.
         services.append(
-            try await UnixSocketListener(
+            try UnixSocketListener(
                 socket: socket,
                 responder: responder,
                 server: try guardedServer(

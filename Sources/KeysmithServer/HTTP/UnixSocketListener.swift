@@ -46,8 +46,8 @@ public struct UnixSocketPathError: Error, CustomStringConvertible {
 /// Serves an application's responder on a Unix domain socket beside its TCP listener: what a gateway on the same
 /// host (nginx's `server unix:…`, Caddy's `unix//…`) connects to without the TCP stack. The socket gets ``mode``
 /// once it is bound (until then it has the umask's, which for a socket without write permission for others lets no
-/// one else connect), and is removed when the listener stops. A socket left behind by a process that died is
-/// replaced; one that a live process answers on, or a path that is not a socket, is refused.
+/// one else connect), and is removed when the listener stops. Before anything else is opened, ``UnixSocketPath/prepare(_:)``
+/// replaces a socket left behind by a process that died and refuses a live one or a path that is not a socket.
 struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
     let socket: KeysmithConfiguration.UnixSocket
     let application: Application<Responder>
@@ -57,8 +57,7 @@ struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Con
         responder: Responder,
         server: HTTPServerBuilder,
         logger: Logger
-    ) async throws {
-        try await Self.prepare(socket.path)
+    ) throws {
         self.socket = socket
         self.application = Application(
             responder: responder,
@@ -86,7 +85,10 @@ struct UnixSocketListener<Responder: HTTPResponder>: Service where Responder.Con
         defer { try? FileManager.default.removeItem(atPath: self.socket.path) }
         try await self.application.run()
     }
+}
 
+/// The path a Unix socket is to be bound at.
+enum UnixSocketPath {
     /// Makes way for binding `path`: nothing there, or a socket nobody answers on (removed).
     static func prepare(_ path: String) async throws {
         let type: FileAttributeType
