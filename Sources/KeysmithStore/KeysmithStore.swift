@@ -183,13 +183,10 @@ public protocol VerificationStateReader: Sendable {
     func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch
     /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
     func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
-    /// One key's verification state, or nil when the key does not exist (any more).
-    func keyVerificationState(keyID: String) async throws -> KeyVerificationState?
-    /// The digests of every secret of the key that no longer verifies (deleted, or rotated out).
-    func revokedSecretHashes(keyID: String) async throws -> [String]
     /// The verification states of those of `keyIDs` that exist (at most a few hundred ids), in one read.
     func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState]
-    /// ``revokedSecretHashes(keyID:)`` of each of `keyIDs` that has any, in one read.
+    /// For each of `keyIDs` that has any, the digests of its secrets that no longer verify (deleted, or rotated out),
+    /// in one read.
     func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]]
     /// Whether the project is archived; nil when it does not exist.
     func isProjectArchived(projectID: String) async throws -> Bool?

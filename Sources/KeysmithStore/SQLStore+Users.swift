@@ -189,13 +189,13 @@ extension SQLStore {
         userID: String,
         sharingMembership: Bool = false
     ) async throws -> ProjectMember? {
+        if sharingMembership {
+            return try await database.rows(SharedMembership(projectID: projectID, organizationID: organizationID, userID: userID)).first
+        }
         let query: SQLQueryString = """
             \(unsafeRaw: memberSelect)
             WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
             """
-        if sharingMembership {
-            return try await database.rows(SharedMembership(projectID: projectID, organizationID: organizationID, userID: userID)).first
-        }
         return try await database.rows(query, decode: { try Self.member(from: $0) }).first
     }
 

@@ -218,7 +218,10 @@ extension SQLStore {
                 FROM keysmith_changes_pruned
                 """
             ) { row in
-                let read = Self.readPosition(horizon: try row.optionalInt(at: 0), last: nil, latest: Int64(try row.int(at: 1)))
+                let read = Self.readPosition(
+                    horizon: try row.optionalInt(at: 0),
+                    otherwise: ChangePosition(transaction: 0, sequence: Int64(try row.int(at: 1)))
+                )
                 let pruned = ChangePosition(transaction: Int64(try row.int(at: 2)), sequence: Int64(try row.int(at: 3)))
                 return max(read, pruned)
             }.first ?? .start
@@ -236,12 +239,9 @@ extension SQLStore {
     }
 
     /// Where a reader is once it has read what the log holds: below the horizon on PostgreSQL (every entry of a
-    /// transaction before it); at the newest entry on SQLite.
-    private static func readPosition(horizon: Int?, last: ChangePosition?, latest: Int64) -> ChangePosition {
-        if let horizon {
-            return ChangePosition(transaction: Int64(horizon) - 1, sequence: .max)
-        }
-        return last ?? ChangePosition(transaction: 0, sequence: latest)
+    /// transaction before it); on SQLite, which has none, `read`: the newest entry it read.
+    private static func readPosition(horizon: Int?, otherwise read: ChangePosition) -> ChangePosition {
+        horizon.map { ChangePosition(transaction: Int64($0) - 1, sequence: .max) } ?? read
     }
 
     public func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
@@ -255,7 +255,7 @@ extension SQLStore {
             let reached =
                 isCut
                 ? records[records.count - 1].position
-                : max(position, Self.readPosition(horizon: horizon, last: records.last?.position, latest: position.sequence))
+                : max(position, Self.readPosition(horizon: horizon, otherwise: records.last?.position ?? position))
             return ChangeBatch(
                 records: records,
                 position: reached,

@@ -65,10 +65,6 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.keyVerificationStates(after: keyID, limit: limit)
     }
-    func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
-        try self.check()
-        return try await self.store.keyVerificationState(keyID: keyID)
-    }
     func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
         try self.check()
         return try await self.store.keyVerificationStates(keyIDs: keyIDs)
@@ -76,10 +72,6 @@ final class FaultySource: VerificationSource {
     func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
         try self.check()
         return try await self.store.revokedSecretHashes(keyIDs: keyIDs)
-    }
-    func revokedSecretHashes(keyID: String) async throws -> [String] {
-        try self.check()
-        return try await self.store.revokedSecretHashes(keyID: keyID)
     }
     func isProjectArchived(projectID: String) async throws -> Bool? {
         try self.check()

@@ -83,8 +83,6 @@ final class TrackedConnection: Sendable {
     /// The event loop's monotonic clock in nanoseconds (an embedded loop's own, in tests).
     static func now(_ eventLoop: any EventLoop) -> Int64 { Int64(eventLoop.now.uptimeNanoseconds) }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 { duration.nanoseconds }
-
     /// Since when the connection has made no progress, if it is one the limit may close to admit a new one: idle (no
     /// request in flight), or waiting on its client (for more of a body, or to take what was written). Nil while it
     /// is busy being answered.
@@ -241,8 +239,8 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
 
     init(connection: TrackedConnection, limits: ConnectionLimits, metrics: ServerMetrics?) {
         self.connection = connection
-        self.idleTimeout = TrackedConnection.nanoseconds(limits.idleTimeout)
-        self.headTimeout = TrackedConnection.nanoseconds(limits.requestHeadTimeout)
+        self.idleTimeout = limits.idleTimeout.nanoseconds
+        self.headTimeout = limits.requestHeadTimeout.nanoseconds
         self.metrics = metrics
     }
 
@@ -347,7 +345,7 @@ final class ConnectionActivity: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(registry: ConnectionRegistry) {
         self.registry = registry
-        self.bodyTimeout = TrackedConnection.nanoseconds(registry.limits.requestBodyTimeout)
+        self.bodyTimeout = registry.limits.requestBodyTimeout.nanoseconds
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -241,10 +241,16 @@ final class ChangeFeed: Service, Sendable {
     private func apply(_ changes: Set<KeysmithChange>) async throws {
         var keys: [String] = []
         for change in changes {
-            if case .apiKey(let id) = change {
+            switch change {
+            case .apiKey(let id):
                 keys.append(id)
-            } else {
-                try await self.apply(change)
+            case .project(let id):
+                self.index.setProjectArchived(id, try await self.store.isProjectArchived(projectID: id) ?? false)
+            case .membership(let projectID, let userID):
+                let isMember = try await self.store.isProjectMember(projectID: projectID, userID: userID)
+                self.index.setProjectAccess(projectID: projectID, userID: userID, isMember)
+            case .adminKey(let id):
+                self.index.updateAdminKey(id: id, try await self.store.adminKeyCredential(id: id))
             }
         }
         var remaining = keys[...]
@@ -262,24 +268,6 @@ final class ChangeFeed: Service, Sendable {
 
     /// How many keys one read of their states covers.
     static let keysPerRead = 500
-
-    /// Reads the changed object's current state and puts it in the index.
-    private func apply(_ change: KeysmithChange) async throws {
-        switch change {
-        case .apiKey(let id):
-            // Revoked secrets first: a rotation between the two reads writes a later entry, applied after this one.
-            let revoked = try await self.store.revokedSecretHashes(keyID: id)
-            let state = try await self.store.keyVerificationState(keyID: id)
-            self.index.updateKey(state, revokedSecretHashes: revoked)
-        case .project(let id):
-            self.index.setProjectArchived(id, try await self.store.isProjectArchived(projectID: id) ?? false)
-        case .membership(let projectID, let userID):
-            let isMember = try await self.store.isProjectMember(projectID: projectID, userID: userID)
-            self.index.setProjectAccess(projectID: projectID, userID: userID, isMember)
-        case .adminKey(let id):
-            self.index.updateAdminKey(id: id, try await self.store.adminKeyCredential(id: id))
-        }
-    }
 
     /// After a write through this server that recorded `written`: applies it, and anything committed before it, so
     /// that the write's response goes out only once checks see it. When that fails, `written` is applied the safe way
