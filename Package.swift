@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "keysmith", targets: ["keysmith"]),
         .library(name: "KeysmithCore", targets: ["KeysmithCore"]),
         .library(name: "KeysmithStore", targets: ["KeysmithStore"]),
+        .library(name: "KeysmithDomain", targets: ["KeysmithDomain"]),
         .library(name: "KeysmithServer", targets: ["KeysmithServer"]),
         .library(name: "KeysmithClient", targets: ["KeysmithClient"]),
     ],
@@ -65,11 +66,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The domain operations: the only target that holds the store, so every write goes through them.
+        .target(
+            name: "KeysmithDomain",
+            dependencies: [
+                "KeysmithCore",
+                "KeysmithStore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KeysmithServer",
             dependencies: [
                 "KeysmithCore",
-                "KeysmithStore",
+                "KeysmithDomain",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -124,7 +135,7 @@ let package = Package(
             name: "keysmith",
             dependencies: [
                 "KeysmithCore",
-                "KeysmithStore",
+                "KeysmithDomain",
                 "KeysmithServer",
                 "KeysmithClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -142,8 +153,7 @@ let package = Package(
             name: "KeysmithBenchSeed",
             dependencies: [
                 "KeysmithCore",
-                "KeysmithStore",
-                "KeysmithServer",
+                "KeysmithDomain",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -152,6 +162,7 @@ let package = Package(
         .target(
             name: "KeysmithTestSupport",
             dependencies: [
+                "KeysmithCore",
                 "KeysmithStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -174,6 +185,7 @@ let package = Package(
             dependencies: [
                 "KeysmithCore",
                 "KeysmithStore",
+                "KeysmithDomain",
                 "KeysmithServer",
                 "KeysmithTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -187,6 +199,7 @@ let package = Package(
             name: "KeysmithClientTests",
             dependencies: [
                 "KeysmithCore",
+                "KeysmithDomain",
                 "KeysmithServer",
                 "KeysmithClient",
                 "KeysmithTestSupport",

@@ -8,8 +8,7 @@
 
 import Foundation
 import KeysmithCore
-import KeysmithServer
-import KeysmithStore
+import KeysmithDomain
 import Logging
 
 let arguments = CommandLine.arguments
@@ -18,7 +17,7 @@ guard arguments.count == 6, let keyCount = Int(arguments[2]), let memberCount = 
     exit(2)
 }
 let logger = Logger(label: "seed")
-let (keysmith, store) = try await Keysmith.open(try DatabaseURL(parsing: arguments[1]), logger: logger)
+let (keysmith, database) = try await Keysmith.open(try DatabaseURL(parsing: arguments[1]), logger: logger)
 guard let bootstrap = try await keysmith.bootstrapIfEmpty(adminKeyName: "bench"), let adminKey = bootstrap.adminKey else {
     FileHandle.standardError.write(Data("the database is not empty\n".utf8))
     exit(1)
@@ -70,4 +69,4 @@ try await withThrowingTaskGroup(of: (Int, String, String).self) { group in
     sampled = kept.sorted { $0.0 < $1.0 }.map(\.1)
 }
 try (sampled.joined(separator: "\n") + "\n").write(toFile: arguments[4], atomically: true, encoding: .utf8)
-try await store.close()
+try await database.close()

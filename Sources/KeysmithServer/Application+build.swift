@@ -2,7 +2,7 @@ public import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import KeysmithCore
-import KeysmithStore
+public import KeysmithDomain
 public import Logging
 import NIOCore
 import NIOSSL
@@ -36,7 +36,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         try await UnixSocketPath.prepare(socket.path)
     }
     let metrics = ServerMetrics()
-    let database = try await Keysmith.openDatabase(
+    let database = try await KeysmithDatabase.open(
         configuration.database,
         secret: configuration.secret,
         clock: configuration.clock,
@@ -44,22 +44,18 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         observer: metrics.statementObserver,
         poolSize: configuration.databasePoolSize
     )
-    let store = database.store
     let index = VerificationIndex()
     let feed = ChangeFeed(
-        store: store,
+        store: database.verificationSource,
         index: index,
-        clock: configuration.clock,
         configuration: .init(pollInterval: configuration.changePollInterval),
         logger: logger,
         metrics: metrics
     )
     let keysmith = Keysmith(
-        store: store,
-        hasher: database.hasher,
+        database: database,
+        applier: feed,
         clock: configuration.clock,
-        ids: .shared,
-        changes: feed,
         inviteLifetimeSeconds: Int(configuration.inviteLifetime.components.seconds)
     )
     let bootstrap: Keysmith.Bootstrap?
@@ -78,7 +74,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
             ]
         )
     } catch {
-        try? await store.close()
+        try? await database.close()
         throw error
     }
 
@@ -119,8 +115,9 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     }
 
     // Started in this order, stopped in reverse: the HTTP server (added last by Application) drains first, then the
-    // metrics listener, the change feed, the usage recorder's last flush, and finally the database.
-    var services: [any Service] = [DatabaseService(store: store), usage, feed]
+    // metrics listener, the change log's pruning, the change feed, the usage recorder's last flush, and finally the
+    // database.
+    var services: [any Service] = [DatabaseService(database: database), usage, feed, ChangeLogPruning(keysmith: keysmith, logger: logger)]
     if let address = configuration.metricsAddress {
         services.append(try metricsApplication(metrics, index: index, address: address, logger: logger))
     }
@@ -298,11 +295,11 @@ extension Response {
 /// Runs the database's background work (PostgreSQL's connection pool) while the server runs, and closes the
 /// database after the server (and every service added after this one) has shut down.
 struct DatabaseService: Service {
-    let store: SQLStore
+    let database: KeysmithDatabase
 
     func run() async throws {
-        await self.store.run()
+        await self.database.run()
         try? await gracefulShutdown()
-        try await self.store.close()
+        try await self.database.close()
     }
 }

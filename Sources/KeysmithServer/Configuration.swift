@@ -1,5 +1,4 @@
 public import KeysmithCore
-public import KeysmithStore
 
 /// What `keysmith serve` and the tests configure.
 public struct KeysmithConfiguration: Sendable {

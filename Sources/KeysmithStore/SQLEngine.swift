@@ -80,16 +80,6 @@ struct SQLStatement {
     }
 }
 
-/// Told about every statement an engine runs: how long it took from being asked for to its last row (queueing for
-/// a connection included, as the caller waits for it), and whether it failed. For metrics.
-public struct SQLStatementObserver: Sendable {
-    public var statementFinished: @Sendable (_ duration: Duration, _ failed: Bool) -> Void
-
-    public init(statementFinished: @escaping @Sendable (_ duration: Duration, _ failed: Bool) -> Void) {
-        self.statementFinished = statementFinished
-    }
-}
-
 /// Where SQLite and PostgreSQL differ in what the store says. Every such difference is here (the engines' own
 /// transaction handling aside), and StoreDialectTests and the store suites, which run on both, check each.
 public enum StoreDialect: Sendable {

@@ -1,8 +1,8 @@
 import ArgumentParser
 import KeysmithClient
 import KeysmithCore
+import KeysmithDomain
 import KeysmithServer
-import KeysmithStore
 
 struct AdminKeys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,7 +59,7 @@ struct AdminKeys: AsyncParsableCommand {
             }
             try await reportingErrors {
                 let logger = try Logs.bootstrap()
-                let (keysmith, store) = try await Keysmith.open(
+                let (keysmith, database) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),
                     logger: logger,
@@ -69,10 +69,10 @@ struct AdminKeys: AsyncParsableCommand {
                 do {
                     created = try await keysmith.createAdminKey(name: self.name, organizationID: self.organization)
                 } catch {
-                    try? await store.close()
+                    try? await database.close()
                     throw error
                 }
-                try await store.close()
+                try await database.close()
                 print(created.plaintext)
             }
         }
@@ -98,7 +98,7 @@ struct Organizations: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let logger = try Logs.bootstrap()
-                let (keysmith, store) = try await Keysmith.open(
+                let (keysmith, database) = try await Keysmith.open(
                     try self.databaseOptions.url(),
                     secret: try self.databaseOptions.secret(),
                     logger: logger,
@@ -108,10 +108,10 @@ struct Organizations: AsyncParsableCommand {
                 do {
                     organization = try await keysmith.createOrganization(name: self.name)
                 } catch {
-                    try? await store.close()
+                    try? await database.close()
                     throw error
                 }
-                try await store.close()
+                try await database.close()
                 print(organization.id)
             }
         }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import Logging
 
 struct Backup: AsyncParsableCommand {
@@ -34,14 +34,7 @@ struct Backup: AsyncParsableCommand {
             guard !FileManager.default.fileExists(atPath: self.destination) else {
                 throw ValidationError("\(self.destination) already exists; choose a new file")
             }
-            let engine = try await SQLiteEngine.open(url, logger: logger)
-            do {
-                try await engine.backup(to: self.destination)
-            } catch {
-                try? await engine.close()
-                throw error
-            }
-            try await engine.close()
+            try await KeysmithDatabase.backUpSQLite(url, to: self.destination, logger: logger)
             logger.info("Backed up the database", metadata: ["from": "\(url)", "to": "\(self.destination)"])
         }
     }

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import KeysmithCore
+import KeysmithDomain
 import KeysmithServer
-import KeysmithStore
 import Logging
 import NIOCore
 

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import KeysmithCore
+import KeysmithDomain
 import KeysmithServer
-import KeysmithStore
 import Logging
 
 struct Migrate: AsyncParsableCommand {
@@ -21,15 +21,7 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let logger = try Logs.bootstrap()
-            let store = try await SQLStore.open(try self.databaseOptions.url(), logger: logger)
-            let applied: [String]
-            do {
-                applied = try await store.migrate()
-            } catch {
-                try? await store.close()
-                throw error
-            }
-            try await store.close()
+            let applied = try await KeysmithDatabase.migrate(try self.databaseOptions.url(), logger: logger)
             for name in applied {
                 print(name)
             }

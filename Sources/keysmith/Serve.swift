@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import KeysmithCore
+import KeysmithDomain
 import KeysmithServer
 import Logging
 import NIOCore

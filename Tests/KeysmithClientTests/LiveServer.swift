@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdTesting
 import KeysmithClient
 import KeysmithCore
+import KeysmithDomain
 import KeysmithServer
 import KeysmithTestSupport
 import Logging

@@ -5,6 +5,8 @@ import KeysmithStore
 import KeysmithTestSupport
 import Testing
 
+@testable import KeysmithDomain
+
 @Suite("Admin authentication")
 struct AuthTests {
     @Test("No key, a malformed key or an unknown key is a 401 in OpenAI's envelope", arguments: TestEngine.available)

@@ -11,6 +11,8 @@ import NIOCore
 import Synchronization
 import Testing
 
+@testable import KeysmithDomain
+
 /// A response's status, headers and parsed JSON body.
 struct Reply: Sendable {
     var status: HTTPResponse.Status

@@ -6,6 +6,7 @@ import KeysmithTestSupport
 import Logging
 import Testing
 
+@testable import KeysmithDomain
 @testable import KeysmithServer
 
 @Suite("What an operator sees")

@@ -6,6 +6,7 @@ import Logging
 import Synchronization
 import Testing
 
+@testable import KeysmithDomain
 @testable import KeysmithServer
 
 /// The verification index and its change feed on a file database, with a second `Keysmith` on the same database
@@ -32,7 +33,7 @@ struct VerificationFixture {
             let clock = ManualClock()
             let statements = StatementCounter()
             let counter = SQLStatementObserver { _, _ in statements.count.add(1, ordering: .relaxed) }
-            let database = try await Keysmith.openDatabase(
+            let database = try await KeysmithDatabase.open(
                 url,
                 clock: clock.clock,
                 logger: Logger(label: "test"),
@@ -40,9 +41,9 @@ struct VerificationFixture {
             )
             let metrics = ServerMetrics()
             let index = VerificationIndex()
-            let feed = ChangeFeed(store: database.store, index: index, clock: clock.clock, logger: Logger(label: "test"), metrics: metrics)
-            let keysmith = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed)
-            let elsewhere = Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock)
+            let feed = ChangeFeed(store: database.store, index: index, logger: Logger(label: "test"), metrics: metrics)
+            let keysmith = Keysmith(database: database, applier: feed, clock: clock.clock)
+            let elsewhere = Keysmith(database: database, clock: clock.clock)
             do {
                 let organization = try await elsewhere.createOrganization(name: "Org")
                 try await feed.load()

@@ -6,6 +6,8 @@ import KeysmithStore
 import KeysmithTestSupport
 import Testing
 
+@testable import KeysmithDomain
+
 extension Harness {
     func verify(_ key: String, as admin: String? = nil) async throws -> Reply {
         try await self.request(.post, "/v1/keys/verify", key: admin, body: #"{"key":"\#(key)"}"#)

@@ -7,6 +7,7 @@ import PostgresNIO
 import Synchronization
 import Testing
 
+@testable import KeysmithDomain
 @testable import KeysmithServer
 @testable import KeysmithStore
 
@@ -89,10 +90,6 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.adminKeyCredential(id: id)
     }
-    func pruneChanges(before time: UnixSeconds) async throws -> Int {
-        try self.check()
-        return try await self.store.pruneChanges(before: time)
-    }
     var pushesChanges: Bool { self.store.pushesChanges }
     func listenForChanges(
         onListening: @escaping @Sendable () async -> Void,
@@ -104,7 +101,7 @@ final class FaultySource: VerificationSource {
 
 /// A Keysmith whose change feed reads through a ``FaultySource``, on a fresh database of `engine`, loaded.
 struct FaultyFeedFixture {
-    let database: Keysmith.Database
+    let database: KeysmithDatabase
     let source: FaultySource
     let index: VerificationIndex
     let feed: ChangeFeed
@@ -113,17 +110,17 @@ struct FaultyFeedFixture {
 
     static func run(_ engine: TestEngine, _ body: (FaultyFeedFixture) async throws -> Void) async throws {
         try await withTestDatabase(engine) { url in
-            let database = try await Keysmith.openDatabase(url, logger: Harness.quietLogger)
+            let database = try await KeysmithDatabase.open(url, logger: Harness.quietLogger)
             let clock = ManualClock()
             let source = FaultySource(database.store)
             let index = VerificationIndex()
-            let feed = ChangeFeed(store: source, index: index, clock: clock.clock, logger: Harness.quietLogger, metrics: nil)
+            let feed = ChangeFeed(store: source, index: index, logger: Harness.quietLogger, metrics: nil)
             let fixture = FaultyFeedFixture(
                 database: database,
                 source: source,
                 index: index,
                 feed: feed,
-                keysmith: Keysmith(store: database.store, hasher: database.hasher, clock: clock.clock, ids: .shared, changes: feed),
+                keysmith: Keysmith(database: database, applier: feed, clock: clock.clock),
                 verifier: KeyVerifier(index: index, hasher: database.hasher, clock: clock.clock, metrics: nil)
             )
             do {
@@ -131,10 +128,10 @@ struct FaultyFeedFixture {
                 try await body(fixture)
             } catch {
                 source.releaseReads()
-                try? await database.store.close()
+                try? await database.close()
                 throw error
             }
-            try await database.store.close()
+            try await database.close()
         }
     }
 }

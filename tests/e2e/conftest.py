@@ -164,7 +164,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                pytest.fail("keysmith did not shut down within 30 s of SIGTERM")
+                # What it was doing when it hung: the end of its log, in the failure itself (CI keeps nothing else).
+                tail = "\n".join(self.stderr().splitlines()[-40:])
+                pytest.fail(f"keysmith did not shut down within 30 s of SIGTERM; the end of its log:\n{tail}")
         if expect_clean_exit:
             assert self.process.returncode == 0, self.stderr()
         return self.process.returncode

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 // The organization's admin keys.
 extension Dashboard {

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 // The audit log, filtered and paged.
 extension Dashboard {

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 // A project's keys: the list, creating, rotating and revoking.
 extension Dashboard {

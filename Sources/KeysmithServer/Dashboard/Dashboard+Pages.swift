@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 // The dashboard's pages, one file per family (Dashboard+Projects, +Keys, +People, +AdminKeys, +AuditLog); here, where
 // they are routed and what they share. Each reads through the store's read side and writes through the domain layer

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 // The project pages: the list, a project's settings, its service accounts and its members.
 extension Dashboard {

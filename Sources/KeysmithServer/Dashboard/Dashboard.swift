@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import Logging
 import Mustache
 import NIOCore

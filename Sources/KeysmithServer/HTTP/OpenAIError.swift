@@ -1,7 +1,7 @@
 public import HTTPTypes
 public import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import Logging
 import NIOCore
 

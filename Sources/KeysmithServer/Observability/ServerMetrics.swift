@@ -1,6 +1,6 @@
 import CoreMetrics
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import Prometheus
 import Synchronization
 

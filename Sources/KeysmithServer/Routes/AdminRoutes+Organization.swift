@@ -1,6 +1,6 @@
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 extension AdminRoutes {
     // MARK: Organization users: modify and delete

@@ -1,6 +1,6 @@
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 
 /// The OpenAI-compatible Administration API under `/v1/organization`, plus Keysmith's marked extensions.
 ///

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import NIOCore
 
 /// The data plane: gateways' forward-auth check, and the verify API for admins.

@@ -1,19 +1,19 @@
 import CoreMetrics
 import KeysmithCore
-import KeysmithStore
+import KeysmithDomain
 import Logging
 import ServiceLifecycle
 import Synchronization
 
 /// Keeps the ``VerificationIndex`` current with the database, through the change log.
 ///
-/// Every write records what it changed in the change log, in its own transaction (see ``KeysmithStore``); the
+/// Every write records what it changed in the change log, in its own transaction (see ``Keysmith``); the
 /// feed is the one place that applies those entries to the index, in order, one batch at a time. It applies them:
 ///
 /// - right after each write made through this server, before the write's response is sent (``Keysmith`` calls
-///   ``applyCommittedChanges(_:)``), so the very next check sees the change;
+///   ``applyCommittedChanges(_:at:)``, as its ``VerificationChangeApplier``), so the very next check sees the change;
 /// - as soon as another process's write commits, on PostgreSQL: the feed LISTENs for the notification that every
-///   write sends (``KeysmithStore/listenForChanges(onListening:onNotification:)``), on a connection of its own;
+///   write sends (``VerificationSource/listenForChanges(onListening:onNotification:)``), on a connection of its own;
 /// - every ``Configuration/pollInterval``, for writes made by other processes without a push (the offline `keysmith`
 ///   commands on SQLite), and as a safety net.
 ///
@@ -24,7 +24,7 @@ import Synchronization
 ///
 /// Applying a change reads that object's current state from the database, so applying one twice, or a batch out
 /// of order, is harmless, and a batch is deduplicated. The feed remembers the last position it applied; when the
-/// log has been pruned past it (a process that was cut off for longer than ``Configuration/retention``), it loads
+/// log has been pruned past it (a process that was cut off for longer than ``ChangeLogPruning``'s retention), it loads
 /// the whole index again.
 ///
 /// On PostgreSQL the log can be read only up to the oldest transaction still in progress (``ChangePosition``), so a
@@ -38,14 +38,10 @@ import Synchronization
 /// So a revocation is never acknowledged while this replica goes on accepting what it revoked; a change that granted
 /// something waits, refused, until the feed can read it. Each suspended change is applied properly, from the
 /// database, by the first catch-up that succeeds.
-final class ChangeFeed: Service, Sendable {
+final class ChangeFeed: Service, VerificationChangeApplier {
     struct Configuration: Sendable {
         /// How often the log is read for changes made by other processes.
         var pollInterval: Duration = .milliseconds(250)
-        /// How long entries stay in the log.
-        var retention: Int = 3_600
-        /// How often entries older than ``retention`` are deleted.
-        var pruneInterval: Duration = .seconds(600)
     }
 
     static let pageSize = 10_000
@@ -55,7 +51,6 @@ final class ChangeFeed: Service, Sendable {
 
     private let store: any VerificationSource
     private let index: VerificationIndex
-    private let clock: KeysmithClock
     private let configuration: Configuration
     private let logger: Logger
     private let metrics: ServerMetrics?
@@ -93,14 +88,12 @@ final class ChangeFeed: Service, Sendable {
     init(
         store: any VerificationSource,
         index: VerificationIndex,
-        clock: KeysmithClock,
         configuration: Configuration = .init(),
         logger: Logger,
         metrics: ServerMetrics?
     ) {
         self.store = store
         self.index = index
-        self.clock = clock
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
@@ -305,9 +298,8 @@ final class ChangeFeed: Service, Sendable {
         }
     }
 
-    /// Reads the log every poll interval, and prunes it now and then, until the server shuts down.
+    /// Reads the log every poll interval until the server shuts down.
     private func poll() async {
-        var lastPrune = ContinuousClock.now
         var quickly = Self.quickRead
         while !Task.isShuttingDownGracefully {
             // Entries that committed behind a transaction still in progress are read again soon (sooner than a
@@ -326,15 +318,6 @@ final class ChangeFeed: Service, Sendable {
                 break
             }
             await self.applyCommittedChanges()
-            if ContinuousClock.now - lastPrune >= self.configuration.pruneInterval {
-                lastPrune = ContinuousClock.now
-                do {
-                    let pruned = try await self.store.pruneChanges(before: self.clock.now() - self.configuration.retention)
-                    if pruned > 0 { self.logger.debug("Pruned the change log", metadata: ["entries": "\(pruned)"]) }
-                } catch {
-                    self.logger.warning("Could not prune the change log", metadata: ["error": "\(error)"])
-                }
-            }
         }
     }
 

@@ -1,5 +1,6 @@
 import CoreMetrics
 import KeysmithCore
+import KeysmithDomain
 import Logging
 public import ServiceLifecycle
 import Synchronization

@@ -1,4 +1,4 @@
-import KeysmithCore
+public import KeysmithCore
 public import Logging
 import NIOCore
 import NIOPosix

@@ -1,52 +1,66 @@
 public import KeysmithCore
-public import KeysmithStore
+import KeysmithStore
 public import Logging
 
-/// Keysmith's domain operations: the one way in for every write, from the HTTP handlers and the command-line tool
-/// alike. It makes ids, issues key secrets, reads the clock, and calls the store's writes; neither callers nor
-/// handlers build SQL or hash keys themselves, and handlers hold only the store's read side (``reader``).
+/// Keysmith's domain operations: the one way in for every write, from the HTTP handlers, the dashboard, the
+/// command-line tool and the benchmarks' seeder alike. It makes ids, issues key secrets, reads the clock, and calls the
+/// store's writes; no caller builds SQL or hashes keys itself. The store is private to this module: outside it, the
+/// database is reached through these operations, the read side (``reader``) and the verification state's source
+/// (``KeysmithDatabase/verificationSource``), never through a write of the store's own.
 ///
 /// Change reporting has one owner. Each store write records what it changed in the change log, inside its own
-/// transaction; in a server, the ``ChangeFeed`` is the only thing that applies the log to the verification state,
-/// and every write here waits for it to have done so before returning, so that the very next check sees the
-/// change. The command-line tool's writes have no feed: the running server picks them up from the log.
+/// transaction; in a server, a ``VerificationChangeApplier`` (the server's change feed) is the only thing that applies
+/// the log to the verification state, and every write here waits for it to have done so before returning, so that the
+/// very next check sees the change. The command-line tool's writes have no applier: the running server picks them up
+/// from the log.
 public struct Keysmith: Sendable {
     let store: any KeysmithStore
     public let hasher: KeyHasher
     public let clock: KeysmithClock
     let ids: IDGenerator
-    /// The server's change feed; nil in the command-line tool.
-    let changes: ChangeFeed?
+    /// What applies a write's changes to this server's verification state; nil in the command-line tool.
+    let applier: (any VerificationChangeApplier)?
     /// Who the writes are made by, as the audit log records them (``acting(as:)``).
     public private(set) var actor: AuditActor = .unnamed
     let inviteLifetimeSeconds: Int
 
     /// A Keysmith for the command-line tool: its writes reach a running server through the change log, and the
     /// audit log records them as made by `command` (say, `keysmith admin-keys create`).
-    public init(
-        store: any KeysmithStore,
-        hasher: KeyHasher,
-        clock: KeysmithClock = .system,
-        ids: IDGenerator = .shared,
-        command: String = "keysmith"
-    ) {
-        self.init(store: store, hasher: hasher, clock: clock, ids: ids, changes: nil)
+    public init(database: KeysmithDatabase, clock: KeysmithClock = .system, command: String = "keysmith") {
+        self.init(store: database.store, hasher: database.hasher, clock: clock, ids: .shared, applier: nil)
         self.actor = .command(command)
+    }
+
+    /// A Keysmith for a server: every write returns once `applier` has applied it to the verification state.
+    public init(
+        database: KeysmithDatabase,
+        applier: any VerificationChangeApplier,
+        clock: KeysmithClock = .system,
+        inviteLifetimeSeconds: Int = 7 * 24 * 3600
+    ) {
+        self.init(
+            store: database.store,
+            hasher: database.hasher,
+            clock: clock,
+            ids: .shared,
+            applier: applier,
+            inviteLifetimeSeconds: inviteLifetimeSeconds
+        )
     }
 
     init(
         store: any KeysmithStore,
         hasher: KeyHasher,
         clock: KeysmithClock,
-        ids: IDGenerator,
-        changes: ChangeFeed?,
+        ids: IDGenerator = .shared,
+        applier: (any VerificationChangeApplier)?,
         inviteLifetimeSeconds: Int = 7 * 24 * 3600
     ) {
         self.store = store
         self.hasher = hasher
         self.clock = clock
         self.ids = ids
-        self.changes = changes
+        self.applier = applier
         self.inviteLifetimeSeconds = inviteLifetimeSeconds
     }
 
@@ -60,53 +74,12 @@ public struct Keysmith: Sendable {
     /// What handlers may read directly.
     public var reader: any KeysmithStoreReader { self.store }
 
-    /// A database opened for Keysmith: migrated, with the server secret's hasher.
-    public struct Database: Sendable {
-        public var store: SQLStore
-        public var hasher: KeyHasher
-        /// The migrations this opening applied.
-        public var migrationsApplied: [String]
-    }
-
-    /// Opens the database, applies pending migrations and loads (or on first start, makes) the server secret.
-    public static func openDatabase(
-        _ url: DatabaseURL,
-        secret: [UInt8]? = nil,
-        clock: KeysmithClock = .system,
-        logger: Logger,
-        observer: SQLStatementObserver? = nil,
-        poolSize: Int = 20
-    ) async throws -> Database {
-        let store = try await SQLStore.open(url, clock: clock, logger: logger, observer: observer, poolSize: poolSize)
-        do {
-            let applied = try await store.migrate()
-            let secret = try await store.serverSecret(override: secret)
-            return Database(store: store, hasher: KeyHasher(secret: secret), migrationsApplied: applied)
-        } catch {
-            try? await store.close()
-            throw error
-        }
-    }
-
-    /// Opens the database for the command-line tool (see ``openDatabase(_:secret:clock:logger:observer:)``).
-    public static func open(
-        _ url: DatabaseURL,
-        secret: [UInt8]? = nil,
-        clock: KeysmithClock = .system,
-        logger: Logger,
-        command: String = "keysmith"
-    ) async throws -> (keysmith: Keysmith, store: SQLStore) {
-        let database = try await self.openDatabase(url, secret: secret, clock: clock, logger: logger)
-        return (Keysmith(store: database.store, hasher: database.hasher, clock: clock, command: command), database.store)
-    }
-
-    /// Runs a store write as ``actor``, then waits for the change feed to apply what it changed (or, if the feed
-    /// cannot read it, to apply it the safe way), so that the write is acknowledged only once this server's checks
-    /// see it.
+    /// Runs a store write as ``actor``, then waits for the applier to apply what it changed (or, if it cannot read
+    /// it, to apply it the safe way), so that the write is acknowledged only once this server's checks see it.
     private func write<T>(_ body: () async throws -> T) async throws -> T {
         let receipt = ChangeReceipt()
         let result = try await AuditContext.$actor.withValue(self.actor) { try await receipt.collecting(body) }
-        await self.changes?.applyCommittedChanges(receipt.changes, at: receipt.position)
+        await self.applier?.applyCommittedChanges(receipt.changes, at: receipt.position)
         return result
     }
 
@@ -488,8 +461,18 @@ public struct Keysmith: Sendable {
 
     // MARK: Usage
 
-    /// Writes batched uses (see ``UsageRecorder``). Not a change verification cares about: no change log entry.
-    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
+    /// Writes batched uses (the server's usage recorder): each key's `last_used_at` becomes the later of its stored
+    /// value and the given time. Not a change verification cares about: no change log entry.
+    public func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
         try await self.store.recordUses(apiKeys: apiKeys, adminKeys: adminKeys)
+    }
+
+    // MARK: Upkeep
+
+    /// Deletes change log entries recorded more than `retention` seconds ago; returns how many. A replica cut off for
+    /// longer than that reloads its verification state when it comes back.
+    @discardableResult
+    public func pruneChangeLog(retention: Int) async throws -> Int {
+        try await self.store.pruneChanges(before: self.clock.now() - retention)
     }
 }

@@ -1,5 +1,3 @@
-import KeysmithCore
-
 /// How hard SQLite works to keep a commit through a power loss (its `synchronous` setting).
 public enum SQLiteSynchronous: String, Sendable, Equatable, CaseIterable {
     /// Every commit is on the disk before it is acknowledged (`synchronous = FULL`): the default.
