@@ -13,7 +13,6 @@ let package = Package(
     products: [
         .executable(name: "keysmith", targets: ["keysmith"]),
         .library(name: "KeysmithCore", targets: ["KeysmithCore"]),
-        .library(name: "KeysmithStore", targets: ["KeysmithStore"]),
         .library(name: "KeysmithDomain", targets: ["KeysmithDomain"]),
         .library(name: "KeysmithServer", targets: ["KeysmithServer"]),
         .library(name: "KeysmithClient", targets: ["KeysmithClient"]),
@@ -48,12 +47,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The domain operations and the store beneath them (Store/: SQLStore, its queries, migrations, and the
+        // SQLite and PostgreSQL engines). The store is internal to this target, so no other target can call a write
+        // except through Keysmith.
         .target(
-            name: "KeysmithStore",
+            name: "KeysmithDomain",
             dependencies: [
                 "KeysmithCore",
                 .product(name: "SQLKit", package: "sql-kit"),
-                // For the SQLite it vendors (its VaporCSQLite module); see Sources/KeysmithStore/SQLite.
+                // For the SQLite it vendors (its VaporCSQLite module); see Sources/KeysmithDomain/Store/SQLite.
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -63,16 +65,6 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 // For its SQLKit dialect only; the store talks to PostgresNIO's PostgresClient directly.
                 .product(name: "PostgresKit", package: "postgres-kit"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        // The domain operations: the only target that holds the store, so every write goes through them.
-        .target(
-            name: "KeysmithDomain",
-            dependencies: [
-                "KeysmithCore",
-                "KeysmithStore",
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -163,7 +155,6 @@ let package = Package(
             name: "KeysmithTestSupport",
             dependencies: [
                 "KeysmithCore",
-                "KeysmithStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
@@ -177,14 +168,13 @@ let package = Package(
         ),
         .testTarget(
             name: "KeysmithStoreTests",
-            dependencies: ["KeysmithCore", "KeysmithStore", "KeysmithTestSupport"],
+            dependencies: ["KeysmithCore", "KeysmithDomain", "KeysmithTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "KeysmithServerTests",
             dependencies: [
                 "KeysmithCore",
-                "KeysmithStore",
                 "KeysmithDomain",
                 "KeysmithServer",
                 "KeysmithTestSupport",

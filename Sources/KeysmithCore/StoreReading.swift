@@ -1,6 +1,6 @@
-/// What the domain layer and the server read from the database, and the verification state's sources: the store
-/// (KeysmithStore) implements these; the server sees the database only through them and the domain (KeysmithDomain),
-/// so that no handler can reach a write.
+// What the domain layer and the server read from the database, and the verification state's sources: the store
+// (in KeysmithDomain, internal to it) implements these; the server sees the database only through them and the
+// domain's operations, so that no handler can reach a write.
 
 /// Everything Keysmith reads, behind one `Sendable` seam. Every method is organization-scoped where the data is: an
 /// id from another organization is as unknown as an id that never existed. Lookups of a single object by path throw

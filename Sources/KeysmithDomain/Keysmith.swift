@@ -1,5 +1,4 @@
 public import KeysmithCore
-import KeysmithStore
 public import Logging
 
 /// Keysmith's domain operations: the one way in for every write, from the HTTP handlers, the dashboard, the

@@ -1,5 +1,4 @@
 public import KeysmithCore
-import KeysmithStore
 public import Logging
 
 /// What applies the changes a write recorded to a server's verification state before the write returns: the server's

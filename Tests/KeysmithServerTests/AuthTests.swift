@@ -1,7 +1,6 @@
 import HTTPTypes
 import KeysmithCore
 import KeysmithServer
-import KeysmithStore
 import KeysmithTestSupport
 import Testing
 

@@ -1,10 +1,10 @@
 import Foundation
 import HTTPTypes
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Testing
 
+@testable import KeysmithDomain
 @testable import KeysmithServer
 
 extension HTTPField.Name {

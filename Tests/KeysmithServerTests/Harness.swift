@@ -4,7 +4,6 @@ import Hummingbird
 import HummingbirdTesting
 import KeysmithCore
 import KeysmithServer
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import NIOCore

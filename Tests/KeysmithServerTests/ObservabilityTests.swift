@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import Testing

@@ -2,9 +2,10 @@ import Foundation
 import HTTPTypes
 import KeysmithCore
 import KeysmithServer
-import KeysmithStore
 import KeysmithTestSupport
 import Testing
+
+@testable import KeysmithDomain
 
 @Suite("Users and project users")
 struct UserTests {

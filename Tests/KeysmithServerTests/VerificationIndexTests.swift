@@ -1,6 +1,5 @@
 import Foundation
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import Synchronization

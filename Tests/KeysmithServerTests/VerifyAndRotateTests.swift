@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import KeysmithCore
 import KeysmithServer
-import KeysmithStore
 import KeysmithTestSupport
 import Testing
 

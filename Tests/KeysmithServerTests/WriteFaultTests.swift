@@ -9,7 +9,6 @@ import Testing
 
 @testable import KeysmithDomain
 @testable import KeysmithServer
-@testable import KeysmithStore
 
 /// The store's reads that the change feed uses, with a switch that makes every one of them fail: the database gone
 /// right after a write committed.

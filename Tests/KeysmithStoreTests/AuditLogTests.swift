@@ -2,7 +2,7 @@ import KeysmithCore
 import KeysmithTestSupport
 import Testing
 
-@testable import KeysmithStore
+@testable import KeysmithDomain
 
 @Suite("Store: the audit log")
 struct AuditLogTests {

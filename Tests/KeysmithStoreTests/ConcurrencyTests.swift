@@ -4,7 +4,7 @@ import Logging
 import Synchronization
 import Testing
 
-@testable import KeysmithStore
+@testable import KeysmithDomain
 
 /// The check-then-act writes, raced for real: many writers at once on one database. SQLite runs its writes one at a
 /// time; on PostgreSQL (READ COMMITTED, a pool of connections) the checks hold row locks, constraints catch what

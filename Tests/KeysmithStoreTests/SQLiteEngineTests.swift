@@ -5,7 +5,7 @@ import Logging
 import SQLKit
 import Testing
 
-@testable import KeysmithStore
+@testable import KeysmithDomain
 
 @Suite("SQLite connections and engine")
 struct SQLiteEngineTests {

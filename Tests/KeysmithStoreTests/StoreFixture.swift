@@ -1,9 +1,10 @@
 import Foundation
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import Testing
+
+@testable import KeysmithDomain
 
 /// A migrated store on a database of its own (a SQLite file in WAL mode with reader connections, as production runs
 /// it, or a new PostgreSQL database), with one organization and a manual clock.

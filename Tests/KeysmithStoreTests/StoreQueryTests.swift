@@ -2,7 +2,7 @@ import KeysmithCore
 import KeysmithTestSupport
 import Testing
 
-@testable import KeysmithStore
+@testable import KeysmithDomain
 
 /// Every query of a type of its own (``StoreQuery``) run on each engine, its rows decoded and compared with what
 /// was written: the SQL, its bindings and its decoding live in one type, and this proves that they agree, on

@@ -1,10 +1,11 @@
 import Foundation
 import KeysmithCore
-import KeysmithStore
 import KeysmithTestSupport
 import Logging
 import Synchronization
 import Testing
+
+@testable import KeysmithDomain
 
 @Suite("Store: setup")
 struct StoreSetupTests {

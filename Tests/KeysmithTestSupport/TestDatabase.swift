@@ -1,6 +1,5 @@
 public import Foundation
 public import KeysmithCore
-public import KeysmithStore
 import Logging
 public import PostgresNIO
 

@@ -1,8 +1,8 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
-    public func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
+    func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
         try await self.engine.write { database in
             // Replicas starting at once on a new database must not each make a secret of their own.
             if let turn = database.dialect.takeTurn(.setup) {
@@ -44,7 +44,7 @@ extension SQLStore {
         ).run()
     }
 
-    public func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
+    func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
         try await self.engine.write { database in
             // Replicas starting at once on an empty database: one bootstraps, the others find it done.
             if let turn = database.dialect.takeTurn(.setup) {
@@ -60,7 +60,7 @@ extension SQLStore {
         }
     }
 
-    public func defaultOrganization() async throws -> Organization? {
+    func defaultOrganization() async throws -> Organization? {
         try await self.engine.unsafeRead { database in
             try await database.raw(
                 """
@@ -71,7 +71,7 @@ extension SQLStore {
         }
     }
 
-    public func createOrganization(_ organization: Organization) async throws {
+    func createOrganization(_ organization: Organization) async throws {
         try await self.engine.write { database in
             try await Self.insertOrganization(database, organization)
             // The first organization of a database is its default one.
@@ -84,7 +84,7 @@ extension SQLStore {
         }
     }
 
-    public func organization(id: String) async throws -> Organization {
+    func organization(id: String) async throws -> Organization {
         let found = try await self.engine.unsafeRead { database in
             try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
                 .first().map(Self.organization(from:))
@@ -108,7 +108,7 @@ extension SQLStore {
 
     // MARK: Admin keys
 
-    public func createAdminKey(_ key: AdminKey, secretHash: String) async throws {
+    func createAdminKey(_ key: AdminKey, secretHash: String) async throws {
         try await self.engine.write { database in
             guard try await database.raw("SELECT id FROM organizations WHERE id = \(bind: key.organizationID)").first() != nil
             else { throw KeysmithError.notFound(.organization, id: key.organizationID) }
@@ -151,7 +151,7 @@ extension SQLStore {
         )
     }
 
-    public func adminKey(id: String, organizationID: String) async throws -> AdminKey {
+    func adminKey(id: String, organizationID: String) async throws -> AdminKey {
         let found = try await self.engine.unsafeRead { database in
             try await database.raw(
                 """
@@ -164,7 +164,7 @@ extension SQLStore {
         return found
     }
 
-    public func adminKeyCredentials() async throws -> [AdminKeyCredential] {
+    func adminKeyCredentials() async throws -> [AdminKeyCredential] {
         try await self.engine.unsafeRead { database in
             try await database.rows("SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys") { row in
                 AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
@@ -172,7 +172,7 @@ extension SQLStore {
         }
     }
 
-    public func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
+    func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
         try await self.engine.unsafeRead { database in
             try await database.rows(
                 "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
@@ -182,7 +182,7 @@ extension SQLStore {
         }
     }
 
-    public func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
+    func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -202,7 +202,7 @@ extension SQLStore {
 
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The
     /// organization's admin keys are locked first, so that two deletions at once cannot both see another key left.
-    public func deleteAdminKey(id: String, organizationID: String) async throws {
+    func deleteAdminKey(id: String, organizationID: String) async throws {
         try await self.engine.write { database in
             try await Self.lock(database, "admin_keys", where: "organization_id = \(bind: organizationID)", .update)
             let ids = try await database.raw(
@@ -219,8 +219,8 @@ extension SQLStore {
 }
 
 /// `KEYSMITH_SECRET` is not the secret this database's keys were hashed with.
-public struct SecretMismatchError: Error, CustomStringConvertible {
-    public var description: String {
+struct SecretMismatchError: Error, CustomStringConvertible {
+    var description: String {
         "the server secret (KEYSMITH_SECRET) differs from the one this database's keys were hashed with; "
             + "start with the original secret, or unset KEYSMITH_SECRET if the database keeps its own"
     }

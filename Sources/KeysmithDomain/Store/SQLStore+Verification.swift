@@ -1,10 +1,10 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
     // MARK: Rotation and usage
 
-    public func rotateAPIKey(
+    func rotateAPIKey(
         id: String,
         projectID: String,
         organizationID: String,
@@ -57,7 +57,7 @@ extension SQLStore {
     /// the batch is bound as one JSON object (`{"key_…": 1750000000, …}`), so the statement's text, and so its
     /// cached plan, is the same for every batch. A time only ever moves forward, also when batches from several
     /// processes cross: each row's update re-checks the condition after waiting for the row.
-    public func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
+    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
         guard !apiKeys.isEmpty || !adminKeys.isEmpty else { return }
         try await self.engine.write { database in
             for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] where !uses.isEmpty {
@@ -112,7 +112,7 @@ extension SQLStore {
         )
     }
 
-    public func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
         try await self.engine.unsafeRead { database in
             try await database.rows(
                 """
@@ -124,7 +124,7 @@ extension SQLStore {
         }
     }
 
-    public func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
+    func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
         try await self.engine.unsafeRead { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
@@ -133,7 +133,7 @@ extension SQLStore {
         }
     }
 
-    public func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
         guard !keyIDs.isEmpty else { return [] }
         return try await self.engine.unsafeRead { database in
             try await database.rows(
@@ -143,7 +143,7 @@ extension SQLStore {
         }
     }
 
-    public func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
+    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
         guard !keyIDs.isEmpty else { return [:] }
         let rows = try await self.engine.unsafeRead { database in
             try await database.rows("SELECT key_id, secret_hash FROM revoked_secrets WHERE key_id IN (" + Self.list(keyIDs) + ")") {
@@ -162,13 +162,13 @@ extension SQLStore {
         return list
     }
 
-    public func revokedSecretHashes(keyID: String) async throws -> [String] {
+    func revokedSecretHashes(keyID: String) async throws -> [String] {
         try await self.engine.unsafeRead { database in
             try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
         }
     }
 
-    public func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
+    func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
         try await self.engine.unsafeRead { database in
             try await database.rows(
                 """
@@ -186,7 +186,7 @@ extension SQLStore {
         }
     }
 
-    public func isProjectArchived(projectID: String) async throws -> Bool? {
+    func isProjectArchived(projectID: String) async throws -> Bool? {
         try await self.engine.unsafeRead { database in
             try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
                 try $0.optionalInt(at: 0) != nil
@@ -194,7 +194,7 @@ extension SQLStore {
         }
     }
 
-    public func isProjectMember(projectID: String, userID: String) async throws -> Bool {
+    func isProjectMember(projectID: String, userID: String) async throws -> Bool {
         try await self.engine.unsafeRead { database in
             try await database.raw(
                 "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
@@ -204,7 +204,7 @@ extension SQLStore {
 
     // MARK: The change log
 
-    public func latestChangePosition() async throws -> ChangePosition {
+    func latestChangePosition() async throws -> ChangePosition {
         try await self.engine.unsafeRead { database in
             // Never behind the last pruned entry: a reader that loads everything from here must not find that it
             // missed what was pruned. (An entry before that mark that has not committed yet would be skipped; it
@@ -244,7 +244,7 @@ extension SQLStore {
         horizon.map { ChangePosition(transaction: Int64($0) - 1, sequence: .max) } ?? read
     }
 
-    public func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
+    func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
         try await self.engine.unsafeRead { database in
             let rows = try await database.rows(ChangeLogRead(after: position, limit: limit))
             guard let bounds = rows.first else { throw StoreRowError(column: "horizon", problem: "the change log's bounds are missing") }
@@ -322,7 +322,7 @@ extension SQLStore {
         }
     }
 
-    public func pruneChanges(before time: UnixSeconds) async throws -> Int {
+    func pruneChanges(before time: UnixSeconds) async throws -> Int {
         try await self.engine.write { database in
             // The newest entry stays whatever its age, so that MAX(sequence) always tells a SQLite reader where the
             // log is. The last position deleted is kept, so that a reader behind it knows it missed entries.

@@ -1,4 +1,4 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
@@ -43,11 +43,11 @@ extension SQLStore {
         return try invite(from: row)
     }
 
-    public func invite(id: String, organizationID: String) async throws -> Invite {
+    func invite(id: String, organizationID: String) async throws -> Invite {
         try await self.engine.unsafeRead { database in try await Self.invite(database, id: id, organizationID: organizationID) }
     }
 
-    public func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {
+    func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {
         try await self.fetchPage(
             ListQuery(
                 base: "SELECT \(unsafeRaw: Self.inviteColumns) FROM invites i WHERE i.organization_id = \(bind: organizationID)",
@@ -68,7 +68,7 @@ extension SQLStore {
         try await self.lock(database, "organizations", where: "id = \(bind: organizationID)", .update)
     }
 
-    public func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite {
+    func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite {
         try await self.engine.write { database in
             var invite = invite
             try await Self.lockOrganization(database, invite.organizationID)
@@ -120,7 +120,7 @@ extension SQLStore {
         }
     }
 
-    public func deleteInvite(id: String, organizationID: String) async throws {
+    func deleteInvite(id: String, organizationID: String) async throws {
         try await self.engine.write { database in
             let invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
             guard invite.acceptedAt == nil else { throw KeysmithError.inviteAccepted(inviteID: id) }
@@ -132,7 +132,7 @@ extension SQLStore {
     /// Accepts a pending invite: creates the user `userID`, named `name`, with the invite's email and role, and its
     /// memberships of the invite's projects that are still active, in one transaction. Projects archived or gone
     /// since the invite was sent are left out.
-    public func acceptInvite(
+    func acceptInvite(
         id: String,
         organizationID: String,
         userID: String,

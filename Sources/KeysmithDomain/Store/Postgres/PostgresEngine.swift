@@ -1,5 +1,5 @@
-public import KeysmithCore
-public import Logging
+import KeysmithCore
+import Logging
 import NIOCore
 import NIOSSL
 import PostgresKit
@@ -19,8 +19,8 @@ import Synchronization
 /// pool that makes progress it waits longer (``busyPoolWait``). Writes run in READ
 /// COMMITTED transactions whose checks take row locks (`FOR SHARE`, `FOR UPDATE`, through SQLKit's locking clause);
 /// a transaction that PostgreSQL aborts for a deadlock or a serialization failure is run again, a few times.
-public final class PostgresEngine: SQLEngine {
-    public let dialect = StoreDialect.postgres
+final class PostgresEngine: SQLEngine {
+    let dialect = StoreDialect.postgres
     let client: PostgresClient
     private let connectionConfiguration: PostgresConnection.Configuration
     private let settings: PostgresSettings
@@ -66,7 +66,7 @@ public final class PostgresEngine: SQLEngine {
         ("tcp_keepalives_count", "3"),
     ]
 
-    public init(
+    init(
         _ settings: PostgresSettings,
         logger: Logger,
         observer: SQLStatementObserver? = nil,
@@ -155,7 +155,7 @@ public final class PostgresEngine: SQLEngine {
 
     /// Runs the connection pool until the ServiceGroup shuts down; from now on operations use it. The hand-over
     /// waits for an operation in flight on the setup connection, then closes that connection.
-    public func run() async {
+    func run() async {
         let setupConnection = try? await self.setupLock.withLock {
             self.state.withLock { state -> PostgresConnection? in
                 guard case .setup(let connection) = state else { return nil }
@@ -342,11 +342,11 @@ public final class PostgresEngine: SQLEngine {
 
     // MARK: SQLEngine
 
-    public func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         try await body(PostgresSession(engine: self, connection: nil, observer: self.observer))
     }
 
-    public func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         try await self.withConnection { connection in
             let session = PostgresSession(engine: self, connection: connection, observer: self.observer)
             try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -361,7 +361,7 @@ public final class PostgresEngine: SQLEngine {
         }
     }
 
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         var attempt = 1
         while true {
             do {
@@ -386,7 +386,7 @@ public final class PostgresEngine: SQLEngine {
         }
     }
 
-    public func close() async throws {
+    func close() async throws {
         let setupConnection = try await self.setupLock.withLock {
             self.state.withLock { state -> PostgresConnection? in
                 defer { state = .closed }

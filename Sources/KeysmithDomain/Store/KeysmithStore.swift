@@ -1,4 +1,4 @@
-public import KeysmithCore
+import KeysmithCore
 import Synchronization
 
 /// The whole store: reads and the writes that only the domain layer makes.
@@ -7,7 +7,7 @@ import Synchronization
 /// membership) inside it, and record what they changed in the change log (``KeysmithChange``) and the audit log
 /// (``AuditEvent``, with the task's ``AuditContext/actor``) in that same transaction, so that no write can forget to
 /// tell verification about itself, and a failed write leaves no event.
-public protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
+protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     // MARK: Setup
 
     /// Applies pending migrations; returns the names applied.
@@ -125,25 +125,25 @@ public protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
 /// commit the domain knows what to make sure verification has applied, and where in the log it was recorded. A
 /// write run again after a deadlock may leave the changes of its rolled-back attempt here too, which is harmless:
 /// applying a change reads its object's current state; the position kept is the highest, the attempt that committed.
-public final class ChangeReceipt: Sendable {
+final class ChangeReceipt: Sendable {
     @TaskLocal static var current: ChangeReceipt?
 
     private let recorded = Mutex<(changes: [KeysmithChange], position: ChangePosition?)>(([], nil))
 
-    public init() {}
+    init() {}
 
     /// What the writes run in this receipt recorded, without repeats.
-    public var changes: [KeysmithChange] {
+    var changes: [KeysmithChange] {
         self.recorded.withLock { Array(Set($0.changes)) }
     }
 
     /// The last position in the change log those writes recorded at; nil when they recorded nothing.
-    public var position: ChangePosition? {
+    var position: ChangePosition? {
         self.recorded.withLock { $0.position }
     }
 
     /// Runs `body`, this receipt collecting the changes its writes record.
-    public func collecting<T>(_ body: () async throws -> T) async rethrows -> T {
+    func collecting<T>(_ body: () async throws -> T) async rethrows -> T {
         try await Self.$current.withValue(self) { try await body() }
     }
 

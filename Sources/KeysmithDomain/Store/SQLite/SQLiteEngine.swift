@@ -1,5 +1,5 @@
-public import KeysmithCore
-public import Logging
+import KeysmithCore
+import Logging
 import NIOCore
 import NIOPosix
 import SQLKit
@@ -16,8 +16,8 @@ import Synchronization
 /// reader connection is idle (as many as there are threads, so one always is). Snapshot reads are rare
 /// (multi-statement admin reads, loading verification state), so they share one connection and its thread, one at
 /// a time.
-public final class SQLiteEngine: SQLEngine {
-    public let dialect = StoreDialect.sqlite
+final class SQLiteEngine: SQLEngine {
+    let dialect = StoreDialect.sqlite
     private let writer: SQLiteConnection
     private let writerThread: SQLiteThread
     private let writeLock = AsyncLock()
@@ -30,7 +30,7 @@ public final class SQLiteEngine: SQLEngine {
     private let isClosed = Atomic(false)
 
     /// Opens (creating if need be) the database at `url`, which must be a SQLite URL.
-    public static func open(_ url: DatabaseURL, logger: Logger, observer: SQLStatementObserver? = nil) async throws -> SQLiteEngine {
+    static func open(_ url: DatabaseURL, logger: Logger, observer: SQLStatementObserver? = nil) async throws -> SQLiteEngine {
         logger.debug("Opening the SQLite database", metadata: ["database": "\(url)", "sqlite": "\(SQLiteLibrary.version)"])
         let missing = SQLiteLibrary.missingCapabilities
         guard missing.isEmpty else { throw SQLiteLibraryError(missing: missing) }
@@ -119,9 +119,9 @@ public final class SQLiteEngine: SQLEngine {
     }
 
     /// Nothing runs in the background: the engine's threads start when it opens.
-    public func run() async {}
+    func run() async {}
 
-    public func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
             return try await withTaskExecutorPreference(self.writerThread) {
@@ -131,7 +131,7 @@ public final class SQLiteEngine: SQLEngine {
         return try await body(SQLiteSession(target: .readers(readers), observer: self.observer))
     }
 
-    public func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
             // One connection, held for the whole body: one snapshot by construction.
             return try await withTaskExecutorPreference(self.writerThread) {
@@ -156,7 +156,7 @@ public final class SQLiteEngine: SQLEngine {
         }
     }
 
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         let session = self.writerSession
         return try await withTaskExecutorPreference(self.writerThread) {
             try await self.writeLock.withLock {
@@ -197,7 +197,7 @@ public final class SQLiteEngine: SQLEngine {
 
     /// Copies the database to a new file at `destination` (see ``SQLiteConnection/backup(to:)``), on the snapshot
     /// connection for a file database.
-    public func backup(to destination: String) async throws {
+    func backup(to destination: String) async throws {
         guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
             try await self.writeLock.withLock {
                 try await SQLiteSession.on(self.writerThread, sql: nil) { try self.writer.backup(to: destination) }
@@ -210,7 +210,7 @@ public final class SQLiteEngine: SQLEngine {
     }
 
     /// Closes every connection; a second call does nothing.
-    public func close() async throws {
+    func close() async throws {
         guard !self.isClosed.exchange(true, ordering: .relaxed) else { return }
         // Statements already running finish; those still queued fail. Then the connections close.
         try await self.readers?.close()
@@ -409,11 +409,11 @@ private struct SQLiteSQLDialect: SQLDialect {
 }
 
 /// The database could not be opened or is not a SQLite database.
-public struct SQLiteOpenError: Error, CustomStringConvertible {
-    public var path: String
-    public var underlying: any Error
+struct SQLiteOpenError: Error, CustomStringConvertible {
+    var path: String
+    var underlying: any Error
 
-    public var description: String {
+    var description: String {
         "cannot open the SQLite database at \(self.path): \(self.underlying)"
     }
 }

@@ -7,7 +7,7 @@ import Synchronization
 /// reads it with `?1`, `?2`, … (``sqliteSQL``) from its statement cache; PostgreSQL prepares it once per connection,
 /// as a named statement (``name``), and from then on only binds and executes it, where a query built as a
 /// `SQLQueryString` is parsed and planned again on every call.
-public protocol StoreQuery: Sendable {
+protocol StoreQuery: Sendable {
     associatedtype Row: Sendable
 
     /// Its name on PostgreSQL, unique among the store's queries: the type's name.
@@ -24,10 +24,10 @@ public protocol StoreQuery: Sendable {
 }
 
 extension StoreQuery {
-    public static var name: String { "keysmith." + String(describing: Self.self) }
+    static var name: String { "keysmith." + String(describing: Self.self) }
 
     /// ``sql`` as SQLite numbers its parameters (`?N`), made once per type.
-    public static var sqliteSQL: String {
+    static var sqliteSQL: String {
         let key = ObjectIdentifier(Self.self)
         if let sql = sqliteTexts.withLock({ $0[key] }) { return sql }
         let converted = Self.sqliteText(Self.sql)

@@ -1,13 +1,13 @@
-public import KeysmithCore
-public import Logging
+import KeysmithCore
+import Logging
 import SQLKit
 
 /// The one ``KeysmithStore``: bound SQL through SQLKit over an ``SQLEngine``.
-public struct SQLStore: KeysmithStore {
+struct SQLStore: KeysmithStore {
     let engine: any SQLEngine
     let clock: KeysmithClock
 
-    public init(engine: any SQLEngine, clock: KeysmithClock = .system) {
+    init(engine: any SQLEngine, clock: KeysmithClock = .system) {
         self.engine = engine
         self.clock = clock
     }
@@ -15,7 +15,7 @@ public struct SQLStore: KeysmithStore {
     /// Opens the database `url` names. PostgreSQL's pool starts working once ``run()`` runs; until then the store
     /// uses one connection of its own (see ``PostgresEngine``).
     /// `poolSize` is PostgreSQL's most connections at once; SQLite has its fixed few.
-    public static func open(
+    static func open(
         _ url: DatabaseURL,
         clock: KeysmithClock = .system,
         logger: Logger,
@@ -33,9 +33,9 @@ public struct SQLStore: KeysmithStore {
         }
     }
 
-    public var pushesChanges: Bool { self.engine is PostgresEngine }
+    var pushesChanges: Bool { self.engine is PostgresEngine }
 
-    public func listenForChanges(
+    func listenForChanges(
         onListening: @escaping @Sendable () async -> Void,
         onNotification: @escaping @Sendable () async -> Void
     ) async throws {
@@ -44,18 +44,18 @@ public struct SQLStore: KeysmithStore {
     }
 
     /// Runs the engine's background work (PostgreSQL's pool) until the ServiceGroup shuts down.
-    public func run() async {
+    func run() async {
         await self.engine.run()
     }
 
-    public func close() async throws {
+    func close() async throws {
         try await self.engine.close()
     }
 }
 
 /// The engine does not push changes (SQLite): its readers poll the change log.
-public struct ChangesNotPushedError: Error, CustomStringConvertible {
-    public var description: String { "this database does not push changes; poll the change log" }
+struct ChangesNotPushedError: Error, CustomStringConvertible {
+    var description: String { "this database does not push changes; poll the change log" }
 }
 
 // MARK: - Pagination

@@ -1,4 +1,4 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
@@ -46,7 +46,7 @@ extension SQLStore {
         throw KeysmithError.notFound(.serviceAccount, id: id)
     }
 
-    public func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
+    func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
         try await self.engine.write { database in
             _ = try await Self.activeProject(database, id: account.projectID, organizationID: account.organizationID)
             try await database.raw(
@@ -71,7 +71,7 @@ extension SQLStore {
         }
     }
 
-    public func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount {
+    func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount {
         try await self.findOne { database in
             try await Self.findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
         } orExplain: { database in
@@ -80,7 +80,7 @@ extension SQLStore {
         }
     }
 
-    public func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
+    func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -99,7 +99,7 @@ extension SQLStore {
         )
     }
 
-    public func updateServiceAccount(
+    func updateServiceAccount(
         id: String,
         projectID: String,
         organizationID: String,
@@ -129,7 +129,7 @@ extension SQLStore {
         }
     }
 
-    public func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
+    func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
             let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""

@@ -407,10 +407,10 @@ enum Migrations {
 }
 
 /// The database holds migrations this build does not know: it was written by a newer Keysmith.
-public struct UnknownMigrationsError: Error, CustomStringConvertible {
-    public var names: [String]
+struct UnknownMigrationsError: Error, CustomStringConvertible {
+    var names: [String]
 
-    public var description: String {
+    var description: String {
         "the database was migrated by a newer Keysmith (unknown migrations: \(self.names.joined(separator: ", "))); "
             + "upgrade Keysmith or use another database"
     }
@@ -421,7 +421,7 @@ extension SQLStore {
     /// at once on an empty database take turns, and the later ones find the migrations applied. Returns the names
     /// applied. A database that holds migrations this build does not know (a newer Keysmith's) is refused.
     @discardableResult
-    public func migrate() async throws -> [String] {
+    func migrate() async throws -> [String] {
         let now = self.clock.now()
         return try await self.engine.write { database in
             if let turn = database.dialect.takeTurn(.setup) {
@@ -451,10 +451,10 @@ extension SQLStore {
 }
 
 /// The database lacks migrations this build needs: it has not been migrated yet (`keysmith serve` migrates on start).
-public struct PendingMigrationsError: Error, CustomStringConvertible {
-    public var names: [String]
+struct PendingMigrationsError: Error, CustomStringConvertible {
+    var names: [String]
 
-    public var description: String {
+    var description: String {
         "the database is missing migrations: \(self.names.joined(separator: ", "))"
     }
 }
@@ -463,7 +463,7 @@ extension SQLStore {
     /// Ready when every migration this build knows is applied. Migrations a newer build applied since this one
     /// started do not make it unready: they only add to the schema, and during a rolling upgrade the replicas still
     /// on the old version must keep serving (a replica refuses them only when it starts, in ``migrate()``).
-    public func checkReadiness() async throws {
+    func checkReadiness() async throws {
         let applied = try await self.engine.unsafeRead { database in
             try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
         }

@@ -1,10 +1,10 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
     static let projectColumns = "id, organization_id, name, external_key_id, residency, created_at, archived_at"
 
-    public func createProject(_ project: Project) async throws {
+    func createProject(_ project: Project) async throws {
         try await self.engine.write { database in
             try await database.raw(
                 """
@@ -28,7 +28,7 @@ extension SQLStore {
         }
     }
 
-    public func project(id: String, organizationID: String) async throws -> Project {
+    func project(id: String, organizationID: String) async throws -> Project {
         try await self.engine.unsafeRead { database in
             try await Self.project(database, id: id, organizationID: organizationID)
         }
@@ -98,7 +98,7 @@ extension SQLStore {
         )
     }
 
-    public func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
+    func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
         var base: SQLQueryString = """
             SELECT \(unsafeRaw: Self.projectColumns) FROM projects WHERE organization_id = \(bind: organizationID)
             """
@@ -119,7 +119,7 @@ extension SQLStore {
         )
     }
 
-    public func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
+    func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.engine.write { database in
             var project = try await Self.activeProject(database, id: id, organizationID: organizationID, lock: .update)
             if let name { project.name = name }
@@ -143,7 +143,7 @@ extension SQLStore {
         }
     }
 
-    public func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project {
+    func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project {
         try await self.engine.write { database in
             var project = try await Self.project(database, id: id, organizationID: organizationID, lock: .update)
             // Archiving twice is harmless and keeps the first archive time.

@@ -1,4 +1,4 @@
-public import SQLKit
+import SQLKit
 
 /// A database engine as the store uses it.
 ///
@@ -12,7 +12,7 @@ public import SQLKit
 /// Queries are SQLKit `SQLQueryString`s (values always bound, never concatenated); rows come back as
 /// ``StoreRow``s read column by column, because decoding rows through `Codable` costs more than the query on the
 /// hot paths.
-public protocol SQLEngine: Sendable {
+protocol SQLEngine: Sendable {
     /// How the store writes SQL for this engine.
     var dialect: StoreDialect { get }
 
@@ -36,7 +36,7 @@ public protocol SQLEngine: Sendable {
 }
 
 /// One connection's worth of queries.
-public protocol SQLSession: Sendable {
+protocol SQLSession: Sendable {
     /// The engine's dialect, for the statements that differ (``StoreDialect``).
     var dialect: StoreDialect { get }
 
@@ -82,7 +82,7 @@ struct SQLStatement {
 
 /// Where SQLite and PostgreSQL differ in what the store says. Every such difference is here (the engines' own
 /// transaction handling aside), and StoreDialectTests and the store suites, which run on both, check each.
-public enum StoreDialect: Sendable {
+enum StoreDialect: Sendable {
     case sqlite
     case postgres
 
@@ -132,7 +132,7 @@ public enum StoreDialect: Sendable {
     static let notifierPayload = "COALESCE(current_setting('keysmith.notifier', TRUE), '')"
 
     /// The channel ``changeLogNotification`` notifies on.
-    public static let changesChannel = "keysmith_changes"
+    static let changesChannel = "keysmith_changes"
 
     /// One batch of key uses, `{"id": time, …}` bound as one JSON document, into `table`'s `last_used_at`: one
     /// statement whatever the batch's size, and never a time moved back.

@@ -1,5 +1,5 @@
 /// A value as the database hands it over, or as the store binds it.
-public enum StoreValue: Sendable, Equatable {
+enum StoreValue: Sendable, Equatable {
     case null
     case integer(Int64)
     case real(Double)
@@ -8,8 +8,8 @@ public enum StoreValue: Sendable, Equatable {
 }
 
 /// The column names of a result, shared by all of its rows, with the position of each.
-public final class StoreColumns: Sendable {
-    public let names: [String]
+final class StoreColumns: Sendable {
+    let names: [String]
     private let positions: [String: Int]
 
     init(_ names: [String]) {
@@ -28,7 +28,7 @@ public final class StoreColumns: Sendable {
 
 /// A result row read by position, as the hot paths read rows: a ``StoreRow`` that was copied out, or the row an
 /// engine's statement is on, read in place (see ``SQLSession/rows(_:decode:)``).
-public protocol StoreRowReader {
+protocol StoreRowReader {
     var columnNames: [String] { get }
     /// The row as values of its own, to keep.
     func copy() -> StoreRow
@@ -39,9 +39,9 @@ public protocol StoreRowReader {
 }
 
 /// A result row, read by column name as plain values.
-public struct StoreRow: StoreRowReader, Sendable {
-    public let columns: StoreColumns
-    public let values: [StoreValue]
+struct StoreRow: StoreRowReader, Sendable {
+    let columns: StoreColumns
+    let values: [StoreValue]
 
     init(columns: StoreColumns, values: [StoreValue]) {
         self.columns = columns
@@ -55,22 +55,22 @@ public struct StoreRow: StoreRowReader, Sendable {
         return position
     }
 
-    public func string(_ column: String) throws -> String { try self.string(at: self.position(column)) }
-    public func optionalString(_ column: String) throws -> String? { try self.optionalString(at: self.position(column)) }
-    public func int(_ column: String) throws -> Int { try self.int(at: self.position(column)) }
-    public func optionalInt(_ column: String) throws -> Int? { try self.optionalInt(at: self.position(column)) }
+    func string(_ column: String) throws -> String { try self.string(at: self.position(column)) }
+    func optionalString(_ column: String) throws -> String? { try self.optionalString(at: self.position(column)) }
+    func int(_ column: String) throws -> Int { try self.int(at: self.position(column)) }
+    func optionalInt(_ column: String) throws -> Int? { try self.optionalInt(at: self.position(column)) }
 
     // By position, for the hot paths whose SELECT lists are built from the same enumeration that reads them.
 
-    public var columnNames: [String] { self.columns.names }
-    public func copy() -> StoreRow { self }
+    var columnNames: [String] { self.columns.names }
+    func copy() -> StoreRow { self }
 
-    public func string(at position: Int) throws -> String {
+    func string(at position: Int) throws -> String {
         guard case .text(let text) = self.values[position] else { throw self.error(at: position, "is not text") }
         return text
     }
 
-    public func optionalString(at position: Int) throws -> String? {
+    func optionalString(at position: Int) throws -> String? {
         switch self.values[position] {
         case .null: nil
         case .text(let text): text
@@ -78,12 +78,12 @@ public struct StoreRow: StoreRowReader, Sendable {
         }
     }
 
-    public func int(at position: Int) throws -> Int {
+    func int(at position: Int) throws -> Int {
         guard case .integer(let value) = self.values[position] else { throw self.error(at: position, "is not an integer") }
         return Int(value)
     }
 
-    public func optionalInt(at position: Int) throws -> Int? {
+    func optionalInt(at position: Int) throws -> Int? {
         switch self.values[position] {
         case .null: nil
         case .integer(let value): Int(value)

@@ -1,10 +1,10 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
     static let userColumns = "u.id, u.organization_id, u.email, u.name, u.role, u.added_at"
 
-    public func createUser(_ user: User) async throws {
+    func createUser(_ user: User) async throws {
         try await self.engine.write { database in
             // New users and invitations take turns, so that an email cannot become a user's while it is invited.
             try await Self.lockOrganization(database, user.organizationID)
@@ -45,7 +45,7 @@ extension SQLStore {
         guard taken == nil else { throw KeysmithError.emailTaken(email) }
     }
 
-    public func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {
+    func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {
         try await self.engine.write { database in
             if role != .owner { try await Self.lockOwners(database, organizationID: organizationID) }
             var user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
@@ -66,7 +66,7 @@ extension SQLStore {
 
     /// Deletes the user: their project memberships go, so the keys they own stay listed but inactive and stop
     /// verifying everywhere. The row stays (the keys name their owner), its email free for a new user.
-    public func deleteUser(id: String, organizationID: String) async throws {
+    func deleteUser(id: String, organizationID: String) async throws {
         let now = self.clock.now()
         try await self.engine.write { database in
             try await Self.lockOwners(database, organizationID: organizationID)
@@ -111,7 +111,7 @@ extension SQLStore {
         guard other != nil else { throw KeysmithError.lastOwner(userID: userID) }
     }
 
-    public func user(id: String, organizationID: String) async throws -> User {
+    func user(id: String, organizationID: String) async throws -> User {
         try await self.engine.unsafeRead { database in
             try await Self.user(database, id: id, organizationID: organizationID)
         }
@@ -142,7 +142,7 @@ extension SQLStore {
         )
     }
 
-    public func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User> {
+    func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User> {
         var base: SQLQueryString = """
             SELECT \(unsafeRaw: Self.userColumns) FROM users u
             WHERE u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
@@ -230,7 +230,7 @@ extension SQLStore {
         throw KeysmithError.notFound(.projectUser, id: userID)
     }
 
-    public func addProjectMember(
+    func addProjectMember(
         projectID: String,
         organizationID: String,
         userID: String,
@@ -272,7 +272,7 @@ extension SQLStore {
         }
     }
 
-    public func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember {
+    func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember {
         try await self.findOne { database in
             try await Self.findMember(database, projectID: projectID, organizationID: organizationID, userID: userID)
         } orExplain: { database in
@@ -281,7 +281,7 @@ extension SQLStore {
         }
     }
 
-    public func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember> {
+    func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -300,7 +300,7 @@ extension SQLStore {
         )
     }
 
-    public func updateProjectMember(
+    func updateProjectMember(
         projectID: String,
         organizationID: String,
         userID: String,
@@ -332,7 +332,7 @@ extension SQLStore {
         }
     }
 
-    public func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws {
+    func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws {
         try await self.engine.write { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
             _ = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)

@@ -1,4 +1,4 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
@@ -69,7 +69,7 @@ extension SQLStore {
     /// that holds few or none of the newest events means the whole log; reading the range through the time index
     /// (`audit_logs_by_time`) costs what the range holds, sorted. A probe through the time index that stops at
     /// ``narrowTimeRange`` events tells which: a narrow range is read through the index, a wide one by the walk.
-    public func listAuditLogs(
+    func listAuditLogs(
         organizationID: String,
         filter: AuditLogFilter,
         limit: Int,

@@ -1,4 +1,4 @@
-public import KeysmithCore
+import KeysmithCore
 import SQLKit
 
 extension SQLStore {
@@ -148,7 +148,7 @@ extension SQLStore {
 
     /// Five statements in the transaction: the project (shared), the owner (shared, read in the same statement), the
     /// key, its audit event, its change log entry. The key returned is made from what they read, not read back.
-    public func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
+    func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
         try await self.engine.write { database in
             _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
             let owner: APIKeyOwner
@@ -193,7 +193,7 @@ extension SQLStore {
         }
     }
 
-    public func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey {
+    func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey {
         try await self.findOne { database in
             try await Self.findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID)
         } orExplain: { database in
@@ -202,7 +202,7 @@ extension SQLStore {
         }
     }
 
-    public func listAPIKeys(
+    func listAPIKeys(
         projectID: String,
         organizationID: String,
         access: OwnerProjectAccess,
@@ -277,7 +277,7 @@ extension SQLStore {
         static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }
 
-    public func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
+    func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
         try await self.engine.write { database in
             try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
             let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
@@ -328,7 +328,7 @@ extension SQLStore {
         }
     }
 
-    public func updateAPIKey(
+    func updateAPIKey(
         id: String,
         projectID: String,
         organizationID: String,
