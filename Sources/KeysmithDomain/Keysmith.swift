@@ -13,7 +13,7 @@ public import Logging
 /// very next check sees the change. The command-line tool's writes have no applier: the running server picks them up
 /// from the log.
 public struct Keysmith: Sendable {
-    let store: any KeysmithStore
+    private(set) var store: any KeysmithStore
     public let hasher: KeyHasher
     public let clock: KeysmithClock
     let ids: IDGenerator
@@ -61,6 +61,14 @@ public struct Keysmith: Sendable {
         self.ids = ids
         self.applier = applier
         self.inviteLifetimeSeconds = inviteLifetimeSeconds
+    }
+
+    /// This Keysmith, what its store calls meet logged to `logger`: a request's, so that a database error in the log
+    /// carries the request id.
+    public func logging(to logger: Logger) -> Keysmith {
+        var copy = self
+        copy.store = self.store.logging(to: logger)
+        return copy
     }
 
     /// This Keysmith, its writes recorded in the audit log as made by `actor` (the admin key of a request).

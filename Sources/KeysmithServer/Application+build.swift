@@ -86,7 +86,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     router.add(middleware: RequestObservation(metrics: metrics))
     router.add(middleware: OpenAIErrorMiddleware())
     router.route("/healthz", [.get: { _, _ in Response.text("ok") }])
-    router.route("/readyz", [.get: readiness(keysmith.reader, logger: logger)])
+    router.route("/readyz", [.get: readiness(keysmith)])
     // The API description, compiled in; public, like any API's description.
     let description = ByteBuffer(bytes: PackageResources.openapi_yaml)
     router.route(
@@ -102,7 +102,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         health: feed.health,
         trustedSource: configuration.trustedRequestHeaders
     )
-    VerificationRoutes(forwardAuth: forwardAuth, reader: keysmith.reader).register(on: admin)
+    VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(on: admin)
     if configuration.dashboard {
         try Dashboard(
             keysmith: keysmith,
@@ -228,10 +228,10 @@ public struct TLSFilesError: Error, CustomStringConvertible {
 
 /// `GET /readyz`: 200 when the database answers and every migration is applied; 503 in OpenAI's envelope otherwise.
 /// Load balancers take a replica out of rotation on it; `/healthz` stays liveness only.
-private func readiness(_ reader: any KeysmithStoreReader, logger: Logger) -> Handler {
+private func readiness(_ keysmith: Keysmith) -> Handler {
     { _, context in
         do {
-            try await reader.checkReadiness()
+            try await keysmith.logging(to: context.logger).reader.checkReadiness()
             return Response.json(#"{"status":"ready","database":"up"}"#)
         } catch {
             context.logger.warning("Not ready", metadata: ["error": "\(error)"])

@@ -115,6 +115,34 @@ struct ObservabilityTests {
     }
 
     @Test(
+        "What the database driver logs about a request's statements carries the request's id",
+        // SQLite's engine logs nothing per statement; postgres-nio logs each query's rows at trace level.
+        arguments: TestEngine.available.filter { $0 == .postgres }
+    )
+    func databaseLinesCarryTheRequestID(engine: TestEngine) async throws {
+        let capture = LogCapture()
+        try await Harness.run(engine, logger: capture.logger(level: .trace)) { app in
+            let projectID = try await app.project()
+            let read = try await app.request(
+                .get,
+                "/v1/organization/projects/\(projectID)/api_keys",
+                headers: [.init("X-Request-Id")!: "db-read-7"]
+            )
+            #expect(read.status == .ok)
+            let write = try await app.request(
+                .post,
+                "/v1/organization/projects/\(projectID)",
+                body: #"{"name":"renamed"}"#,
+                headers: [.init("X-Request-Id")!: "db-write-8"]
+            )
+            #expect(write.status == .ok)
+            let driver = capture.captured.filter { line in line.metadata.keys.contains { $0.hasPrefix("psql_") } }
+            #expect(driver.contains { $0.metadata["hb.request.id"] == "db-read-7" })
+            #expect(driver.contains { $0.metadata["hb.request.id"] == "db-write-8" })
+        }
+    }
+
+    @Test(
         "When the database fails: /readyz says not ready, admin calls fail in the envelope with a log line, checks go on",
         arguments: TestEngine.available
     )

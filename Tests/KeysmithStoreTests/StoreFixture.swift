@@ -133,3 +133,20 @@ func expectRefusal(
         Issue.record("expected \(expected), got \(error)", sourceLocation: sourceLocation)
     }
 }
+
+/// The engine's calls as the engine tests make them: logging to a test logger, as a store logs to its own.
+extension SQLEngine {
+    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        try await self.unsafeRead(logger: engineTestLogger, body)
+    }
+
+    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        try await self.snapshot(logger: engineTestLogger, body)
+    }
+
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        try await self.write(logger: engineTestLogger, body)
+    }
+}
+
+private let engineTestLogger = Logger(label: "test")

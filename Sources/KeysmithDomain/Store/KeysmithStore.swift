@@ -1,4 +1,5 @@
 import KeysmithCore
+import Logging
 import Synchronization
 
 /// The whole store: reads and the writes that only the domain layer makes.
@@ -8,6 +9,9 @@ import Synchronization
 /// (``AuditEvent``, with the task's ``AuditContext/actor``) in that same transaction, so that no write can forget to
 /// tell verification about itself, and a failed write leaves no event.
 protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
+    /// This store, what its statements meet logged to `logger` (a request's, so that its lines carry the request id).
+    func logging(to logger: Logger) -> any KeysmithStore
+
     // MARK: Setup
 
     /// Applies pending migrations; returns the names applied.

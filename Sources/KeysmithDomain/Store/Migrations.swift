@@ -423,7 +423,7 @@ extension SQLStore {
     @discardableResult
     func migrate() async throws -> [String] {
         let now = self.clock.now()
-        return try await self.engine.write { database in
+        return try await self.engine.write(logger: self.logger) { database in
             if let turn = database.dialect.takeTurn(.setup) {
                 try await database.raw(turn).run()
             }
@@ -464,7 +464,7 @@ extension SQLStore {
     /// started do not make it unready: they only add to the schema, and during a rolling upgrade the replicas still
     /// on the old version must keep serving (a replica refuses them only when it starts, in ``migrate()``).
     func checkReadiness() async throws {
-        let applied = try await self.engine.unsafeRead { database in
+        let applied = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw("SELECT name FROM keysmith_migrations").all().map { try $0.string("name") }
         }
         let pending = Migrations.all.map(\.name).filter { !applied.contains($0) }

@@ -1,12 +1,13 @@
+import Logging
 import SQLKit
 
 /// A database engine as the store uses it.
 ///
-/// The rule for reads: ``read(_:)`` gives each statement the data committed when that statement starts, and may run
+/// The rule for reads: ``unsafeRead(logger:_:)`` gives each statement the data committed when that statement starts, and may run
 /// two statements of one body on different connections, so they can see different snapshots. That is right for a
 /// body of one statement, and for the hot paths, which are one statement each. A body whose statements must agree
 /// (a page and the check that tells an unknown cursor from the end of the list; an object and the check that says
-/// which of two ids is unknown) uses ``snapshot(_:)``: one connection, one read transaction. Writes run in one
+/// which of two ids is unknown) uses ``snapshot(logger:_:)``: one connection, one read transaction. Writes run in one
 /// transaction each, serialised, so that a check and the change it guards cannot interleave with another write.
 ///
 /// Queries are SQLKit `SQLQueryString`s (values always bound, never concatenated); rows come back as
@@ -22,14 +23,17 @@ protocol SQLEngine: Sendable {
 
     /// Runs `body` without a snapshot: each of its statements sees the data committed when that statement starts,
     /// so two statements may see different states. Fine for one statement, or several that need not agree; use
-    /// ``snapshot(_:)`` when they must. (GRDB calls its read of this kind `unsafeRead` too.)
-    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
+    /// ``snapshot(logger:_:)`` when they must. (GRDB calls its read of this kind `unsafeRead` too.)
+    ///
+    /// `logger` is the caller's (a request's, with its request id): what the engine and its driver log about these
+    /// statements goes there, so that a database error in the log says which request met it.
+    func unsafeRead<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Runs `body` in one read transaction: every statement sees the same committed snapshot.
-    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
+    func snapshot<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Runs `body` in a transaction: committed if it returns, rolled back if it (or the commit) throws.
-    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
+    func write<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T
 
     /// Closes every connection. Statements asked for after it fail; a second close does nothing.
     func close() async throws

@@ -149,7 +149,7 @@ extension SQLStore {
     /// Five statements in the transaction: the project (shared), the owner (shared, read in the same statement), the
     /// key, its audit event, its change log entry. The key returned is made from what they read, not read back.
     func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
             let owner: APIKeyOwner
             switch key.owner {
@@ -278,7 +278,7 @@ extension SQLStore {
     }
 
     func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
             let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
             if case .serviceAccount(let account) = key.owner {
@@ -336,7 +336,7 @@ extension SQLStore {
         expiresAt: UnixSeconds??,
         now: UnixSeconds
     ) async throws -> APIKey {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             var key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .update)
             if let scopes { key.scopes = scopes }
             if let expiresAt { key.expiresAt = expiresAt }

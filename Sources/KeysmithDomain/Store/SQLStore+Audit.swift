@@ -89,7 +89,7 @@ extension SQLStore {
             let range: SQLQueryString = "SELECT sequence FROM audit_logs WHERE organization_id = \(bind: organizationID)" + times("effective_at")
             let probe: SQLQueryString =
                 "SELECT count(*) AS events FROM (" + range + " LIMIT \(literal: Self.narrowTimeRange + 1)) AS probe"
-            let events = try await self.engine.unsafeRead { try await $0.raw(probe).first()?.int("events") } ?? 0
+            let events = try await self.engine.unsafeRead(logger: self.logger) { try await $0.raw(probe).first()?.int("events") } ?? 0
             if events == 0, after == nil, before == nil {
                 // Nothing in the range, and no cursor to check: the page is empty without reading it.
                 return Page(items: [], hasMore: false)
@@ -121,10 +121,10 @@ extension SQLStore {
         query = query + " ORDER BY a.sequence \(unsafeRaw: towardsNewer ? "ASC" : "DESC") LIMIT \(literal: limit + 1)"
         let finalQuery = query
         let decode: @Sendable (any StoreRowReader) throws -> AuditLogEntry = { try Self.auditEntry(from: $0) }
-        var rows = try await self.engine.unsafeRead { database in try await database.rows(finalQuery, decode: decode) }
+        var rows = try await self.engine.unsafeRead(logger: self.logger) { database in try await database.rows(finalQuery, decode: decode) }
         if rows.isEmpty, let cursor {
             // No rows: the end of the log, or a cursor that is not one of its events. Tell them apart in one snapshot.
-            rows = try await self.engine.snapshot { database in
+            rows = try await self.engine.snapshot(logger: self.logger) { database in
                 let rows = try await database.rows(finalQuery, decode: decode)
                 if rows.isEmpty, try await database.raw(cursorQuery).first() == nil {
                     throw after != nil ? KeysmithError.unknownCursor(cursor) : KeysmithError.unknownBeforeCursor(cursor)

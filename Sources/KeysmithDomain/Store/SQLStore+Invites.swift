@@ -44,7 +44,7 @@ extension SQLStore {
     }
 
     func invite(id: String, organizationID: String) async throws -> Invite {
-        try await self.engine.unsafeRead { database in try await Self.invite(database, id: id, organizationID: organizationID) }
+        try await self.engine.unsafeRead(logger: self.logger) { database in try await Self.invite(database, id: id, organizationID: organizationID) }
     }
 
     func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {
@@ -69,7 +69,7 @@ extension SQLStore {
     }
 
     func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             var invite = invite
             try await Self.lockOrganization(database, invite.organizationID)
             try await Self.ensureEmailIsFree(database, organizationID: invite.organizationID, email: invite.email)
@@ -121,7 +121,7 @@ extension SQLStore {
     }
 
     func deleteInvite(id: String, organizationID: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             let invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
             guard invite.acceptedAt == nil else { throw KeysmithError.inviteAccepted(inviteID: id) }
             try await database.raw("DELETE FROM invites WHERE id = \(bind: id)").run()
@@ -139,7 +139,7 @@ extension SQLStore {
         name: String?,
         at time: UnixSeconds
     ) async throws -> (user: User, invite: Invite) {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lockOrganization(database, organizationID)
             var invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
             switch invite.status(at: time) {

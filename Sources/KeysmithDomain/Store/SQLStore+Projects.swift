@@ -5,7 +5,7 @@ extension SQLStore {
     static let projectColumns = "id, organization_id, name, external_key_id, residency, created_at, archived_at"
 
     func createProject(_ project: Project) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await database.raw(
                 """
                 INSERT INTO projects (id, organization_id, name, external_key_id, residency, created_at, archived_at)
@@ -29,7 +29,7 @@ extension SQLStore {
     }
 
     func project(id: String, organizationID: String) async throws -> Project {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await Self.project(database, id: id, organizationID: organizationID)
         }
     }
@@ -120,7 +120,7 @@ extension SQLStore {
     }
 
     func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             var project = try await Self.activeProject(database, id: id, organizationID: organizationID, lock: .update)
             if let name { project.name = name }
             if let externalKeyID { project.externalKeyID = externalKeyID }
@@ -144,7 +144,7 @@ extension SQLStore {
     }
 
     func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             var project = try await Self.project(database, id: id, organizationID: organizationID, lock: .update)
             // Archiving twice is harmless and keeps the first archive time.
             guard !project.isArchived else { return project }

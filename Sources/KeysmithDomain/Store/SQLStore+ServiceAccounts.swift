@@ -47,7 +47,7 @@ extension SQLStore {
     }
 
     func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             _ = try await Self.activeProject(database, id: account.projectID, organizationID: account.organizationID)
             try await database.raw(
                 """
@@ -106,7 +106,7 @@ extension SQLStore {
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
             if let name { account.name = name }
             if let role { account.role = ServiceAccountRole(role) }
@@ -130,7 +130,7 @@ extension SQLStore {
     }
 
     func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
             let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
             let keyIDs = try await database.raw(

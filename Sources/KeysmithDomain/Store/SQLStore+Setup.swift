@@ -3,7 +3,7 @@ import SQLKit
 
 extension SQLStore {
     func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             // Replicas starting at once on a new database must not each make a secret of their own.
             if let turn = database.dialect.takeTurn(.setup) {
                 try await database.raw(turn).run()
@@ -45,7 +45,7 @@ extension SQLStore {
     }
 
     func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             // Replicas starting at once on an empty database: one bootstraps, the others find it done.
             if let turn = database.dialect.takeTurn(.setup) {
                 try await database.raw(turn).run()
@@ -61,7 +61,7 @@ extension SQLStore {
     }
 
     func defaultOrganization() async throws -> Organization? {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 """
                 SELECT o.id, o.name, o.created_at FROM organizations o
@@ -72,7 +72,7 @@ extension SQLStore {
     }
 
     func createOrganization(_ organization: Organization) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.insertOrganization(database, organization)
             // The first organization of a database is its default one.
             let hasDefault = try await database.raw(
@@ -85,7 +85,7 @@ extension SQLStore {
     }
 
     func organization(id: String) async throws -> Organization {
-        let found = try await self.engine.unsafeRead { database in
+        let found = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
                 .first().map(Self.organization(from:))
         }
@@ -109,7 +109,7 @@ extension SQLStore {
     // MARK: Admin keys
 
     func createAdminKey(_ key: AdminKey, secretHash: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             guard try await database.raw("SELECT id FROM organizations WHERE id = \(bind: key.organizationID)").first() != nil
             else { throw KeysmithError.notFound(.organization, id: key.organizationID) }
             try await Self.insertAdminKey(database, key, secretHash: secretHash)
@@ -152,7 +152,7 @@ extension SQLStore {
     }
 
     func adminKey(id: String, organizationID: String) async throws -> AdminKey {
-        let found = try await self.engine.unsafeRead { database in
+        let found = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 """
                 SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys
@@ -165,7 +165,7 @@ extension SQLStore {
     }
 
     func adminKeyCredentials() async throws -> [AdminKeyCredential] {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys") { row in
                 AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
             }
@@ -173,7 +173,7 @@ extension SQLStore {
     }
 
     func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
             ) { row in
@@ -203,7 +203,7 @@ extension SQLStore {
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The
     /// organization's admin keys are locked first, so that two deletions at once cannot both see another key left.
     func deleteAdminKey(id: String, organizationID: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "admin_keys", where: "organization_id = \(bind: organizationID)", .update)
             let ids = try await database.raw(
                 "SELECT id FROM admin_keys WHERE organization_id = \(bind: organizationID)"

@@ -5,7 +5,7 @@ extension SQLStore {
     static let userColumns = "u.id, u.organization_id, u.email, u.name, u.role, u.added_at"
 
     func createUser(_ user: User) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             // New users and invitations take turns, so that an email cannot become a user's while it is invited.
             try await Self.lockOrganization(database, user.organizationID)
             try await Self.insertUser(database, user)
@@ -46,7 +46,7 @@ extension SQLStore {
     }
 
     func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             if role != .owner { try await Self.lockOwners(database, organizationID: organizationID) }
             var user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
             if user.role == .owner, role != .owner {
@@ -68,7 +68,7 @@ extension SQLStore {
     /// verifying everywhere. The row stays (the keys name their owner), its email free for a new user.
     func deleteUser(id: String, organizationID: String) async throws {
         let now = self.clock.now()
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lockOwners(database, organizationID: organizationID)
             let user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
             if user.role == .owner {
@@ -112,7 +112,7 @@ extension SQLStore {
     }
 
     func user(id: String, organizationID: String) async throws -> User {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await Self.user(database, id: id, organizationID: organizationID)
         }
     }
@@ -237,7 +237,7 @@ extension SQLStore {
         role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             _ = try await Self.activeProject(database, id: projectID, organizationID: organizationID)
             let user: User
             do {
@@ -306,7 +306,7 @@ extension SQLStore {
         userID: String,
         role: ProjectRole
     ) async throws -> ProjectMember {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
             var member = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
             try await database.raw(
@@ -333,7 +333,7 @@ extension SQLStore {
     }
 
     func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
             _ = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
             try await database.raw(

@@ -12,7 +12,7 @@ extension SQLStore {
         graceEndsAt: UnixSeconds?,
         now: UnixSeconds
     ) async throws -> APIKey {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             let key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .rotate)
             // The previous secret, if any, ends now (at most one previous secret at a time); without a grace
             // period, so does the current one.
@@ -59,7 +59,7 @@ extension SQLStore {
     /// processes cross: each row's update re-checks the condition after waiting for the row.
     func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
         guard !apiKeys.isEmpty || !adminKeys.isEmpty else { return }
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] where !uses.isEmpty {
                 try await database.raw(database.dialect.recordUses(table: table, json: Self.usesJSON(uses))).run()
             }
@@ -113,7 +113,7 @@ extension SQLStore {
     }
 
     func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 """
                 \(unsafeRaw: Self.keyVerificationSelect)
@@ -125,7 +125,7 @@ extension SQLStore {
     }
 
     func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
                 decode: { try Self.keyVerificationState(from: $0) }
@@ -135,7 +135,7 @@ extension SQLStore {
 
     func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
         guard !keyIDs.isEmpty else { return [] }
-        return try await self.engine.unsafeRead { database in
+        return try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id IN (" + Self.list(keyIDs) + ")",
                 decode: { try Self.keyVerificationState(from: $0) }
@@ -145,7 +145,7 @@ extension SQLStore {
 
     func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
         guard !keyIDs.isEmpty else { return [:] }
-        let rows = try await self.engine.unsafeRead { database in
+        let rows = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT key_id, secret_hash FROM revoked_secrets WHERE key_id IN (" + Self.list(keyIDs) + ")") {
                 (try $0.string(at: 0), try $0.string(at: 1))
             }
@@ -163,13 +163,13 @@ extension SQLStore {
     }
 
     func revokedSecretHashes(keyID: String) async throws -> [String] {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
         }
     }
 
     func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 """
                 SELECT key_id, organization_id, project_id, revoked_at FROM revoked_secrets
@@ -187,7 +187,7 @@ extension SQLStore {
     }
 
     func isProjectArchived(projectID: String) async throws -> Bool? {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
                 try $0.optionalInt(at: 0) != nil
             }.first
@@ -195,7 +195,7 @@ extension SQLStore {
     }
 
     func isProjectMember(projectID: String, userID: String) async throws -> Bool {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).first() != nil
@@ -205,7 +205,7 @@ extension SQLStore {
     // MARK: The change log
 
     func latestChangePosition() async throws -> ChangePosition {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             // Never behind the last pruned entry: a reader that loads everything from here must not find that it
             // missed what was pruned. (An entry before that mark that has not committed yet would be skipped; it
             // would belong to a transaction open for longer than the log's retention, which Keysmith's sessions,
@@ -231,7 +231,7 @@ extension SQLStore {
     /// The position of the newest entry the log holds, read or not (for tests: a reader that reaches it has read
     /// every entry committed so far).
     func newestChangePosition() async throws -> ChangePosition {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "SELECT transaction_id, sequence FROM keysmith_changes ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
             ) { ChangePosition(transaction: Int64(try $0.int(at: 0)), sequence: Int64(try $0.int(at: 1))) }.first ?? .start
@@ -245,7 +245,7 @@ extension SQLStore {
     }
 
     func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch {
-        try await self.engine.unsafeRead { database in
+        try await self.engine.unsafeRead(logger: self.logger) { database in
             let rows = try await database.rows(ChangeLogRead(after: position, limit: limit))
             guard let bounds = rows.first else { throw StoreRowError(column: "horizon", problem: "the change log's bounds are missing") }
             let horizon = bounds.horizon
@@ -323,7 +323,7 @@ extension SQLStore {
     }
 
     func pruneChanges(before time: UnixSeconds) async throws -> Int {
-        try await self.engine.write { database in
+        try await self.engine.write(logger: self.logger) { database in
             // The newest entry stays whatever its age, so that MAX(sequence) always tells a SQLite reader where the
             // log is. The last position deleted is kept, so that a reader behind it knows it missed entries.
             let deleted = try await database.rows(

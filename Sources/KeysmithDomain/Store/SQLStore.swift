@@ -6,10 +6,21 @@ import SQLKit
 struct SQLStore: KeysmithStore {
     let engine: any SQLEngine
     let clock: KeysmithClock
+    /// Where the engine logs what happens to this store's statements: the database's own logger, or a request's
+    /// (``logging(to:)``), whose metadata (the request id) every line then carries.
+    private(set) var logger: Logger
 
-    init(engine: any SQLEngine, clock: KeysmithClock = .system) {
+    init(engine: any SQLEngine, clock: KeysmithClock = .system, logger: Logger) {
         self.engine = engine
         self.clock = clock
+        self.logger = logger
+    }
+
+    /// This store, its statements logged to `logger`.
+    func logging(to logger: Logger) -> any KeysmithStore {
+        var copy = self
+        copy.logger = logger
+        return copy
     }
 
     /// Opens the database `url` names. PostgreSQL's pool starts working once ``run()`` runs; until then the store
@@ -24,11 +35,12 @@ struct SQLStore: KeysmithStore {
     ) async throws -> SQLStore {
         switch url {
         case .sqliteFile, .sqliteMemory:
-            return SQLStore(engine: try await SQLiteEngine.open(url, logger: logger, observer: observer), clock: clock)
+            return SQLStore(engine: try await SQLiteEngine.open(url, logger: logger, observer: observer), clock: clock, logger: logger)
         case .postgres(let settings):
             return SQLStore(
                 engine: try PostgresEngine(settings, logger: logger, observer: observer, maximumConnections: poolSize),
-                clock: clock
+                clock: clock,
+                logger: logger
             )
         }
     }
@@ -118,9 +130,9 @@ extension SQLStore {
         cursor: SQLQueryString,
         ensureListExists: (@Sendable (any SQLSession) async throws -> Void)?
     ) async throws -> Page<Item> {
-        var rows = try await self.engine.unsafeRead(read)
+        var rows = try await self.engine.unsafeRead(logger: self.logger, read)
         if rows.isEmpty, page.after != nil || ensureListExists != nil {
-            rows = try await self.engine.snapshot { database in
+            rows = try await self.engine.snapshot(logger: self.logger) { database in
                 let rows = try await read(database)
                 guard rows.isEmpty else { return rows }
                 try await ensureListExists?(database)
@@ -257,8 +269,8 @@ extension SQLStore {
         _ find: @escaping @Sendable (any SQLSession) async throws -> T?,
         orExplain explain: @escaping @Sendable (any SQLSession) async throws -> Never
     ) async throws -> T {
-        if let found = try await self.engine.unsafeRead(find) { return found }
-        return try await self.engine.snapshot { database in
+        if let found = try await self.engine.unsafeRead(logger: self.logger, find) { return found }
+        return try await self.engine.snapshot(logger: self.logger) { database in
             if let found = try await find(database) { return found }
             try await explain(database)
         }

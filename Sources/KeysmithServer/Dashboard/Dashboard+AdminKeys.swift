@@ -10,10 +10,11 @@ extension Dashboard {
     @Sendable func adminKeys(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        try await self.adminKeysPage(session, query: form, notice: Notice.text(form["notice"]))
+        try await self.adminKeysPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
 
     func adminKeysPage(
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -21,7 +22,7 @@ extension Dashboard {
         notice: String? = nil
     ) async throws -> Response {
         let trail = Trail(query)
-        let page = try await self.reader.listAdminKeys(organizationID: session.organizationID, descending: false, page: trail.request)
+        let page = try await self.reader(context).listAdminKeys(organizationID: session.organizationID, descending: false, page: trail.request)
         var view = values
         view["keys"] = page.items.map {
             [
@@ -39,18 +40,20 @@ extension Dashboard {
     {
         return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"])
-            let created = try await self.domain(session).createAdminKey(
+            let created = try await self.domain(session, context).createAdminKey(
                 name: try body.requiredString("name"),
                 organizationID: session.organizationID,
                 expiresInSeconds: try body.integer("expires_in_seconds", in: AdminRoutes.expiryRange)
             )
             return try await self.adminKeysPage(
+                context,
                 session,
                 query: DashboardForm.empty,
                 values: ["secret": self.secret("The admin key “\(created.key.name)”", created.plaintext, done: "/dashboard/admin-keys")]
             )
         } refused: { refusal in
             return try await self.adminKeysPage(
+                context,
                 session,
                 query: DashboardForm.empty,
                 values: ["createError": refusal.message, "form": form.fields("name", "expires_in_seconds")],
@@ -62,7 +65,7 @@ extension Dashboard {
     @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let key = try await self.reader.adminKey(id: try context.parameters.requireID("key_id"), organizationID: session.organizationID)
+        let key = try await self.reader(context).adminKey(id: try context.parameters.requireID("key_id"), organizationID: session.organizationID)
         let yours = key.id == session.adminKeyID ? " It is the key this session signed in with: you will be signed out." : ""
         return self.render(
             "confirm",
@@ -82,10 +85,10 @@ extension Dashboard {
     {
         let keyID = try context.parameters.requireID("key_id")
         return try await self.submitting {
-            try await self.domain(session).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
+            try await self.domain(session, context).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
             return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")
         } refused: { refusal in
-            try await self.adminKeysPage(session, query: DashboardForm.empty, values: ["deleteError": refusal.message], status: .badRequest)
+            try await self.adminKeysPage(context, session, query: DashboardForm.empty, values: ["deleteError": refusal.message], status: .badRequest)
         }
     }
 }

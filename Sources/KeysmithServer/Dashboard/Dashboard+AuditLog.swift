@@ -42,7 +42,7 @@ extension Dashboard {
             keep.append(("since", since))
         }
         let trail = Trail(form)
-        let page = try await self.reader.listAuditLogs(
+        let page = try await self.reader(context).listAuditLogs(
             organizationID: session.organizationID,
             filter: filter,
             limit: PageRequest.defaultLimit,

@@ -23,13 +23,13 @@ extension Dashboard {
     ) async throws -> Response {
         let (project, header) = try await self.projectContext(context, session, tab: "tabKeys")
         let trail = Trail(query)
-        let page = try await self.reader.listAPIKeys(
+        let page = try await self.reader(context).listAPIKeys(
             projectID: project.id,
             organizationID: session.organizationID,
             access: .any,
             page: trail.request
         )
-        let members = try await self.reader.listProjectMembers(
+        let members = try await self.reader(context).listProjectMembers(
             projectID: project.id,
             organizationID: session.organizationID,
             page: PageRequest(limit: PageRequest.limitRange.upperBound)
@@ -80,7 +80,7 @@ extension Dashboard {
             let body = form.body(integers: ["expires_in_seconds"], lists: ["scopes"])
             let name = try body.requiredString("name")
             let userID = try body.requiredString("user_id")
-            let created = try await self.domain(session).createAPIKey(
+            let created = try await self.domain(session, context).createAPIKey(
                 organizationID: session.organizationID,
                 projectID: projectID,
                 owner: .user(id: userID),
@@ -111,7 +111,7 @@ extension Dashboard {
 
     func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, String) {
         let projectID = try context.parameters.requireID("project_id")
-        let key = try await self.reader.apiKey(
+        let key = try await self.reader(context).apiKey(
             id: try context.parameters.requireID("key_id"),
             projectID: projectID,
             organizationID: session.organizationID
@@ -140,7 +140,7 @@ extension Dashboard {
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
         let body = form.body(integers: ["grace_period_seconds"])
-        let rotated = try await self.domain(session).rotateAPIKey(
+        let rotated = try await self.domain(session, context).rotateAPIKey(
             organizationID: session.organizationID,
             projectID: projectID,
             keyID: key.id,
@@ -174,7 +174,7 @@ extension Dashboard {
         async throws -> Response
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
-        try await self.domain(session).deleteAPIKey(organizationID: session.organizationID, projectID: projectID, keyID: key.id)
+        try await self.domain(session, context).deleteAPIKey(organizationID: session.organizationID, projectID: projectID, keyID: key.id)
         return Self.redirect("/dashboard/projects/\(projectID)?notice=key-revoked")
     }
 }

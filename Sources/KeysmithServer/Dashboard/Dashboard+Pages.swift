@@ -49,9 +49,15 @@ extension Dashboard {
         group.get("audit-log", use: self.page(self.auditLog))
     }
 
-    /// The domain layer, its writes recorded in the audit log as made with the session's admin key.
-    func domain(_ session: DashboardSession) -> Keysmith {
-        self.keysmith.acting(as: .adminKey(id: session.adminKeyID))
+    /// The domain layer, its writes recorded in the audit log as made with the session's admin key, logging to the
+    /// request's logger.
+    func domain(_ session: DashboardSession, _ context: DashboardRequestContext) -> Keysmith {
+        self.keysmith.acting(as: .adminKey(id: session.adminKeyID)).logging(to: context.logger)
+    }
+
+    /// The store's read side, logging to the request's logger.
+    func reader(_ context: DashboardRequestContext) -> any KeysmithStoreReader {
+        self.keysmith.logging(to: context.logger).reader
     }
 
     var now: UnixSeconds { self.keysmith.clock.now() }

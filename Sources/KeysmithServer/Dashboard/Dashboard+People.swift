@@ -10,10 +10,11 @@ extension Dashboard {
     @Sendable func people(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        try await self.peoplePage(session, query: form, notice: Notice.text(form["notice"]))
+        try await self.peoplePage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
 
     func peoplePage(
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -21,8 +22,8 @@ extension Dashboard {
         notice: String? = nil
     ) async throws -> Response {
         let trail = Trail(query)
-        let users = try await self.reader.listUsers(organizationID: session.organizationID, emails: [], page: trail.request)
-        let invites = try await self.reader.listInvites(
+        let users = try await self.reader(context).listUsers(organizationID: session.organizationID, emails: [], page: trail.request)
+        let invites = try await self.reader(context).listInvites(
             organizationID: session.organizationID,
             page: PageRequest(limit: PageRequest.limitRange.upperBound)
         )
@@ -51,7 +52,7 @@ extension Dashboard {
     {
         return try await self.submitting {
             let body = form.body()
-            _ = try await self.domain(session).createUser(
+            _ = try await self.domain(session, context).createUser(
                 organizationID: session.organizationID,
                 email: try body.email("email"),
                 name: try body.string("name"),
@@ -60,6 +61,7 @@ extension Dashboard {
             return Self.redirect("/dashboard/people?notice=user-added")
         } refused: { refusal in
             return try await self.peoplePage(
+                context,
                 session,
                 query: DashboardForm.empty,
                 values: ["userError": refusal.message, "form": ["userEmail": form["email"] ?? "", "userName": form["name"] ?? ""]],
@@ -73,7 +75,7 @@ extension Dashboard {
     {
         return try await self.submitting {
             let body = form.body()
-            _ = try await self.domain(session).createInvite(
+            _ = try await self.domain(session, context).createInvite(
                 organizationID: session.organizationID,
                 email: try body.email("email"),
                 role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader,
@@ -82,6 +84,7 @@ extension Dashboard {
             return Self.redirect("/dashboard/people?notice=invite-sent")
         } refused: { refusal in
             return try await self.peoplePage(
+                context,
                 session,
                 query: DashboardForm.empty,
                 values: ["inviteError": refusal.message, "form": ["inviteEmail": form["email"] ?? ""]],
@@ -93,7 +96,7 @@ extension Dashboard {
     @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let invite = try await self.reader.invite(id: try context.parameters.requireID("invite_id"), organizationID: session.organizationID)
+        let invite = try await self.reader(context).invite(id: try context.parameters.requireID("invite_id"), organizationID: session.organizationID)
         return self.confirmation(
             session,
             heading: "Revoke the invite for \(invite.email)?",
@@ -107,7 +110,10 @@ extension Dashboard {
     @Sendable func revokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        try await self.domain(session).deleteInvite(organizationID: session.organizationID, inviteID: try context.parameters.requireID("invite_id"))
+        try await self.domain(session, context).deleteInvite(
+            organizationID: session.organizationID,
+            inviteID: try context.parameters.requireID("invite_id")
+        )
         return Self.redirect("/dashboard/people?notice=invite-revoked")
     }
 }

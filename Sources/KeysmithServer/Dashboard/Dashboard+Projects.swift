@@ -10,10 +10,11 @@ extension Dashboard {
     @Sendable func projects(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        try await self.projectsPage(session, query: form)
+        try await self.projectsPage(context, session, query: form)
     }
 
     func projectsPage(
+        _ context: DashboardRequestContext,
         _ session: DashboardSession,
         query: DashboardForm,
         values: [String: Any] = [:],
@@ -21,17 +22,17 @@ extension Dashboard {
     ) async throws -> Response {
         let archived = query["archived"] == "1"
         let trail = Trail(query)
-        let page = try await self.reader.listProjects(
+        let page = try await self.reader(context).listProjects(
             organizationID: session.organizationID,
             includeArchived: archived,
             page: trail.request
         )
-        var context = values
-        context["archived"] = archived
-        context["hasProjects"] = !page.items.isEmpty
-        context["projects"] = page.items.map(self.projectView)
-        context["pager"] = trail.pager(path: "/dashboard/projects", keeping: archived ? [("archived", "1")] : [], page: page, id: \.id)
-        return self.render("projects", context, session: session, section: "navProjects", status: status)
+        var view = values
+        view["archived"] = archived
+        view["hasProjects"] = !page.items.isEmpty
+        view["projects"] = page.items.map(self.projectView)
+        view["pager"] = trail.pager(path: "/dashboard/projects", keeping: archived ? [("archived", "1")] : [], page: page, id: \.id)
+        return self.render("projects", view, session: session, section: "navProjects", status: status)
     }
 
     func projectView(_ project: Project) -> [String: Any] {
@@ -43,7 +44,7 @@ extension Dashboard {
     {
         return try await self.submitting {
             let body = form.body()
-            let project = try await self.domain(session).createProject(
+            let project = try await self.domain(session, context).createProject(
                 organizationID: session.organizationID,
                 name: try body.requiredString("name"),
                 externalKeyID: nil,
@@ -52,6 +53,7 @@ extension Dashboard {
             return Self.redirect("/dashboard/projects/\(project.id)")
         } refused: { refusal in
             return try await self.projectsPage(
+                context,
                 session,
                 query: DashboardForm.empty,
                 values: ["createError": refusal.message, "form": ["name": form["name"] ?? ""]],
@@ -62,7 +64,10 @@ extension Dashboard {
 
     /// The project a page is about, with what its header shows.
     func projectContext(_ context: DashboardRequestContext, _ session: DashboardSession, tab: String) async throws -> (Project, [String: Any]) {
-        let project = try await self.reader.project(id: try context.parameters.requireID("project_id"), organizationID: session.organizationID)
+        let project = try await self.reader(context).project(
+            id: try context.parameters.requireID("project_id"),
+            organizationID: session.organizationID
+        )
         return (project, ["project": self.projectView(project), "archived": project.isArchived, tab: true])
     }
 
@@ -82,7 +87,7 @@ extension Dashboard {
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
         return try await self.submitting {
-            _ = try await self.domain(session).updateProject(
+            _ = try await self.domain(session, context).updateProject(
                 organizationID: session.organizationID,
                 projectID: project.id,
                 name: try form.body().requiredString("name"),
@@ -116,7 +121,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.requireID("project_id")
-        _ = try await self.domain(session).archiveProject(organizationID: session.organizationID, projectID: projectID)
+        _ = try await self.domain(session, context).archiveProject(organizationID: session.organizationID, projectID: projectID)
         return Self.redirect("/dashboard/projects/\(projectID)?notice=project-archived")
     }
 
@@ -138,7 +143,11 @@ extension Dashboard {
     ) async throws -> Response {
         let (project, header) = try await self.projectContext(context, session, tab: "tabServiceAccounts")
         let trail = Trail(query)
-        let page = try await self.reader.listServiceAccounts(projectID: project.id, organizationID: session.organizationID, page: trail.request)
+        let page = try await self.reader(context).listServiceAccounts(
+            projectID: project.id,
+            organizationID: session.organizationID,
+            page: trail.request
+        )
         var view = header.merging(values) { $1 }
         view["hasAccounts"] = !page.items.isEmpty
         view["accounts"] = page.items.map { ["id": $0.id, "name": $0.name, "role": $0.role.rawValue, "created": self.time($0.createdAt)] }
@@ -151,7 +160,7 @@ extension Dashboard {
     {
         let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
-            let created = try await self.domain(session).createServiceAccount(
+            let created = try await self.domain(session, context).createServiceAccount(
                 organizationID: session.organizationID,
                 projectID: projectID,
                 name: try form.body().requiredString("name"),
@@ -184,7 +193,7 @@ extension Dashboard {
         _ form: DashboardForm
     ) async throws -> Response {
         let projectID = try context.parameters.requireID("project_id")
-        let account = try await self.reader.serviceAccount(
+        let account = try await self.reader(context).serviceAccount(
             id: try context.parameters.requireID("account_id"),
             projectID: projectID,
             organizationID: session.organizationID
@@ -203,7 +212,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.requireID("project_id")
-        try await self.domain(session).deleteServiceAccount(
+        try await self.domain(session, context).deleteServiceAccount(
             organizationID: session.organizationID,
             projectID: projectID,
             accountID: try context.parameters.requireID("account_id")
@@ -229,7 +238,11 @@ extension Dashboard {
     ) async throws -> Response {
         let (project, header) = try await self.projectContext(context, session, tab: "tabMembers")
         let trail = Trail(query)
-        let page = try await self.reader.listProjectMembers(projectID: project.id, organizationID: session.organizationID, page: trail.request)
+        let page = try await self.reader(context).listProjectMembers(
+            projectID: project.id,
+            organizationID: session.organizationID,
+            page: trail.request
+        )
         var view = header.merging(values) { $1 }
         view["hasMembers"] = !page.items.isEmpty
         view["members"] = page.items.map {
@@ -248,7 +261,7 @@ extension Dashboard {
         let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let body = form.body()
-            _ = try await self.domain(session).addProjectMember(
+            _ = try await self.domain(session, context).addProjectMember(
                 organizationID: session.organizationID,
                 projectID: projectID,
                 user: .email(try body.email("email")),
@@ -272,7 +285,7 @@ extension Dashboard {
         let projectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             guard let role = try form.body().enumeration("role", as: ProjectRole.self) else { throw OpenAIError.missingParameter("role") }
-            _ = try await self.domain(session).updateProjectMember(
+            _ = try await self.domain(session, context).updateProjectMember(
                 organizationID: session.organizationID,
                 projectID: projectID,
                 userID: try context.parameters.requireID("user_id"),
@@ -294,7 +307,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.requireID("project_id")
-        let member = try await self.reader.projectMember(
+        let member = try await self.reader(context).projectMember(
             projectID: projectID,
             organizationID: session.organizationID,
             userID: try context.parameters.requireID("user_id")
@@ -313,7 +326,7 @@ extension Dashboard {
         async throws -> Response
     {
         let projectID = try context.parameters.requireID("project_id")
-        try await self.domain(session).removeProjectMember(
+        try await self.domain(session, context).removeProjectMember(
             organizationID: session.organizationID,
             projectID: projectID,
             userID: try context.parameters.requireID("user_id")

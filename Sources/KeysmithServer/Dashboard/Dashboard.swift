@@ -49,8 +49,6 @@ struct Dashboard: Sendable {
         self.servesTLS = servesTLS
     }
 
-    var reader: any KeysmithStoreReader { self.keysmith.reader }
-
     func register(on router: Router<KeysmithRequestContext>) {
         let group = router.group("dashboard").add(middleware: DashboardHeaders())
         group.get { request, _ in

@@ -7,7 +7,7 @@ extension AdminRoutes {
 
     @Sendable func listAPIKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
-        let page = try await self.reader.listAPIKeys(
+        let page = try await self.reader(context).listAPIKeys(
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             access: try query.enumeration("owner_project_access", default: OwnerProjectAccess.active),
@@ -35,7 +35,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let key = try await self.reader.apiKey(
+        let key = try await self.reader(context).apiKey(
             id: try context.parameters.requireID("api_key_id"),
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
@@ -91,7 +91,7 @@ extension AdminRoutes {
     // MARK: Service accounts
 
     @Sendable func listServiceAccounts(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let page = try await self.reader.listServiceAccounts(
+        let page = try await self.reader(context).listServiceAccounts(
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
@@ -133,7 +133,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let account = try await self.reader.serviceAccount(
+        let account = try await self.reader(context).serviceAccount(
             id: try context.parameters.requireID("service_account_id"),
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
@@ -182,7 +182,7 @@ extension AdminRoutes {
     @Sendable func listAdminKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
         let order = try query.enumeration("order", default: SortOrder.asc)
-        let page = try await self.reader.listAdminKeys(
+        let page = try await self.reader(context).listAdminKeys(
             organizationID: context.principal.organizationID,
             descending: order == .desc,
             page: try query.page()
@@ -201,7 +201,10 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let key = try await self.reader.adminKey(id: try context.parameters.requireID("key_id"), organizationID: context.principal.organizationID)
+        let key = try await self.reader(context).adminKey(
+            id: try context.parameters.requireID("key_id"),
+            organizationID: context.principal.organizationID
+        )
         return Wire.response { Wire.adminKey(&$0, key) }
     }
 

@@ -29,7 +29,7 @@ extension AdminRoutes {
     // MARK: Invites
 
     @Sendable func listInvites(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let page = try await self.reader.listInvites(
+        let page = try await self.reader(context).listInvites(
             organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
         )
@@ -56,7 +56,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveInvite(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let invite = try await self.reader.invite(
+        let invite = try await self.reader(context).invite(
             id: try context.parameters.requireID("invite_id"),
             organizationID: context.principal.organizationID
         )
@@ -119,7 +119,7 @@ extension AdminRoutes {
             actorEmails: query.all("actor_emails"),
             resourceIDs: query.all("resource_ids")
         )
-        let result = try await self.reader.listAuditLogs(
+        let result = try await self.reader(context).listAuditLogs(
             organizationID: context.principal.organizationID,
             filter: filter,
             limit: page.limit,

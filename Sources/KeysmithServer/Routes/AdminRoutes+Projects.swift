@@ -11,7 +11,7 @@ extension AdminRoutes {
 
     @Sendable func listProjects(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
-        let page = try await self.reader.listProjects(
+        let page = try await self.reader(context).listProjects(
             organizationID: context.principal.organizationID,
             includeArchived: try query.bool("include_archived", default: false),
             page: try query.page()
@@ -31,7 +31,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let project = try await self.reader.project(
+        let project = try await self.reader(context).project(
             id: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID
         )
@@ -61,7 +61,7 @@ extension AdminRoutes {
 
     @Sendable func listUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
-        let page = try await self.reader.listUsers(
+        let page = try await self.reader(context).listUsers(
             organizationID: context.principal.organizationID,
             emails: query.all("emails"),
             page: try query.page()
@@ -82,14 +82,17 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let user = try await self.reader.user(id: try context.parameters.requireID("user_id"), organizationID: context.principal.organizationID)
+        let user = try await self.reader(context).user(
+            id: try context.parameters.requireID("user_id"),
+            organizationID: context.principal.organizationID
+        )
         return Wire.response { Wire.user(&$0, user) }
     }
 
     // MARK: Project users
 
     @Sendable func listProjectUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let page = try await self.reader.listProjectMembers(
+        let page = try await self.reader(context).listProjectMembers(
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             page: try QueryParameters(request.uri.query).page()
@@ -120,7 +123,7 @@ extension AdminRoutes {
     }
 
     @Sendable func retrieveProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let member = try await self.reader.projectMember(
+        let member = try await self.reader(context).projectMember(
             projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
             userID: try context.parameters.requireID("user_id")

@@ -4,15 +4,20 @@ import KeysmithDomain
 
 /// The OpenAI-compatible Administration API under `/v1/organization`, plus Keysmith's marked extensions.
 ///
-/// Handlers read through the store's read side (``reader``) and write only through the domain layer (``keysmith``).
+/// Handlers read through the store's read side (``reader(_:)``) and write only through the domain layer
+/// (``keysmith(as:)``), both logging to the request's logger.
 struct AdminRoutes: Sendable {
     let keysmith: Keysmith
 
-    var reader: any KeysmithStoreReader { self.keysmith.reader }
+    /// The store's read side, logging to the request's logger.
+    func reader(_ context: AdminRequestContext) -> any KeysmithStoreReader {
+        self.keysmith.logging(to: context.logger).reader
+    }
 
-    /// The domain layer, its writes recorded in the audit log as made with the request's admin key.
+    /// The domain layer, its writes recorded in the audit log as made with the request's admin key, logging to the
+    /// request's logger.
     func keysmith(as context: AdminRequestContext) -> Keysmith {
-        self.keysmith.acting(as: .adminKey(id: context.principal.keyID))
+        self.keysmith.acting(as: .adminKey(id: context.principal.keyID)).logging(to: context.logger)
     }
 
     func register(on router: AdminRouter) {

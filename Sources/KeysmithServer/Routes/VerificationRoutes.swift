@@ -10,7 +10,7 @@ import NIOCore
 /// the routes here answer the checks it passes on (see its documentation for which), with the same ``ForwardAuth``.
 struct VerificationRoutes: Sendable {
     let forwardAuth: ForwardAuth
-    let reader: any KeysmithStoreReader
+    let keysmith: Keysmith
 
     var verifier: KeyVerifier { self.forwardAuth.verifier }
 
@@ -158,7 +158,7 @@ extension VerificationRoutes {
                 verification = Verification(code: .notFound)
             } else {
                 do {
-                    let stored = try await self.reader.apiKey(
+                    let stored = try await self.keysmith.logging(to: context.logger).reader.apiKey(
                         id: key.id,
                         projectID: key.project.id,
                         organizationID: key.project.organizationID
@@ -170,7 +170,7 @@ extension VerificationRoutes {
                 }
             }
         } else if verification.code == .notFound, KeySecret.parse(presented).map({ $0 != .admin }) ?? false {
-            let revoked = try await self.reader.revokedSecret(secretHash: self.verifier.hasher.hash(presented))
+            let revoked = try await self.keysmith.logging(to: context.logger).reader.revokedSecret(secretHash: self.verifier.hasher.hash(presented))
             if let revoked, revoked.organizationID == context.principal.organizationID {
                 verification = Verification(code: .revoked)
             }

@@ -342,13 +342,13 @@ final class PostgresEngine: SQLEngine {
 
     // MARK: SQLEngine
 
-    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
-        try await body(PostgresSession(engine: self, connection: nil, observer: self.observer))
+    func unsafeRead<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        try await body(PostgresSession(engine: self, connection: nil, observer: self.observer, logger: logger))
     }
 
-    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func snapshot<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         try await self.withConnection { connection in
-            let session = PostgresSession(engine: self, connection: connection, observer: self.observer)
+            let session = PostgresSession(engine: self, connection: connection, observer: self.observer, logger: logger)
             try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             do {
                 let result = try await body(session)
@@ -361,12 +361,12 @@ final class PostgresEngine: SQLEngine {
         }
     }
 
-    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func write<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         var attempt = 1
         while true {
             do {
                 return try await self.withConnection { connection in
-                    let session = PostgresSession(engine: self, connection: connection, observer: self.observer)
+                    let session = PostgresSession(engine: self, connection: connection, observer: self.observer, logger: logger)
                     try await session.execute("BEGIN")
                     do {
                         let result = try await body(session)
@@ -379,7 +379,7 @@ final class PostgresEngine: SQLEngine {
                 }
             } catch let failure as PostgresFailure where failure.isRetryable && attempt < Self.writeAttempts {
                 attempt += 1
-                self.logger.debug("Retrying a write", metadata: ["sqlstate": "\(failure.sqlState ?? "")", "attempt": "\(attempt)"])
+                logger.debug("Retrying a write", metadata: ["sqlstate": "\(failure.sqlState ?? "")", "attempt": "\(attempt)"])
                 // A little jitter, so that the transactions that collided do not collide again.
                 try await Task.sleep(for: .milliseconds(Int.random(in: 1...10) * attempt))
             }
@@ -401,17 +401,18 @@ final class PostgresEngine: SQLEngine {
     func run(
         _ query: PostgresQuery,
         sql: String,
-        on connection: PostgresConnection?
+        on connection: PostgresConnection?,
+        logger: Logger
     ) async throws -> [PostgresRow] {
-        try await self.run(sql: sql, on: connection) { [logger] connection in
+        try await self.run(sql: sql, on: connection) { connection in
             try await connection.query(query, logger: logger).collect()
         }
     }
 
     /// Runs a ``StoreQuery`` as a named prepared statement: parsed and planned once per connection (postgres-nio
     /// prepares it on its first use there), then only bound and executed.
-    func run<Query: StoreQuery>(_ query: Query, on connection: PostgresConnection?) async throws -> [PostgresRow] {
-        try await self.run(sql: Query.sql, on: connection) { [logger] connection in
+    func run<Query: StoreQuery>(_ query: Query, on connection: PostgresConnection?, logger: Logger) async throws -> [PostgresRow] {
+        try await self.run(sql: Query.sql, on: connection) { connection in
             var rows: [PostgresRow] = []
             for try await row in try await connection.execute(PreparedStoreQuery(query: query), logger: logger) {
                 rows.append(row)
@@ -455,6 +456,8 @@ struct PostgresSession: SQLSession {
     let engine: PostgresEngine
     let connection: PostgresConnection?
     let observer: SQLStatementObserver?
+    /// The caller's logger, which postgres-nio logs these statements' troubles to.
+    let logger: Logger
     var dialect: StoreDialect { .postgres }
 
     func rows(_ query: SQLQueryString) async throws -> [StoreRow] {
@@ -470,7 +473,7 @@ struct PostgresSession: SQLSession {
             try PostgresBind.append(bind, to: &bindings)
         }
         let rows = try await self.observed(sql) {
-            try await self.engine.run(PostgresQuery(unsafeSQL: sql, binds: bindings), sql: sql, on: self.connection)
+            try await self.engine.run(PostgresQuery(unsafeSQL: sql, binds: bindings), sql: sql, on: self.connection, logger: self.logger)
         }
         guard let first = rows.first else { return [] }
         let columns = StoreColumns(first.map(\.columnName))
@@ -478,7 +481,7 @@ struct PostgresSession: SQLSession {
     }
 
     func rows<Query: StoreQuery>(_ query: Query) async throws -> [Query.Row] {
-        let rows = try await self.observed(Query.sql) { try await self.engine.run(query, on: self.connection) }
+        let rows = try await self.observed(Query.sql) { try await self.engine.run(query, on: self.connection, logger: self.logger) }
         guard let first = rows.first else { return [] }
         let columns = StoreColumns(first.map(\.columnName))
         return try rows.map { try Query.decode(PostgresRowReader(row: $0.makeRandomAccess(), columns: columns)) }
@@ -486,7 +489,7 @@ struct PostgresSession: SQLSession {
 
     func execute(_ sql: String) async throws {
         _ = try await self.observed(sql) {
-            try await self.engine.run(PostgresQuery(unsafeSQL: sql), sql: sql, on: self.connection)
+            try await self.engine.run(PostgresQuery(unsafeSQL: sql), sql: sql, on: self.connection, logger: self.logger)
         }
     }
 

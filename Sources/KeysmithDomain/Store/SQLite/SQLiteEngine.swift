@@ -121,7 +121,7 @@ final class SQLiteEngine: SQLEngine {
     /// Nothing runs in the background: the engine's threads start when it opens.
     func run() async {}
 
-    func unsafeRead<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func unsafeRead<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let readers = self.readers else {
             // One connection: reading while a transaction is open on it would see uncommitted rows.
             return try await withTaskExecutorPreference(self.writerThread) {
@@ -131,7 +131,7 @@ final class SQLiteEngine: SQLEngine {
         return try await body(SQLiteSession(target: .readers(readers), observer: self.observer))
     }
 
-    func snapshot<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func snapshot<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         guard let connection = self.snapshotReader, let thread = self.snapshotThread else {
             // One connection, held for the whole body: one snapshot by construction.
             return try await withTaskExecutorPreference(self.writerThread) {
@@ -147,7 +147,7 @@ final class SQLiteEngine: SQLEngine {
                 do {
                     result = try await body(session)
                 } catch {
-                    await self.endTransaction(session, after: error)
+                    await self.endTransaction(session, after: error, logger: logger)
                     throw error
                 }
                 try await session.execute("COMMIT")
@@ -156,7 +156,7 @@ final class SQLiteEngine: SQLEngine {
         }
     }
 
-    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+    func write<T: Sendable>(logger: Logger, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         let session = self.writerSession
         return try await withTaskExecutorPreference(self.writerThread) {
             try await self.writeLock.withLock {
@@ -168,7 +168,7 @@ final class SQLiteEngine: SQLEngine {
                     // rolled back below, or every later BEGIN on this connection would fail.
                     try await session.execute("COMMIT")
                 } catch {
-                    await self.endTransaction(session, after: error)
+                    await self.endTransaction(session, after: error, logger: logger)
                     throw error
                 }
                 return result
@@ -178,11 +178,11 @@ final class SQLiteEngine: SQLEngine {
 
     /// Rolls back the transaction that `error` interrupted, if SQLite has not already; a failed rollback is logged,
     /// never swallowed silently, since it leaves the connection unusable for writes.
-    private func endTransaction(_ session: SQLiteSession, after error: any Error) async {
+    private func endTransaction(_ session: SQLiteSession, after error: any Error, logger: Logger) async {
         do {
             try await session.rollbackIfInTransaction()
         } catch let rollbackError {
-            self.logger.error(
+            logger.error(
                 "Could not roll back a failed transaction",
                 metadata: ["error": "\(rollbackError)", "cause": "\(error)"]
             )
