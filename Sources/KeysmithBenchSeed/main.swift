@@ -25,7 +25,7 @@ guard let bootstrap = try await keysmith.bootstrapIfEmpty(adminKeyName: "bench")
 print(adminKey)
 let organizationID = bootstrap.organization.id
 let project = try await keysmith.createProject(organizationID: organizationID, name: "bench", externalKeyID: nil, residency: nil)
-var members: [String] = []
+var members: [UserID] = []
 for index in 0..<memberCount {
     let user = try await keysmith.createUser(organizationID: organizationID, email: "bench\(index)@example.com", name: nil, role: .reader)
     _ = try await keysmith.addProjectMember(organizationID: organizationID, projectID: project.id, user: .id(user.id), role: .member)
@@ -51,7 +51,7 @@ try await withThrowingTaskGroup(of: (Int, String, String).self) { group in
                 scopes: [],
                 expiresInSeconds: nil
             )
-            return (index, created.key.id, created.plaintext)
+            return (index, created.key.id.rawValue, created.plaintext)
         }
     }
     for _ in 0..<min(width, keyCount) { add() }

@@ -1,7 +1,7 @@
 /// Who made a change, as the audit log records it.
 public enum AuditActor: Sendable, Equatable {
     /// A request to the admin API, made with this admin key.
-    case adminKey(id: String)
+    case adminKey(id: AdminKeyID)
     /// An offline `keysmith` command run on the database itself (`admin-keys create`, the first start's bootstrap).
     case command(String)
 
@@ -11,7 +11,7 @@ public enum AuditActor: Sendable, Equatable {
     /// The id the audit log's `actor_ids[]` filter matches: the admin key's id, or `keysmith-cli`.
     public var id: String {
         switch self {
-        case .adminKey(let id): id
+        case .adminKey(let id): id.rawValue
         case .command: "keysmith-cli"
         }
     }
@@ -21,7 +21,7 @@ public enum AuditActor: Sendable, Equatable {
     public var json: String {
         switch self {
         case .adminKey(let id):
-            AuditJSON.object([("type", .string("api_key")), ("api_key", .object([("id", .string(id))]))])
+            AuditJSON.object([("type", .string("api_key")), ("api_key", .object([("id", .string(id.rawValue))]))])
         case .command(let command):
             AuditJSON.object([
                 ("type", .string("session")),
@@ -78,6 +78,17 @@ public struct AuditEvent: Sendable, Equatable {
         var fields: [(String, AuditJSON)] = [("id", .string(resourceID))]
         if !data.isEmpty { fields.append((dataKey, .object(data))) }
         self.details = AuditJSON.object(fields)
+    }
+
+    /// An event about the object `resourceID` names, of the project `projectID` when it belongs to one.
+    public init(
+        _ type: AuditEventType,
+        resourceID: some TypedID,
+        projectID: ProjectID? = nil,
+        data: [(String, AuditJSON)] = [],
+        dataKey: String = "data"
+    ) {
+        self.init(type, resourceID: resourceID.rawValue, projectID: projectID?.rawValue, data: data, dataKey: dataKey)
     }
 
     public static func == (lhs: AuditEvent, rhs: AuditEvent) -> Bool {
@@ -163,6 +174,9 @@ public struct AuditLogFilter: Sendable, Equatable {
 
 /// The few JSON values audit details hold, written with their keys in the given order.
 public indirect enum AuditJSON: Sendable, Equatable {
+    /// A typed id, as its text.
+    public static func string(_ id: some TypedID) -> AuditJSON { .string(id.rawValue) }
+
     case string(String)
     case int(Int)
     case bool(Bool)

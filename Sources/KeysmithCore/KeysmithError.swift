@@ -31,26 +31,38 @@ public enum KeysmithError: Error, Sendable, Equatable {
     /// A list's `before` cursor is not an item of that list.
     case unknownBeforeCursor(String)
     /// An archived project refuses updates, new service accounts, new members and new keys.
-    case projectArchived(projectID: String)
+    case projectArchived(projectID: ProjectID)
     /// A user-owned key needs its owner to be a member of the project.
-    case ownerNotProjectMember(userID: String, projectID: String)
-    case alreadyProjectMember(userID: String, projectID: String)
+    case ownerNotProjectMember(userID: UserID, projectID: ProjectID)
+    case alreadyProjectMember(userID: UserID, projectID: ProjectID)
     /// Email addresses are unique in an organization, compared case-insensitively.
     case emailTaken(String)
     /// A service account's keys go with the account; they cannot be deleted one by one.
-    case serviceAccountKey(keyID: String, serviceAccountID: String)
-    case keyExpired(keyID: String, operation: KeyOperation)
+    case serviceAccountKey(keyID: APIKeyID, serviceAccountID: ServiceAccountID)
+    case keyExpired(keyID: APIKeyID, operation: KeyOperation)
     /// An organization keeps at least one admin key, or nobody could manage it through the API.
-    case lastAdminKey(keyID: String)
+    case lastAdminKey(keyID: AdminKeyID)
     /// An organization keeps at least one owner.
-    case lastOwner(userID: String)
+    case lastOwner(userID: UserID)
     /// A pending invite for this email exists already.
     case inviteExists(email: String)
     /// An accepted invite can be neither accepted again nor deleted.
-    case inviteAccepted(inviteID: String)
-    case inviteExpired(inviteID: String)
+    case inviteAccepted(inviteID: InviteID)
+    case inviteExpired(inviteID: InviteID)
     /// A project an invite grants does not exist in the organization, or is archived.
-    case inviteProject(projectID: String, archived: Bool)
+    case inviteProject(projectID: ProjectID, archived: Bool)
+}
+
+extension KeysmithError {
+    /// ``notFound(_:id:)`` for a typed id.
+    public static func notFound(_ resource: Resource, id: some TypedID) -> KeysmithError {
+        .notFound(resource, id: id.rawValue)
+    }
+
+    /// ``referenceNotFound(_:id:)`` for a typed id.
+    public static func referenceNotFound(_ resource: Resource, id: some TypedID) -> KeysmithError {
+        .referenceNotFound(resource, id: id.rawValue)
+    }
 }
 
 extension KeysmithError: CustomStringConvertible {

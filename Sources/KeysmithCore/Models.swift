@@ -3,11 +3,11 @@ public typealias UnixSeconds = Int
 
 /// A tenant. Every other object belongs to exactly one organization, and an admin key sees only its own.
 public struct Organization: Sendable, Equatable {
-    public var id: String
+    public var id: OrganizationID
     public var name: String
     public var createdAt: UnixSeconds
 
-    public init(id: String, name: String, createdAt: UnixSeconds) {
+    public init(id: OrganizationID, name: String, createdAt: UnixSeconds) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
@@ -15,8 +15,8 @@ public struct Organization: Sendable, Equatable {
 }
 
 public struct Project: Sendable, Equatable {
-    public var id: String
-    public var organizationID: String
+    public var id: ProjectID
+    public var organizationID: OrganizationID
     public var name: String
     public var createdAt: UnixSeconds
     public var archivedAt: UnixSeconds?
@@ -26,8 +26,8 @@ public struct Project: Sendable, Equatable {
     public var isArchived: Bool { self.archivedAt != nil }
 
     public init(
-        id: String,
-        organizationID: String,
+        id: ProjectID,
+        organizationID: OrganizationID,
         name: String,
         createdAt: UnixSeconds,
         archivedAt: UnixSeconds? = nil,
@@ -73,14 +73,14 @@ public enum ServiceAccountRole: String, Sendable, CaseIterable, Codable {
 
 /// A person in an organization.
 public struct User: Sendable, Equatable {
-    public var id: String
-    public var organizationID: String
+    public var id: UserID
+    public var organizationID: OrganizationID
     public var email: String
     public var name: String?
     public var role: OrganizationRole
     public var addedAt: UnixSeconds
 
-    public init(id: String, organizationID: String, email: String, name: String?, role: OrganizationRole, addedAt: UnixSeconds) {
+    public init(id: UserID, organizationID: OrganizationID, email: String, name: String?, role: OrganizationRole, addedAt: UnixSeconds) {
         self.id = id
         self.organizationID = organizationID
         self.email = email
@@ -92,12 +92,12 @@ public struct User: Sendable, Equatable {
 
 /// A user's membership of a project.
 public struct ProjectMember: Sendable, Equatable {
-    public var projectID: String
+    public var projectID: ProjectID
     public var user: User
     public var role: ProjectRole
     public var addedAt: UnixSeconds
 
-    public init(projectID: String, user: User, role: ProjectRole, addedAt: UnixSeconds) {
+    public init(projectID: ProjectID, user: User, role: ProjectRole, addedAt: UnixSeconds) {
         self.projectID = projectID
         self.user = user
         self.role = role
@@ -107,17 +107,17 @@ public struct ProjectMember: Sendable, Equatable {
 
 /// A non-human member of one project.
 public struct ServiceAccount: Sendable, Equatable {
-    public var id: String
-    public var organizationID: String
-    public var projectID: String
+    public var id: ServiceAccountID
+    public var organizationID: OrganizationID
+    public var projectID: ProjectID
     public var name: String
     public var role: ServiceAccountRole
     public var createdAt: UnixSeconds
 
     public init(
-        id: String,
-        organizationID: String,
-        projectID: String,
+        id: ServiceAccountID,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         name: String,
         role: ServiceAccountRole,
         createdAt: UnixSeconds
@@ -162,8 +162,8 @@ public enum APIKeyOwner: Sendable, Equatable {
 
     public var id: String {
         switch self {
-        case .user(let user, _): user.id
-        case .serviceAccount(let account): account.id
+        case .user(let user, _): user.id.rawValue
+        case .serviceAccount(let account): account.id.rawValue
         }
     }
 
@@ -178,9 +178,9 @@ public enum APIKeyOwner: Sendable, Equatable {
 
 /// A project API key as lists show it: never its plaintext, which the store does not have.
 public struct APIKey: Sendable, Equatable {
-    public var id: String
-    public var organizationID: String
-    public var projectID: String
+    public var id: APIKeyID
+    public var organizationID: OrganizationID
+    public var projectID: ProjectID
     public var name: String
     public var redactedValue: String
     public var createdAt: UnixSeconds
@@ -191,9 +191,9 @@ public struct APIKey: Sendable, Equatable {
     public var owner: APIKeyOwner
 
     public init(
-        id: String,
-        organizationID: String,
-        projectID: String,
+        id: APIKeyID,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         name: String,
         redactedValue: String,
         createdAt: UnixSeconds,
@@ -217,8 +217,8 @@ public struct APIKey: Sendable, Equatable {
 
 /// An organization admin key, as the store keeps it.
 public struct AdminKey: Sendable, Equatable {
-    public var id: String
-    public var organizationID: String
+    public var id: AdminKeyID
+    public var organizationID: OrganizationID
     public var name: String
     public var redactedValue: String
     public var createdAt: UnixSeconds
@@ -226,8 +226,8 @@ public struct AdminKey: Sendable, Equatable {
     public var lastUsedAt: UnixSeconds?
 
     public init(
-        id: String,
-        organizationID: String,
+        id: AdminKeyID,
+        organizationID: OrganizationID,
         name: String,
         redactedValue: String,
         createdAt: UnixSeconds,
@@ -265,8 +265,8 @@ public enum OwnerProjectAccess: String, Sendable, CaseIterable, Codable {
 /// A project API key about to be stored.
 public struct NewAPIKey: Sendable, Equatable {
     public enum Owner: Sendable, Equatable {
-        case user(id: String)
-        case serviceAccount(id: String)
+        case user(id: UserID)
+        case serviceAccount(id: ServiceAccountID)
 
         public var type: APIKeyOwnerType {
             switch self {
@@ -278,9 +278,9 @@ public struct NewAPIKey: Sendable, Equatable {
         public var kind: KeyKind { self.type.keyKind }
     }
 
-    public var id: String
-    public var organizationID: String
-    public var projectID: String
+    public var id: APIKeyID
+    public var organizationID: OrganizationID
+    public var projectID: ProjectID
     public var owner: Owner
     public var name: String
     public var secret: NewKeySecret
@@ -289,9 +289,9 @@ public struct NewAPIKey: Sendable, Equatable {
     public var expiresAt: UnixSeconds?
 
     public init(
-        id: String,
-        organizationID: String,
-        projectID: String,
+        id: APIKeyID,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         owner: Owner,
         name: String,
         secret: NewKeySecret,
@@ -314,9 +314,9 @@ public struct NewAPIKey: Sendable, Equatable {
 /// What verification needs to know about one project API key, loaded for every key when the server starts and
 /// again for a key whenever a change touches it. Secrets appear only as their digests.
 public struct KeyVerificationState: Sendable, Equatable {
-    public var keyID: String
-    public var organizationID: String
-    public var projectID: String
+    public var keyID: APIKeyID
+    public var organizationID: OrganizationID
+    public var projectID: ProjectID
     public var ownerType: APIKeyOwnerType
     public var ownerID: String
     public var scopes: [String]
@@ -332,9 +332,9 @@ public struct KeyVerificationState: Sendable, Equatable {
     public var ownerHasProjectAccess: Bool
 
     public init(
-        keyID: String,
-        organizationID: String,
-        projectID: String,
+        keyID: APIKeyID,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         ownerType: APIKeyOwnerType,
         ownerID: String,
         scopes: [String],
@@ -373,12 +373,12 @@ public struct AdminKeyCredential: Sendable, Equatable {
 
 /// A secret that no longer verifies: its key was deleted, or a rotation replaced it.
 public struct RevokedSecret: Sendable, Equatable {
-    public var keyID: String
-    public var organizationID: String
-    public var projectID: String
+    public var keyID: APIKeyID
+    public var organizationID: OrganizationID
+    public var projectID: ProjectID
     public var revokedAt: UnixSeconds
 
-    public init(keyID: String, organizationID: String, projectID: String, revokedAt: UnixSeconds) {
+    public init(keyID: APIKeyID, organizationID: OrganizationID, projectID: ProjectID, revokedAt: UnixSeconds) {
         self.keyID = keyID
         self.organizationID = organizationID
         self.projectID = projectID
@@ -390,13 +390,13 @@ public struct RevokedSecret: Sendable, Equatable {
 /// transaction as the write (the change log), so that every process serving the database can apply it.
 public enum KeysmithChange: Sendable, Hashable {
     /// A project key was created, updated, rotated or deleted.
-    case apiKey(id: String)
+    case apiKey(id: APIKeyID)
     /// An admin key was created or deleted.
-    case adminKey(id: String)
+    case adminKey(id: AdminKeyID)
     /// A project was archived.
-    case project(id: String)
+    case project(id: ProjectID)
     /// A user joined or left a project.
-    case membership(projectID: String, userID: String)
+    case membership(projectID: ProjectID, userID: UserID)
 }
 
 /// A place in the change log. Entries are ordered by the transaction that wrote them, then by their sequence
@@ -467,10 +467,10 @@ public struct ChangeBatch: Sendable, Equatable {
 public struct Invite: Sendable, Equatable {
     /// A project the invited person joins on acceptance, and their role in it.
     public struct ProjectGrant: Sendable, Equatable {
-        public var projectID: String
+        public var projectID: ProjectID
         public var role: ProjectRole
 
-        public init(projectID: String, role: ProjectRole) {
+        public init(projectID: ProjectID, role: ProjectRole) {
             self.projectID = projectID
             self.role = role
         }
@@ -482,8 +482,8 @@ public struct Invite: Sendable, Equatable {
         case expired
     }
 
-    public var id: String
-    public var organizationID: String
+    public var id: InviteID
+    public var organizationID: OrganizationID
     public var email: String
     public var role: OrganizationRole
     public var projects: [ProjectGrant]
@@ -492,8 +492,8 @@ public struct Invite: Sendable, Equatable {
     public var acceptedAt: UnixSeconds?
 
     public init(
-        id: String,
-        organizationID: String,
+        id: InviteID,
+        organizationID: OrganizationID,
         email: String,
         role: OrganizationRole,
         projects: [ProjectGrant],

@@ -12,37 +12,37 @@ public protocol KeysmithStoreReader: VerificationStateReader {
     // MARK: Organizations and admin keys
 
     func defaultOrganization() async throws -> Organization?
-    func organization(id: String) async throws -> Organization
-    func adminKey(id: String, organizationID: String) async throws -> AdminKey
-    func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey>
+    func organization(id: OrganizationID) async throws -> Organization
+    func adminKey(id: AdminKeyID, organizationID: OrganizationID) async throws -> AdminKey
+    func listAdminKeys(organizationID: OrganizationID, descending: Bool, page: PageRequest) async throws -> Page<AdminKey>
 
     // MARK: Projects, users, members, service accounts, keys
 
-    func project(id: String, organizationID: String) async throws -> Project
-    func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
-    func user(id: String, organizationID: String) async throws -> User
+    func project(id: ProjectID, organizationID: OrganizationID) async throws -> Project
+    func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
+    func user(id: UserID, organizationID: OrganizationID) async throws -> User
     /// Users in added order; with `emails`, only those (compared case-insensitively).
-    func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User>
-    func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember
-    func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember>
-    func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount
-    func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount>
-    func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey
+    func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User>
+    func projectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws -> ProjectMember
+    func listProjectMembers(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ProjectMember>
+    func serviceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws -> ServiceAccount
+    func listServiceAccounts(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ServiceAccount>
+    func apiKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey
     func listAPIKeys(
-        projectID: String,
-        organizationID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey>
 
     // MARK: Invites and the audit log
 
-    func invite(id: String, organizationID: String) async throws -> Invite
+    func invite(id: InviteID, organizationID: OrganizationID) async throws -> Invite
     /// Invites in the order they were sent.
-    func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite>
+    func listInvites(organizationID: OrganizationID, page: PageRequest) async throws -> Page<Invite>
     /// The audit log, newest first: `after` pages towards older events, `before` towards newer ones.
     func listAuditLogs(
-        organizationID: String,
+        organizationID: OrganizationID,
         filter: AuditLogFilter,
         limit: Int,
         after: String?,
@@ -69,18 +69,18 @@ public protocol VerificationStateReader: Sendable {
     /// Up to `limit` entries after `position`, in order, from one snapshot of the log (see ``ChangeBatch``).
     func changes(after position: ChangePosition, limit: Int) async throws -> ChangeBatch
     /// Every project key's verification state, in pages ordered by key id (`after`: the last id of the previous page).
-    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState]
+    func keyVerificationStates(after keyID: APIKeyID?, limit: Int) async throws -> [KeyVerificationState]
     /// The verification states of those of `keyIDs` that exist (at most a few hundred ids), in one read.
-    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState]
+    func keyVerificationStates(keyIDs: [APIKeyID]) async throws -> [KeyVerificationState]
     /// For each of `keyIDs` that has any, the digests of its secrets that no longer verify (deleted, or rotated out),
     /// in one read.
-    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]]
+    func revokedSecretHashes(keyIDs: [APIKeyID]) async throws -> [APIKeyID: [String]]
     /// Whether the project is archived; nil when it does not exist.
-    func isProjectArchived(projectID: String) async throws -> Bool?
-    func isProjectMember(projectID: String, userID: String) async throws -> Bool
+    func isProjectArchived(projectID: ProjectID) async throws -> Bool?
+    func isProjectMember(projectID: ProjectID, userID: UserID) async throws -> Bool
     /// Every admin key with its secret's digest.
     func adminKeyCredentials() async throws -> [AdminKeyCredential]
-    func adminKeyCredential(id: String) async throws -> AdminKeyCredential?
+    func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential?
 }
 
 /// What the change feed works from: the reads of ``VerificationStateReader``, and the change log's notifications. ``SQLStore`` is one; a test can put faults in front of it.

@@ -141,7 +141,7 @@ public struct Keysmith: Sendable {
     /// A new admin key for `organizationID`, or for the default organization when nil.
     public func createAdminKey(
         name: String,
-        organizationID: String?,
+        organizationID: OrganizationID?,
         expiresInSeconds: Int? = nil
     ) async throws -> (key: AdminKey, plaintext: String) {
         let organizationID = try await self.resolveOrganization(organizationID)
@@ -159,11 +159,11 @@ public struct Keysmith: Sendable {
         return (key, issued.plaintext)
     }
 
-    public func deleteAdminKey(organizationID: String, keyID: String) async throws {
+    public func deleteAdminKey(organizationID: OrganizationID, keyID: AdminKeyID) async throws {
         try await self.write { try await self.store.deleteAdminKey(id: keyID, organizationID: organizationID) }
     }
 
-    private func resolveOrganization(_ organizationID: String?) async throws -> String {
+    private func resolveOrganization(_ organizationID: OrganizationID?) async throws -> OrganizationID {
         if let organizationID {
             return try await self.store.organization(id: organizationID).id
         }
@@ -179,7 +179,7 @@ public struct Keysmith: Sendable {
 
     // MARK: Projects
 
-    public func createProject(organizationID: String, name: String, externalKeyID: String?, residency: String?) async throws -> Project {
+    public func createProject(organizationID: OrganizationID, name: String, externalKeyID: String?, residency: String?) async throws -> Project {
         let project = Project(
             id: self.ids.make(.project),
             organizationID: organizationID,
@@ -193,13 +193,13 @@ public struct Keysmith: Sendable {
     }
 
     /// Renames the project and/or sets its external key id (a double optional: `.some(nil)` clears it).
-    public func updateProject(organizationID: String, projectID: String, name: String?, externalKeyID: String??) async throws -> Project {
+    public func updateProject(organizationID: OrganizationID, projectID: ProjectID, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.write {
             try await self.store.updateProject(id: projectID, organizationID: organizationID, name: name, externalKeyID: externalKeyID)
         }
     }
 
-    public func archiveProject(organizationID: String, projectID: String) async throws -> Project {
+    public func archiveProject(organizationID: OrganizationID, projectID: ProjectID) async throws -> Project {
         try await self.write {
             try await self.store.archiveProject(id: projectID, organizationID: organizationID, at: self.clock.now())
         }
@@ -207,7 +207,7 @@ public struct Keysmith: Sendable {
 
     // MARK: Users and project members
 
-    public func createUser(organizationID: String, email: String, name: String?, role: OrganizationRole) async throws -> User {
+    public func createUser(organizationID: OrganizationID, email: String, name: String?, role: OrganizationRole) async throws -> User {
         let user = User(
             id: self.ids.make(.user),
             organizationID: organizationID,
@@ -220,12 +220,12 @@ public struct Keysmith: Sendable {
         return user
     }
 
-    public func updateUser(organizationID: String, userID: String, role: OrganizationRole) async throws -> User {
+    public func updateUser(organizationID: OrganizationID, userID: UserID, role: OrganizationRole) async throws -> User {
         try await self.write { try await self.store.updateUser(id: userID, organizationID: organizationID, role: role) }
     }
 
     /// Deletes the user and their memberships; their keys stay listed, inactive, and stop verifying everywhere.
-    public func deleteUser(organizationID: String, userID: String) async throws {
+    public func deleteUser(organizationID: OrganizationID, userID: UserID) async throws {
         try await self.write { try await self.store.deleteUser(id: userID, organizationID: organizationID) }
     }
 
@@ -234,7 +234,7 @@ public struct Keysmith: Sendable {
     /// A pending invite that expires after the configured lifetime. `projects` nil: the default project, as a
     /// member (OpenAI's legacy behaviour); empty: no project.
     public func createInvite(
-        organizationID: String,
+        organizationID: OrganizationID,
         email: String,
         role: OrganizationRole,
         projects: [Invite.ProjectGrant]?
@@ -252,13 +252,13 @@ public struct Keysmith: Sendable {
         return try await self.write { try await self.store.createInvite(invite, joinDefaultProject: projects == nil) }
     }
 
-    public func deleteInvite(organizationID: String, inviteID: String) async throws {
+    public func deleteInvite(organizationID: OrganizationID, inviteID: InviteID) async throws {
         try await self.write { try await self.store.deleteInvite(id: inviteID, organizationID: organizationID) }
     }
 
     /// Accepts a pending invite: the user, with the invite's email and role, joins the organization and its projects.
-    public func acceptInvite(organizationID: String, inviteID: String, name: String?) async throws -> (user: User, invite: Invite) {
-        let userID = self.ids.make(.user)
+    public func acceptInvite(organizationID: OrganizationID, inviteID: InviteID, name: String?) async throws -> (user: User, invite: Invite) {
+        let userID: UserID = self.ids.make(.user)
         let now = self.clock.now()
         return try await self.write {
             try await self.store.acceptInvite(id: inviteID, organizationID: organizationID, userID: userID, name: name, at: now)
@@ -267,17 +267,17 @@ public struct Keysmith: Sendable {
 
     /// Who to add to a project: a user of the organization by id, or by email.
     public enum UserReference: Sendable {
-        case id(String)
+        case id(UserID)
         case email(String)
     }
 
     public func addProjectMember(
-        organizationID: String,
-        projectID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         user: UserReference,
         role: ProjectRole
     ) async throws -> ProjectMember {
-        let userID: String
+        let userID: UserID
         switch user {
         case .id(let id):
             userID = id
@@ -297,14 +297,16 @@ public struct Keysmith: Sendable {
         }
     }
 
-    public func updateProjectMember(organizationID: String, projectID: String, userID: String, role: ProjectRole) async throws -> ProjectMember {
+    public func updateProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID, role: ProjectRole) async throws
+        -> ProjectMember
+    {
         try await self.write {
             try await self.store.updateProjectMember(projectID: projectID, organizationID: organizationID, userID: userID, role: role)
         }
     }
 
     /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
-    public func removeProjectMember(organizationID: String, projectID: String, userID: String) async throws {
+    public func removeProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws {
         try await self.write {
             try await self.store.removeProjectMember(projectID: projectID, organizationID: organizationID, userID: userID)
         }
@@ -314,8 +316,8 @@ public struct Keysmith: Sendable {
 
     /// A new service account and, unless `withoutKey`, its first key, whose plaintext is returned once.
     public func createServiceAccount(
-        organizationID: String,
-        projectID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         name: String,
         withoutKey: Bool,
         expiresInSeconds: Int? = nil
@@ -362,9 +364,9 @@ public struct Keysmith: Sendable {
     }
 
     public func updateServiceAccount(
-        organizationID: String,
-        projectID: String,
-        accountID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        accountID: ServiceAccountID,
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount {
@@ -380,7 +382,7 @@ public struct Keysmith: Sendable {
     }
 
     /// Deletes the account and every key it owns.
-    public func deleteServiceAccount(organizationID: String, projectID: String, accountID: String) async throws {
+    public func deleteServiceAccount(organizationID: OrganizationID, projectID: ProjectID, accountID: ServiceAccountID) async throws {
         try await self.write {
             try await self.store.deleteServiceAccount(id: accountID, projectID: projectID, organizationID: organizationID)
         }
@@ -388,8 +390,8 @@ public struct Keysmith: Sendable {
 
     /// A new project key for a project member or a service account; its plaintext is returned once.
     public func createAPIKey(
-        organizationID: String,
-        projectID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
         owner: NewAPIKey.Owner,
         name: String,
         scopes: [String],
@@ -415,7 +417,7 @@ public struct Keysmith: Sendable {
         return (key, issued.plaintext)
     }
 
-    public func deleteAPIKey(organizationID: String, projectID: String, keyID: String) async throws {
+    public func deleteAPIKey(organizationID: OrganizationID, projectID: ProjectID, keyID: APIKeyID) async throws {
         try await self.write {
             try await self.store.deleteAPIKey(id: keyID, projectID: projectID, organizationID: organizationID)
         }
@@ -423,9 +425,9 @@ public struct Keysmith: Sendable {
 
     /// Replaces scopes and/or sets the expiry to `expiresInSeconds` from now.
     public func updateAPIKey(
-        organizationID: String,
-        projectID: String,
-        keyID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        keyID: APIKeyID,
         scopes: [String]?,
         expiresInSeconds: Int?
     ) async throws -> APIKey {
@@ -444,9 +446,9 @@ public struct Keysmith: Sendable {
 
     /// Gives a key a new secret, returned once. The old one keeps verifying for `gracePeriodSeconds` (0: never).
     public func rotateAPIKey(
-        organizationID: String,
-        projectID: String,
-        keyID: String,
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        keyID: APIKeyID,
         gracePeriodSeconds: Int
     ) async throws -> (key: APIKey, plaintext: String, previousSecretExpiresAt: UnixSeconds?) {
         let now = self.clock.now()
@@ -470,7 +472,7 @@ public struct Keysmith: Sendable {
 
     /// Writes batched uses (the server's usage recorder): each key's `last_used_at` becomes the later of its stored
     /// value and the given time. Not a change verification cares about: no change log entry.
-    public func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
+    public func recordUses(apiKeys: [APIKeyID: UnixSeconds], adminKeys: [AdminKeyID: UnixSeconds]) async throws {
         try await self.store.recordUses(apiKeys: apiKeys, adminKeys: adminKeys)
     }
 

@@ -67,7 +67,10 @@ struct AdminKeys: AsyncParsableCommand {
                 )
                 let created: (key: AdminKey, plaintext: String)
                 do {
-                    created = try await keysmith.createAdminKey(name: self.name, organizationID: self.organization)
+                    created = try await keysmith.createAdminKey(
+                        name: self.name,
+                        organizationID: self.organization.map(OrganizationID.init(rawValue:))
+                    )
                 } catch {
                     try? await database.close()
                     throw error

@@ -156,7 +156,7 @@ struct KeyHasherTests {
 struct IdentifierTests {
     @Test("Ids carry their prefix and 22 base62 digits", arguments: IDPrefix.allCases)
     func format(prefix: IDPrefix) {
-        let id = IDGenerator.shared.make(prefix)
+        let id = IDGenerator.shared.makeText(prefix)
         #expect(id.hasPrefix(prefix.rawValue))
         let suffix = id.dropFirst(prefix.rawValue.count)
         #expect(suffix.count == 22)
@@ -166,7 +166,7 @@ struct IdentifierTests {
     @Test("Ids sort in the order they were made, even within one microsecond")
     func ordering() {
         let generator = IDGenerator(now: { 1_750_000_000_000_000 })
-        let ids = (0..<1000).map { _ in generator.make(.apiKey) }
+        let ids = (0..<1000).map { _ in generator.makeText(.apiKey) }
         #expect(ids == ids.sorted())
         #expect(Set(ids).count == ids.count)
     }

@@ -61,23 +61,23 @@ final class FaultySource: VerificationSource {
         }
         for continuation in held { continuation.resume() }
     }
-    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(after keyID: APIKeyID?, limit: Int) async throws -> [KeyVerificationState] {
         try self.check()
         return try await self.store.keyVerificationStates(after: keyID, limit: limit)
     }
-    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(keyIDs: [APIKeyID]) async throws -> [KeyVerificationState] {
         try self.check()
         return try await self.store.keyVerificationStates(keyIDs: keyIDs)
     }
-    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
+    func revokedSecretHashes(keyIDs: [APIKeyID]) async throws -> [APIKeyID: [String]] {
         try self.check()
         return try await self.store.revokedSecretHashes(keyIDs: keyIDs)
     }
-    func isProjectArchived(projectID: String) async throws -> Bool? {
+    func isProjectArchived(projectID: ProjectID) async throws -> Bool? {
         try self.check()
         return try await self.store.isProjectArchived(projectID: projectID)
     }
-    func isProjectMember(projectID: String, userID: String) async throws -> Bool {
+    func isProjectMember(projectID: ProjectID, userID: UserID) async throws -> Bool {
         try self.check()
         return try await self.store.isProjectMember(projectID: projectID, userID: userID)
     }
@@ -85,7 +85,7 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.adminKeyCredentials()
     }
-    func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
+    func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential? {
         try self.check()
         return try await self.store.adminKeyCredential(id: id)
     }
@@ -193,7 +193,7 @@ struct WriteFaultTests {
             let admin = try await keysmith.createAdminKey(name: "second", organizationID: organizationID)
             let project = try await keysmith.createProject(organizationID: organizationID, name: "p", externalKeyID: nil, residency: nil)
             let archived = try await keysmith.createProject(organizationID: organizationID, name: "q", externalKeyID: nil, residency: nil)
-            func account(_ projectID: String, _ name: String) async throws -> (id: String, keyID: String, value: String) {
+            func account(_ projectID: ProjectID, _ name: String) async throws -> (id: ServiceAccountID, keyID: APIKeyID, value: String) {
                 let created = try await keysmith.createServiceAccount(
                     organizationID: organizationID,
                     projectID: projectID,

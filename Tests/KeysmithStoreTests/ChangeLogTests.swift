@@ -135,7 +135,7 @@ struct ChangeLogTests {
                 created.append(key)
             }
             var states: [KeyVerificationState] = []
-            var after: String?
+            var after: APIKeyID?
             while true {
                 let page = try await fixture.store.keyVerificationStates(after: after, limit: 3)
                 states += page
@@ -146,7 +146,7 @@ struct ChangeLogTests {
             let first = try #require(states.first { $0.keyID == created[0].id })
             #expect(first.secretHash == created[0].secret.hash)
             #expect(first.organizationID == fixture.organizationID && first.projectID == project.id)
-            #expect(first.ownerType == .user && first.ownerID == member.id && first.ownerHasProjectAccess)
+            #expect(first.ownerType == .user && first.ownerID == member.id.rawValue && first.ownerHasProjectAccess)
             #expect(first.expiresAt == fixture.clock.now + 100 && !first.isProjectArchived)
             #expect(first.previousSecretHash == nil && first.previousSecretExpiresAt == nil)
 

@@ -230,7 +230,7 @@ struct ConcurrencyTests {
                     group.addTask {
                         let applied = try await store.migrate()
                         let secret = try await store.serverSecret(override: nil)
-                        let organization = Organization(id: "org-start\(index)", name: "Start \(index)", createdAt: 1)
+                        let organization = Organization(id: OrganizationID(rawValue: "org-start\(index)"), name: "Start \(index)", createdAt: 1)
                         let bootstrapped = try await store.bootstrap(organization: organization, adminKey: nil)
                         return (applied, secret, bootstrapped)
                     }

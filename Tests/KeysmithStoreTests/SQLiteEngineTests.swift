@@ -194,12 +194,12 @@ struct SQLiteEngineTests {
             for n in 0..<5 {
                 keys.append(try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id), name: "k\(n)")))
             }
-            func listAndLookUp(_ project: Project, after: String?) async throws {
+            func listAndLookUp(_ project: Project, after: APIKeyID?) async throws {
                 _ = try await fixture.store.listAPIKeys(
                     projectID: project.id,
                     organizationID: fixture.organizationID,
                     access: .active,
-                    page: PageRequest(limit: 2, after: after)
+                    page: PageRequest(limit: 2, after: after?.rawValue)
                 )
                 // What the change feed reads for a changed key.
                 _ = try await fixture.store.keyVerificationState(keyID: keys.randomElement()!.id)

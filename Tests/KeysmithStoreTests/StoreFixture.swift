@@ -39,7 +39,7 @@ struct StoreFixture: Sendable {
         }
     }
 
-    var organizationID: String { self.organization.id }
+    var organizationID: OrganizationID { self.organization.id }
 
     /// Runs `body` with a second store on the same database, as another replica has, its pool running.
     func withReplica(_ body: @escaping @Sendable (SQLStore) async throws -> Void) async throws {
@@ -76,7 +76,7 @@ struct StoreFixture: Sendable {
         return user
     }
 
-    func newKey(projectID: String, owner: NewAPIKey.Owner, name: String = "key", expiresAt: Int? = nil) -> NewAPIKey {
+    func newKey(projectID: ProjectID, owner: NewAPIKey.Owner, name: String = "key", expiresAt: Int? = nil) -> NewAPIKey {
         let plaintext = KeySecret.generate(owner.kind)
         return NewAPIKey(
             id: self.ids.make(.apiKey),
@@ -92,7 +92,7 @@ struct StoreFixture: Sendable {
     }
 
     /// A service account named "bot", not yet stored.
-    func newServiceAccount(projectID: String) -> ServiceAccount {
+    func newServiceAccount(projectID: ProjectID) -> ServiceAccount {
         ServiceAccount(
             id: self.ids.make(.serviceAccount),
             organizationID: self.organizationID,

@@ -23,7 +23,7 @@ struct StoreQueryTests {
                 _ = try await database.rows(SQLStore.InsertAPIKey(key: key, userID: member.id, serviceAccountID: nil))
                 _ = try await database.rows(
                     SQLStore.InsertAuditEvent(
-                        id: IDGenerator.shared.make(.auditLog),
+                        id: IDGenerator.shared.makeText(.auditLog),
                         organizationID: organizationID,
                         event: SQLStore.keyCreatedEvent(key),
                         time: fixture.clock.now,
@@ -69,7 +69,13 @@ struct StoreQueryTests {
             #expect(written.owner == .user(member, role: .member))
             let after = try await engine.unsafeRead { database in
                 try await database.rows(
-                    SQLStore.APIKeyPageAfter(projectID: project.id, organizationID: organizationID, access: .active, after: key.id, limit: 10)
+                    SQLStore.APIKeyPageAfter(
+                        projectID: project.id,
+                        organizationID: organizationID,
+                        access: .active,
+                        after: key.id.rawValue,
+                        limit: 10
+                    )
                 )
             }
             #expect(after == [second])

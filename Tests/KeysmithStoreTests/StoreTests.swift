@@ -169,12 +169,12 @@ struct StoreProjectTests {
     @Test("Lists page in (creation time, id) order with exact has_more, also when times tie", arguments: TestEngine.available)
     func pagination(engine: TestEngine) async throws {
         try await StoreFixture.run(engine) { fixture in
-            var created: [String] = []
+            var created: [ProjectID] = []
             for index in 0..<25 {
                 created.append(try await fixture.project("p\(index)").id)
                 if index % 10 == 9 { fixture.clock.advance(by: 1) }
             }
-            var seen: [String] = []
+            var seen: [ProjectID] = []
             var after: String?
             var pages = 0
             while true {
@@ -187,7 +187,7 @@ struct StoreProjectTests {
                 seen += page.items.map(\.id)
                 #expect(page.hasMore == (seen.count < 25))
                 guard page.hasMore else { break }
-                after = page.items.last?.id
+                after = page.items.last?.id.rawValue
             }
             #expect(pages == 3)
             #expect(seen == created)
@@ -332,7 +332,7 @@ struct StoreKeyTests {
             let staying = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: stays.id)))
             try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
 
-            func ids(_ access: OwnerProjectAccess) async throws -> [String] {
+            func ids(_ access: OwnerProjectAccess) async throws -> [APIKeyID] {
                 try await fixture.store.listAPIKeys(
                     projectID: project.id,
                     organizationID: fixture.organizationID,
@@ -418,7 +418,7 @@ struct StoreKeyTests {
             let new = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
             let key = try await fixture.store.createAPIKey(new)
             let state = try #require(try await fixture.store.keyVerificationState(keyID: key.id))
-            #expect(state.secretHash == new.secret.hash && state.ownerID == member.id && state.ownerHasProjectAccess)
+            #expect(state.secretHash == new.secret.hash && state.ownerID == member.id.rawValue && state.ownerHasProjectAccess)
             #expect(try await fixture.store.revokedSecret(secretHash: new.secret.hash) == nil)
             try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
             let revoked = try await fixture.store.revokedSecret(secretHash: new.secret.hash)
@@ -434,7 +434,7 @@ struct StoreKeyTests {
     @Test("Admin keys list in both orders and delete", arguments: TestEngine.available)
     func adminKeys(engine: TestEngine) async throws {
         try await StoreFixture.run(engine) { fixture in
-            var ids: [String] = []
+            var ids: [AdminKeyID] = []
             for index in 0..<5 {
                 let key = AdminKey(
                     id: fixture.ids.make(.apiKey),
@@ -455,7 +455,7 @@ struct StoreKeyTests {
             let descending = try await fixture.store.listAdminKeys(
                 organizationID: fixture.organizationID,
                 descending: true,
-                page: PageRequest(limit: 3, after: ids[3])
+                page: PageRequest(limit: 3, after: ids[3].rawValue)
             )
             #expect(descending.items.map(\.id) == [ids[2], ids[1], ids[0]] && !descending.hasMore)
             try await fixture.store.deleteAdminKey(id: ids[0], organizationID: fixture.organizationID)
@@ -488,9 +488,9 @@ struct StoreKeyTests {
                 createdAt: 1
             )
             try await store.createServiceAccount(account, key: nil)
-            var ids: [String] = []
+            var ids: [APIKeyID] = []
             for index in 0..<300 {
-                let id = "key_uses\(index)"
+                let id = APIKeyID(rawValue: "key_uses\(index)")
                 _ = try await store.createAPIKey(
                     NewAPIKey(
                         id: id,

@@ -30,31 +30,31 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     // MARK: Admin keys
 
     func createAdminKey(_ key: AdminKey, secretHash: String) async throws
-    func deleteAdminKey(id: String, organizationID: String) async throws
+    func deleteAdminKey(id: AdminKeyID, organizationID: OrganizationID) async throws
 
     // MARK: Projects
 
     func createProject(_ project: Project) async throws
-    func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project
-    func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project
+    func updateProject(id: ProjectID, organizationID: OrganizationID, name: String?, externalKeyID: String??) async throws -> Project
+    func archiveProject(id: ProjectID, organizationID: OrganizationID, at time: UnixSeconds) async throws -> Project
 
     // MARK: Users and project members
 
     func createUser(_ user: User) async throws
     /// Changes the user's organization role; the organization's last owner cannot stop being one.
-    func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User
+    func updateUser(id: UserID, organizationID: OrganizationID, role: OrganizationRole) async throws -> User
     /// Deletes the user and their project memberships; the keys they own stay, inactive. The organization's last
     /// owner cannot be deleted.
-    func deleteUser(id: String, organizationID: String) async throws
+    func deleteUser(id: UserID, organizationID: OrganizationID) async throws
     func addProjectMember(
-        projectID: String,
-        organizationID: String,
-        userID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
+        userID: UserID,
         role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember
-    func updateProjectMember(projectID: String, organizationID: String, userID: String, role: ProjectRole) async throws -> ProjectMember
-    func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws
+    func updateProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID, role: ProjectRole) async throws -> ProjectMember
+    func removeProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws
 
     // MARK: Invites
 
@@ -63,12 +63,12 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// invite as stored.
     func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite
     /// Deletes a pending or expired invite; an accepted one is refused.
-    func deleteInvite(id: String, organizationID: String) async throws
+    func deleteInvite(id: InviteID, organizationID: OrganizationID) async throws
     /// Accepts a pending invite: creates the user `userID` with the invite's email and role, and its memberships.
     func acceptInvite(
-        id: String,
-        organizationID: String,
-        userID: String,
+        id: InviteID,
+        organizationID: OrganizationID,
+        userID: UserID,
         name: String?,
         at time: UnixSeconds
     ) async throws -> (user: User, invite: Invite)
@@ -78,26 +78,26 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// Creates the account and, if given, its first key, in one transaction. The project must not be archived.
     func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws
     func updateServiceAccount(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: ServiceAccountID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount
     /// Deletes the account and every key it owns.
-    func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws
+    func deleteServiceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws
 
     // MARK: Project API keys
 
     /// Stores a key for a project member or a service account of an active project.
     func createAPIKey(_ key: NewAPIKey) async throws -> APIKey
     /// Deletes a user-owned key; a service account's key is refused (delete the service account instead).
-    func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws
+    func deleteAPIKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws
     /// Replaces the scopes and/or the expiry (a double optional: `.some(nil)` clears it) of an unexpired key.
     func updateAPIKey(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: APIKeyID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         scopes: [String]?,
         expiresAt: UnixSeconds??,
         now: UnixSeconds
@@ -107,16 +107,16 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// one (`graceEndsAt` nil) it is revoked at once. A previous secret still in its grace period is revoked, so a
     /// key has at most one previous secret. Expired keys cannot be rotated.
     func rotateAPIKey(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: APIKeyID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         secret: NewKeySecret,
         graceEndsAt: UnixSeconds?,
         now: UnixSeconds
     ) async throws -> APIKey
 
     /// Writes batched uses: each key's `last_used_at` becomes the later of its stored value and the given time.
-    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws
+    func recordUses(apiKeys: [APIKeyID: UnixSeconds], adminKeys: [AdminKeyID: UnixSeconds]) async throws
 
     // MARK: Upkeep
 

@@ -54,12 +54,12 @@ extension SQLStore {
             zip(C.allCases, row.columnNames).allSatisfy { $0.expression.hasSuffix($1) },
             "the query does not start with apiKeyColumns: \(row.columnNames)"
         )
-        let organizationID = try row.string(at: C.organizationID.rawValue)
-        let projectID = try row.string(at: C.projectID.rawValue)
+        let organizationID: OrganizationID = try row.id(at: C.organizationID.rawValue)
+        let projectID: ProjectID = try row.id(at: C.projectID.rawValue)
         let owner: APIKeyOwner
         if try row.string(at: C.ownerType.rawValue) == "user" {
             let user = User(
-                id: try row.string(at: C.userID.rawValue),
+                id: try row.id(at: C.userID.rawValue),
                 organizationID: organizationID,
                 email: try row.string(at: C.userEmail.rawValue),
                 name: try row.optionalString(at: C.userName.rawValue),
@@ -71,7 +71,7 @@ extension SQLStore {
         } else {
             owner = .serviceAccount(
                 ServiceAccount(
-                    id: try row.string(at: C.accountID.rawValue),
+                    id: try row.id(at: C.accountID.rawValue),
                     organizationID: organizationID,
                     projectID: projectID,
                     name: try row.string(at: C.accountName.rawValue),
@@ -81,7 +81,7 @@ extension SQLStore {
             )
         }
         return APIKey(
-            id: try row.string(at: C.id.rawValue),
+            id: try row.id(at: C.id.rawValue),
             organizationID: organizationID,
             projectID: projectID,
             name: try row.string(at: C.name.rawValue),
@@ -95,8 +95,8 @@ extension SQLStore {
     }
 
     static func insertAPIKey(_ database: any SQLSession, _ key: NewAPIKey) async throws {
-        let userID: String?
-        let accountID: String?
+        let userID: UserID?
+        let accountID: ServiceAccountID?
         switch key.owner {
         case .user(let id): (userID, accountID) = (id, nil)
         case .serviceAccount(let id): (userID, accountID) = (nil, id)
@@ -112,8 +112,8 @@ extension SQLStore {
             """
 
         var key: NewAPIKey
-        var userID: String?
-        var serviceAccountID: String?
+        var userID: UserID?
+        var serviceAccountID: ServiceAccountID?
 
         var bindings: [any Encodable & Sendable] {
             [
@@ -126,7 +126,7 @@ extension SQLStore {
         static func decode(_ row: any StoreRowReader) throws {}
     }
 
-    static func findAPIKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey? {
+    static func findAPIKey(_ database: any SQLSession, id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey? {
         try await database.rows(
             """
             \(unsafeRaw: apiKeySelect)
@@ -138,7 +138,7 @@ extension SQLStore {
 
     /// The key, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the key is unknown, within
     /// the caller's transaction.
-    static func apiKey(_ database: any SQLSession, id: String, projectID: String, organizationID: String) async throws -> APIKey {
+    static func apiKey(_ database: any SQLSession, id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey {
         if let key = try await findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID) {
             return key
         }
@@ -193,7 +193,7 @@ extension SQLStore {
         }
     }
 
-    func apiKey(id: String, projectID: String, organizationID: String) async throws -> APIKey {
+    func apiKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey {
         try await self.findOne { database in
             try await Self.findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID)
         } orExplain: { database in
@@ -203,8 +203,8 @@ extension SQLStore {
     }
 
     func listAPIKeys(
-        projectID: String,
-        organizationID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey> {
@@ -244,8 +244,8 @@ extension SQLStore {
             ORDER BY k.created_at, k.id LIMIT $4
             """
 
-        var projectID: String
-        var organizationID: String
+        var projectID: ProjectID
+        var organizationID: OrganizationID
         var access: OwnerProjectAccess
         var limit: Int
 
@@ -264,8 +264,8 @@ extension SQLStore {
             ORDER BY k.created_at, k.id LIMIT $5
             """
 
-        var projectID: String
-        var organizationID: String
+        var projectID: ProjectID
+        var organizationID: OrganizationID
         var access: OwnerProjectAccess
         var after: String
         var limit: Int
@@ -277,7 +277,7 @@ extension SQLStore {
         static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }
 
-    func deleteAPIKey(id: String, projectID: String, organizationID: String) async throws {
+    func deleteAPIKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
             let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
@@ -329,9 +329,9 @@ extension SQLStore {
     }
 
     func updateAPIKey(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: APIKeyID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         scopes: [String]?,
         expiresAt: UnixSeconds??,
         now: UnixSeconds
@@ -368,9 +368,9 @@ extension SQLStore {
     /// change until the transaction ends.
     static func unexpiredKey(
         _ database: any SQLSession,
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: APIKeyID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         now: UnixSeconds,
         for operation: KeysmithError.KeyOperation
     ) async throws -> APIKey {

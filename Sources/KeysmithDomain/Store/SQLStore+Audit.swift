@@ -5,11 +5,11 @@ extension SQLStore {
     /// Records `event` in the audit log inside the caller's write transaction, with the task's actor
     /// (``AuditContext``): the event commits with its change or not at all. Call it before ``recordChanges(_:_:at:)``,
     /// which must stay a transaction's last statement. The project's name is copied as it is at the time of the event.
-    static func recordEvent(_ database: any SQLSession, _ event: AuditEvent, organizationID: String, at time: UnixSeconds) async throws {
+    static func recordEvent(_ database: any SQLSession, _ event: AuditEvent, organizationID: OrganizationID, at time: UnixSeconds) async throws {
         let actor = AuditContext.actor
         _ = try await database.rows(
             InsertAuditEvent(
-                id: IDGenerator.shared.make(.auditLog),
+                id: IDGenerator.shared.makeText(.auditLog),
                 organizationID: organizationID,
                 event: event,
                 time: time,
@@ -27,7 +27,7 @@ extension SQLStore {
             """
 
         var id: String
-        var organizationID: String
+        var organizationID: OrganizationID
         var event: AuditEvent
         var time: UnixSeconds
         var actorID: String?
@@ -70,7 +70,7 @@ extension SQLStore {
     /// (`audit_logs_by_time`) costs what the range holds, sorted. A probe through the time index that stops at
     /// ``narrowTimeRange`` events tells which: a narrow range is read through the index, a wide one by the walk.
     func listAuditLogs(
-        organizationID: String,
+        organizationID: OrganizationID,
         filter: AuditLogFilter,
         limit: Int,
         after: String?,

@@ -6,8 +6,8 @@ extension SQLStore {
 
     static func invite(from row: some StoreRowReader) throws -> Invite {
         Invite(
-            id: try row.string(at: 0),
-            organizationID: try row.string(at: 1),
+            id: try row.id(at: 0),
+            organizationID: try row.id(at: 1),
             email: try row.string(at: 2),
             role: try enumValue(OrganizationRole.self, row.string(at: 3), column: "role"),
             projects: try decodeGrants(row.string(at: 4)),
@@ -28,13 +28,14 @@ extension SQLStore {
             let parts = grant.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { throw StoreRowError(column: "projects", problem: "holds '\(grant)', which is not a grant") }
             return Invite.ProjectGrant(
-                projectID: String(parts[0]),
+                projectID: ProjectID(rawValue: String(parts[0])),
                 role: try enumValue(ProjectRole.self, String(parts[1]), column: "projects")
             )
         }
     }
 
-    static func invite(_ database: any SQLSession, id: String, organizationID: String, lock: SQLLockingClause? = nil) async throws -> Invite {
+    static func invite(_ database: any SQLSession, id: InviteID, organizationID: OrganizationID, lock: SQLLockingClause? = nil) async throws -> Invite
+    {
         var query: SQLQueryString = """
             SELECT \(unsafeRaw: inviteColumns) FROM invites i WHERE i.id = \(bind: id) AND i.organization_id = \(bind: organizationID)
             """
@@ -43,11 +44,11 @@ extension SQLStore {
         return try invite(from: row)
     }
 
-    func invite(id: String, organizationID: String) async throws -> Invite {
+    func invite(id: InviteID, organizationID: OrganizationID) async throws -> Invite {
         try await self.engine.unsafeRead(logger: self.logger) { database in try await Self.invite(database, id: id, organizationID: organizationID) }
     }
 
-    func listInvites(organizationID: String, page: PageRequest) async throws -> Page<Invite> {
+    func listInvites(organizationID: OrganizationID, page: PageRequest) async throws -> Page<Invite> {
         try await self.fetchPage(
             ListQuery(
                 base: "SELECT \(unsafeRaw: Self.inviteColumns) FROM invites i WHERE i.organization_id = \(bind: organizationID)",
@@ -64,7 +65,7 @@ extension SQLStore {
 
     /// Invitations and new users of one organization take turns (PostgreSQL: the organization's row, locked), so
     /// that an email cannot gain two pending invites, or an invite and a user, at once.
-    static func lockOrganization(_ database: any SQLSession, _ organizationID: String) async throws {
+    static func lockOrganization(_ database: any SQLSession, _ organizationID: OrganizationID) async throws {
         try await self.lock(database, "organizations", where: "id = \(bind: organizationID)", .update)
     }
 
@@ -90,7 +91,7 @@ extension SQLStore {
                     ORDER BY created_at, id LIMIT 1
                     """
                 ).first()
-                invite.projects = try first.map { [Invite.ProjectGrant(projectID: try $0.string("id"), role: .member)] } ?? []
+                invite.projects = try first.map { [Invite.ProjectGrant(projectID: try $0.id("id"), role: .member)] } ?? []
             } else {
                 for grant in invite.projects {
                     do {
@@ -120,7 +121,7 @@ extension SQLStore {
         }
     }
 
-    func deleteInvite(id: String, organizationID: String) async throws {
+    func deleteInvite(id: InviteID, organizationID: OrganizationID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             let invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
             guard invite.acceptedAt == nil else { throw KeysmithError.inviteAccepted(inviteID: id) }
@@ -133,9 +134,9 @@ extension SQLStore {
     /// memberships of the invite's projects that are still active, in one transaction. Projects archived or gone
     /// since the invite was sent are left out.
     func acceptInvite(
-        id: String,
-        organizationID: String,
-        userID: String,
+        id: InviteID,
+        organizationID: OrganizationID,
+        userID: UserID,
         name: String?,
         at time: UnixSeconds
     ) async throws -> (user: User, invite: Invite) {

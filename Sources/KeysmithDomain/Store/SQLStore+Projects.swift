@@ -28,7 +28,7 @@ extension SQLStore {
         }
     }
 
-    func project(id: String, organizationID: String) async throws -> Project {
+    func project(id: ProjectID, organizationID: OrganizationID) async throws -> Project {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await Self.project(database, id: id, organizationID: organizationID)
         }
@@ -37,8 +37,8 @@ extension SQLStore {
     /// The project; with `lock`, its row stays as read until the transaction ends (see ``lock(_:_:where:_:)``).
     static func project(
         _ database: any SQLSession,
-        id: String,
-        organizationID: String,
+        id: ProjectID,
+        organizationID: OrganizationID,
         lock: SQLLockingClause? = nil
     ) async throws -> Project {
         var query: SQLQueryString = """
@@ -57,8 +57,8 @@ extension SQLStore {
         static let sql = select + " FOR SHARE"
         static let sqliteSQL = sqliteText(select)
 
-        var id: String
-        var organizationID: String
+        var id: ProjectID
+        var organizationID: OrganizationID
 
         var bindings: [any Encodable & Sendable] { [self.id, self.organizationID] }
 
@@ -69,8 +69,8 @@ extension SQLStore {
     /// transaction ends.
     static func activeProject(
         _ database: any SQLSession,
-        id: String,
-        organizationID: String,
+        id: ProjectID,
+        organizationID: OrganizationID,
         lock: SQLLockingClause = .share
     ) async throws -> Project {
         let project: Project
@@ -88,8 +88,8 @@ extension SQLStore {
 
     static func project(from row: some StoreRowReader) throws -> Project {
         Project(
-            id: try row.string(at: 0),
-            organizationID: try row.string(at: 1),
+            id: try row.id(at: 0),
+            organizationID: try row.id(at: 1),
             name: try row.string(at: 2),
             createdAt: try row.int(at: 5),
             archivedAt: try row.optionalInt(at: 6),
@@ -98,7 +98,7 @@ extension SQLStore {
         )
     }
 
-    func listProjects(organizationID: String, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
+    func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
         var base: SQLQueryString = """
             SELECT \(unsafeRaw: Self.projectColumns) FROM projects WHERE organization_id = \(bind: organizationID)
             """
@@ -119,7 +119,7 @@ extension SQLStore {
         )
     }
 
-    func updateProject(id: String, organizationID: String, name: String?, externalKeyID: String??) async throws -> Project {
+    func updateProject(id: ProjectID, organizationID: OrganizationID, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.engine.write(logger: self.logger) { database in
             var project = try await Self.activeProject(database, id: id, organizationID: organizationID, lock: .update)
             if let name { project.name = name }
@@ -143,7 +143,7 @@ extension SQLStore {
         }
     }
 
-    func archiveProject(id: String, organizationID: String, at time: UnixSeconds) async throws -> Project {
+    func archiveProject(id: ProjectID, organizationID: OrganizationID, at time: UnixSeconds) async throws -> Project {
         try await self.engine.write(logger: self.logger) { database in
             var project = try await Self.project(database, id: id, organizationID: organizationID, lock: .update)
             // Archiving twice is harmless and keeps the first archive time.

@@ -6,9 +6,9 @@ extension SQLStore {
 
     static func serviceAccount(from row: some StoreRowReader) throws -> ServiceAccount {
         ServiceAccount(
-            id: try row.string(at: 0),
-            organizationID: try row.string(at: 1),
-            projectID: try row.string(at: 2),
+            id: try row.id(at: 0),
+            organizationID: try row.id(at: 1),
+            projectID: try row.id(at: 2),
             name: try row.string(at: 3),
             role: try enumValue(ServiceAccountRole.self, row.string(at: 4), column: "role"),
             createdAt: try row.int(at: 5)
@@ -17,9 +17,9 @@ extension SQLStore {
 
     static func findServiceAccount(
         _ database: any SQLSession,
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: ServiceAccountID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount? {
         var query: SQLQueryString = """
@@ -34,9 +34,9 @@ extension SQLStore {
     /// within the caller's transaction.
     static func serviceAccount(
         _ database: any SQLSession,
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: ServiceAccountID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount {
         if let account = try await findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: lock) {
@@ -71,7 +71,7 @@ extension SQLStore {
         }
     }
 
-    func serviceAccount(id: String, projectID: String, organizationID: String) async throws -> ServiceAccount {
+    func serviceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws -> ServiceAccount {
         try await self.findOne { database in
             try await Self.findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
         } orExplain: { database in
@@ -80,7 +80,7 @@ extension SQLStore {
         }
     }
 
-    func listServiceAccounts(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ServiceAccount> {
+    func listServiceAccounts(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ServiceAccount> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -100,9 +100,9 @@ extension SQLStore {
     }
 
     func updateServiceAccount(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: ServiceAccountID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount {
@@ -129,13 +129,13 @@ extension SQLStore {
         }
     }
 
-    func deleteServiceAccount(id: String, projectID: String, organizationID: String) async throws {
+    func deleteServiceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
             let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
             let keyIDs = try await database.raw(
                 "SELECT id FROM api_keys WHERE service_account_id = \(bind: id) ORDER BY id" + locking
-            ).all().map { try $0.string("id") }
+            ).all().map { try $0.id("id") as APIKeyID }
             let now = self.clock.now()
             try await Self.revokeSecrets(database, keyCondition: "service_account_id = \(bind: id)", at: now)
             try await database.raw("DELETE FROM api_keys WHERE service_account_id = \(bind: id)").run()

@@ -52,7 +52,7 @@ extension SQLStore {
             }
             guard try await database.raw("SELECT id FROM organizations LIMIT 1").first() == nil else { return false }
             try await Self.insertOrganization(database, organization)
-            try await Self.setSetting(database, "default_organization_id", organization.id)
+            try await Self.setSetting(database, "default_organization_id", organization.id.rawValue)
             if let adminKey {
                 try await Self.insertAdminKey(database, adminKey.key, secretHash: adminKey.secretHash)
             }
@@ -79,12 +79,12 @@ extension SQLStore {
                 "SELECT value FROM keysmith_settings WHERE name = 'default_organization_id'"
             ).first()
             if hasDefault == nil {
-                try await Self.setSetting(database, "default_organization_id", organization.id)
+                try await Self.setSetting(database, "default_organization_id", organization.id.rawValue)
             }
         }
     }
 
-    func organization(id: String) async throws -> Organization {
+    func organization(id: OrganizationID) async throws -> Organization {
         let found = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
                 .first().map(Self.organization(from:))
@@ -103,7 +103,7 @@ extension SQLStore {
     }
 
     static func organization(from row: StoreRow) throws -> Organization {
-        Organization(id: try row.string("id"), name: try row.string("name"), createdAt: try row.int("created_at"))
+        Organization(id: try row.id("id"), name: try row.string("name"), createdAt: try row.int("created_at"))
     }
 
     // MARK: Admin keys
@@ -141,8 +141,8 @@ extension SQLStore {
 
     static func adminKey(from row: some StoreRowReader) throws -> AdminKey {
         AdminKey(
-            id: try row.string(at: 0),
-            organizationID: try row.string(at: 1),
+            id: try row.id(at: 0),
+            organizationID: try row.id(at: 1),
             name: try row.string(at: 2),
             redactedValue: try row.string(at: 3),
             createdAt: try row.int(at: 4),
@@ -151,7 +151,7 @@ extension SQLStore {
         )
     }
 
-    func adminKey(id: String, organizationID: String) async throws -> AdminKey {
+    func adminKey(id: AdminKeyID, organizationID: OrganizationID) async throws -> AdminKey {
         let found = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 """
@@ -172,7 +172,7 @@ extension SQLStore {
         }
     }
 
-    func adminKeyCredential(id: String) async throws -> AdminKeyCredential? {
+    func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
@@ -182,7 +182,7 @@ extension SQLStore {
         }
     }
 
-    func listAdminKeys(organizationID: String, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
+    func listAdminKeys(organizationID: OrganizationID, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -202,12 +202,12 @@ extension SQLStore {
 
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The
     /// organization's admin keys are locked first, so that two deletions at once cannot both see another key left.
-    func deleteAdminKey(id: String, organizationID: String) async throws {
+    func deleteAdminKey(id: AdminKeyID, organizationID: OrganizationID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "admin_keys", where: "organization_id = \(bind: organizationID)", .update)
             let ids = try await database.raw(
                 "SELECT id FROM admin_keys WHERE organization_id = \(bind: organizationID)"
-            ).all().map { try $0.string("id") }
+            ).all().map { try $0.id("id") as AdminKeyID }
             guard ids.contains(id) else { throw KeysmithError.notFound(.adminKey, id: id) }
             guard ids.count > 1 else { throw KeysmithError.lastAdminKey(keyID: id) }
             try await database.raw("DELETE FROM admin_keys WHERE id = \(bind: id)").run()

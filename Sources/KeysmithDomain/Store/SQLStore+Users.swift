@@ -36,7 +36,7 @@ extension SQLStore {
     }
 
     /// Throws ``KeysmithError/emailTaken(_:)`` when a user of the organization has this email.
-    static func ensureEmailIsFree(_ database: any SQLSession, organizationID: String, email: String) async throws {
+    static func ensureEmailIsFree(_ database: any SQLSession, organizationID: OrganizationID, email: String) async throws {
         let taken = try await database.raw(
             """
             SELECT id FROM users WHERE organization_id = \(bind: organizationID) AND email_key = \(bind: email.lowercased())
@@ -45,7 +45,7 @@ extension SQLStore {
         guard taken == nil else { throw KeysmithError.emailTaken(email) }
     }
 
-    func updateUser(id: String, organizationID: String, role: OrganizationRole) async throws -> User {
+    func updateUser(id: UserID, organizationID: OrganizationID, role: OrganizationRole) async throws -> User {
         try await self.engine.write(logger: self.logger) { database in
             if role != .owner { try await Self.lockOwners(database, organizationID: organizationID) }
             var user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
@@ -66,7 +66,7 @@ extension SQLStore {
 
     /// Deletes the user: their project memberships go, so the keys they own stay listed but inactive and stop
     /// verifying everywhere. The row stays (the keys name their owner), its email free for a new user.
-    func deleteUser(id: String, organizationID: String) async throws {
+    func deleteUser(id: UserID, organizationID: OrganizationID) async throws {
         let now = self.clock.now()
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockOwners(database, organizationID: organizationID)
@@ -77,11 +77,11 @@ extension SQLStore {
             let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
             let projects = try await database.raw(
                 "SELECT project_id FROM project_members WHERE user_id = \(bind: id)" + locking
-            ).all().map { try $0.string("project_id") }
+            ).all().map { try $0.id("project_id") as ProjectID }
             try await database.raw("DELETE FROM project_members WHERE user_id = \(bind: id)").run()
             try await database.raw(
                 """
-                UPDATE users SET deleted_at = \(bind: now), email_key = \(bind: "deleted:" + id) WHERE id = \(bind: id)
+                UPDATE users SET deleted_at = \(bind: now), email_key = \(bind: "deleted:" + id.rawValue) WHERE id = \(bind: id)
                 """
             ).run()
             try await Self.recordEvent(database, AuditEvent(.userDeleted, resourceID: id), organizationID: organizationID, at: now)
@@ -91,7 +91,7 @@ extension SQLStore {
 
     /// Holds the organization's owners as they are until the transaction ends, so that two requests cannot each
     /// remove one of the last two owners.
-    static func lockOwners(_ database: any SQLSession, organizationID: String) async throws {
+    static func lockOwners(_ database: any SQLSession, organizationID: OrganizationID) async throws {
         try await self.lock(
             database,
             "users",
@@ -100,7 +100,7 @@ extension SQLStore {
         )
     }
 
-    static func ensureAnotherOwner(_ database: any SQLSession, organizationID: String, besides userID: String) async throws {
+    static func ensureAnotherOwner(_ database: any SQLSession, organizationID: OrganizationID, besides userID: UserID) async throws {
         let other = try await database.raw(
             """
             SELECT id FROM users
@@ -111,14 +111,14 @@ extension SQLStore {
         guard other != nil else { throw KeysmithError.lastOwner(userID: userID) }
     }
 
-    func user(id: String, organizationID: String) async throws -> User {
+    func user(id: UserID, organizationID: OrganizationID) async throws -> User {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await Self.user(database, id: id, organizationID: organizationID)
         }
     }
 
     /// The user; with `lock`, the row stays as read until the transaction ends.
-    static func user(_ database: any SQLSession, id: String, organizationID: String, lock: SQLLockingClause? = nil) async throws -> User {
+    static func user(_ database: any SQLSession, id: UserID, organizationID: OrganizationID, lock: SQLLockingClause? = nil) async throws -> User {
         var query: SQLQueryString =
             """
             SELECT \(unsafeRaw: userColumns) FROM users u
@@ -133,8 +133,8 @@ extension SQLStore {
     /// A user from the first six columns of a row (``userColumns``), from position `offset` on.
     static func user(from row: some StoreRowReader, offset: Int = 0) throws -> User {
         User(
-            id: try row.string(at: offset),
-            organizationID: try row.string(at: offset + 1),
+            id: try row.id(at: offset),
+            organizationID: try row.id(at: offset + 1),
             email: try row.string(at: offset + 2),
             name: try row.optionalString(at: offset + 3),
             role: try enumValue(OrganizationRole.self, row.string(at: offset + 4), column: "role"),
@@ -142,7 +142,7 @@ extension SQLStore {
         )
     }
 
-    func listUsers(organizationID: String, emails: [String], page: PageRequest) async throws -> Page<User> {
+    func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User> {
         var base: SQLQueryString = """
             SELECT \(unsafeRaw: Self.userColumns) FROM users u
             WHERE u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
@@ -175,7 +175,7 @@ extension SQLStore {
 
     static func member(from row: some StoreRowReader) throws -> ProjectMember {
         ProjectMember(
-            projectID: try row.string(at: 0),
+            projectID: try row.id(at: 0),
             user: try user(from: row, offset: 3),
             role: try enumValue(ProjectRole.self, row.string(at: 1), column: "member_role"),
             addedAt: try row.int(at: 2)
@@ -184,9 +184,9 @@ extension SQLStore {
 
     static func findMember(
         _ database: any SQLSession,
-        projectID: String,
-        organizationID: String,
-        userID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
+        userID: UserID,
         sharingMembership: Bool = false
     ) async throws -> ProjectMember? {
         if sharingMembership {
@@ -206,9 +206,9 @@ extension SQLStore {
         static let sql = select + " FOR SHARE OF m"
         static let sqliteSQL = sqliteText(select)
 
-        var projectID: String
-        var organizationID: String
-        var userID: String
+        var projectID: ProjectID
+        var organizationID: OrganizationID
+        var userID: UserID
 
         var bindings: [any Encodable & Sendable] { [self.projectID, self.organizationID, self.userID] }
 
@@ -219,9 +219,9 @@ extension SQLStore {
     /// unknown, within the caller's transaction.
     static func member(
         _ database: any SQLSession,
-        projectID: String,
-        organizationID: String,
-        userID: String
+        projectID: ProjectID,
+        organizationID: OrganizationID,
+        userID: UserID
     ) async throws -> ProjectMember {
         if let member = try await findMember(database, projectID: projectID, organizationID: organizationID, userID: userID) {
             return member
@@ -231,9 +231,9 @@ extension SQLStore {
     }
 
     func addProjectMember(
-        projectID: String,
-        organizationID: String,
-        userID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
+        userID: UserID,
         role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember {
@@ -272,7 +272,7 @@ extension SQLStore {
         }
     }
 
-    func projectMember(projectID: String, organizationID: String, userID: String) async throws -> ProjectMember {
+    func projectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws -> ProjectMember {
         try await self.findOne { database in
             try await Self.findMember(database, projectID: projectID, organizationID: organizationID, userID: userID)
         } orExplain: { database in
@@ -281,7 +281,7 @@ extension SQLStore {
         }
     }
 
-    func listProjectMembers(projectID: String, organizationID: String, page: PageRequest) async throws -> Page<ProjectMember> {
+    func listProjectMembers(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ProjectMember> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -301,9 +301,9 @@ extension SQLStore {
     }
 
     func updateProjectMember(
-        projectID: String,
-        organizationID: String,
-        userID: String,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
+        userID: UserID,
         role: ProjectRole
     ) async throws -> ProjectMember {
         try await self.engine.write(logger: self.logger) { database in
@@ -332,7 +332,7 @@ extension SQLStore {
         }
     }
 
-    func removeProjectMember(projectID: String, organizationID: String, userID: String) async throws {
+    func removeProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
             _ = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
@@ -357,8 +357,8 @@ extension SQLStore {
     /// change), or, with `.update`, claims it for a change.
     static func lockMembership(
         _ database: any SQLSession,
-        projectID: String,
-        userID: String,
+        projectID: ProjectID,
+        userID: UserID,
         _ clause: SQLLockingClause = .update
     ) async throws {
         try await self.lock(database, "project_members", where: "project_id = \(bind: projectID) AND user_id = \(bind: userID)", clause)

@@ -5,9 +5,9 @@ extension SQLStore {
     // MARK: Rotation and usage
 
     func rotateAPIKey(
-        id: String,
-        projectID: String,
-        organizationID: String,
+        id: APIKeyID,
+        projectID: ProjectID,
+        organizationID: OrganizationID,
         secret: NewKeySecret,
         graceEndsAt: UnixSeconds?,
         now: UnixSeconds
@@ -57,10 +57,14 @@ extension SQLStore {
     /// the batch is bound as one JSON object (`{"key_…": 1750000000, …}`), so the statement's text, and so its
     /// cached plan, is the same for every batch. A time only ever moves forward, also when batches from several
     /// processes cross: each row's update re-checks the condition after waiting for the row.
-    func recordUses(apiKeys: [String: UnixSeconds], adminKeys: [String: UnixSeconds]) async throws {
+    func recordUses(apiKeys: [APIKeyID: UnixSeconds], adminKeys: [AdminKeyID: UnixSeconds]) async throws {
         guard !apiKeys.isEmpty || !adminKeys.isEmpty else { return }
         try await self.engine.write(logger: self.logger) { database in
-            for (table, uses) in [("api_keys", apiKeys), ("admin_keys", adminKeys)] where !uses.isEmpty {
+            let batches = [
+                ("api_keys", Dictionary(uniqueKeysWithValues: apiKeys.map { ($0.key.rawValue, $0.value) })),
+                ("admin_keys", Dictionary(uniqueKeysWithValues: adminKeys.map { ($0.key.rawValue, $0.value) })),
+            ]
+            for (table, uses) in batches where !uses.isEmpty {
                 try await database.raw(database.dialect.recordUses(table: table, json: Self.usesJSON(uses))).run()
             }
         }
@@ -96,9 +100,9 @@ extension SQLStore {
         let previousSecretHash = try row.optionalString(at: 8)
         let isMember = try row.optionalString(at: 11) != nil
         return KeyVerificationState(
-            keyID: try row.string(at: 0),
-            organizationID: try row.string(at: 1),
-            projectID: try row.string(at: 2),
+            keyID: try row.id(at: 0),
+            organizationID: try row.id(at: 1),
+            projectID: try row.id(at: 2),
             ownerType: ownerType,
             ownerID: try row.string(at: 4),
             scopes: ScopeList.decode(try row.string(at: 5)),
@@ -112,7 +116,7 @@ extension SQLStore {
         )
     }
 
-    func keyVerificationStates(after keyID: String?, limit: Int) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(after keyID: APIKeyID?, limit: Int) async throws -> [KeyVerificationState] {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 """
@@ -124,7 +128,7 @@ extension SQLStore {
         }
     }
 
-    func keyVerificationState(keyID: String) async throws -> KeyVerificationState? {
+    func keyVerificationState(keyID: APIKeyID) async throws -> KeyVerificationState? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
@@ -133,7 +137,7 @@ extension SQLStore {
         }
     }
 
-    func keyVerificationStates(keyIDs: [String]) async throws -> [KeyVerificationState] {
+    func keyVerificationStates(keyIDs: [APIKeyID]) async throws -> [KeyVerificationState] {
         guard !keyIDs.isEmpty else { return [] }
         return try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
@@ -143,18 +147,18 @@ extension SQLStore {
         }
     }
 
-    func revokedSecretHashes(keyIDs: [String]) async throws -> [String: [String]] {
+    func revokedSecretHashes(keyIDs: [APIKeyID]) async throws -> [APIKeyID: [String]] {
         guard !keyIDs.isEmpty else { return [:] }
         let rows = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT key_id, secret_hash FROM revoked_secrets WHERE key_id IN (" + Self.list(keyIDs) + ")") {
-                (try $0.string(at: 0), try $0.string(at: 1))
+                (try $0.id(at: 0) as APIKeyID, try $0.string(at: 1))
             }
         }
         return Dictionary(grouping: rows, by: \.0).mapValues { $0.map(\.1) }
     }
 
     /// `values` bound one by one, separated by commas, for an `IN (…)` list.
-    private static func list(_ values: [String]) -> SQLQueryString {
+    private static func list(_ values: [APIKeyID]) -> SQLQueryString {
         var list: SQLQueryString = ""
         for (index, value) in values.enumerated() {
             list = index == 0 ? "\(bind: value)" : list + ", \(bind: value)"
@@ -162,7 +166,7 @@ extension SQLStore {
         return list
     }
 
-    func revokedSecretHashes(keyID: String) async throws -> [String] {
+    func revokedSecretHashes(keyID: APIKeyID) async throws -> [String] {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
         }
@@ -177,16 +181,16 @@ extension SQLStore {
                 """
             ) { row in
                 RevokedSecret(
-                    keyID: try row.string(at: 0),
-                    organizationID: try row.string(at: 1),
-                    projectID: try row.string(at: 2),
+                    keyID: try row.id(at: 0),
+                    organizationID: try row.id(at: 1),
+                    projectID: try row.id(at: 2),
                     revokedAt: try row.int(at: 3)
                 )
             }.first
         }
     }
 
-    func isProjectArchived(projectID: String) async throws -> Bool? {
+    func isProjectArchived(projectID: ProjectID) async throws -> Bool? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
                 try $0.optionalInt(at: 0) != nil
@@ -194,7 +198,7 @@ extension SQLStore {
         }
     }
 
-    func isProjectMember(projectID: String, userID: String) async throws -> Bool {
+    func isProjectMember(projectID: ProjectID, userID: UserID) async throws -> Bool {
         try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"

@@ -218,19 +218,19 @@ extension KeysmithChange {
     /// How the change log spells it: subject, subject id, related id.
     var columns: (String, String, String?) {
         switch self {
-        case .apiKey(let id): ("api_key", id, nil)
-        case .adminKey(let id): ("admin_key", id, nil)
-        case .project(let id): ("project", id, nil)
-        case .membership(let projectID, let userID): ("membership", projectID, userID)
+        case .apiKey(let id): ("api_key", id.rawValue, nil)
+        case .adminKey(let id): ("admin_key", id.rawValue, nil)
+        case .project(let id): ("project", id.rawValue, nil)
+        case .membership(let projectID, let userID): ("membership", projectID.rawValue, userID.rawValue)
         }
     }
 
     init?(subject: String, id: String, relatedID: String?) {
         switch (subject, relatedID) {
-        case ("api_key", _): self = .apiKey(id: id)
-        case ("admin_key", _): self = .adminKey(id: id)
-        case ("project", _): self = .project(id: id)
-        case ("membership", let userID?): self = .membership(projectID: id, userID: userID)
+        case ("api_key", _): self = .apiKey(id: APIKeyID(rawValue: id))
+        case ("admin_key", _): self = .adminKey(id: AdminKeyID(rawValue: id))
+        case ("project", _): self = .project(id: ProjectID(rawValue: id))
+        case ("membership", let userID?): self = .membership(projectID: ProjectID(rawValue: id), userID: UserID(rawValue: userID))
         default: return nil
         }
     }

@@ -1,3 +1,5 @@
+import KeysmithCore
+
 /// A value as the database hands it over, or as the store binds it.
 enum StoreValue: Sendable, Equatable {
     case null
@@ -38,6 +40,17 @@ protocol StoreRowReader {
     func optionalInt(at position: Int) throws -> Int?
 }
 
+extension StoreRowReader {
+    /// The column as the id of the object the caller's context names.
+    func id<Object>(at position: Int) throws -> ObjectID<Object> {
+        ObjectID(rawValue: try self.string(at: position))
+    }
+
+    func optionalID<Object>(at position: Int) throws -> ObjectID<Object>? {
+        try self.optionalString(at: position).map(ObjectID.init(rawValue:))
+    }
+}
+
 /// A result row, read by column name as plain values.
 struct StoreRow: StoreRowReader, Sendable {
     let columns: StoreColumns
@@ -59,6 +72,7 @@ struct StoreRow: StoreRowReader, Sendable {
     func optionalString(_ column: String) throws -> String? { try self.optionalString(at: self.position(column)) }
     func int(_ column: String) throws -> Int { try self.int(at: self.position(column)) }
     func optionalInt(_ column: String) throws -> Int? { try self.optionalInt(at: self.position(column)) }
+    func id<Object>(_ column: String) throws -> ObjectID<Object> { try self.id(at: self.position(column)) }
 
     // By position, for the hot paths whose SELECT lists are built from the same enumeration that reads them.
 

@@ -4,8 +4,8 @@ import KeysmithCore
 
 /// Who is calling the Administration API: an admin key of one organization.
 struct AdminPrincipal: Sendable {
-    var keyID: String
-    var organizationID: String
+    var keyID: AdminKeyID
+    var organizationID: OrganizationID
 }
 
 /// What an admin route needs: OpenAI's `api.management.read` (reads) or `api.management.write` (changes).

@@ -26,7 +26,8 @@ extension Dashboard {
         var view = values
         view["keys"] = page.items.map {
             [
-                "id": $0.id, "name": $0.name, "redacted": KeySecret.shortened(redacted: $0.redactedValue), "created": self.time($0.createdAt),
+                "id": $0.id.rawValue, "name": $0.name, "redacted": KeySecret.shortened(redacted: $0.redactedValue),
+                "created": self.time($0.createdAt),
                 "lastUsed": self.time($0.lastUsedAt), "expires": self.time($0.expiresAt), "current": $0.id == session.adminKeyID,
             ] as [String: Any]
         }
@@ -83,7 +84,7 @@ extension Dashboard {
     @Sendable func deleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let keyID = try context.parameters.requireID("key_id")
+        let keyID: AdminKeyID = try context.parameters.requireID("key_id")
         return try await self.submitting {
             try await self.domain(session, context).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
             return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")

@@ -42,8 +42,8 @@ extension Dashboard {
         view["hasMembers"] = !members.items.isEmpty
         view["members"] = members.items.map { member in
             [
-                "id": member.user.id, "label": member.user.name.map { "\($0) (\(member.user.email))" } ?? member.user.email,
-                "selected": member.user.id == chosen,
+                "id": member.user.id.rawValue, "label": member.user.name.map { "\($0) (\(member.user.email))" } ?? member.user.email,
+                "selected": member.user.id.rawValue == chosen,
             ] as [String: Any]
         }
         view["expiryOptions"] = Self.options(Self.expiries, selected: (view["form"] as? [String: String])?["expires_in_seconds"])
@@ -63,7 +63,7 @@ extension Dashboard {
         }
         let active = key.owner.hasProjectAccess
         return [
-            "id": key.id, "name": key.name, "redacted": KeySecret.shortened(redacted: key.redactedValue), "owner": owner,
+            "id": key.id.rawValue, "name": key.name, "redacted": KeySecret.shortened(redacted: key.redactedValue), "owner": owner,
             "ownerKind": ownerKind, "access": active ? "active" : "inactive", "active": active,
             "scopes": key.scopes.isEmpty ? "all" : key.scopes.joined(separator: ", "), "created": self.time(key.createdAt),
             "lastUsed": self.time(key.lastUsedAt), "expires": self.time(key.expiresAt),
@@ -75,11 +75,11 @@ extension Dashboard {
     @Sendable func createKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"], lists: ["scopes"])
             let name = try body.requiredString("name")
-            let userID = try body.requiredString("user_id")
+            let userID = UserID(rawValue: try body.requiredString("user_id"))
             let created = try await self.domain(session, context).createAPIKey(
                 organizationID: session.organizationID,
                 projectID: projectID,
@@ -109,8 +109,8 @@ extension Dashboard {
         }
     }
 
-    func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, String) {
-        let projectID = try context.parameters.requireID("project_id")
+    func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, ProjectID) {
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         let key = try await self.reader(context).apiKey(
             id: try context.parameters.requireID("key_id"),
             projectID: projectID,

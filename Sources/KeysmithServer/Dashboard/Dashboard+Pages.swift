@@ -140,6 +140,10 @@ struct Trail {
     var request: PageRequest { PageRequest(limit: PageRequest.defaultLimit, after: self.cursors.last) }
 
     /// Links to the previous and next pages; nil when the list fits on one.
+    func pager<Item>(path: String, keeping: [(String, String)] = [], page: Page<Item>, id: (Item) -> some TypedID) -> [String: Any]? {
+        self.pager(path: path, keeping: keeping, page: page, id: { id($0).rawValue })
+    }
+
     func pager<Item>(path: String, keeping: [(String, String)] = [], page: Page<Item>, id: (Item) -> String) -> [String: Any]? {
         guard !self.cursors.isEmpty || page.hasMore else { return nil }
         func link(_ cursors: [String]) -> String {

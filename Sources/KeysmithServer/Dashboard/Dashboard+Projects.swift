@@ -36,7 +36,10 @@ extension Dashboard {
     }
 
     func projectView(_ project: Project) -> [String: Any] {
-        ["id": project.id, "name": project.name, "status": project.isArchived ? "archived" : "active", "created": self.time(project.createdAt)]
+        [
+            "id": project.id.rawValue, "name": project.name, "status": project.isArchived ? "archived" : "active",
+            "created": self.time(project.createdAt),
+        ]
     }
 
     @Sendable func createProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
@@ -120,7 +123,7 @@ extension Dashboard {
     @Sendable func archiveProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         _ = try await self.domain(session, context).archiveProject(organizationID: session.organizationID, projectID: projectID)
         return Self.redirect("/dashboard/projects/\(projectID)?notice=project-archived")
     }
@@ -158,7 +161,7 @@ extension Dashboard {
     @Sendable func createServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let created = try await self.domain(session, context).createServiceAccount(
                 organizationID: session.organizationID,
@@ -192,7 +195,7 @@ extension Dashboard {
         _ session: DashboardSession,
         _ form: DashboardForm
     ) async throws -> Response {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         let account = try await self.reader(context).serviceAccount(
             id: try context.parameters.requireID("account_id"),
             projectID: projectID,
@@ -211,7 +214,7 @@ extension Dashboard {
     @Sendable func deleteServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         try await self.domain(session, context).deleteServiceAccount(
             organizationID: session.organizationID,
             projectID: projectID,
@@ -247,7 +250,7 @@ extension Dashboard {
         view["hasMembers"] = !page.items.isEmpty
         view["members"] = page.items.map {
             [
-                "id": $0.user.id, "email": $0.user.email, "name": $0.user.name ?? "", "isMember": $0.role == .member,
+                "id": $0.user.id.rawValue, "email": $0.user.email, "name": $0.user.name ?? "", "isMember": $0.role == .member,
                 "added": self.time($0.addedAt),
             ] as [String: Any]
         }
@@ -258,7 +261,7 @@ extension Dashboard {
     @Sendable func addMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             let body = form.body()
             _ = try await self.domain(session, context).addProjectMember(
@@ -282,7 +285,7 @@ extension Dashboard {
     @Sendable func changeMemberRole(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
             guard let role = try form.body().enumeration("role", as: ProjectRole.self) else { throw OpenAIError.missingParameter("role") }
             _ = try await self.domain(session, context).updateProjectMember(
@@ -306,7 +309,7 @@ extension Dashboard {
     @Sendable func confirmRemoveMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         let member = try await self.reader(context).projectMember(
             projectID: projectID,
             organizationID: session.organizationID,
@@ -325,7 +328,7 @@ extension Dashboard {
     @Sendable func removeMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let projectID = try context.parameters.requireID("project_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
         try await self.domain(session, context).removeProjectMember(
             organizationID: session.organizationID,
             projectID: projectID,

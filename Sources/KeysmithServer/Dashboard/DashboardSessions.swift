@@ -4,8 +4,8 @@ import Synchronization
 /// A signed-in browser: which admin key it signed in with, and its CSRF token.
 struct DashboardSession: Sendable {
     let token: String
-    let organizationID: String
-    let adminKeyID: String
+    let organizationID: OrganizationID
+    let adminKeyID: AdminKeyID
     /// Sent back in every form and compared with this; a page of another site cannot read it.
     let csrfToken: String
     var lastSeen: UnixSeconds
@@ -26,7 +26,7 @@ final class DashboardSessions: Sendable {
         self.clock = clock
     }
 
-    func start(organizationID: String, adminKeyID: String) -> DashboardSession {
+    func start(organizationID: OrganizationID, adminKeyID: AdminKeyID) -> DashboardSession {
         let session = DashboardSession(
             token: Self.randomToken(),
             organizationID: organizationID,

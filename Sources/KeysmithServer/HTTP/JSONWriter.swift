@@ -1,4 +1,4 @@
-import KeysmithCore
+public import KeysmithCore
 public import NIOCore
 
 /// Writes JSON straight into a `ByteBuffer`.
@@ -132,6 +132,14 @@ public struct JSONWriter {
     public mutating func field(_ name: StaticString, literal value: StaticString) {
         self.key(name)
         self.literal(value)
+    }
+
+    public mutating func field(_ name: StaticString, _ value: some TypedID) {
+        self.field(name, value.rawValue)
+    }
+
+    public mutating func field(_ name: StaticString, _ value: (some TypedID)?) {
+        self.field(name, value?.rawValue)
     }
 
     public mutating func field(_ name: StaticString, _ value: String?) {

@@ -1,4 +1,5 @@
 public import Hummingbird
+import KeysmithCore
 import NIOCore
 
 /// Every request's context: Hummingbird's core context, and the admin principal once authentication on a route
@@ -53,5 +54,10 @@ extension Parameters {
             throw OpenAIError.invalid("Invalid '\(name)': control characters are not allowed.", param: name)
         }
         return value
+    }
+
+    /// ``requireID(_:)`` as the id of the object the caller's context names.
+    func requireID<Object>(_ name: String) throws -> ObjectID<Object> {
+        ObjectID(rawValue: try self.requireID(name))
     }
 }

@@ -18,6 +18,15 @@ enum Wire {
     /// `{"object":"list","data":[…],"first_id","last_id","has_more"}`; the ids are null only when `data` is empty.
     static func list<Item>(
         _ page: Page<Item>,
+        id: (Item) -> some TypedID,
+        capacity: Int = 512,
+        write: (inout JSONWriter, Item) -> Void
+    ) -> Response {
+        self.list(page, id: { id($0).rawValue }, capacity: capacity, write: write)
+    }
+
+    static func list<Item>(
+        _ page: Page<Item>,
         id: (Item) -> String,
         capacity: Int = 512,
         write: (inout JSONWriter, Item) -> Void
@@ -36,7 +45,7 @@ enum Wire {
         }
     }
 
-    static func deleted(_ object: StaticString, id: String) -> Response {
+    static func deleted(_ object: StaticString, id: some TypedID) -> Response {
         self.response { writer in
             writer.object { writer in
                 writer.field("object", object.description)

@@ -22,7 +22,7 @@ extension AdminRoutes {
     @Sendable func createAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let body = try await JSONBody.parse(request)
         let name = try body.requiredString("name")
-        let userID = try body.requiredString("user_id")
+        let userID = UserID(rawValue: try body.requiredString("user_id"))
         let created = try await self.keysmith(as: context).createAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),
@@ -65,7 +65,7 @@ extension AdminRoutes {
     }
 
     @Sendable func deleteAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let keyID = try context.parameters.requireID("api_key_id")
+        let keyID: APIKeyID = try context.parameters.requireID("api_key_id")
         try await self.keysmith(as: context).deleteAPIKey(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),
@@ -155,7 +155,7 @@ extension AdminRoutes {
 
     /// Deletes the account and every key it owns.
     @Sendable func deleteServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let accountID = try context.parameters.requireID("service_account_id")
+        let accountID: ServiceAccountID = try context.parameters.requireID("service_account_id")
         try await self.keysmith(as: context).deleteServiceAccount(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),
@@ -209,7 +209,7 @@ extension AdminRoutes {
     }
 
     @Sendable func deleteAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let keyID = try context.parameters.requireID("key_id")
+        let keyID: AdminKeyID = try context.parameters.requireID("key_id")
         try await self.keysmith(as: context).deleteAdminKey(organizationID: context.principal.organizationID, keyID: keyID)
         return Wire.deleted("organization.admin_api_key.deleted", id: keyID)
     }

@@ -21,7 +21,7 @@ extension AdminRoutes {
 
     /// Removes the user and their project memberships: the keys they own become inactive and stop verifying.
     @Sendable func deleteUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let userID = try context.parameters.requireID("user_id")
+        let userID: UserID = try context.parameters.requireID("user_id")
         try await self.keysmith(as: context).deleteUser(organizationID: context.principal.organizationID, userID: userID)
         return Wire.deleted("organization.user.deleted", id: userID)
     }
@@ -66,7 +66,7 @@ extension AdminRoutes {
 
     /// Deletes a pending or expired invite; an accepted one is a 400.
     @Sendable func deleteInvite(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let inviteID = try context.parameters.requireID("invite_id")
+        let inviteID: InviteID = try context.parameters.requireID("invite_id")
         try await self.keysmith(as: context).deleteInvite(organizationID: context.principal.organizationID, inviteID: inviteID)
         return Wire.deleted("organization.invite.deleted", id: inviteID)
     }
@@ -170,7 +170,7 @@ extension JSONBody {
             guard seen.insert(id).inserted else {
                 throw OpenAIError.invalid("Invalid '\(name)': project \(id) is named twice.", param: name)
             }
-            return Invite.ProjectGrant(projectID: id, role: role)
+            return Invite.ProjectGrant(projectID: ProjectID(rawValue: id), role: role)
         }
     }
 }

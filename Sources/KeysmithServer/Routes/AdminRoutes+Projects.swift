@@ -105,7 +105,7 @@ extension AdminRoutes {
         let body = try await JSONBody.parse(request)
         let role = try body.enumeration("role", as: ProjectRole.self)
         let user: Keysmith.UserReference
-        if let userID = try body.string("user_id") {
+        if let userID = try body.string("user_id").map(UserID.init(rawValue:)) {
             user = .id(userID)
         } else if let email = try body.string("email", maxLength: 320) {
             user = .email(email)
@@ -147,7 +147,7 @@ extension AdminRoutes {
 
     /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
     @Sendable func removeProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let userID = try context.parameters.requireID("user_id")
+        let userID: UserID = try context.parameters.requireID("user_id")
         try await self.keysmith(as: context).removeProjectMember(
             organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),

@@ -111,7 +111,7 @@ final class ChangeFeed: Service, VerificationChangeApplier {
         // The log's position first: every change after it is applied later, so the index is never older than it.
         let position = try await self.store.latestChangePosition()
         var builder = VerificationIndex.Builder()
-        var after: String?
+        var after: APIKeyID?
         while true {
             let page = try await self.store.keyVerificationStates(after: after, limit: Self.pageSize)
             for state in page { builder.add(state) }
@@ -215,7 +215,7 @@ final class ChangeFeed: Service, VerificationChangeApplier {
     /// Applies `changes` without reading the database, in the way that refuses rather than grants: what a write did
     /// when the feed cannot read it. Kept to be applied properly by the next catch-up that succeeds.
     private func suspend(_ changes: [KeysmithChange]) {
-        var keys: Set<String> = []
+        var keys: Set<APIKeyID> = []
         for change in changes {
             switch change {
             case .apiKey(let id): keys.insert(id)
@@ -232,7 +232,7 @@ final class ChangeFeed: Service, VerificationChangeApplier {
     /// Reads the changed objects' current state and puts it in the index: keys a few hundred at a time, two reads
     /// for each batch (a batch of the log's, or the writes a catch-up covers, need not read each key twice).
     private func apply(_ changes: Set<KeysmithChange>) async throws {
-        var keys: [String] = []
+        var keys: [APIKeyID] = []
         for change in changes {
             switch change {
             case .apiKey(let id):

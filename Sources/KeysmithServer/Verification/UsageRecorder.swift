@@ -10,8 +10,8 @@ import Synchronization
 /// shutdown, after the HTTP server has stopped taking requests.
 public final class UsageRecorder: Service, Sendable {
     private struct Pending {
-        var apiKeys: [String: UnixSeconds] = [:]
-        var adminKeys: [String: UnixSeconds] = [:]
+        var apiKeys: [APIKeyID: UnixSeconds] = [:]
+        var adminKeys: [AdminKeyID: UnixSeconds] = [:]
     }
 
     private let keysmith: Keysmith
@@ -29,12 +29,12 @@ public final class UsageRecorder: Service, Sendable {
 
     private var clock: KeysmithClock { self.keysmith.clock }
 
-    func recordAPIKeyUse(_ id: String) {
+    func recordAPIKeyUse(_ id: APIKeyID) {
         let now = self.clock.now()
         self.pending.withLock { $0.apiKeys[id] = now }
     }
 
-    func recordAdminKeyUse(_ id: String) {
+    func recordAdminKeyUse(_ id: AdminKeyID) {
         let now = self.clock.now()
         self.pending.withLock { $0.adminKeys[id] = now }
     }

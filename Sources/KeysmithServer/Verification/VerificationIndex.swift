@@ -58,7 +58,7 @@ final class VerificationIndex: Sendable {
 
     /// The shared state objects, by what they describe. Only whoever applies changes touches it, one at a time.
     struct Registry: Sendable {
-        var projects: [String: ProjectState] = [:]
+        var projects: [ProjectID: ProjectState] = [:]
         var owners: [OwnerState.Key: OwnerState] = [:]
 
         /// The key's entry, with its project's and owner's shared state brought up to date from `state` (which was
@@ -88,7 +88,7 @@ final class VerificationIndex: Sendable {
     /// Admin keys: few, kept in one table, with each key's digest by id so that a deletion can find it.
     struct AdminKeys: Sendable {
         var byDigest: [KeyDigest: AdminKey] = [:]
-        var digestByID: [String: KeyDigest] = [:]
+        var digestByID: [AdminKeyID: KeyDigest] = [:]
 
         mutating func insert(_ credential: AdminKeyCredential) {
             guard let digest = KeyDigest(hex: credential.secretHash) else { return }
@@ -97,7 +97,7 @@ final class VerificationIndex: Sendable {
             self.digestByID[credential.key.id] = digest
         }
 
-        mutating func remove(id: String) {
+        mutating func remove(id: AdminKeyID) {
             guard let digest = self.digestByID.removeValue(forKey: id) else { return }
             self.byDigest[digest] = nil
         }
@@ -131,7 +131,7 @@ final class VerificationIndex: Sendable {
     }
 
     /// An admin key by id, while it exists: what a dashboard session checks on every request.
-    func adminKey(id: String) -> AdminKey? {
+    func adminKey(id: AdminKeyID) -> AdminKey? {
         self.admin.withLock { admin in admin.digestByID[id].flatMap { admin.byDigest[$0] } }
     }
 
@@ -205,7 +205,7 @@ final class VerificationIndex: Sendable {
 
     /// Takes every secret of the keys `ids` out of the index, found by looking through every shard: what the feed
     /// does when a write's changes to these keys cannot be read (``ChangeFeed``), a failure path, never a check's.
-    func suspendKeys(_ ids: Set<String>) {
+    func suspendKeys(_ ids: Set<APIKeyID>) {
         for shard in self.shards {
             shard.tables.withLock { tables in
                 tables.current = tables.current.filter { !ids.contains($0.value.id) }
@@ -214,17 +214,17 @@ final class VerificationIndex: Sendable {
         }
     }
 
-    func setProjectArchived(_ projectID: String, _ isArchived: Bool) {
+    func setProjectArchived(_ projectID: ProjectID, _ isArchived: Bool) {
         self.registry.withLock { $0.projects[projectID] }?.setArchived(isArchived)
     }
 
-    func setProjectAccess(projectID: String, userID: String, _ hasAccess: Bool) {
-        let key = OwnerState.Key(type: .user, projectID: projectID, ownerID: userID)
+    func setProjectAccess(projectID: ProjectID, userID: UserID, _ hasAccess: Bool) {
+        let key = OwnerState.Key(type: .user, projectID: projectID, ownerID: userID.rawValue)
         self.registry.withLock { $0.owners[key] }?.setProjectAccess(hasAccess)
     }
 
     /// Brings one admin key up to date: `credential` nil means it was deleted.
-    func updateAdminKey(id: String, _ credential: AdminKeyCredential?) {
+    func updateAdminKey(id: AdminKeyID, _ credential: AdminKeyCredential?) {
         self.admin.withLock { admin in
             if let credential { admin.insert(credential) } else { admin.remove(id: id) }
         }
@@ -233,11 +233,11 @@ final class VerificationIndex: Sendable {
 
 /// A project's verification state, shared by all of its keys.
 final class ProjectState: Sendable {
-    let id: String
-    let organizationID: String
+    let id: ProjectID
+    let organizationID: OrganizationID
     private let archived = Atomic(false)
 
-    init(id: String, organizationID: String) {
+    init(id: ProjectID, organizationID: OrganizationID) {
         self.id = id
         self.organizationID = organizationID
     }
@@ -254,7 +254,7 @@ final class OwnerState: Sendable {
     /// A user is a member of each project separately; a service account belongs to one project.
     struct Key: Hashable, Sendable {
         var type: APIKeyOwnerType
-        var projectID: String
+        var projectID: ProjectID
         var ownerID: String
     }
 
@@ -277,7 +277,7 @@ final class OwnerState: Sendable {
 
 /// One project key as verification knows it. Immutable: a change to the key replaces it in the index.
 final class IndexedKey: Sendable {
-    let id: String
+    let id: APIKeyID
     let project: ProjectState
     let owner: OwnerState
     /// Empty means unrestricted.
@@ -287,7 +287,7 @@ final class IndexedKey: Sendable {
     /// large index are rarely used, so making them all up front would cost memory for nothing.
     private let headers = Mutex<HTTPFields?>(nil)
 
-    init(id: String, project: ProjectState, owner: OwnerState, scopes: [String], expiresAt: UnixSeconds?) {
+    init(id: APIKeyID, project: ProjectState, owner: OwnerState, scopes: [String], expiresAt: UnixSeconds?) {
         self.id = id
         self.project = project
         self.owner = owner
@@ -300,9 +300,9 @@ final class IndexedKey: Sendable {
             if let headers { return headers }
             var made = HTTPFields()
             made.reserveCapacity(6)
-            made[.keysmithOrganizationID] = self.project.organizationID
-            made[.keysmithProjectID] = self.project.id
-            made[.keysmithKeyID] = self.id
+            made[.keysmithOrganizationID] = self.project.organizationID.rawValue
+            made[.keysmithProjectID] = self.project.id.rawValue
+            made[.keysmithKeyID] = self.id.rawValue
             made[.keysmithOwnerType] = self.owner.type.rawValue
             made[.keysmithOwnerID] = self.owner.id
             made[.keysmithScopes] = self.scopes.joined(separator: ",")

@@ -586,6 +586,7 @@ enum PostgresBind {
         switch bind {
         case let optional as any OptionalBind where optional.isNone: bindings.appendNull()
         case let text as String: bindings.append(text)
+        case let id as any TypedID: bindings.append(id.rawValue)
         case let integer as Int: bindings.append(Int64(integer))
         case let integer as Int64: bindings.append(integer)
         case let integer as Int32: bindings.append(Int64(integer))

@@ -362,6 +362,7 @@ enum SQLiteBind {
         switch bind {
         case let optional as any OptionalBind where optional.isNone: .null
         case let text as String: .text(text)
+        case let id as any TypedID: .text(id.rawValue)
         case let integer as Int: .integer(Int64(integer))
         case let integer as Int64: .integer(integer)
         case let integer as Int32: .integer(Int64(integer))
