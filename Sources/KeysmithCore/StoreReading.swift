@@ -13,31 +13,31 @@ public protocol KeysmithStoreReader: VerificationStateReader {
 
     func defaultOrganization() async throws -> Organization?
     func organization(id: OrganizationID) async throws -> Organization
-    func adminKey(id: AdminKeyID, organizationID: OrganizationID) async throws -> AdminKey
+    func adminKey(organizationID: OrganizationID, id: AdminKeyID) async throws -> AdminKey
     func listAdminKeys(organizationID: OrganizationID, descending: Bool, page: PageRequest) async throws -> Page<AdminKey>
 
     // MARK: Projects, users, members, service accounts, keys
 
-    func project(id: ProjectID, organizationID: OrganizationID) async throws -> Project
+    func project(organizationID: OrganizationID, id: ProjectID) async throws -> Project
     func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
-    func user(id: UserID, organizationID: OrganizationID) async throws -> User
+    func user(organizationID: OrganizationID, id: UserID) async throws -> User
     /// Users in added order; with `emails`, only those (compared case-insensitively).
     func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User>
-    func projectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws -> ProjectMember
-    func listProjectMembers(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ProjectMember>
-    func serviceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws -> ServiceAccount
-    func listServiceAccounts(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ServiceAccount>
-    func apiKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey
+    func projectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws -> ProjectMember
+    func listProjectMembers(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ProjectMember>
+    func serviceAccount(organizationID: OrganizationID, projectID: ProjectID, id: ServiceAccountID) async throws -> ServiceAccount
+    func listServiceAccounts(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ServiceAccount>
+    func apiKey(organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws -> APIKey
     func listAPIKeys(
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey>
 
     // MARK: Invites and the audit log
 
-    func invite(id: InviteID, organizationID: OrganizationID) async throws -> Invite
+    func invite(organizationID: OrganizationID, id: InviteID) async throws -> Invite
     /// Invites in the order they were sent.
     func listInvites(organizationID: OrganizationID, page: PageRequest) async throws -> Page<Invite>
     /// The audit log, newest first: `after` pages towards older events, `before` towards newer ones.

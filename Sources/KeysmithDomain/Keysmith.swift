@@ -160,7 +160,7 @@ public struct Keysmith: Sendable {
     }
 
     public func deleteAdminKey(organizationID: OrganizationID, keyID: AdminKeyID) async throws {
-        try await self.write { try await self.store.deleteAdminKey(id: keyID, organizationID: organizationID) }
+        try await self.write { try await self.store.deleteAdminKey(organizationID: organizationID, id: keyID) }
     }
 
     private func resolveOrganization(_ organizationID: OrganizationID?) async throws -> OrganizationID {
@@ -195,13 +195,13 @@ public struct Keysmith: Sendable {
     /// Renames the project and/or sets its external key id (a double optional: `.some(nil)` clears it).
     public func updateProject(organizationID: OrganizationID, projectID: ProjectID, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.write {
-            try await self.store.updateProject(id: projectID, organizationID: organizationID, name: name, externalKeyID: externalKeyID)
+            try await self.store.updateProject(organizationID: organizationID, id: projectID, name: name, externalKeyID: externalKeyID)
         }
     }
 
     public func archiveProject(organizationID: OrganizationID, projectID: ProjectID) async throws -> Project {
         try await self.write {
-            try await self.store.archiveProject(id: projectID, organizationID: organizationID, at: self.clock.now())
+            try await self.store.archiveProject(organizationID: organizationID, id: projectID, at: self.clock.now())
         }
     }
 
@@ -221,12 +221,12 @@ public struct Keysmith: Sendable {
     }
 
     public func updateUser(organizationID: OrganizationID, userID: UserID, role: OrganizationRole) async throws -> User {
-        try await self.write { try await self.store.updateUser(id: userID, organizationID: organizationID, role: role) }
+        try await self.write { try await self.store.updateUser(organizationID: organizationID, id: userID, role: role) }
     }
 
     /// Deletes the user and their memberships; their keys stay listed, inactive, and stop verifying everywhere.
     public func deleteUser(organizationID: OrganizationID, userID: UserID) async throws {
-        try await self.write { try await self.store.deleteUser(id: userID, organizationID: organizationID) }
+        try await self.write { try await self.store.deleteUser(organizationID: organizationID, id: userID) }
     }
 
     // MARK: Invites
@@ -253,7 +253,7 @@ public struct Keysmith: Sendable {
     }
 
     public func deleteInvite(organizationID: OrganizationID, inviteID: InviteID) async throws {
-        try await self.write { try await self.store.deleteInvite(id: inviteID, organizationID: organizationID) }
+        try await self.write { try await self.store.deleteInvite(organizationID: organizationID, id: inviteID) }
     }
 
     /// Accepts a pending invite: the user, with the invite's email and role, joins the organization and its projects.
@@ -261,7 +261,7 @@ public struct Keysmith: Sendable {
         let userID: UserID = self.ids.make(.user)
         let now = self.clock.now()
         return try await self.write {
-            try await self.store.acceptInvite(id: inviteID, organizationID: organizationID, userID: userID, name: name, at: now)
+            try await self.store.acceptInvite(organizationID: organizationID, id: inviteID, userID: userID, name: name, at: now)
         }
     }
 
@@ -288,8 +288,8 @@ public struct Keysmith: Sendable {
         }
         return try await self.write {
             try await self.store.addProjectMember(
-                projectID: projectID,
                 organizationID: organizationID,
+                projectID: projectID,
                 userID: userID,
                 role: role,
                 at: self.clock.now()
@@ -301,14 +301,14 @@ public struct Keysmith: Sendable {
         -> ProjectMember
     {
         try await self.write {
-            try await self.store.updateProjectMember(projectID: projectID, organizationID: organizationID, userID: userID, role: role)
+            try await self.store.updateProjectMember(organizationID: organizationID, projectID: projectID, userID: userID, role: role)
         }
     }
 
     /// Removes the membership; the user's keys in the project stay, inactive, and stop verifying.
     public func removeProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws {
         try await self.write {
-            try await self.store.removeProjectMember(projectID: projectID, organizationID: organizationID, userID: userID)
+            try await self.store.removeProjectMember(organizationID: organizationID, projectID: projectID, userID: userID)
         }
     }
 
@@ -372,9 +372,9 @@ public struct Keysmith: Sendable {
     ) async throws -> ServiceAccount {
         try await self.write {
             try await self.store.updateServiceAccount(
-                id: accountID,
-                projectID: projectID,
                 organizationID: organizationID,
+                projectID: projectID,
+                id: accountID,
                 name: name,
                 role: role
             )
@@ -384,7 +384,7 @@ public struct Keysmith: Sendable {
     /// Deletes the account and every key it owns.
     public func deleteServiceAccount(organizationID: OrganizationID, projectID: ProjectID, accountID: ServiceAccountID) async throws {
         try await self.write {
-            try await self.store.deleteServiceAccount(id: accountID, projectID: projectID, organizationID: organizationID)
+            try await self.store.deleteServiceAccount(organizationID: organizationID, projectID: projectID, id: accountID)
         }
     }
 
@@ -419,7 +419,7 @@ public struct Keysmith: Sendable {
 
     public func deleteAPIKey(organizationID: OrganizationID, projectID: ProjectID, keyID: APIKeyID) async throws {
         try await self.write {
-            try await self.store.deleteAPIKey(id: keyID, projectID: projectID, organizationID: organizationID)
+            try await self.store.deleteAPIKey(organizationID: organizationID, projectID: projectID, id: keyID)
         }
     }
 
@@ -434,9 +434,9 @@ public struct Keysmith: Sendable {
         let now = self.clock.now()
         return try await self.write {
             try await self.store.updateAPIKey(
-                id: keyID,
-                projectID: projectID,
                 organizationID: organizationID,
+                projectID: projectID,
+                id: keyID,
                 scopes: scopes,
                 expiresAt: expiresInSeconds.map { .some(now + $0) },
                 now: now
@@ -452,14 +452,14 @@ public struct Keysmith: Sendable {
         gracePeriodSeconds: Int
     ) async throws -> (key: APIKey, plaintext: String, previousSecretExpiresAt: UnixSeconds?) {
         let now = self.clock.now()
-        let current = try await self.store.apiKey(id: keyID, projectID: projectID, organizationID: organizationID)
+        let current = try await self.store.apiKey(organizationID: organizationID, projectID: projectID, id: keyID)
         let issued = self.issueSecret(current.owner.kind)
         let graceEndsAt = gracePeriodSeconds > 0 ? now + gracePeriodSeconds : nil
         let key = try await self.write {
             try await self.store.rotateAPIKey(
-                id: keyID,
-                projectID: projectID,
                 organizationID: organizationID,
+                projectID: projectID,
+                id: keyID,
                 secret: issued.secret,
                 graceEndsAt: graceEndsAt,
                 now: now

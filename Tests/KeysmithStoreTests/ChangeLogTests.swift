@@ -33,17 +33,17 @@ struct ChangeLogTests {
             #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: key.id)])
 
             _ = try await fixture.store.updateAPIKey(
-                id: key.id,
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
+                id: key.id,
                 scopes: ["api.model.read"],
                 expiresAt: nil,
                 now: fixture.clock.now
             )
             _ = try await fixture.store.rotateAPIKey(
-                id: key.id,
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
+                id: key.id,
                 secret: NewKeySecret(hash: String(repeating: "ab", count: 32), redactedValue: "sk-proj-***"),
                 graceEndsAt: nil,
                 now: fixture.clock.now
@@ -52,15 +52,15 @@ struct ChangeLogTests {
 
             // A role change and a rename change nothing verification knows.
             _ = try await fixture.store.updateProjectMember(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 userID: member.id,
                 role: .owner
             )
-            _ = try await fixture.store.updateProject(id: project.id, organizationID: fixture.organizationID, name: "renamed", externalKeyID: nil)
+            _ = try await fixture.store.updateProject(organizationID: fixture.organizationID, id: project.id, name: "renamed", externalKeyID: nil)
             #expect(try await Self.changes(fixture, since: &sequence) == [])
 
-            try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+            try await fixture.store.removeProjectMember(organizationID: fixture.organizationID, projectID: project.id, userID: member.id)
             #expect(try await Self.changes(fixture, since: &sequence) == [.membership(projectID: project.id, userID: member.id)])
 
             let account = fixture.newServiceAccount(projectID: project.id)
@@ -68,14 +68,14 @@ struct ChangeLogTests {
             try await fixture.store.createServiceAccount(account, key: first)
             let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
             #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: first.id), .apiKey(id: second.id)])
-            try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+            try await fixture.store.deleteServiceAccount(organizationID: fixture.organizationID, projectID: project.id, id: account.id)
             #expect(Set(try await Self.changes(fixture, since: &sequence)) == [.apiKey(id: first.id), .apiKey(id: second.id)])
 
-            try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+            try await fixture.store.deleteAPIKey(organizationID: fixture.organizationID, projectID: project.id, id: key.id)
             #expect(try await Self.changes(fixture, since: &sequence) == [.apiKey(id: key.id)])
 
-            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
-            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            _ = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: project.id, at: fixture.clock.now)
+            _ = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: project.id, at: fixture.clock.now)
             #expect(try await Self.changes(fixture, since: &sequence) == [.project(id: project.id)])
 
             let adminKey = AdminKey(
@@ -94,7 +94,7 @@ struct ChangeLogTests {
             )
             try await fixture.store.createAdminKey(adminKey, secretHash: String(repeating: "cd", count: 32))
             try await fixture.store.createAdminKey(otherAdminKey, secretHash: String(repeating: "ce", count: 32))
-            try await fixture.store.deleteAdminKey(id: adminKey.id, organizationID: fixture.organizationID)
+            try await fixture.store.deleteAdminKey(organizationID: fixture.organizationID, id: adminKey.id)
             #expect(
                 try await Self.changes(fixture, since: &sequence) == [
                     .adminKey(id: adminKey.id), .adminKey(id: otherAdminKey.id), .adminKey(id: adminKey.id),
@@ -102,7 +102,7 @@ struct ChangeLogTests {
             )
             // The organization's last admin key stays; a refused write records nothing.
             await expectRefusal(.lastAdminKey(keyID: otherAdminKey.id)) {
-                try await fixture.store.deleteAdminKey(id: otherAdminKey.id, organizationID: fixture.organizationID)
+                try await fixture.store.deleteAdminKey(organizationID: fixture.organizationID, id: otherAdminKey.id)
             }
             #expect(try await Self.changes(fixture, since: &sequence) == [])
         }
@@ -118,7 +118,7 @@ struct ChangeLogTests {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: outsider.id)))
             }
             await expectRefusal(.notFound(.projectUser, id: outsider.id)) {
-                try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: outsider.id)
+                try await fixture.store.removeProjectMember(organizationID: fixture.organizationID, projectID: project.id, userID: outsider.id)
             }
             #expect(try await Self.changes(fixture, since: &sequence) == [])
         }
@@ -151,9 +151,9 @@ struct ChangeLogTests {
             #expect(first.previousSecretHash == nil && first.previousSecretExpiresAt == nil)
 
             _ = try await fixture.store.rotateAPIKey(
-                id: created[0].id,
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
+                id: created[0].id,
                 secret: NewKeySecret(hash: String(repeating: "ef", count: 32), redactedValue: "sk-proj-***"),
                 graceEndsAt: fixture.clock.now + 60,
                 now: fixture.clock.now

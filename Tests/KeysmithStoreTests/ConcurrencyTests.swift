@@ -59,14 +59,14 @@ struct ConcurrencyTests {
             var made: [User] = []
             for index in 0..<10 {
                 let user = try await fixture.user("owner\(index)@example.com")
-                made.append(try await fixture.store.updateUser(id: user.id, organizationID: fixture.organizationID, role: .owner))
+                made.append(try await fixture.store.updateUser(organizationID: fixture.organizationID, id: user.id, role: .owner))
             }
             let owners = made
             let results = await Self.race(10) { index in
                 if index % 2 == 0 {
-                    try await fixture.store.deleteUser(id: owners[index].id, organizationID: fixture.organizationID)
+                    try await fixture.store.deleteUser(organizationID: fixture.organizationID, id: owners[index].id)
                 } else {
-                    _ = try await fixture.store.updateUser(id: owners[index].id, organizationID: fixture.organizationID, role: .reader)
+                    _ = try await fixture.store.updateUser(organizationID: fixture.organizationID, id: owners[index].id, role: .reader)
                 }
             }
             #expect(results.filter { $0 == nil }.count == 9)
@@ -105,8 +105,8 @@ struct ConcurrencyTests {
             let user = try await fixture.user("member@example.com")
             let results = await Self.race(20) { _ in
                 _ = try await fixture.store.addProjectMember(
-                    projectID: project.id,
                     organizationID: fixture.organizationID,
+                    projectID: project.id,
                     userID: user.id,
                     role: .member,
                     at: 1
@@ -131,7 +131,7 @@ struct ConcurrencyTests {
                     try await fixture.store.createAdminKey(key, secretHash: String(repeating: "\(round)\(index)", count: 32))
                 }
                 let results = await Self.race(2) { index in
-                    try await fixture.store.deleteAdminKey(id: keys[index].id, organizationID: organization.id)
+                    try await fixture.store.deleteAdminKey(organizationID: organization.id, id: keys[index].id)
                 }
                 #expect(results.filter { $0 == nil }.count == 1, "round \(round): \(results)")
                 #expect(results.compactMap { $0 }.allSatisfy { if case .lastAdminKey = $0 { true } else { false } })
@@ -147,7 +147,7 @@ struct ConcurrencyTests {
             let (project, member) = try await fixture.projectWithMember()
             let results = await Self.race(41) { index in
                 if index == 20 {
-                    _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: 1)
+                    _ = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: project.id, at: 1)
                 } else {
                     _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
                 }
@@ -155,8 +155,8 @@ struct ConcurrencyTests {
             let refused = results.compactMap { $0 }
             #expect(refused.allSatisfy { $0 == .projectArchived(projectID: project.id) })
             let stored = try await fixture.store.listAPIKeys(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 access: .any,
                 page: PageRequest(limit: 100)
             )
@@ -176,15 +176,15 @@ struct ConcurrencyTests {
             try await fixture.store.createServiceAccount(account, key: nil)
             let results = await Self.race(31) { index in
                 if index == 15 {
-                    try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+                    try await fixture.store.deleteServiceAccount(organizationID: fixture.organizationID, projectID: project.id, id: account.id)
                 } else {
                     _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
                 }
             }
             #expect(results.compactMap { $0 }.allSatisfy { $0 == .notFound(.serviceAccount, id: account.id) })
             let keys = try await fixture.store.listAPIKeys(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 access: .any,
                 page: PageRequest(limit: 100)
             )
@@ -201,7 +201,7 @@ struct ConcurrencyTests {
             let (project, member) = try await fixture.projectWithMember()
             let results = await Self.race(31) { index in
                 if index == 15 {
-                    try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+                    try await fixture.store.removeProjectMember(organizationID: fixture.organizationID, projectID: project.id, userID: member.id)
                 } else {
                     _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
                 }
@@ -209,8 +209,8 @@ struct ConcurrencyTests {
             let refused = results.compactMap { $0 }
             #expect(refused.allSatisfy { $0 == .ownerNotProjectMember(userID: member.id, projectID: project.id) })
             let inactive = try await fixture.store.listAPIKeys(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 access: .inactive,
                 page: PageRequest(limit: 100)
             )

@@ -196,8 +196,8 @@ struct SQLiteEngineTests {
             }
             func listAndLookUp(_ project: Project, after: APIKeyID?) async throws {
                 _ = try await fixture.store.listAPIKeys(
-                    projectID: project.id,
                     organizationID: fixture.organizationID,
+                    projectID: project.id,
                     access: .active,
                     page: PageRequest(limit: 2, after: after?.rawValue)
                 )

@@ -108,8 +108,8 @@ struct StoreFixture: Sendable {
         let project = try await self.project()
         let user = try await self.user("\(UUID().uuidString.prefix(8))@example.com")
         _ = try await self.store.addProjectMember(
-            projectID: project.id,
             organizationID: self.organizationID,
+            projectID: project.id,
             userID: user.id,
             role: .member,
             at: self.clock.now

@@ -221,11 +221,11 @@ struct StoreProjectTests {
             let kept = try await fixture.project("kept")
             let archived = try await fixture.project("gone")
             fixture.clock.advance(by: 5)
-            let result = try await fixture.store.archiveProject(id: archived.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            let result = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: archived.id, at: fixture.clock.now)
             #expect(result.archivedAt == fixture.clock.now)
             // Archiving again keeps the first time.
             fixture.clock.advance(by: 5)
-            let again = try await fixture.store.archiveProject(id: archived.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            let again = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: archived.id, at: fixture.clock.now)
             #expect(again.archivedAt == result.archivedAt)
 
             let active = try await fixture.store.listProjects(organizationID: fixture.organizationID, includeArchived: false, page: PageRequest())
@@ -234,7 +234,7 @@ struct StoreProjectTests {
             #expect(all.items.map(\.id) == [kept.id, archived.id])
 
             await expectRefusal(.projectArchived(projectID: archived.id)) {
-                _ = try await fixture.store.updateProject(id: archived.id, organizationID: fixture.organizationID, name: "x", externalKeyID: nil)
+                _ = try await fixture.store.updateProject(organizationID: fixture.organizationID, id: archived.id, name: "x", externalKeyID: nil)
             }
         }
     }
@@ -244,20 +244,20 @@ struct StoreProjectTests {
         try await StoreFixture.run(engine) { fixture in
             let project = try await fixture.project("before")
             var updated = try await fixture.store.updateProject(
-                id: project.id,
                 organizationID: fixture.organizationID,
+                id: project.id,
                 name: nil,
                 externalKeyID: .some("ext-1")
             )
             #expect(updated.name == "before" && updated.externalKeyID == "ext-1")
             updated = try await fixture.store.updateProject(
-                id: project.id,
                 organizationID: fixture.organizationID,
+                id: project.id,
                 name: "after",
                 externalKeyID: .some(nil)
             )
             #expect(updated.name == "after" && updated.externalKeyID == nil)
-            #expect(try await fixture.store.project(id: project.id, organizationID: fixture.organizationID) == updated)
+            #expect(try await fixture.store.project(organizationID: fixture.organizationID, id: project.id) == updated)
         }
     }
 
@@ -268,10 +268,10 @@ struct StoreProjectTests {
             let other = Organization(id: "org-other", name: "Other", createdAt: 1)
             try await fixture.store.createOrganization(other)
             await expectRefusal(.notFound(.project, id: project.id)) {
-                _ = try await fixture.store.project(id: project.id, organizationID: other.id)
+                _ = try await fixture.store.project(organizationID: other.id, id: project.id)
             }
             await expectRefusal(.notFound(.project, id: project.id)) {
-                _ = try await fixture.store.listAPIKeys(projectID: project.id, organizationID: other.id, access: .any, page: PageRequest())
+                _ = try await fixture.store.listAPIKeys(organizationID: other.id, projectID: project.id, access: .any, page: PageRequest())
             }
             let list = try await fixture.store.listProjects(organizationID: other.id, includeArchived: true, page: PageRequest())
             #expect(list.items.isEmpty)
@@ -305,7 +305,7 @@ struct StoreKeyTests {
             #expect(key.owner == .user(member, role: .member))
             #expect(key.lastUsedAt == nil)
 
-            _ = try await fixture.store.archiveProject(id: project.id, organizationID: fixture.organizationID, at: fixture.clock.now)
+            _ = try await fixture.store.archiveProject(organizationID: fixture.organizationID, id: project.id, at: fixture.clock.now)
             await expectRefusal(.projectArchived(projectID: project.id)) {
                 _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
             }
@@ -322,20 +322,20 @@ struct StoreKeyTests {
             let (project, member) = try await fixture.projectWithMember()
             let stays = try await fixture.user("stays@example.com")
             _ = try await fixture.store.addProjectMember(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 userID: stays.id,
                 role: .owner,
                 at: fixture.clock.now
             )
             let leaving = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
             let staying = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: stays.id)))
-            try await fixture.store.removeProjectMember(projectID: project.id, organizationID: fixture.organizationID, userID: member.id)
+            try await fixture.store.removeProjectMember(organizationID: fixture.organizationID, projectID: project.id, userID: member.id)
 
             func ids(_ access: OwnerProjectAccess) async throws -> [APIKeyID] {
                 try await fixture.store.listAPIKeys(
-                    projectID: project.id,
                     organizationID: fixture.organizationID,
+                    projectID: project.id,
                     access: access,
                     page: PageRequest()
                 )
@@ -344,7 +344,7 @@ struct StoreKeyTests {
             #expect(try await ids(.active) == [staying.id])
             #expect(try await ids(.inactive) == [leaving.id])
             #expect(try await ids(.any) == [leaving.id, staying.id])
-            let inactive = try await fixture.store.apiKey(id: leaving.id, projectID: project.id, organizationID: fixture.organizationID)
+            let inactive = try await fixture.store.apiKey(organizationID: fixture.organizationID, projectID: project.id, id: leaving.id)
             #expect(!inactive.owner.hasProjectAccess)
         }
     }
@@ -358,9 +358,9 @@ struct StoreKeyTests {
             try await fixture.store.createServiceAccount(account, key: first)
             let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: account.id)))
             await expectRefusal(.serviceAccountKey(keyID: second.id, serviceAccountID: account.id)) {
-                try await fixture.store.deleteAPIKey(id: second.id, projectID: project.id, organizationID: fixture.organizationID)
+                try await fixture.store.deleteAPIKey(organizationID: fixture.organizationID, projectID: project.id, id: second.id)
             }
-            try await fixture.store.deleteServiceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+            try await fixture.store.deleteServiceAccount(organizationID: fixture.organizationID, projectID: project.id, id: account.id)
             let revoked = try await fixture.store.revokedSecret(secretHash: first.secret.hash)
             #expect(
                 revoked == RevokedSecret(keyID: first.id, organizationID: fixture.organizationID, projectID: project.id, revokedAt: fixture.clock.now)
@@ -368,14 +368,14 @@ struct StoreKeyTests {
             #expect(try await fixture.store.keyVerificationState(keyID: first.id) == nil)
             #expect(try await fixture.store.keyVerificationState(keyID: second.id) == nil)
             let keys = try await fixture.store.listAPIKeys(
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
                 access: .any,
                 page: PageRequest()
             )
             #expect(keys.items.isEmpty)
             await expectRefusal(.notFound(.serviceAccount, id: account.id)) {
-                _ = try await fixture.store.serviceAccount(id: account.id, projectID: project.id, organizationID: fixture.organizationID)
+                _ = try await fixture.store.serviceAccount(organizationID: fixture.organizationID, projectID: project.id, id: account.id)
             }
         }
     }
@@ -388,9 +388,9 @@ struct StoreKeyTests {
                 fixture.newKey(projectID: project.id, owner: .user(id: member.id), expiresAt: fixture.clock.now + 60)
             )
             let updated = try await fixture.store.updateAPIKey(
-                id: key.id,
-                projectID: project.id,
                 organizationID: fixture.organizationID,
+                projectID: project.id,
+                id: key.id,
                 scopes: ["api.model.read", "api.model.request"],
                 expiresAt: nil,
                 now: fixture.clock.now
@@ -400,9 +400,9 @@ struct StoreKeyTests {
             fixture.clock.advance(by: 60)
             await expectRefusal(.keyExpired(keyID: key.id, operation: .update)) {
                 _ = try await fixture.store.updateAPIKey(
-                    id: key.id,
-                    projectID: project.id,
                     organizationID: fixture.organizationID,
+                    projectID: project.id,
+                    id: key.id,
                     scopes: [],
                     expiresAt: nil,
                     now: fixture.clock.now
@@ -420,13 +420,13 @@ struct StoreKeyTests {
             let state = try #require(try await fixture.store.keyVerificationState(keyID: key.id))
             #expect(state.secretHash == new.secret.hash && state.ownerID == member.id.rawValue && state.ownerHasProjectAccess)
             #expect(try await fixture.store.revokedSecret(secretHash: new.secret.hash) == nil)
-            try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+            try await fixture.store.deleteAPIKey(organizationID: fixture.organizationID, projectID: project.id, id: key.id)
             let revoked = try await fixture.store.revokedSecret(secretHash: new.secret.hash)
             #expect(revoked?.keyID == key.id && revoked?.projectID == project.id)
             #expect(try await fixture.store.revokedSecretHashes(keyID: key.id) == [new.secret.hash])
             #expect(try await fixture.store.keyVerificationState(keyID: key.id) == nil)
             await expectRefusal(.notFound(.apiKey, id: key.id)) {
-                try await fixture.store.deleteAPIKey(id: key.id, projectID: project.id, organizationID: fixture.organizationID)
+                try await fixture.store.deleteAPIKey(organizationID: fixture.organizationID, projectID: project.id, id: key.id)
             }
         }
     }
@@ -458,7 +458,7 @@ struct StoreKeyTests {
                 page: PageRequest(limit: 3, after: ids[3].rawValue)
             )
             #expect(descending.items.map(\.id) == [ids[2], ids[1], ids[0]] && !descending.hasMore)
-            try await fixture.store.deleteAdminKey(id: ids[0], organizationID: fixture.organizationID)
+            try await fixture.store.deleteAdminKey(organizationID: fixture.organizationID, id: ids[0])
             #expect(try await fixture.store.adminKeyCredential(id: ids[0]) == nil)
             #expect(try await fixture.store.adminKeyCredential(id: ids[1])?.secretHash == "hash1")
             #expect(try await fixture.store.adminKeyCredentials().map(\.key.id).sorted() == Array(ids.dropFirst()).sorted())
@@ -517,11 +517,11 @@ struct StoreKeyTests {
             #expect(statements.withLock { $0 } - before == 4)
             // An older time (from a slower batch, or another process) never moves a time back.
             try await store.recordUses(apiKeys: [ids[0]: 90, ids[1]: 110], adminKeys: [admin.id: 40])
-            let first = try await store.apiKey(id: ids[0], projectID: project.id, organizationID: organization.id)
-            let second = try await store.apiKey(id: ids[1], projectID: project.id, organizationID: organization.id)
-            let last = try await store.apiKey(id: ids[299], projectID: project.id, organizationID: organization.id)
+            let first = try await store.apiKey(organizationID: organization.id, projectID: project.id, id: ids[0])
+            let second = try await store.apiKey(organizationID: organization.id, projectID: project.id, id: ids[1])
+            let last = try await store.apiKey(organizationID: organization.id, projectID: project.id, id: ids[299])
             #expect(first.lastUsedAt == 100 && second.lastUsedAt == 110 && last.lastUsedAt == 100)
-            #expect(try await store.adminKey(id: admin.id, organizationID: organization.id).lastUsedAt == 50)
+            #expect(try await store.adminKey(organizationID: organization.id, id: admin.id).lastUsedAt == 50)
             try await store.close()
         }
     }

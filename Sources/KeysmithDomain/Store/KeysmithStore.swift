@@ -30,31 +30,31 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     // MARK: Admin keys
 
     func createAdminKey(_ key: AdminKey, secretHash: String) async throws
-    func deleteAdminKey(id: AdminKeyID, organizationID: OrganizationID) async throws
+    func deleteAdminKey(organizationID: OrganizationID, id: AdminKeyID) async throws
 
     // MARK: Projects
 
     func createProject(_ project: Project) async throws
-    func updateProject(id: ProjectID, organizationID: OrganizationID, name: String?, externalKeyID: String??) async throws -> Project
-    func archiveProject(id: ProjectID, organizationID: OrganizationID, at time: UnixSeconds) async throws -> Project
+    func updateProject(organizationID: OrganizationID, id: ProjectID, name: String?, externalKeyID: String??) async throws -> Project
+    func archiveProject(organizationID: OrganizationID, id: ProjectID, at time: UnixSeconds) async throws -> Project
 
     // MARK: Users and project members
 
     func createUser(_ user: User) async throws
     /// Changes the user's organization role; the organization's last owner cannot stop being one.
-    func updateUser(id: UserID, organizationID: OrganizationID, role: OrganizationRole) async throws -> User
+    func updateUser(organizationID: OrganizationID, id: UserID, role: OrganizationRole) async throws -> User
     /// Deletes the user and their project memberships; the keys they own stay, inactive. The organization's last
     /// owner cannot be deleted.
-    func deleteUser(id: UserID, organizationID: OrganizationID) async throws
+    func deleteUser(organizationID: OrganizationID, id: UserID) async throws
     func addProjectMember(
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         userID: UserID,
         role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember
-    func updateProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID, role: ProjectRole) async throws -> ProjectMember
-    func removeProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws
+    func updateProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID, role: ProjectRole) async throws -> ProjectMember
+    func removeProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws
 
     // MARK: Invites
 
@@ -63,11 +63,11 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// invite as stored.
     func createInvite(_ invite: Invite, joinDefaultProject: Bool) async throws -> Invite
     /// Deletes a pending or expired invite; an accepted one is refused.
-    func deleteInvite(id: InviteID, organizationID: OrganizationID) async throws
+    func deleteInvite(organizationID: OrganizationID, id: InviteID) async throws
     /// Accepts a pending invite: creates the user `userID` with the invite's email and role, and its memberships.
     func acceptInvite(
-        id: InviteID,
         organizationID: OrganizationID,
+        id: InviteID,
         userID: UserID,
         name: String?,
         at time: UnixSeconds
@@ -78,26 +78,26 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// Creates the account and, if given, its first key, in one transaction. The project must not be archived.
     func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws
     func updateServiceAccount(
-        id: ServiceAccountID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: ServiceAccountID,
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount
     /// Deletes the account and every key it owns.
-    func deleteServiceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws
+    func deleteServiceAccount(organizationID: OrganizationID, projectID: ProjectID, id: ServiceAccountID) async throws
 
     // MARK: Project API keys
 
     /// Stores a key for a project member or a service account of an active project.
     func createAPIKey(_ key: NewAPIKey) async throws -> APIKey
     /// Deletes a user-owned key; a service account's key is refused (delete the service account instead).
-    func deleteAPIKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws
+    func deleteAPIKey(organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws
     /// Replaces the scopes and/or the expiry (a double optional: `.some(nil)` clears it) of an unexpired key.
     func updateAPIKey(
-        id: APIKeyID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: APIKeyID,
         scopes: [String]?,
         expiresAt: UnixSeconds??,
         now: UnixSeconds
@@ -107,9 +107,9 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     /// one (`graceEndsAt` nil) it is revoked at once. A previous secret still in its grace period is revoked, so a
     /// key has at most one previous secret. Expired keys cannot be rotated.
     func rotateAPIKey(
-        id: APIKeyID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: APIKeyID,
         secret: NewKeySecret,
         graceEndsAt: UnixSeconds?,
         now: UnixSeconds

@@ -126,7 +126,7 @@ extension SQLStore {
         static func decode(_ row: any StoreRowReader) throws {}
     }
 
-    static func findAPIKey(_ database: any SQLSession, id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey? {
+    static func findAPIKey(_ database: any SQLSession, organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws -> APIKey? {
         try await database.rows(
             """
             \(unsafeRaw: apiKeySelect)
@@ -138,11 +138,11 @@ extension SQLStore {
 
     /// The key, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the key is unknown, within
     /// the caller's transaction.
-    static func apiKey(_ database: any SQLSession, id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey {
-        if let key = try await findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID) {
+    static func apiKey(_ database: any SQLSession, organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws -> APIKey {
+        if let key = try await findAPIKey(database, organizationID: organizationID, projectID: projectID, id: id) {
             return key
         }
-        _ = try await project(database, id: projectID, organizationID: organizationID)
+        _ = try await project(database, organizationID: organizationID, id: projectID)
         throw KeysmithError.notFound(.apiKey, id: id)
     }
 
@@ -150,15 +150,15 @@ extension SQLStore {
     /// key, its audit event, its change log entry. The key returned is made from what they read, not read back.
     func createAPIKey(_ key: NewAPIKey) async throws -> APIKey {
         try await self.engine.write(logger: self.logger) { database in
-            _ = try await Self.activeProject(database, id: key.projectID, organizationID: key.organizationID)
+            _ = try await Self.activeProject(database, organizationID: key.organizationID, id: key.projectID)
             let owner: APIKeyOwner
             switch key.owner {
             case .user(let userID):
                 // The membership cannot go before this key is stored: the key is an active member's.
                 let member = try await Self.findMember(
                     database,
-                    projectID: key.projectID,
                     organizationID: key.organizationID,
+                    projectID: key.projectID,
                     userID: userID,
                     sharingMembership: true
                 )
@@ -168,9 +168,9 @@ extension SQLStore {
                 // The account cannot be deleted before this key is stored (its deletion takes its keys).
                 let account = try await Self.serviceAccount(
                     database,
-                    id: accountID,
-                    projectID: key.projectID,
                     organizationID: key.organizationID,
+                    projectID: key.projectID,
+                    id: accountID,
                     lock: .share
                 )
                 owner = .serviceAccount(account)
@@ -193,18 +193,18 @@ extension SQLStore {
         }
     }
 
-    func apiKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws -> APIKey {
+    func apiKey(organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws -> APIKey {
         try await self.findOne { database in
-            try await Self.findAPIKey(database, id: id, projectID: projectID, organizationID: organizationID)
+            try await Self.findAPIKey(database, organizationID: organizationID, projectID: projectID, id: id)
         } orExplain: { database in
-            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            _ = try await Self.project(database, organizationID: organizationID, id: projectID)
             throw KeysmithError.notFound(.apiKey, id: id)
         }
     }
 
     func listAPIKeys(
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         access: OwnerProjectAccess,
         page: PageRequest
     ) async throws -> Page<APIKey> {
@@ -226,7 +226,7 @@ extension SQLStore {
                 WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
                 """,
             // A page with keys proves the project exists; only an empty one asks.
-            ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+            ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
         )
     }
 
@@ -277,10 +277,10 @@ extension SQLStore {
         static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }
 
-    func deleteAPIKey(id: APIKeyID, projectID: ProjectID, organizationID: OrganizationID) async throws {
+    func deleteAPIKey(organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
-            let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+            let key = try await Self.apiKey(database, organizationID: organizationID, projectID: projectID, id: id)
             if case .serviceAccount(let account) = key.owner {
                 throw KeysmithError.serviceAccountKey(keyID: id, serviceAccountID: account.id)
             }
@@ -329,15 +329,15 @@ extension SQLStore {
     }
 
     func updateAPIKey(
-        id: APIKeyID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: APIKeyID,
         scopes: [String]?,
         expiresAt: UnixSeconds??,
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write(logger: self.logger) { database in
-            var key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .update)
+            var key = try await Self.unexpiredKey(database, organizationID: organizationID, projectID: projectID, id: id, now: now, for: .update)
             if let scopes { key.scopes = scopes }
             if let expiresAt { key.expiresAt = expiresAt }
             try await database.raw(
@@ -368,14 +368,14 @@ extension SQLStore {
     /// change until the transaction ends.
     static func unexpiredKey(
         _ database: any SQLSession,
-        id: APIKeyID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: APIKeyID,
         now: UnixSeconds,
         for operation: KeysmithError.KeyOperation
     ) async throws -> APIKey {
         try await Self.lock(database, "api_keys", where: "id = \(bind: id)", .update)
-        let key = try await Self.apiKey(database, id: id, projectID: projectID, organizationID: organizationID)
+        let key = try await Self.apiKey(database, organizationID: organizationID, projectID: projectID, id: id)
         if let expiry = key.expiresAt, expiry <= now {
             throw KeysmithError.keyExpired(keyID: id, operation: operation)
         }

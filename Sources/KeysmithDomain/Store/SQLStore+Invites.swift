@@ -34,7 +34,7 @@ extension SQLStore {
         }
     }
 
-    static func invite(_ database: any SQLSession, id: InviteID, organizationID: OrganizationID, lock: SQLLockingClause? = nil) async throws -> Invite
+    static func invite(_ database: any SQLSession, organizationID: OrganizationID, id: InviteID, lock: SQLLockingClause? = nil) async throws -> Invite
     {
         var query: SQLQueryString = """
             SELECT \(unsafeRaw: inviteColumns) FROM invites i WHERE i.id = \(bind: id) AND i.organization_id = \(bind: organizationID)
@@ -44,8 +44,8 @@ extension SQLStore {
         return try invite(from: row)
     }
 
-    func invite(id: InviteID, organizationID: OrganizationID) async throws -> Invite {
-        try await self.engine.unsafeRead(logger: self.logger) { database in try await Self.invite(database, id: id, organizationID: organizationID) }
+    func invite(organizationID: OrganizationID, id: InviteID) async throws -> Invite {
+        try await self.engine.unsafeRead(logger: self.logger) { database in try await Self.invite(database, organizationID: organizationID, id: id) }
     }
 
     func listInvites(organizationID: OrganizationID, page: PageRequest) async throws -> Page<Invite> {
@@ -95,7 +95,7 @@ extension SQLStore {
             } else {
                 for grant in invite.projects {
                     do {
-                        _ = try await Self.activeProject(database, id: grant.projectID, organizationID: invite.organizationID)
+                        _ = try await Self.activeProject(database, organizationID: invite.organizationID, id: grant.projectID)
                     } catch KeysmithError.notFound {
                         throw KeysmithError.inviteProject(projectID: grant.projectID, archived: false)
                     } catch KeysmithError.projectArchived {
@@ -121,9 +121,9 @@ extension SQLStore {
         }
     }
 
-    func deleteInvite(id: InviteID, organizationID: OrganizationID) async throws {
+    func deleteInvite(organizationID: OrganizationID, id: InviteID) async throws {
         try await self.engine.write(logger: self.logger) { database in
-            let invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
+            let invite = try await Self.invite(database, organizationID: organizationID, id: id, lock: .update)
             guard invite.acceptedAt == nil else { throw KeysmithError.inviteAccepted(inviteID: id) }
             try await database.raw("DELETE FROM invites WHERE id = \(bind: id)").run()
             try await Self.recordEvent(database, AuditEvent(.inviteDeleted, resourceID: id), organizationID: organizationID, at: self.clock.now())
@@ -134,15 +134,15 @@ extension SQLStore {
     /// memberships of the invite's projects that are still active, in one transaction. Projects archived or gone
     /// since the invite was sent are left out.
     func acceptInvite(
-        id: InviteID,
         organizationID: OrganizationID,
+        id: InviteID,
         userID: UserID,
         name: String?,
         at time: UnixSeconds
     ) async throws -> (user: User, invite: Invite) {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockOrganization(database, organizationID)
-            var invite = try await Self.invite(database, id: id, organizationID: organizationID, lock: .update)
+            var invite = try await Self.invite(database, organizationID: organizationID, id: id, lock: .update)
             switch invite.status(at: time) {
             case .accepted: throw KeysmithError.inviteAccepted(inviteID: id)
             case .expired: throw KeysmithError.inviteExpired(inviteID: id)

@@ -28,17 +28,17 @@ extension SQLStore {
         }
     }
 
-    func project(id: ProjectID, organizationID: OrganizationID) async throws -> Project {
+    func project(organizationID: OrganizationID, id: ProjectID) async throws -> Project {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await Self.project(database, id: id, organizationID: organizationID)
+            try await Self.project(database, organizationID: organizationID, id: id)
         }
     }
 
     /// The project; with `lock`, its row stays as read until the transaction ends (see ``lock(_:_:where:_:)``).
     static func project(
         _ database: any SQLSession,
-        id: ProjectID,
         organizationID: OrganizationID,
+        id: ProjectID,
         lock: SQLLockingClause? = nil
     ) async throws -> Project {
         var query: SQLQueryString = """
@@ -69,8 +69,8 @@ extension SQLStore {
     /// transaction ends.
     static func activeProject(
         _ database: any SQLSession,
-        id: ProjectID,
         organizationID: OrganizationID,
+        id: ProjectID,
         lock: SQLLockingClause = .share
     ) async throws -> Project {
         let project: Project
@@ -80,7 +80,7 @@ extension SQLStore {
             }
             project = shared
         } else {
-            project = try await Self.project(database, id: id, organizationID: organizationID, lock: lock)
+            project = try await Self.project(database, organizationID: organizationID, id: id, lock: lock)
         }
         guard !project.isArchived else { throw KeysmithError.projectArchived(projectID: id) }
         return project
@@ -119,9 +119,9 @@ extension SQLStore {
         )
     }
 
-    func updateProject(id: ProjectID, organizationID: OrganizationID, name: String?, externalKeyID: String??) async throws -> Project {
+    func updateProject(organizationID: OrganizationID, id: ProjectID, name: String?, externalKeyID: String??) async throws -> Project {
         try await self.engine.write(logger: self.logger) { database in
-            var project = try await Self.activeProject(database, id: id, organizationID: organizationID, lock: .update)
+            var project = try await Self.activeProject(database, organizationID: organizationID, id: id, lock: .update)
             if let name { project.name = name }
             if let externalKeyID { project.externalKeyID = externalKeyID }
             try await database.raw(
@@ -143,9 +143,9 @@ extension SQLStore {
         }
     }
 
-    func archiveProject(id: ProjectID, organizationID: OrganizationID, at time: UnixSeconds) async throws -> Project {
+    func archiveProject(organizationID: OrganizationID, id: ProjectID, at time: UnixSeconds) async throws -> Project {
         try await self.engine.write(logger: self.logger) { database in
-            var project = try await Self.project(database, id: id, organizationID: organizationID, lock: .update)
+            var project = try await Self.project(database, organizationID: organizationID, id: id, lock: .update)
             // Archiving twice is harmless and keeps the first archive time.
             guard !project.isArchived else { return project }
             project.archivedAt = time

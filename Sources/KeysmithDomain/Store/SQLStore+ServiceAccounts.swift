@@ -17,9 +17,9 @@ extension SQLStore {
 
     static func findServiceAccount(
         _ database: any SQLSession,
-        id: ServiceAccountID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: ServiceAccountID,
         lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount? {
         var query: SQLQueryString = """
@@ -34,21 +34,21 @@ extension SQLStore {
     /// within the caller's transaction.
     static func serviceAccount(
         _ database: any SQLSession,
-        id: ServiceAccountID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: ServiceAccountID,
         lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount {
-        if let account = try await findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: lock) {
+        if let account = try await findServiceAccount(database, organizationID: organizationID, projectID: projectID, id: id, lock: lock) {
             return account
         }
-        _ = try await project(database, id: projectID, organizationID: organizationID)
+        _ = try await project(database, organizationID: organizationID, id: projectID)
         throw KeysmithError.notFound(.serviceAccount, id: id)
     }
 
     func createServiceAccount(_ account: ServiceAccount, key: NewAPIKey?) async throws {
         try await self.engine.write(logger: self.logger) { database in
-            _ = try await Self.activeProject(database, id: account.projectID, organizationID: account.organizationID)
+            _ = try await Self.activeProject(database, organizationID: account.organizationID, id: account.projectID)
             try await database.raw(
                 """
                 INSERT INTO service_accounts (id, organization_id, project_id, name, role, created_at)
@@ -71,16 +71,16 @@ extension SQLStore {
         }
     }
 
-    func serviceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws -> ServiceAccount {
+    func serviceAccount(organizationID: OrganizationID, projectID: ProjectID, id: ServiceAccountID) async throws -> ServiceAccount {
         try await self.findOne { database in
-            try await Self.findServiceAccount(database, id: id, projectID: projectID, organizationID: organizationID)
+            try await Self.findServiceAccount(database, organizationID: organizationID, projectID: projectID, id: id)
         } orExplain: { database in
-            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            _ = try await Self.project(database, organizationID: organizationID, id: projectID)
             throw KeysmithError.notFound(.serviceAccount, id: id)
         }
     }
 
-    func listServiceAccounts(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ServiceAccount> {
+    func listServiceAccounts(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ServiceAccount> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -93,21 +93,21 @@ extension SQLStore {
                 cursor: """
                     SELECT created_at FROM service_accounts WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
                     """,
-                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+                ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
             ),
             decode: { try Self.serviceAccount(from: $0) }
         )
     }
 
     func updateServiceAccount(
-        id: ServiceAccountID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: ServiceAccountID,
         name: String?,
         role: ProjectRole?
     ) async throws -> ServiceAccount {
         try await self.engine.write(logger: self.logger) { database in
-            var account = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
+            var account = try await Self.serviceAccount(database, organizationID: organizationID, projectID: projectID, id: id, lock: .update)
             if let name { account.name = name }
             if let role { account.role = ServiceAccountRole(role) }
             try await database.raw(
@@ -129,9 +129,9 @@ extension SQLStore {
         }
     }
 
-    func deleteServiceAccount(id: ServiceAccountID, projectID: ProjectID, organizationID: OrganizationID) async throws {
+    func deleteServiceAccount(organizationID: OrganizationID, projectID: ProjectID, id: ServiceAccountID) async throws {
         try await self.engine.write(logger: self.logger) { database in
-            _ = try await Self.serviceAccount(database, id: id, projectID: projectID, organizationID: organizationID, lock: .update)
+            _ = try await Self.serviceAccount(database, organizationID: organizationID, projectID: projectID, id: id, lock: .update)
             let locking = database.dialect.locksRows ? SQLQueryString(" \(SQLLockingClause.update)") : ""
             let keyIDs = try await database.raw(
                 "SELECT id FROM api_keys WHERE service_account_id = \(bind: id) ORDER BY id" + locking

@@ -151,7 +151,7 @@ extension SQLStore {
         )
     }
 
-    func adminKey(id: AdminKeyID, organizationID: OrganizationID) async throws -> AdminKey {
+    func adminKey(organizationID: OrganizationID, id: AdminKeyID) async throws -> AdminKey {
         let found = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.raw(
                 """
@@ -202,7 +202,7 @@ extension SQLStore {
 
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The
     /// organization's admin keys are locked first, so that two deletions at once cannot both see another key left.
-    func deleteAdminKey(id: AdminKeyID, organizationID: OrganizationID) async throws {
+    func deleteAdminKey(organizationID: OrganizationID, id: AdminKeyID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lock(database, "admin_keys", where: "organization_id = \(bind: organizationID)", .update)
             let ids = try await database.raw(

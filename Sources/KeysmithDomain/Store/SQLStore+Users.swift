@@ -45,10 +45,10 @@ extension SQLStore {
         guard taken == nil else { throw KeysmithError.emailTaken(email) }
     }
 
-    func updateUser(id: UserID, organizationID: OrganizationID, role: OrganizationRole) async throws -> User {
+    func updateUser(organizationID: OrganizationID, id: UserID, role: OrganizationRole) async throws -> User {
         try await self.engine.write(logger: self.logger) { database in
             if role != .owner { try await Self.lockOwners(database, organizationID: organizationID) }
-            var user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
+            var user = try await Self.user(database, organizationID: organizationID, id: id, lock: .update)
             if user.role == .owner, role != .owner {
                 try await Self.ensureAnotherOwner(database, organizationID: organizationID, besides: id)
             }
@@ -66,11 +66,11 @@ extension SQLStore {
 
     /// Deletes the user: their project memberships go, so the keys they own stay listed but inactive and stop
     /// verifying everywhere. The row stays (the keys name their owner), its email free for a new user.
-    func deleteUser(id: UserID, organizationID: OrganizationID) async throws {
+    func deleteUser(organizationID: OrganizationID, id: UserID) async throws {
         let now = self.clock.now()
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockOwners(database, organizationID: organizationID)
-            let user = try await Self.user(database, id: id, organizationID: organizationID, lock: .update)
+            let user = try await Self.user(database, organizationID: organizationID, id: id, lock: .update)
             if user.role == .owner {
                 try await Self.ensureAnotherOwner(database, organizationID: organizationID, besides: id)
             }
@@ -111,14 +111,14 @@ extension SQLStore {
         guard other != nil else { throw KeysmithError.lastOwner(userID: userID) }
     }
 
-    func user(id: UserID, organizationID: OrganizationID) async throws -> User {
+    func user(organizationID: OrganizationID, id: UserID) async throws -> User {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await Self.user(database, id: id, organizationID: organizationID)
+            try await Self.user(database, organizationID: organizationID, id: id)
         }
     }
 
     /// The user; with `lock`, the row stays as read until the transaction ends.
-    static func user(_ database: any SQLSession, id: UserID, organizationID: OrganizationID, lock: SQLLockingClause? = nil) async throws -> User {
+    static func user(_ database: any SQLSession, organizationID: OrganizationID, id: UserID, lock: SQLLockingClause? = nil) async throws -> User {
         var query: SQLQueryString =
             """
             SELECT \(unsafeRaw: userColumns) FROM users u
@@ -184,8 +184,8 @@ extension SQLStore {
 
     static func findMember(
         _ database: any SQLSession,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         userID: UserID,
         sharingMembership: Bool = false
     ) async throws -> ProjectMember? {
@@ -219,29 +219,29 @@ extension SQLStore {
     /// unknown, within the caller's transaction.
     static func member(
         _ database: any SQLSession,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         userID: UserID
     ) async throws -> ProjectMember {
-        if let member = try await findMember(database, projectID: projectID, organizationID: organizationID, userID: userID) {
+        if let member = try await findMember(database, organizationID: organizationID, projectID: projectID, userID: userID) {
             return member
         }
-        _ = try await project(database, id: projectID, organizationID: organizationID)
+        _ = try await project(database, organizationID: organizationID, id: projectID)
         throw KeysmithError.notFound(.projectUser, id: userID)
     }
 
     func addProjectMember(
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         userID: UserID,
         role: ProjectRole,
         at time: UnixSeconds
     ) async throws -> ProjectMember {
         try await self.engine.write(logger: self.logger) { database in
-            _ = try await Self.activeProject(database, id: projectID, organizationID: organizationID)
+            _ = try await Self.activeProject(database, organizationID: organizationID, id: projectID)
             let user: User
             do {
-                user = try await Self.user(database, id: userID, organizationID: organizationID, lock: .share)
+                user = try await Self.user(database, organizationID: organizationID, id: userID, lock: .share)
             } catch KeysmithError.notFound {
                 throw KeysmithError.referenceNotFound(.user, id: userID)
             }
@@ -272,16 +272,16 @@ extension SQLStore {
         }
     }
 
-    func projectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws -> ProjectMember {
+    func projectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws -> ProjectMember {
         try await self.findOne { database in
-            try await Self.findMember(database, projectID: projectID, organizationID: organizationID, userID: userID)
+            try await Self.findMember(database, organizationID: organizationID, projectID: projectID, userID: userID)
         } orExplain: { database in
-            _ = try await Self.project(database, id: projectID, organizationID: organizationID)
+            _ = try await Self.project(database, organizationID: organizationID, id: projectID)
             throw KeysmithError.notFound(.projectUser, id: userID)
         }
     }
 
-    func listProjectMembers(projectID: ProjectID, organizationID: OrganizationID, page: PageRequest) async throws -> Page<ProjectMember> {
+    func listProjectMembers(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ProjectMember> {
         try await self.fetchPage(
             ListQuery(
                 base: """
@@ -294,21 +294,21 @@ extension SQLStore {
                 cursor: """
                     SELECT added_at FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: page.after ?? "")
                     """,
-                ensureListExists: { database in _ = try await Self.project(database, id: projectID, organizationID: organizationID) }
+                ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
             ),
             decode: { try Self.member(from: $0) }
         )
     }
 
     func updateProjectMember(
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
         userID: UserID,
         role: ProjectRole
     ) async throws -> ProjectMember {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
-            var member = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
+            var member = try await Self.member(database, organizationID: organizationID, projectID: projectID, userID: userID)
             try await database.raw(
                 """
                 UPDATE project_members SET role = \(bind: role.rawValue)
@@ -332,10 +332,10 @@ extension SQLStore {
         }
     }
 
-    func removeProjectMember(projectID: ProjectID, organizationID: OrganizationID, userID: UserID) async throws {
+    func removeProjectMember(organizationID: OrganizationID, projectID: ProjectID, userID: UserID) async throws {
         try await self.engine.write(logger: self.logger) { database in
             try await Self.lockMembership(database, projectID: projectID, userID: userID)
-            _ = try await Self.member(database, projectID: projectID, organizationID: organizationID, userID: userID)
+            _ = try await Self.member(database, organizationID: organizationID, projectID: projectID, userID: userID)
             try await database.raw(
                 "DELETE FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
             ).run()

@@ -5,15 +5,15 @@ extension SQLStore {
     // MARK: Rotation and usage
 
     func rotateAPIKey(
-        id: APIKeyID,
-        projectID: ProjectID,
         organizationID: OrganizationID,
+        projectID: ProjectID,
+        id: APIKeyID,
         secret: NewKeySecret,
         graceEndsAt: UnixSeconds?,
         now: UnixSeconds
     ) async throws -> APIKey {
         try await self.engine.write(logger: self.logger) { database in
-            let key = try await Self.unexpiredKey(database, id: id, projectID: projectID, organizationID: organizationID, now: now, for: .rotate)
+            let key = try await Self.unexpiredKey(database, organizationID: organizationID, projectID: projectID, id: id, now: now, for: .rotate)
             // The previous secret, if any, ends now (at most one previous secret at a time); without a grace
             // period, so does the current one.
             try await Self.revokeSecrets(

@@ -66,7 +66,7 @@ extension Dashboard {
     @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let key = try await self.reader(context).adminKey(id: try context.parameters.requireID("key_id"), organizationID: session.organizationID)
+        let key = try await self.reader(context).adminKey(organizationID: session.organizationID, id: try context.parameters.requireID("key_id"))
         let yours = key.id == session.adminKeyID ? " It is the key this session signed in with: you will be signed out." : ""
         return self.render(
             "confirm",

@@ -24,14 +24,14 @@ extension Dashboard {
         let (project, header) = try await self.projectContext(context, session, tab: "tabKeys")
         let trail = Trail(query)
         let page = try await self.reader(context).listAPIKeys(
-            projectID: project.id,
             organizationID: session.organizationID,
+            projectID: project.id,
             access: .any,
             page: trail.request
         )
         let members = try await self.reader(context).listProjectMembers(
-            projectID: project.id,
             organizationID: session.organizationID,
+            projectID: project.id,
             page: PageRequest(limit: PageRequest.limitRange.upperBound)
         )
         var view = header.merging(values) { $1 }
@@ -112,9 +112,9 @@ extension Dashboard {
     func keyAndProject(_ context: DashboardRequestContext, _ session: DashboardSession) async throws -> (APIKey, ProjectID) {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         let key = try await self.reader(context).apiKey(
-            id: try context.parameters.requireID("key_id"),
+            organizationID: session.organizationID,
             projectID: projectID,
-            organizationID: session.organizationID
+            id: try context.parameters.requireID("key_id")
         )
         return (key, projectID)
     }

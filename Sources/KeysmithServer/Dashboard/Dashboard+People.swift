@@ -96,7 +96,7 @@ extension Dashboard {
     @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
         async throws -> Response
     {
-        let invite = try await self.reader(context).invite(id: try context.parameters.requireID("invite_id"), organizationID: session.organizationID)
+        let invite = try await self.reader(context).invite(organizationID: session.organizationID, id: try context.parameters.requireID("invite_id"))
         return self.confirmation(
             session,
             heading: "Revoke the invite for \(invite.email)?",

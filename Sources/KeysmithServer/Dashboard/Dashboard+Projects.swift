@@ -68,8 +68,8 @@ extension Dashboard {
     /// The project a page is about, with what its header shows.
     func projectContext(_ context: DashboardRequestContext, _ session: DashboardSession, tab: String) async throws -> (Project, [String: Any]) {
         let project = try await self.reader(context).project(
-            id: try context.parameters.requireID("project_id"),
-            organizationID: session.organizationID
+            organizationID: session.organizationID,
+            id: try context.parameters.requireID("project_id")
         )
         return (project, ["project": self.projectView(project), "archived": project.isArchived, tab: true])
     }
@@ -147,8 +147,8 @@ extension Dashboard {
         let (project, header) = try await self.projectContext(context, session, tab: "tabServiceAccounts")
         let trail = Trail(query)
         let page = try await self.reader(context).listServiceAccounts(
-            projectID: project.id,
             organizationID: session.organizationID,
+            projectID: project.id,
             page: trail.request
         )
         var view = header.merging(values) { $1 }
@@ -197,9 +197,9 @@ extension Dashboard {
     ) async throws -> Response {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         let account = try await self.reader(context).serviceAccount(
-            id: try context.parameters.requireID("account_id"),
+            organizationID: session.organizationID,
             projectID: projectID,
-            organizationID: session.organizationID
+            id: try context.parameters.requireID("account_id")
         )
         return self.confirmation(
             session,
@@ -242,8 +242,8 @@ extension Dashboard {
         let (project, header) = try await self.projectContext(context, session, tab: "tabMembers")
         let trail = Trail(query)
         let page = try await self.reader(context).listProjectMembers(
-            projectID: project.id,
             organizationID: session.organizationID,
+            projectID: project.id,
             page: trail.request
         )
         var view = header.merging(values) { $1 }
@@ -311,8 +311,8 @@ extension Dashboard {
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         let member = try await self.reader(context).projectMember(
-            projectID: projectID,
             organizationID: session.organizationID,
+            projectID: projectID,
             userID: try context.parameters.requireID("user_id")
         )
         return self.confirmation(

@@ -8,8 +8,8 @@ extension AdminRoutes {
     @Sendable func listAPIKeys(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let query = try QueryParameters(request.uri.query)
         let page = try await self.reader(context).listAPIKeys(
-            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
             access: try query.enumeration("owner_project_access", default: OwnerProjectAccess.active),
             page: try query.page()
         )
@@ -36,9 +36,9 @@ extension AdminRoutes {
 
     @Sendable func retrieveAPIKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let key = try await self.reader(context).apiKey(
-            id: try context.parameters.requireID("api_key_id"),
+            organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),
-            organizationID: context.principal.organizationID
+            id: try context.parameters.requireID("api_key_id")
         )
         return Wire.response { Wire.apiKey(&$0, key) }
     }
@@ -92,8 +92,8 @@ extension AdminRoutes {
 
     @Sendable func listServiceAccounts(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let page = try await self.reader(context).listServiceAccounts(
-            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
             page: try QueryParameters(request.uri.query).page()
         )
         return Wire.list(page, id: \.id, write: Wire.serviceAccount)
@@ -134,9 +134,9 @@ extension AdminRoutes {
 
     @Sendable func retrieveServiceAccount(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let account = try await self.reader(context).serviceAccount(
-            id: try context.parameters.requireID("service_account_id"),
+            organizationID: context.principal.organizationID,
             projectID: try context.parameters.requireID("project_id"),
-            organizationID: context.principal.organizationID
+            id: try context.parameters.requireID("service_account_id")
         )
         return Wire.response { Wire.serviceAccount(&$0, account) }
     }
@@ -202,8 +202,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveAdminKey(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let key = try await self.reader(context).adminKey(
-            id: try context.parameters.requireID("key_id"),
-            organizationID: context.principal.organizationID
+            organizationID: context.principal.organizationID,
+            id: try context.parameters.requireID("key_id")
         )
         return Wire.response { Wire.adminKey(&$0, key) }
     }

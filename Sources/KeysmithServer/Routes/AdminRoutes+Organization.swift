@@ -57,8 +57,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveInvite(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let invite = try await self.reader(context).invite(
-            id: try context.parameters.requireID("invite_id"),
-            organizationID: context.principal.organizationID
+            organizationID: context.principal.organizationID,
+            id: try context.parameters.requireID("invite_id")
         )
         let now = self.keysmith.clock.now()
         return Wire.response { Wire.invite(&$0, invite, now: now) }

@@ -32,8 +32,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveProject(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let project = try await self.reader(context).project(
-            id: try context.parameters.requireID("project_id"),
-            organizationID: context.principal.organizationID
+            organizationID: context.principal.organizationID,
+            id: try context.parameters.requireID("project_id")
         )
         return Wire.response { Wire.project(&$0, project) }
     }
@@ -83,8 +83,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let user = try await self.reader(context).user(
-            id: try context.parameters.requireID("user_id"),
-            organizationID: context.principal.organizationID
+            organizationID: context.principal.organizationID,
+            id: try context.parameters.requireID("user_id")
         )
         return Wire.response { Wire.user(&$0, user) }
     }
@@ -93,8 +93,8 @@ extension AdminRoutes {
 
     @Sendable func listProjectUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let page = try await self.reader(context).listProjectMembers(
-            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
             page: try QueryParameters(request.uri.query).page()
         )
         return Wire.list(page, id: \.user.id, write: Wire.projectUser)
@@ -124,8 +124,8 @@ extension AdminRoutes {
 
     @Sendable func retrieveProjectUser(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let member = try await self.reader(context).projectMember(
-            projectID: try context.parameters.requireID("project_id"),
             organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
             userID: try context.parameters.requireID("user_id")
         )
         return Wire.response { Wire.projectUser(&$0, member) }

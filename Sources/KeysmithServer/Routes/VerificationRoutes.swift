@@ -159,9 +159,9 @@ extension VerificationRoutes {
             } else {
                 do {
                     let stored = try await self.keysmith.logging(to: context.logger).reader.apiKey(
-                        id: key.id,
+                        organizationID: key.project.organizationID,
                         projectID: key.project.id,
-                        organizationID: key.project.organizationID
+                        id: key.id
                     )
                     details = (stored, verification.previousSecretExpiresAt)
                 } catch KeysmithError.notFound {
