@@ -59,7 +59,7 @@ struct StoreQueryTests {
             let second = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .user(id: member.id)))
             let first = try await engine.unsafeRead { database in
                 try await database.rows(
-                    SQLStore.APIKeyFirstPage(projectID: project.id, organizationID: organizationID, access: .any, limit: 10)
+                    FirstPage(list: SQLStore.APIKeyList(organizationID: organizationID, projectID: project.id, access: .any), limit: 10)
                 )
             }
             #expect(first.map(\.id) == [key.id, second.id])
@@ -69,10 +69,8 @@ struct StoreQueryTests {
             #expect(written.owner == .user(member, role: .member))
             let after = try await engine.unsafeRead { database in
                 try await database.rows(
-                    SQLStore.APIKeyPageAfter(
-                        projectID: project.id,
-                        organizationID: organizationID,
-                        access: .active,
+                    PageAfter(
+                        list: SQLStore.APIKeyList(organizationID: organizationID, projectID: project.id, access: .active),
                         after: key.id.rawValue,
                         limit: 10
                     )
@@ -81,10 +79,135 @@ struct StoreQueryTests {
             #expect(after == [second])
             let inactive = try await engine.unsafeRead { database in
                 try await database.rows(
-                    SQLStore.APIKeyFirstPage(projectID: project.id, organizationID: organizationID, access: .inactive, limit: 10)
+                    FirstPage(list: SQLStore.APIKeyList(organizationID: organizationID, projectID: project.id, access: .inactive), limit: 10)
                 )
             }
             #expect(inactive.isEmpty)
+        }
+    }
+
+    @Test("Every read of a type of its own decodes what was written, on each engine", arguments: TestEngine.available)
+    func everyReadDecodes(engine: TestEngine) async throws {
+        try await StoreFixture.run(engine) { fixture in
+            let store = fixture.store
+            let engine = store.engine
+            let organizationID = fixture.organizationID
+            let organization = fixture.organization
+            let (project, member) = try await fixture.projectWithMember()
+            fixture.clock.advance(by: 1)
+            let archived = try await store.archiveProject(
+                organizationID: organizationID,
+                id: try await fixture.project("Archived").id,
+                at: fixture.clock.now
+            )
+            fixture.clock.advance(by: 1)
+            let second = try await fixture.user("second@example.com")
+            let account = fixture.newServiceAccount(projectID: project.id)
+            try await store.createServiceAccount(account, key: nil)
+            let newKey = fixture.newKey(projectID: project.id, owner: .user(id: member.id))
+            let key = try await store.createAPIKey(newKey)
+            let rotated = try await store.rotateAPIKey(
+                organizationID: organizationID,
+                projectID: project.id,
+                id: key.id,
+                secret: NewKeySecret(hash: "rotated-hash", redactedValue: "sk-proj-***new"),
+                graceEndsAt: nil,
+                now: fixture.clock.now
+            )
+            let invite = try await store.createInvite(
+                Invite(
+                    id: fixture.ids.make(.invite),
+                    organizationID: organizationID,
+                    email: "invited@example.com",
+                    role: .reader,
+                    projects: [Invite.ProjectGrant(projectID: project.id, role: .owner)],
+                    createdAt: fixture.clock.now,
+                    expiresAt: fixture.clock.now + 3_600
+                ),
+                joinDefaultProject: false
+            )
+            var adminKeys: [AdminKey] = []
+            for index in 0..<2 {
+                let adminKey = AdminKey(
+                    id: fixture.ids.make(.apiKey),
+                    organizationID: organizationID,
+                    name: "admin \(index)",
+                    redactedValue: "sk-admin-***\(index)",
+                    createdAt: fixture.clock.now + index
+                )
+                try await store.createAdminKey(adminKey, secretHash: "admin-hash-\(index)")
+                adminKeys.append(adminKey)
+            }
+
+            func read<Query: StoreQuery>(_ query: Query) async throws -> [Query.Row] {
+                try await engine.unsafeRead { try await $0.rows(query) }
+            }
+
+            // One object each, by its id, and nothing for an id that is not there.
+            #expect(try await read(SQLStore.OrganizationByID(id: organizationID)) == [organization])
+            #expect(try await read(SQLStore.DefaultOrganization()) == [organization])
+            #expect(try await read(SQLStore.ProjectByID(organizationID: organizationID, id: project.id)) == [project])
+            #expect(try await read(SQLStore.ProjectByID(organizationID: organizationID, id: "proj_missing")).isEmpty)
+            #expect(try await read(SQLStore.UserByID(organizationID: organizationID, id: member.id)) == [member])
+            let membership = try await read(SQLStore.MemberByID(organizationID: organizationID, projectID: project.id, userID: member.id))
+            #expect(membership.map(\.user) == [member] && membership.map(\.role) == [.member])
+            #expect(
+                try await read(SQLStore.ServiceAccountByID(organizationID: organizationID, projectID: project.id, id: account.id))
+                    == [account]
+            )
+            #expect(try await read(SQLStore.APIKeyByID(organizationID: organizationID, projectID: project.id, id: key.id)) == [rotated])
+            #expect(try await read(SQLStore.InviteByID(organizationID: organizationID, id: invite.id)) == [invite])
+            #expect(try await read(SQLStore.AdminKeyByID(organizationID: organizationID, id: adminKeys[0].id)) == [adminKeys[0]])
+            let credentials = try await read(SQLStore.AdminKeyCredentials())
+            #expect(credentials.map(\.key) == adminKeys && credentials.map(\.secretHash) == ["admin-hash-0", "admin-hash-1"])
+            #expect(try await read(SQLStore.AdminKeyCredentialByID(id: adminKeys[1].id)) == [credentials[1]])
+
+            // The same under a row lock, in a transaction, as the writes read them.
+            let (locked, shared) = try await engine.write { database in
+                (
+                    try await database.rows(ForUpdate(query: SQLStore.ProjectByID(organizationID: organizationID, id: project.id))),
+                    try await database.rows(ForShare(query: SQLStore.UserByID(organizationID: organizationID, id: member.id)))
+                )
+            }
+            #expect(locked == [project] && shared == [member])
+
+            // The verification state's reads agree with the batched read by id.
+            let states = try await read(SQLStore.KeyVerificationStatesAfter(after: "", limit: 10))
+            #expect(states == (try await store.keyVerificationStates(keyIDs: [key.id])))
+            #expect(states.first?.secretHash == "rotated-hash")
+            #expect(try await read(SQLStore.KeyVerificationStatesAfter(after: key.id.rawValue, limit: 10)).isEmpty)
+            let revoked = try await read(SQLStore.RevokedSecretByHash(secretHash: newKey.secret.hash))
+            #expect(revoked == [RevokedSecret(keyID: key.id, organizationID: organizationID, projectID: project.id, revokedAt: fixture.clock.now)])
+            #expect(try await read(SQLStore.ProjectArchived(projectID: archived.id)) == [true])
+            #expect(try await read(SQLStore.ProjectArchived(projectID: project.id)) == [false])
+            #expect(try await read(SQLStore.Membership(projectID: project.id, userID: member.id)).count == 1)
+            #expect(try await read(SQLStore.Membership(projectID: project.id, userID: second.id)).isEmpty)
+
+            // Each list: its first page, the page after its first item, and its cursor check.
+            func checkList<List: StoreList>(_ list: List, _ expected: [List.Item], id: (List.Item) -> String) async throws
+            where List.Item: Equatable {
+                #expect(try await read(FirstPage(list: list, limit: 10)) == expected, "\(List.self)")
+                #expect(try await read(FirstPage(list: list, limit: 1)) == Array(expected.prefix(1)), "\(List.self)")
+                guard let first = expected.first else { return }
+                #expect(try await read(PageAfter(list: list, after: id(first), limit: 10)) == Array(expected.dropFirst()), "\(List.self)")
+                #expect(try await read(ListCursor(list: list, after: id(first))).count == 1, "\(List.self)")
+                #expect(try await read(ListCursor(list: list, after: "unknown")).isEmpty, "\(List.self)")
+            }
+            let projects = [project, archived]
+            try await checkList(SQLStore.ProjectList(organizationID: organizationID, includeArchived: true), projects) { $0.id.rawValue }
+            try await checkList(SQLStore.ProjectList(organizationID: organizationID, includeArchived: false), [project]) { $0.id.rawValue }
+            try await checkList(SQLStore.UserList(organizationID: organizationID), [member, second]) { $0.id.rawValue }
+            let members = try await read(FirstPage(list: SQLStore.MemberList(organizationID: organizationID, projectID: project.id), limit: 10))
+            #expect(members == membership)
+            try await checkList(SQLStore.ServiceAccountList(organizationID: organizationID, projectID: project.id), [account]) {
+                $0.id.rawValue
+            }
+            try await checkList(SQLStore.APIKeyList(organizationID: organizationID, projectID: project.id, access: .any), [rotated]) {
+                $0.id.rawValue
+            }
+            try await checkList(SQLStore.InviteList(organizationID: organizationID), [invite]) { $0.id.rawValue }
+            try await checkList(SQLStore.AdminKeyList(organizationID: organizationID), adminKeys) { $0.id.rawValue }
+            try await checkList(SQLStore.AdminKeyList.NewestFirst(organizationID: organizationID), adminKeys.reversed()) { $0.id.rawValue }
         }
     }
 }

@@ -127,13 +127,19 @@ extension SQLStore {
     }
 
     static func findAPIKey(_ database: any SQLSession, organizationID: OrganizationID, projectID: ProjectID, id: APIKeyID) async throws -> APIKey? {
-        try await database.rows(
-            """
-            \(unsafeRaw: apiKeySelect)
-            WHERE k.id = \(bind: id) AND k.project_id = \(bind: projectID) AND k.organization_id = \(bind: organizationID)
-            """,
-            decode: { try Self.apiKey(from: $0) }
-        ).first
+        try await database.rows(APIKeyByID(organizationID: organizationID, projectID: projectID, id: id)).first
+    }
+
+    struct APIKeyByID: StoreQuery {
+        static let sql = "\(apiKeySelect) WHERE k.organization_id = $1 AND k.project_id = $2 AND k.id = $3"
+
+        var organizationID: OrganizationID
+        var projectID: ProjectID
+        var id: APIKeyID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.projectID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }
 
     /// The key, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the key is unknown, within
@@ -209,70 +215,31 @@ extension SQLStore {
         page: PageRequest
     ) async throws -> Page<APIKey> {
         try await self.fetchPage(
+            APIKeyList(organizationID: organizationID, projectID: projectID, access: access),
             page,
-            rows: { database in
-                if let after = page.after {
-                    try await database.rows(
-                        APIKeyPageAfter(projectID: projectID, organizationID: organizationID, access: access, after: after, limit: page.limit + 1)
-                    )
-                } else {
-                    try await database.rows(
-                        APIKeyFirstPage(projectID: projectID, organizationID: organizationID, access: access, limit: page.limit + 1)
-                    )
-                }
-            },
-            cursor: """
-                SELECT created_at FROM api_keys
-                WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
-                """,
             // A page with keys proves the project exists; only an empty one asks.
             ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
         )
     }
 
-    /// Which keys a list shows, by whether their owner can still use them (`$3`, ``OwnerProjectAccess``): a key is
-    /// active when a service account owns it or its user is still a member.
-    static let accessFilter = """
-        ($3 = 'any' OR ($3 = 'active') = (k.owner_type = 'service_account' OR m.user_id IS NOT NULL))
-        """
-
-    /// The first page of a project's keys, oldest first.
-    struct APIKeyFirstPage: StoreQuery {
-        static let sql = """
+    /// A project's keys, oldest first; which of them, by whether their owner can still use them (`$3`,
+    /// ``OwnerProjectAccess``): a key is active when a service account owns it or its user is still a member.
+    struct APIKeyList: StoreList {
+        static let select = """
             \(apiKeySelect)
-            WHERE k.project_id = $1 AND k.organization_id = $2 AND \(accessFilter)
-            ORDER BY k.created_at, k.id LIMIT $4
+            WHERE k.organization_id = $1 AND k.project_id = $2
+              AND ($3 = 'any' OR ($3 = 'active') = (k.owner_type = 'service_account' OR m.user_id IS NOT NULL))
             """
+        static let filterCount = 3
+        static let time = "k.created_at"
+        static let id = "k.id"
+        static let cursor = "SELECT created_at FROM api_keys WHERE id = $CURSOR AND organization_id = $1 AND project_id = $2"
 
-        var projectID: ProjectID
         var organizationID: OrganizationID
-        var access: OwnerProjectAccess
-        var limit: Int
-
-        var bindings: [any Encodable & Sendable] { [self.projectID, self.organizationID, self.access.rawValue, self.limit] }
-
-        static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
-    }
-
-    /// A later page: the keys after key `$4`, whose time is read in the same statement, so that a deep page costs
-    /// what the first does.
-    struct APIKeyPageAfter: StoreQuery {
-        static let sql = """
-            \(apiKeySelect)
-            WHERE k.project_id = $1 AND k.organization_id = $2 AND \(accessFilter)
-              AND (k.created_at, k.id) > ((SELECT created_at FROM api_keys WHERE id = $4 AND project_id = $1 AND organization_id = $2), $4)
-            ORDER BY k.created_at, k.id LIMIT $5
-            """
-
         var projectID: ProjectID
-        var organizationID: OrganizationID
         var access: OwnerProjectAccess
-        var after: String
-        var limit: Int
 
-        var bindings: [any Encodable & Sendable] {
-            [self.projectID, self.organizationID, self.access.rawValue, self.after, self.limit]
-        }
+        var filters: [any Encodable & Sendable] { [self.organizationID, self.projectID, self.access.rawValue] }
 
         static func decode(_ row: any StoreRowReader) throws -> APIKey { try SQLStore.apiKey(from: row) }
     }

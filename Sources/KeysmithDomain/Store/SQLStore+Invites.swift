@@ -36,12 +36,21 @@ extension SQLStore {
 
     static func invite(_ database: any SQLSession, organizationID: OrganizationID, id: InviteID, lock: SQLLockingClause? = nil) async throws -> Invite
     {
-        var query: SQLQueryString = """
-            SELECT \(unsafeRaw: inviteColumns) FROM invites i WHERE i.id = \(bind: id) AND i.organization_id = \(bind: organizationID)
-            """
-        if let lock { query = query + " \(lock)" }
-        guard let row = try await database.raw(query).first() else { throw KeysmithError.notFound(.invite, id: id) }
-        return try invite(from: row)
+        guard let invite = try await database.rows(InviteByID(organizationID: organizationID, id: id), lock: lock).first else {
+            throw KeysmithError.notFound(.invite, id: id)
+        }
+        return invite
+    }
+
+    struct InviteByID: StoreQuery {
+        static let sql = "SELECT \(inviteColumns) FROM invites i WHERE i.organization_id = $1 AND i.id = $2"
+
+        var organizationID: OrganizationID
+        var id: InviteID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Invite { try SQLStore.invite(from: row) }
     }
 
     func invite(organizationID: OrganizationID, id: InviteID) async throws -> Invite {
@@ -49,18 +58,22 @@ extension SQLStore {
     }
 
     func listInvites(organizationID: OrganizationID, page: PageRequest) async throws -> Page<Invite> {
-        try await self.fetchPage(
-            ListQuery(
-                base: "SELECT \(unsafeRaw: Self.inviteColumns) FROM invites i WHERE i.organization_id = \(bind: organizationID)",
-                page: page,
-                time: "i.created_at",
-                id: "i.id",
-                cursor: """
-                    SELECT created_at FROM invites WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """
-            ),
-            decode: { try Self.invite(from: $0) }
-        )
+        try await self.fetchPage(InviteList(organizationID: organizationID), page)
+    }
+
+    /// An organization's invites, in the order they were sent.
+    struct InviteList: StoreList {
+        static let select = "SELECT \(inviteColumns) FROM invites i WHERE i.organization_id = $1"
+        static let filterCount = 1
+        static let time = "i.created_at"
+        static let id = "i.id"
+        static let cursor = "SELECT created_at FROM invites WHERE id = $CURSOR AND organization_id = $1"
+
+        var organizationID: OrganizationID
+
+        var filters: [any Encodable & Sendable] { [self.organizationID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Invite { try SQLStore.invite(from: row) }
     }
 
     /// Invitations and new users of one organization take turns (PostgreSQL: the organization's row, locked), so

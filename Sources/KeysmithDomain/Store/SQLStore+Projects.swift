@@ -41,14 +41,21 @@ extension SQLStore {
         id: ProjectID,
         lock: SQLLockingClause? = nil
     ) async throws -> Project {
-        var query: SQLQueryString = """
-            SELECT \(unsafeRaw: projectColumns) FROM projects
-            WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)
-            """
-        if let lock { query = query + " \(lock)" }
-        let row = try await database.raw(query).first()
-        guard let row else { throw KeysmithError.notFound(.project, id: id) }
-        return try project(from: row)
+        guard let project = try await database.rows(ProjectByID(organizationID: organizationID, id: id), lock: lock).first else {
+            throw KeysmithError.notFound(.project, id: id)
+        }
+        return project
+    }
+
+    struct ProjectByID: StoreQuery {
+        static let sql = "SELECT \(projectColumns) FROM projects WHERE organization_id = $1 AND id = $2"
+
+        var organizationID: OrganizationID
+        var id: ProjectID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Project { try SQLStore.project(from: row) }
     }
 
     /// A project, shared until the transaction ends (`FOR SHARE` on PostgreSQL): it cannot be archived meanwhile.
@@ -99,24 +106,23 @@ extension SQLStore {
     }
 
     func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project> {
-        var base: SQLQueryString = """
-            SELECT \(unsafeRaw: Self.projectColumns) FROM projects WHERE organization_id = \(bind: organizationID)
-            """
-        if !includeArchived {
-            base = base + " AND archived_at IS NULL"
-        }
-        return try await self.fetchPage(
-            ListQuery(
-                base: base,
-                page: page,
-                time: "created_at",
-                id: "id",
-                cursor: """
-                    SELECT created_at FROM projects WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """
-            ),
-            decode: { try Self.project(from: $0) }
-        )
+        try await self.fetchPage(ProjectList(organizationID: organizationID, includeArchived: includeArchived), page)
+    }
+
+    /// An organization's projects, oldest first; archived ones too when `$2` is true.
+    struct ProjectList: StoreList {
+        static let select = "SELECT \(projectColumns) FROM projects WHERE organization_id = $1 AND ($2 OR archived_at IS NULL)"
+        static let filterCount = 2
+        static let time = "created_at"
+        static let id = "id"
+        static let cursor = "SELECT created_at FROM projects WHERE id = $CURSOR AND organization_id = $1"
+
+        var organizationID: OrganizationID
+        var includeArchived: Bool
+
+        var filters: [any Encodable & Sendable] { [self.organizationID, self.includeArchived] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Project { try SQLStore.project(from: row) }
     }
 
     func updateProject(organizationID: OrganizationID, id: ProjectID, name: String?, externalKeyID: String??) async throws -> Project {

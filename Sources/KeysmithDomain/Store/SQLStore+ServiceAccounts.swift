@@ -22,12 +22,21 @@ extension SQLStore {
         id: ServiceAccountID,
         lock: SQLLockingClause? = nil
     ) async throws -> ServiceAccount? {
-        var query: SQLQueryString = """
-            SELECT \(unsafeRaw: serviceAccountColumns) FROM service_accounts
-            WHERE id = \(bind: id) AND project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
+        try await database.rows(ServiceAccountByID(organizationID: organizationID, projectID: projectID, id: id), lock: lock).first
+    }
+
+    struct ServiceAccountByID: StoreQuery {
+        static let sql = """
+            SELECT \(serviceAccountColumns) FROM service_accounts WHERE organization_id = $1 AND project_id = $2 AND id = $3
             """
-        if let lock { query = query + " \(lock)" }
-        return try await database.rows(query, decode: { try Self.serviceAccount(from: $0) }).first
+
+        var organizationID: OrganizationID
+        var projectID: ProjectID
+        var id: ServiceAccountID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.projectID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> ServiceAccount { try SQLStore.serviceAccount(from: row) }
     }
 
     /// The account, or ``KeysmithError/notFound(_:id:)`` naming whichever of the project and the account is unknown,
@@ -82,21 +91,26 @@ extension SQLStore {
 
     func listServiceAccounts(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ServiceAccount> {
         try await self.fetchPage(
-            ListQuery(
-                base: """
-                    SELECT \(unsafeRaw: Self.serviceAccountColumns) FROM service_accounts
-                    WHERE project_id = \(bind: projectID) AND organization_id = \(bind: organizationID)
-                    """,
-                page: page,
-                time: "created_at",
-                id: "id",
-                cursor: """
-                    SELECT created_at FROM service_accounts WHERE id = \(bind: page.after ?? "") AND project_id = \(bind: projectID)
-                    """,
-                ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
-            ),
-            decode: { try Self.serviceAccount(from: $0) }
+            ServiceAccountList(organizationID: organizationID, projectID: projectID),
+            page,
+            ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
         )
+    }
+
+    /// A project's service accounts, oldest first.
+    struct ServiceAccountList: StoreList {
+        static let select = "SELECT \(serviceAccountColumns) FROM service_accounts WHERE organization_id = $1 AND project_id = $2"
+        static let filterCount = 2
+        static let time = "created_at"
+        static let id = "id"
+        static let cursor = "SELECT created_at FROM service_accounts WHERE id = $CURSOR AND project_id = $2"
+
+        var organizationID: OrganizationID
+        var projectID: ProjectID
+
+        var filters: [any Encodable & Sendable] { [self.organizationID, self.projectID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> ServiceAccount { try SQLStore.serviceAccount(from: row) }
     }
 
     func updateServiceAccount(

@@ -61,14 +61,18 @@ extension SQLStore {
     }
 
     func defaultOrganization() async throws -> Organization? {
-        try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.raw(
-                """
-                SELECT o.id, o.name, o.created_at FROM organizations o
-                JOIN keysmith_settings s ON s.name = 'default_organization_id' AND s.value = o.id
-                """
-            ).first().map(Self.organization(from:))
-        }
+        try await self.engine.unsafeRead(logger: self.logger) { database in try await database.rows(DefaultOrganization()).first }
+    }
+
+    struct DefaultOrganization: StoreQuery {
+        static let sql = """
+            SELECT o.id, o.name, o.created_at FROM organizations o
+            JOIN keysmith_settings s ON s.name = 'default_organization_id' AND s.value = o.id
+            """
+
+        var bindings: [any Encodable & Sendable] { [] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Organization { try SQLStore.organization(from: row) }
     }
 
     func createOrganization(_ organization: Organization) async throws {
@@ -86,11 +90,20 @@ extension SQLStore {
 
     func organization(id: OrganizationID) async throws -> Organization {
         let found = try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.raw("SELECT id, name, created_at FROM organizations WHERE id = \(bind: id)")
-                .first().map(Self.organization(from:))
+            try await database.rows(OrganizationByID(id: id)).first
         }
         guard let found else { throw KeysmithError.notFound(.organization, id: id) }
         return found
+    }
+
+    struct OrganizationByID: StoreQuery {
+        static let sql = "SELECT id, name, created_at FROM organizations WHERE id = $1"
+
+        var id: OrganizationID
+
+        var bindings: [any Encodable & Sendable] { [self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Organization { try SQLStore.organization(from: row) }
     }
 
     static func insertOrganization(_ database: any SQLSession, _ organization: Organization) async throws {
@@ -102,8 +115,8 @@ extension SQLStore {
         ).run()
     }
 
-    static func organization(from row: StoreRow) throws -> Organization {
-        Organization(id: try row.id("id"), name: try row.string("name"), createdAt: try row.int("created_at"))
+    static func organization(from row: some StoreRowReader) throws -> Organization {
+        Organization(id: try row.id(at: 0), name: try row.string(at: 1), createdAt: try row.int(at: 2))
     }
 
     // MARK: Admin keys
@@ -153,51 +166,89 @@ extension SQLStore {
 
     func adminKey(organizationID: OrganizationID, id: AdminKeyID) async throws -> AdminKey {
         let found = try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.raw(
-                """
-                SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys
-                WHERE id = \(bind: id) AND organization_id = \(bind: organizationID)
-                """
-            ).first().map(Self.adminKey(from:))
+            try await database.rows(AdminKeyByID(organizationID: organizationID, id: id)).first
         }
         guard let found else { throw KeysmithError.notFound(.adminKey, id: id) }
         return found
     }
 
+    struct AdminKeyByID: StoreQuery {
+        static let sql = "SELECT \(adminKeyColumns) FROM admin_keys WHERE organization_id = $1 AND id = $2"
+
+        var organizationID: OrganizationID
+        var id: AdminKeyID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> AdminKey { try SQLStore.adminKey(from: row) }
+    }
+
     func adminKeyCredentials() async throws -> [AdminKeyCredential] {
-        try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows("SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys") { row in
-                AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
-            }
+        try await self.engine.unsafeRead(logger: self.logger) { database in try await database.rows(AdminKeyCredentials()) }
+    }
+
+    /// Every admin key, with its secret's digest.
+    struct AdminKeyCredentials: StoreQuery {
+        static let sql = "SELECT \(adminKeyColumns), secret_hash FROM admin_keys"
+
+        var bindings: [any Encodable & Sendable] { [] }
+
+        static func decode(_ row: any StoreRowReader) throws -> AdminKeyCredential {
+            AdminKeyCredential(key: try SQLStore.adminKey(from: row), secretHash: try row.string(at: 7))
         }
     }
 
     func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows(
-                "SELECT \(unsafeRaw: Self.adminKeyColumns), secret_hash FROM admin_keys WHERE id = \(bind: id)"
-            ) { row in
-                AdminKeyCredential(key: try Self.adminKey(from: row), secretHash: try row.string(at: 7))
-            }.first
+            try await database.rows(AdminKeyCredentialByID(id: id)).first
         }
     }
 
+    struct AdminKeyCredentialByID: StoreQuery {
+        static let sql = "SELECT \(adminKeyColumns), secret_hash FROM admin_keys WHERE id = $1"
+
+        var id: AdminKeyID
+
+        var bindings: [any Encodable & Sendable] { [self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> AdminKeyCredential { try AdminKeyCredentials.decode(row) }
+    }
+
     func listAdminKeys(organizationID: OrganizationID, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
-        try await self.fetchPage(
-            ListQuery(
-                base: """
-                    SELECT \(unsafeRaw: Self.adminKeyColumns) FROM admin_keys WHERE organization_id = \(bind: organizationID)
-                    """,
-                page: page,
-                time: "created_at",
-                id: "id",
-                cursor: """
-                    SELECT created_at FROM admin_keys WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID)
-                    """,
-                descending: descending
-            ),
-            decode: { try Self.adminKey(from: $0) }
-        )
+        if descending {
+            return try await self.fetchPage(AdminKeyList.NewestFirst(organizationID: organizationID), page)
+        }
+        return try await self.fetchPage(AdminKeyList(organizationID: organizationID), page)
+    }
+
+    /// An organization's admin keys, oldest first (``NewestFirst`` the other way).
+    struct AdminKeyList: StoreList {
+        static let select = "SELECT \(adminKeyColumns) FROM admin_keys WHERE organization_id = $1"
+        static let filterCount = 1
+        static let time = "created_at"
+        static let id = "id"
+        static let cursor = "SELECT created_at FROM admin_keys WHERE id = $CURSOR AND organization_id = $1"
+
+        var organizationID: OrganizationID
+
+        var filters: [any Encodable & Sendable] { [self.organizationID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> AdminKey { try SQLStore.adminKey(from: row) }
+
+        struct NewestFirst: StoreList {
+            static let select = AdminKeyList.select
+            static let filterCount = AdminKeyList.filterCount
+            static let time = AdminKeyList.time
+            static let id = AdminKeyList.id
+            static let cursor = AdminKeyList.cursor
+            static let descending = true
+
+            var organizationID: OrganizationID
+
+            var filters: [any Encodable & Sendable] { [self.organizationID] }
+
+            static func decode(_ row: any StoreRowReader) throws -> AdminKey { try SQLStore.adminKey(from: row) }
+        }
     }
 
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The

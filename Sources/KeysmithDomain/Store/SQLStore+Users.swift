@@ -119,15 +119,21 @@ extension SQLStore {
 
     /// The user; with `lock`, the row stays as read until the transaction ends.
     static func user(_ database: any SQLSession, organizationID: OrganizationID, id: UserID, lock: SQLLockingClause? = nil) async throws -> User {
-        var query: SQLQueryString =
-            """
-            SELECT \(unsafeRaw: userColumns) FROM users u
-            WHERE u.id = \(bind: id) AND u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
-            """
-        if let lock { query = query + " \(lock)" }
-        let row = try await database.raw(query).first()
-        guard let row else { throw KeysmithError.notFound(.user, id: id) }
-        return try user(from: row)
+        guard let user = try await database.rows(UserByID(organizationID: organizationID, id: id), lock: lock).first else {
+            throw KeysmithError.notFound(.user, id: id)
+        }
+        return user
+    }
+
+    struct UserByID: StoreQuery {
+        static let sql = "SELECT \(userColumns) FROM users u WHERE u.organization_id = $1 AND u.id = $2 AND u.deleted_at IS NULL"
+
+        var organizationID: OrganizationID
+        var id: UserID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> User { try SQLStore.user(from: row) }
     }
 
     /// A user from the first six columns of a row (``userColumns``), from position `offset` on.
@@ -143,19 +149,20 @@ extension SQLStore {
     }
 
     func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User> {
-        var base: SQLQueryString = """
-            SELECT \(unsafeRaw: Self.userColumns) FROM users u
-            WHERE u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
-            """
-        if !emails.isEmpty {
-            base = base + " AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))"
+        guard !emails.isEmpty else {
+            return try await self.fetchPage(UserList(organizationID: organizationID), page)
         }
+        // A filter of as many emails as the caller names: a built query (its text varies with their count).
         return try await self.fetchPage(
             ListQuery(
-                base: base,
+                base: """
+                    SELECT \(unsafeRaw: Self.userColumns) FROM users u
+                    WHERE u.organization_id = \(bind: organizationID) AND u.deleted_at IS NULL
+                      AND u.email_key IN (\(binds: emails.map { $0.lowercased() }))
+                    """,
                 page: page,
-                time: "u.added_at",
-                id: "u.id",
+                time: UserList.time,
+                id: UserList.id,
                 cursor: """
                     SELECT added_at FROM users
                     WHERE id = \(bind: page.after ?? "") AND organization_id = \(bind: organizationID) AND deleted_at IS NULL
@@ -163,6 +170,21 @@ extension SQLStore {
             ),
             decode: { try Self.user(from: $0) }
         )
+    }
+
+    /// An organization's users, in the order they were added.
+    struct UserList: StoreList {
+        static let select = "SELECT \(userColumns) FROM users u WHERE u.organization_id = $1 AND u.deleted_at IS NULL"
+        static let filterCount = 1
+        static let time = "u.added_at"
+        static let id = "u.id"
+        static let cursor = "SELECT added_at FROM users WHERE id = $CURSOR AND organization_id = $1 AND deleted_at IS NULL"
+
+        var organizationID: OrganizationID
+
+        var filters: [any Encodable & Sendable] { [self.organizationID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> User { try SQLStore.user(from: row) }
     }
 
     // MARK: Project members
@@ -192,11 +214,19 @@ extension SQLStore {
         if sharingMembership {
             return try await database.rows(SharedMembership(projectID: projectID, organizationID: organizationID, userID: userID)).first
         }
-        let query: SQLQueryString = """
-            \(unsafeRaw: memberSelect)
-            WHERE m.project_id = \(bind: projectID) AND m.user_id = \(bind: userID) AND u.organization_id = \(bind: organizationID)
-            """
-        return try await database.rows(query, decode: { try Self.member(from: $0) }).first
+        return try await database.rows(MemberByID(organizationID: organizationID, projectID: projectID, userID: userID)).first
+    }
+
+    struct MemberByID: StoreQuery {
+        static let sql = "\(memberSelect) WHERE u.organization_id = $1 AND m.project_id = $2 AND m.user_id = $3"
+
+        var organizationID: OrganizationID
+        var projectID: ProjectID
+        var userID: UserID
+
+        var bindings: [any Encodable & Sendable] { [self.organizationID, self.projectID, self.userID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> ProjectMember { try SQLStore.member(from: row) }
     }
 
     /// A membership with its user, the membership row (not the user's) shared until the transaction ends, as
@@ -283,21 +313,26 @@ extension SQLStore {
 
     func listProjectMembers(organizationID: OrganizationID, projectID: ProjectID, page: PageRequest) async throws -> Page<ProjectMember> {
         try await self.fetchPage(
-            ListQuery(
-                base: """
-                    \(unsafeRaw: Self.memberSelect)
-                    WHERE m.project_id = \(bind: projectID) AND u.organization_id = \(bind: organizationID)
-                    """,
-                page: page,
-                time: "m.added_at",
-                id: "m.user_id",
-                cursor: """
-                    SELECT added_at FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: page.after ?? "")
-                    """,
-                ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
-            ),
-            decode: { try Self.member(from: $0) }
+            MemberList(organizationID: organizationID, projectID: projectID),
+            page,
+            ensureListExists: { database in _ = try await Self.project(database, organizationID: organizationID, id: projectID) }
         )
+    }
+
+    /// A project's members, in the order they joined.
+    struct MemberList: StoreList {
+        static let select = "\(memberSelect) WHERE u.organization_id = $1 AND m.project_id = $2"
+        static let filterCount = 2
+        static let time = "m.added_at"
+        static let id = "m.user_id"
+        static let cursor = "SELECT added_at FROM project_members WHERE project_id = $2 AND user_id = $CURSOR"
+
+        var organizationID: OrganizationID
+        var projectID: ProjectID
+
+        var filters: [any Encodable & Sendable] { [self.organizationID, self.projectID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> ProjectMember { try SQLStore.member(from: row) }
     }
 
     func updateProjectMember(

@@ -118,14 +118,20 @@ extension SQLStore {
 
     func keyVerificationStates(after keyID: APIKeyID?, limit: Int) async throws -> [KeyVerificationState] {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows(
-                """
-                \(unsafeRaw: Self.keyVerificationSelect)
-                WHERE k.id > \(bind: keyID ?? "") ORDER BY k.id LIMIT \(literal: limit)
-                """,
-                decode: { try Self.keyVerificationState(from: $0) }
-            )
+            try await database.rows(KeyVerificationStatesAfter(after: keyID?.rawValue ?? "", limit: limit))
         }
+    }
+
+    /// Keys in id order after `after` ("" for the first page): how the verification state loads, a page at a time.
+    struct KeyVerificationStatesAfter: StoreQuery {
+        static let sql = "\(keyVerificationSelect) WHERE k.id > $1 ORDER BY k.id LIMIT $2"
+
+        var after: String
+        var limit: Int
+
+        var bindings: [any Encodable & Sendable] { [self.after, self.limit] }
+
+        static func decode(_ row: any StoreRowReader) throws -> KeyVerificationState { try SQLStore.keyVerificationState(from: row) }
     }
 
     func keyVerificationState(keyID: APIKeyID) async throws -> KeyVerificationState? {
@@ -174,36 +180,55 @@ extension SQLStore {
 
     func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows(
-                """
-                SELECT key_id, organization_id, project_id, revoked_at FROM revoked_secrets
-                WHERE secret_hash = \(bind: secretHash)
-                """
-            ) { row in
-                RevokedSecret(
-                    keyID: try row.id(at: 0),
-                    organizationID: try row.id(at: 1),
-                    projectID: try row.id(at: 2),
-                    revokedAt: try row.int(at: 3)
-                )
-            }.first
+            try await database.rows(RevokedSecretByHash(secretHash: secretHash)).first
+        }
+    }
+
+    struct RevokedSecretByHash: StoreQuery {
+        static let sql = "SELECT key_id, organization_id, project_id, revoked_at FROM revoked_secrets WHERE secret_hash = $1"
+
+        var secretHash: String
+
+        var bindings: [any Encodable & Sendable] { [self.secretHash] }
+
+        static func decode(_ row: any StoreRowReader) throws -> RevokedSecret {
+            RevokedSecret(keyID: try row.id(at: 0), organizationID: try row.id(at: 1), projectID: try row.id(at: 2), revokedAt: try row.int(at: 3))
         }
     }
 
     func isProjectArchived(projectID: ProjectID) async throws -> Bool? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows("SELECT archived_at FROM projects WHERE id = \(bind: projectID)") {
-                try $0.optionalInt(at: 0) != nil
-            }.first
+            try await database.rows(ProjectArchived(projectID: projectID)).first
         }
+    }
+
+    /// Whether the project is archived (a row for each project that exists).
+    struct ProjectArchived: StoreQuery {
+        static let sql = "SELECT archived_at FROM projects WHERE id = $1"
+
+        var projectID: ProjectID
+
+        var bindings: [any Encodable & Sendable] { [self.projectID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Bool { try row.optionalInt(at: 0) != nil }
     }
 
     func isProjectMember(projectID: ProjectID, userID: UserID) async throws -> Bool {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.raw(
-                "SELECT 1 AS present FROM project_members WHERE project_id = \(bind: projectID) AND user_id = \(bind: userID)"
-            ).first() != nil
+            !(try await database.rows(Membership(projectID: projectID, userID: userID)).isEmpty)
         }
+    }
+
+    /// A row when the user is a member of the project.
+    struct Membership: StoreQuery {
+        static let sql = "SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2"
+
+        var projectID: ProjectID
+        var userID: UserID
+
+        var bindings: [any Encodable & Sendable] { [self.projectID, self.userID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> Int { try row.int(at: 0) }
     }
 
     // MARK: The change log

@@ -117,17 +117,38 @@ extension SQLStore {
         try await self.fetchPage(
             list.page,
             rows: { database in try await database.rows(list.pageQuery, decode: decode) },
-            cursor: list.cursor,
+            cursorExists: { database, _ in try await database.raw(list.cursor).first() != nil },
             ensureListExists: list.ensureListExists
         )
     }
 
-    /// Runs a list query given as `rows` (``StoreQuery``s, say), which reads up to `page.limit + 1` items; otherwise
-    /// as ``fetchPage(_:decode:)``.
+    /// Runs a list of a type of its own (``StoreList``) as ``fetchPage(_:decode:)`` runs a built one: its pages and
+    /// its cursor check are queries of their own types, prepared once per connection on PostgreSQL.
+    func fetchPage<List: StoreList>(
+        _ list: List,
+        _ page: PageRequest,
+        ensureListExists: (@Sendable (any SQLSession) async throws -> Void)? = nil
+    ) async throws -> Page<List.Item> {
+        try await self.fetchPage(
+            page,
+            rows: { database in
+                if let after = page.after {
+                    try await database.rows(PageAfter(list: list, after: after, limit: page.limit + 1))
+                } else {
+                    try await database.rows(FirstPage(list: list, limit: page.limit + 1))
+                }
+            },
+            cursorExists: { database, after in !(try await database.rows(ListCursor(list: list, after: after)).isEmpty) },
+            ensureListExists: ensureListExists
+        )
+    }
+
+    /// Runs a list query given as `rows`, which reads up to `page.limit + 1` items, and `cursorExists`, which says
+    /// whether the `after` cursor is an item of the list; otherwise as ``fetchPage(_:decode:)``.
     func fetchPage<Item: Sendable>(
         _ page: PageRequest,
         rows read: @escaping @Sendable (any SQLSession) async throws -> [Item],
-        cursor: SQLQueryString,
+        cursorExists: @escaping @Sendable (any SQLSession, String) async throws -> Bool,
         ensureListExists: (@Sendable (any SQLSession) async throws -> Void)?
     ) async throws -> Page<Item> {
         var rows = try await self.engine.unsafeRead(logger: self.logger, read)
@@ -136,7 +157,7 @@ extension SQLStore {
                 let rows = try await read(database)
                 guard rows.isEmpty else { return rows }
                 try await ensureListExists?(database)
-                if let after = page.after, try await database.raw(cursor).first() == nil {
+                if let after = page.after, try await !cursorExists(database, after) {
                     throw KeysmithError.unknownCursor(after)
                 }
                 return rows

@@ -1,3 +1,4 @@
+import SQLKit
 import Synchronization
 
 /// One query as one type: its SQL, its bindings and how its rows decode, side by side, so that the SELECT list and
@@ -42,3 +43,136 @@ extension StoreQuery {
 }
 
 private let sqliteTexts = Mutex<[ObjectIdentifier: String]>([:])
+
+/// SQL text made once per type: for the queries whose text is built from another type's parts (``FirstPage``,
+/// ``PageAfter``, ``ListCursor``), which, being generic, cannot hold a `static let`.
+enum StoreQueryText {
+    private static let texts = Mutex<[ObjectIdentifier: String]>([:])
+
+    static func cached(_ type: Any.Type, _ make: () -> String) -> String {
+        let key = ObjectIdentifier(type)
+        if let text = texts.withLock({ $0[key] }) { return text }
+        let text = make()
+        texts.withLock { $0[key] = text }
+        return text
+    }
+}
+
+/// A keyset-paginated list as one type: its SELECT and filter, its order, the cursor's place in it, and its row
+/// decoding. Its pages run as queries of their own types (``FirstPage``, ``PageAfter``), so each is prepared once
+/// per connection on PostgreSQL, and a deep page costs what the first does: the cursor's time is read in the same
+/// statement.
+protocol StoreList: Sendable {
+    associatedtype Item: Sendable
+    /// `SELECT … FROM … WHERE …`: the filter's values are `$1`…`$N`, N being ``filters``' count.
+    static var select: String { get }
+    /// How many values the filter binds.
+    static var filterCount: Int { get }
+    /// The columns the list is ordered by, in ``select``'s spelling: a time, then an id that breaks ties.
+    static var time: String { get }
+    static var id: String { get }
+    /// `SELECT <time> FROM … WHERE <id> = $CURSOR AND …`: the cursor's time, `$CURSOR` standing for its id; the
+    /// filter's `$1`…`$N` may appear too.
+    static var cursor: String { get }
+    /// Newest first.
+    static var descending: Bool { get }
+    var filters: [any Encodable & Sendable] { get }
+    static func decode(_ row: any StoreRowReader) throws -> Item
+}
+
+extension StoreList {
+    static var descending: Bool { false }
+
+    fileprivate static var orderBy: String {
+        let direction = self.descending ? "DESC" : "ASC"
+        return " ORDER BY \(self.time) \(direction), \(self.id) \(direction)"
+    }
+
+    fileprivate static func cursor(at placeholder: Int) -> String {
+        self.cursor.replacing("$CURSOR", with: "$\(placeholder)")
+    }
+}
+
+/// A list's first page: `limit` rows (the caller asks for one more than it shows, to know whether more follow).
+struct FirstPage<List: StoreList>: StoreQuery {
+    var list: List
+    var limit: Int
+
+    static var sql: String {
+        StoreQueryText.cached(Self.self) { List.select + List.orderBy + " LIMIT $\(List.filterCount + 1)" }
+    }
+
+    var bindings: [any Encodable & Sendable] { self.list.filters + [self.limit] }
+
+    static func decode(_ row: any StoreRowReader) throws -> List.Item { try List.decode(row) }
+}
+
+/// The page after the item `after`.
+struct PageAfter<List: StoreList>: StoreQuery {
+    var list: List
+    var after: String
+    var limit: Int
+
+    static var sql: String {
+        StoreQueryText.cached(Self.self) {
+            let cursor = List.filterCount + 1
+            let comparison = List.descending ? "<" : ">"
+            return List.select
+                + " AND (\(List.time), \(List.id)) \(comparison) ((\(List.cursor(at: cursor))), $\(cursor))"
+                + List.orderBy + " LIMIT $\(cursor + 1)"
+        }
+    }
+
+    var bindings: [any Encodable & Sendable] { self.list.filters + [self.after, self.limit] }
+
+    static func decode(_ row: any StoreRowReader) throws -> List.Item { try List.decode(row) }
+}
+
+/// Whether `after` is an item of the list: what tells an unknown cursor from the end of the list.
+struct ListCursor<List: StoreList>: StoreQuery {
+    var list: List
+    var after: String
+
+    static var sql: String { StoreQueryText.cached(Self.self) { List.cursor(at: List.filterCount + 1) } }
+
+    var bindings: [any Encodable & Sendable] { self.list.filters + [self.after] }
+
+    static func decode(_ row: any StoreRowReader) throws -> Int { try row.int(at: 0) }
+}
+
+/// `Query` with its rows locked until the transaction ends: `FOR UPDATE` on PostgreSQL (no other transaction may
+/// change or lock them meanwhile). SQLite, whose one writer runs one transaction at a time, reads `Query` as it is.
+struct ForUpdate<Query: StoreQuery>: StoreQuery {
+    var query: Query
+
+    static var sql: String { StoreQueryText.cached(Self.self) { Query.sql + " FOR UPDATE" } }
+    static var sqliteSQL: String { Query.sqliteSQL }
+
+    var bindings: [any Encodable & Sendable] { self.query.bindings }
+
+    static func decode(_ row: any StoreRowReader) throws -> Query.Row { try Query.decode(row) }
+}
+
+/// `Query` with its rows shared until the transaction ends: `FOR SHARE` on PostgreSQL (others may read and share
+/// them, not change them); on SQLite, `Query` as it is.
+struct ForShare<Query: StoreQuery>: StoreQuery {
+    var query: Query
+
+    static var sql: String { StoreQueryText.cached(Self.self) { Query.sql + " FOR SHARE" } }
+    static var sqliteSQL: String { Query.sqliteSQL }
+
+    var bindings: [any Encodable & Sendable] { self.query.bindings }
+
+    static func decode(_ row: any StoreRowReader) throws -> Query.Row { try Query.decode(row) }
+}
+
+extension SQLSession {
+    /// Runs `query`, its rows locked as `lock` says (nil: not locked).
+    func rows<Query: StoreQuery>(_ query: Query, lock: SQLLockingClause?) async throws -> [Query.Row] {
+        switch lock {
+        case nil: try await self.rows(query)
+        case .update?: try await self.rows(ForUpdate(query: query))
+        case .share?: try await self.rows(ForShare(query: query))
+        }
+    }
+}
