@@ -8,7 +8,7 @@ extension Dashboard {
     // MARK: Admin keys
 
     @Sendable func adminKeys(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.adminKeysPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
@@ -20,7 +20,7 @@ extension Dashboard {
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok,
         notice: String? = nil
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let trail = Trail(query)
         let page = try await self.reader(context).listAdminKeys(organizationID: session.organizationID, descending: false, page: trail.request)
         var view = values
@@ -33,11 +33,11 @@ extension Dashboard {
         }
         view["pager"] = trail.pager(path: "/dashboard/admin-keys", page: page, id: \.id)
         view["expiryOptions"] = Self.options(Self.expiries, selected: (view["form"] as? [String: String])?["expires_in_seconds"])
-        return self.render("admin-keys", view, session: session, section: "navAdminKeys", status: status, notice: notice)
+        return .view(DashboardView("admin-keys", view, section: "navAdminKeys", status: status, notice: notice))
     }
 
     @Sendable func createAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         return try await self.submitting {
             let body = form.body(integers: ["expires_in_seconds"])
@@ -64,30 +64,31 @@ extension Dashboard {
     }
 
     @Sendable func confirmDeleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let key = try await self.reader(context).adminKey(organizationID: session.organizationID, id: try context.parameters.requireID("key_id"))
         let yours = key.id == session.adminKeyID ? " It is the key this session signed in with: you will be signed out." : ""
-        return self.render(
-            "confirm",
-            [
-                "heading": "Delete the admin key “\(key.name)”?",
-                "message": "The admin key \(key.redactedValue) stops working at once, for the API, the CLI and the dashboard.\(yours)",
-                "action": "/dashboard/admin-keys/\(key.id)/delete", "button": "Delete admin key", "cancel": "/dashboard/admin-keys",
-                "buttonClass": "danger",
-            ],
-            session: session,
-            section: "navAdminKeys"
+        return .view(
+            DashboardView(
+                "confirm",
+                [
+                    "heading": "Delete the admin key “\(key.name)”?",
+                    "message": "The admin key \(key.redactedValue) stops working at once, for the API, the CLI and the dashboard.\(yours)",
+                    "action": "/dashboard/admin-keys/\(key.id)/delete", "button": "Delete admin key", "cancel": "/dashboard/admin-keys",
+                    "buttonClass": "danger",
+                ],
+                section: "navAdminKeys"
+            )
         )
     }
 
     @Sendable func deleteAdminKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let keyID: AdminKeyID = try context.parameters.requireID("key_id")
         return try await self.submitting {
             try await self.domain(session, context).deleteAdminKey(organizationID: session.organizationID, keyID: keyID)
-            return Self.redirect("/dashboard/admin-keys?notice=admin-key-deleted")
+            return .redirect("/dashboard/admin-keys?notice=admin-key-deleted")
         } refused: { refusal in
             try await self.adminKeysPage(context, session, query: DashboardForm.empty, values: ["deleteError": refusal.message], status: .badRequest)
         }

@@ -12,7 +12,7 @@ extension Dashboard {
     ]
 
     @Sendable func auditLog(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         var filter = AuditLogFilter()
         var view: [String: Any] = [:]
@@ -55,7 +55,7 @@ extension Dashboard {
         view["hasEntries"] = !page.items.isEmpty
         view["entries"] = page.items.map(self.auditView)
         view["pager"] = trail.pager(path: "/dashboard/audit-log", keeping: keep, page: page, id: \.id)
-        return self.render("audit-log", view, session: session, section: "navAuditLog")
+        return .view(DashboardView("audit-log", view, section: "navAuditLog"))
     }
 
     func auditView(_ entry: AuditLogEntry) -> [String: Any] {

@@ -8,7 +8,7 @@ extension Dashboard {
     // MARK: A project's keys
 
     @Sendable func projectKeys(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.keysPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
@@ -20,7 +20,7 @@ extension Dashboard {
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok,
         notice: String? = nil
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let (project, header) = try await self.projectContext(context, session, tab: "tabKeys")
         let trail = Trail(query)
         let page = try await self.reader(context).listAPIKeys(
@@ -47,7 +47,7 @@ extension Dashboard {
             ] as [String: Any]
         }
         view["expiryOptions"] = Self.options(Self.expiries, selected: (view["form"] as? [String: String])?["expires_in_seconds"])
-        return self.render("project-keys", view, session: session, section: "navProjects", status: status, notice: notice)
+        return .view(DashboardView("project-keys", view, section: "navProjects", status: status, notice: notice))
     }
 
     func keyView(_ key: APIKey) -> [String: Any] {
@@ -73,7 +73,7 @@ extension Dashboard {
     }
 
     @Sendable func createKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
@@ -120,7 +120,7 @@ extension Dashboard {
     }
 
     @Sendable func confirmRotate(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
         return self.confirmation(
@@ -136,7 +136,7 @@ extension Dashboard {
     }
 
     @Sendable func rotateKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
         let body = form.body(integers: ["grace_period_seconds"])
@@ -157,7 +157,7 @@ extension Dashboard {
     }
 
     @Sendable func confirmRevoke(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
         return self.confirmation(
@@ -171,10 +171,10 @@ extension Dashboard {
     }
 
     @Sendable func revokeKey(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (key, projectID) = try await self.keyAndProject(context, session)
         try await self.domain(session, context).deleteAPIKey(organizationID: session.organizationID, projectID: projectID, keyID: key.id)
-        return Self.redirect("/dashboard/projects/\(projectID)?notice=key-revoked")
+        return .redirect("/dashboard/projects/\(projectID)?notice=key-revoked")
     }
 }

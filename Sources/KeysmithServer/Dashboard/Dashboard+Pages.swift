@@ -93,16 +93,17 @@ extension Dashboard {
         button: String,
         cancel: String,
         grace: Bool = false
-    ) -> Response {
-        self.render(
-            "confirm",
-            [
-                "heading": heading, "message": message, "action": action, "button": button, "cancel": cancel,
-                "buttonClass": grace ? "" : "danger", "hasGrace": grace,
-                "graceOptions": Self.options(Self.gracePeriods, selected: "3600"),
-            ],
-            session: session,
-            section: "navProjects"
+    ) -> DashboardReply {
+        .view(
+            DashboardView(
+                "confirm",
+                [
+                    "heading": heading, "message": message, "action": action, "button": button, "cancel": cancel,
+                    "buttonClass": grace ? "" : "danger", "hasGrace": grace,
+                    "graceOptions": Self.options(Self.gracePeriods, selected: "3600"),
+                ],
+                section: "navProjects"
+            )
         )
     }
 }

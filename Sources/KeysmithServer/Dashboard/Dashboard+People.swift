@@ -8,7 +8,7 @@ extension Dashboard {
     // MARK: People
 
     @Sendable func people(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.peoplePage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
@@ -20,7 +20,7 @@ extension Dashboard {
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok,
         notice: String? = nil
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let trail = Trail(query)
         let users = try await self.reader(context).listUsers(organizationID: session.organizationID, emails: [], page: trail.request)
         let invites = try await self.reader(context).listInvites(
@@ -44,11 +44,11 @@ extension Dashboard {
                 "revocable": status != .accepted,
             ] as [String: Any]
         }
-        return self.render("people", view, session: session, section: "navPeople", status: status, notice: notice)
+        return .view(DashboardView("people", view, section: "navPeople", status: status, notice: notice))
     }
 
     @Sendable func createUser(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         return try await self.submitting {
             let body = form.body()
@@ -58,7 +58,7 @@ extension Dashboard {
                 name: try body.string("name"),
                 role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader
             )
-            return Self.redirect("/dashboard/people?notice=user-added")
+            return .redirect("/dashboard/people?notice=user-added")
         } refused: { refusal in
             return try await self.peoplePage(
                 context,
@@ -71,7 +71,7 @@ extension Dashboard {
     }
 
     @Sendable func createInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         return try await self.submitting {
             let body = form.body()
@@ -81,7 +81,7 @@ extension Dashboard {
                 role: try body.enumeration("role", as: OrganizationRole.self) ?? .reader,
                 projects: nil
             )
-            return Self.redirect("/dashboard/people?notice=invite-sent")
+            return .redirect("/dashboard/people?notice=invite-sent")
         } refused: { refusal in
             return try await self.peoplePage(
                 context,
@@ -94,7 +94,7 @@ extension Dashboard {
     }
 
     @Sendable func confirmRevokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let invite = try await self.reader(context).invite(organizationID: session.organizationID, id: try context.parameters.requireID("invite_id"))
         return self.confirmation(
@@ -108,12 +108,12 @@ extension Dashboard {
     }
 
     @Sendable func revokeInvite(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.domain(session, context).deleteInvite(
             organizationID: session.organizationID,
             inviteID: try context.parameters.requireID("invite_id")
         )
-        return Self.redirect("/dashboard/people?notice=invite-revoked")
+        return .redirect("/dashboard/people?notice=invite-revoked")
     }
 }

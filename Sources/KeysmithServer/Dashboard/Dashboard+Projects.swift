@@ -8,7 +8,7 @@ extension Dashboard {
     // MARK: Projects
 
     @Sendable func projects(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.projectsPage(context, session, query: form)
     }
@@ -19,7 +19,7 @@ extension Dashboard {
         query: DashboardForm,
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let archived = query["archived"] == "1"
         let trail = Trail(query)
         let page = try await self.reader(context).listProjects(
@@ -32,7 +32,7 @@ extension Dashboard {
         view["hasProjects"] = !page.items.isEmpty
         view["projects"] = page.items.map(self.projectView)
         view["pager"] = trail.pager(path: "/dashboard/projects", keeping: archived ? [("archived", "1")] : [], page: page, id: \.id)
-        return self.render("projects", view, session: session, section: "navProjects", status: status)
+        return .view(DashboardView("projects", view, section: "navProjects", status: status))
     }
 
     func projectView(_ project: Project) -> [String: Any] {
@@ -43,7 +43,7 @@ extension Dashboard {
     }
 
     @Sendable func createProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         return try await self.submitting {
             let body = form.body()
@@ -53,7 +53,7 @@ extension Dashboard {
                 externalKeyID: nil,
                 residency: nil
             )
-            return Self.redirect("/dashboard/projects/\(project.id)")
+            return .redirect("/dashboard/projects/\(project.id)")
         } refused: { refusal in
             return try await self.projectsPage(
                 context,
@@ -77,16 +77,16 @@ extension Dashboard {
     // MARK: Settings
 
     @Sendable func projectSettings(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
         var view = header
         view["form"] = ["name": project.name]
-        return self.render("project-settings", view, session: session, section: "navProjects", notice: Notice.text(form["notice"]))
+        return .view(DashboardView("project-settings", view, section: "navProjects", notice: Notice.text(form["notice"])))
     }
 
     @Sendable func renameProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (project, header) = try await self.projectContext(context, session, tab: "tabSettings")
         return try await self.submitting {
@@ -96,17 +96,17 @@ extension Dashboard {
                 name: try form.body().requiredString("name"),
                 externalKeyID: .none
             )
-            return Self.redirect("/dashboard/projects/\(project.id)/settings?notice=project-renamed")
+            return .redirect("/dashboard/projects/\(project.id)/settings?notice=project-renamed")
         } refused: { refusal in
             var view = header
             view["renameError"] = refusal.message
             view["form"] = ["name": form["name"] ?? ""]
-            return self.render("project-settings", view, session: session, section: "navProjects", status: .badRequest)
+            return .view(DashboardView("project-settings", view, section: "navProjects", status: .badRequest))
         }
     }
 
     @Sendable func confirmArchive(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let (project, _) = try await self.projectContext(context, session, tab: "tabSettings")
         return self.confirmation(
@@ -121,17 +121,17 @@ extension Dashboard {
     }
 
     @Sendable func archiveProject(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         _ = try await self.domain(session, context).archiveProject(organizationID: session.organizationID, projectID: projectID)
-        return Self.redirect("/dashboard/projects/\(projectID)?notice=project-archived")
+        return .redirect("/dashboard/projects/\(projectID)?notice=project-archived")
     }
 
     // MARK: Service accounts
 
     @Sendable func serviceAccounts(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.serviceAccountsPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
@@ -143,7 +143,7 @@ extension Dashboard {
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok,
         notice: String? = nil
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let (project, header) = try await self.projectContext(context, session, tab: "tabServiceAccounts")
         let trail = Trail(query)
         let page = try await self.reader(context).listServiceAccounts(
@@ -155,11 +155,11 @@ extension Dashboard {
         view["hasAccounts"] = !page.items.isEmpty
         view["accounts"] = page.items.map { ["id": $0.id, "name": $0.name, "role": $0.role.rawValue, "created": self.time($0.createdAt)] }
         view["pager"] = trail.pager(path: "/dashboard/projects/\(project.id)/service-accounts", page: page, id: \.id)
-        return self.render("project-service-accounts", view, session: session, section: "navProjects", status: status, notice: notice)
+        return .view(DashboardView("project-service-accounts", view, section: "navProjects", status: status, notice: notice))
     }
 
     @Sendable func createServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
@@ -194,7 +194,7 @@ extension Dashboard {
         _ context: DashboardRequestContext,
         _ session: DashboardSession,
         _ form: DashboardForm
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         let account = try await self.reader(context).serviceAccount(
             organizationID: session.organizationID,
@@ -212,7 +212,7 @@ extension Dashboard {
     }
 
     @Sendable func deleteServiceAccount(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         try await self.domain(session, context).deleteServiceAccount(
@@ -220,13 +220,13 @@ extension Dashboard {
             projectID: projectID,
             accountID: try context.parameters.requireID("account_id")
         )
-        return Self.redirect("/dashboard/projects/\(projectID)/service-accounts?notice=service-account-deleted")
+        return .redirect("/dashboard/projects/\(projectID)/service-accounts?notice=service-account-deleted")
     }
 
     // MARK: Members
 
     @Sendable func members(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         try await self.membersPage(context, session, query: form, notice: Notice.text(form["notice"]))
     }
@@ -238,7 +238,7 @@ extension Dashboard {
         values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok,
         notice: String? = nil
-    ) async throws -> Response {
+    ) async throws -> DashboardReply {
         let (project, header) = try await self.projectContext(context, session, tab: "tabMembers")
         let trail = Trail(query)
         let page = try await self.reader(context).listProjectMembers(
@@ -255,11 +255,11 @@ extension Dashboard {
             ] as [String: Any]
         }
         view["pager"] = trail.pager(path: "/dashboard/projects/\(project.id)/members", page: page, id: \.user.id)
-        return self.render("project-members", view, session: session, section: "navProjects", status: status, notice: notice)
+        return .view(DashboardView("project-members", view, section: "navProjects", status: status, notice: notice))
     }
 
     @Sendable func addMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
@@ -270,7 +270,7 @@ extension Dashboard {
                 user: .email(try body.email("email")),
                 role: try body.enumeration("role", as: ProjectRole.self) ?? .member
             )
-            return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-added")
+            return .redirect("/dashboard/projects/\(projectID)/members?notice=member-added")
         } refused: { refusal in
             return try await self.membersPage(
                 context,
@@ -283,7 +283,7 @@ extension Dashboard {
     }
 
     @Sendable func changeMemberRole(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         return try await self.submitting {
@@ -294,7 +294,7 @@ extension Dashboard {
                 userID: try context.parameters.requireID("user_id"),
                 role: role
             )
-            return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-role-changed")
+            return .redirect("/dashboard/projects/\(projectID)/members?notice=member-role-changed")
         } refused: { refusal in
             return try await self.membersPage(
                 context,
@@ -307,7 +307,7 @@ extension Dashboard {
     }
 
     @Sendable func confirmRemoveMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         let member = try await self.reader(context).projectMember(
@@ -326,7 +326,7 @@ extension Dashboard {
     }
 
     @Sendable func removeMember(_ request: Request, _ context: DashboardRequestContext, _ session: DashboardSession, _ form: DashboardForm)
-        async throws -> Response
+        async throws -> DashboardReply
     {
         let projectID: ProjectID = try context.parameters.requireID("project_id")
         try await self.domain(session, context).removeProjectMember(
@@ -334,6 +334,6 @@ extension Dashboard {
             projectID: projectID,
             userID: try context.parameters.requireID("user_id")
         )
-        return Self.redirect("/dashboard/projects/\(projectID)/members?notice=member-removed")
+        return .redirect("/dashboard/projects/\(projectID)/members?notice=member-removed")
     }
 }

@@ -64,7 +64,7 @@ struct Dashboard: Sendable {
         let pages = group.group()
             .add(middleware: DashboardSessionMiddleware(dashboard: self))
             .group(context: DashboardRequestContext.self)
-        pages.post("sign-out", use: self.page { request, _, session, _ in self.signOut(request, session) })
+        pages.post("sign-out") { request, context in self.signOut(request, context.session) }
         self.registerPages(on: pages)
         // Anything else under /dashboard is a page that does not exist, said in HTML.
         group.get("**") { request, _ in
@@ -96,11 +96,19 @@ struct Dashboard: Sendable {
         return session
     }
 
-    typealias PageHandler = @Sendable (Request, DashboardRequestContext, DashboardSession, DashboardForm) async throws -> Response
+    typealias PageHandler = @Sendable (Request, DashboardRequestContext, DashboardSession, DashboardForm) async throws -> DashboardReply
 
-    /// A page's handler, given the session and the form its middleware found.
+    /// A page's handler, given the session and the form its middleware found; what it answers is rendered here, in
+    /// the layout, with the session's CSRF token.
     func page(_ handler: @escaping PageHandler) -> @Sendable (Request, DashboardRequestContext) async throws -> Response {
-        { request, context in try await handler(request, context, context.session, context.form) }
+        { request, context in
+            switch try await handler(request, context, context.session, context.form) {
+            case .view(let view):
+                self.render(view.template, view.values, session: context.session, section: view.section, status: view.status, notice: view.notice)
+            case .redirect(let location):
+                Self.redirect(location)
+            }
+        }
     }
 
     /// Turns what a handler throws into a page: domain and request errors with their status and message, anything
@@ -162,9 +170,9 @@ struct Dashboard: Sendable {
     /// Runs a form's change; when the API refuses it, answers `refused` (the form's page again, the refusal beside
     /// the form). Anything else goes on to ``guarded(_:session:_:)``'s error page.
     func submitting(
-        _ change: () async throws -> Response,
-        refused: (OpenAIError) async throws -> Response
-    ) async throws -> Response {
+        _ change: () async throws -> DashboardReply,
+        refused: (OpenAIError) async throws -> DashboardReply
+    ) async throws -> DashboardReply {
         do {
             return try await change()
         } catch {
@@ -416,4 +424,34 @@ extension HTTPField.Name {
     static let xFrameOptions = Self("X-Frame-Options")!
     static let referrerPolicy = Self("Referrer-Policy")!
     static let xContentTypeOptions = Self("X-Content-Type-Options")!
+}
+
+/// What a dashboard page answers: a page, or after a form that worked, where to go next (303, so that a reload does
+/// not post the form again). Handlers return these values; ``Dashboard/page(_:)`` turns them into responses.
+enum DashboardReply {
+    case view(DashboardView)
+    case redirect(String)
+}
+
+/// A page: its template, the values it shows, the navigation section it belongs to, its status and a notice.
+struct DashboardView {
+    var template: String
+    var values: [String: Any]
+    var section: String?
+    var status: HTTPResponse.Status
+    var notice: String?
+
+    init(
+        _ template: String,
+        _ values: [String: Any],
+        section: String? = nil,
+        status: HTTPResponse.Status = .ok,
+        notice: String? = nil
+    ) {
+        self.template = template
+        self.values = values
+        self.section = section
+        self.status = status
+        self.notice = notice
+    }
 }
