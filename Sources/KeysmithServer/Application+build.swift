@@ -102,7 +102,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         health: feed.health,
         trustedSource: configuration.trustedRequestHeaders
     )
-    VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(on: admin)
+    VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(checksOn: router, adminRoutesOn: admin)
     if configuration.dashboard {
         try Dashboard(
             keysmith: keysmith,

@@ -70,7 +70,8 @@ enum Transport: Sendable, CustomTestStringConvertible {
     }
 }
 
-/// The application on an in-memory database with a manual clock, and helpers that speak its API.
+/// The application on a database of its own (a SQLite file, or a new PostgreSQL database) with a manual clock, and
+/// helpers that speak its API.
 struct Harness: Sendable {
     let client: any TestClientProtocol
     let adminKey: String

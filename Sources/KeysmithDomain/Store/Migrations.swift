@@ -417,15 +417,15 @@ struct UnknownMigrationsError: Error, CustomStringConvertible {
 }
 
 extension SQLStore {
-    /// Applies every pending migration, in order, in one transaction that holds the setup turn: processes starting
+    /// Applies every pending migration, in order, in one transaction that holds the setup advisory lock: processes starting
     /// at once on an empty database take turns, and the later ones find the migrations applied. Returns the names
     /// applied. A database that holds migrations this build does not know (a newer Keysmith's) is refused.
     @discardableResult
     func migrate() async throws -> [String] {
         let now = self.clock.now()
         return try await self.engine.write(logger: self.logger) { database in
-            if let turn = database.dialect.takeTurn(.setup) {
-                try await database.raw(turn).run()
+            if let lock = database.dialect.advisoryLock(.setup) {
+                try await database.raw(lock).run()
             }
             let appliedAt = database.dialect == .postgres ? "BIGINT" : "INTEGER"
             try await database.execute(

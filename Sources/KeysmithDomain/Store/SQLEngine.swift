@@ -85,23 +85,23 @@ struct SQLStatement {
 }
 
 /// Where SQLite and PostgreSQL differ in what the store says. Every such difference is here (the engines' own
-/// transaction handling aside), and StoreDialectTests and the store suites, which run on both, check each.
+/// transaction handling aside), and the store suites, which run on both engines, check each.
 enum StoreDialect: Sendable {
     case sqlite
     case postgres
 
-    /// What writers on every process serving the database take turns at, inside their transactions.
-    enum Turn: Int64 {
+    /// The transaction-scoped advisory locks of PostgreSQL that Keysmith takes, each by its key.
+    enum AdvisoryLock: Int64 {
         /// Migrations, the server secret, bootstrapping an empty database: one process at a time.
         case setup = 0x6B65_7973_0001
     }
 
-    /// The statement that waits for this transaction's turn and holds it until the transaction ends: a
-    /// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose one writer takes every turn.
-    func takeTurn(_ turn: Turn) -> SQLQueryString? {
+    /// The statement that waits for `lock` and holds it until the transaction ends: `pg_advisory_xact_lock` on
+    /// PostgreSQL; nothing on SQLite, whose one writer holds every lock there is.
+    func advisoryLock(_ lock: AdvisoryLock) -> SQLQueryString? {
         switch self {
         case .sqlite: nil
-        case .postgres: "SELECT pg_advisory_xact_lock(\(literal: turn.rawValue))"
+        case .postgres: "SELECT pg_advisory_xact_lock(\(literal: lock.rawValue))"
         }
     }
 

@@ -5,8 +5,8 @@ extension SQLStore {
     func serverSecret(override: [UInt8]?) async throws -> [UInt8] {
         try await self.engine.write(logger: self.logger) { database in
             // Replicas starting at once on a new database must not each make a secret of their own.
-            if let turn = database.dialect.takeTurn(.setup) {
-                try await database.raw(turn).run()
+            if let lock = database.dialect.advisoryLock(.setup) {
+                try await database.raw(lock).run()
             }
             let stored = try await database.raw(
                 "SELECT name, value FROM keysmith_settings WHERE name IN ('hmac_secret', 'hmac_secret_fingerprint')"
@@ -47,8 +47,8 @@ extension SQLStore {
     func bootstrap(organization: Organization, adminKey: (key: AdminKey, secretHash: String)?) async throws -> Bool {
         try await self.engine.write(logger: self.logger) { database in
             // Replicas starting at once on an empty database: one bootstraps, the others find it done.
-            if let turn = database.dialect.takeTurn(.setup) {
-                try await database.raw(turn).run()
+            if let lock = database.dialect.advisoryLock(.setup) {
+                try await database.raw(lock).run()
             }
             guard try await database.raw("SELECT id FROM organizations LIMIT 1").first() == nil else { return false }
             try await Self.insertOrganization(database, organization)

@@ -16,7 +16,7 @@ struct AdminEndpoint: Sendable {
 /// The admin API's routes: two route groups behind ``AdminAuthentication``, one asking for read access and one for
 /// write access, each handing its handlers an ``AdminRequestContext``.
 struct AdminRouter {
-    let router: Router<KeysmithRequestContext>
+    private let router: Router<KeysmithRequestContext>
     private let reads: RouterGroup<AdminRequestContext>
     private let writes: RouterGroup<AdminRequestContext>
 

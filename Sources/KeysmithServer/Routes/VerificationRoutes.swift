@@ -14,12 +14,14 @@ struct VerificationRoutes: Sendable {
 
     var verifier: KeyVerifier { self.forwardAuth.verifier }
 
-    func register(on router: AdminRouter) {
+    /// The checks on `router` (a check authenticates with the key it checks; an admin key only adds details), and
+    /// `/v1/keys/verify` behind the admin routes' authentication.
+    func register(checksOn router: Router<KeysmithRequestContext>, adminRoutesOn admin: AdminRouter) {
         let handlers = Dictionary(uniqueKeysWithValues: ForwardAuth.methods.map { ($0, self.check as Handler) })
-        router.router.route("/v1/auth/check", handlers)
+        router.route("/v1/auth/check", handlers)
         // Envoy's ext_authz appends the original path to the check path: /v1/auth/check/v1/chat/completions.
-        router.router.route("/v1/auth/check/**", handlers)
-        router.route("/v1/keys/verify", [.post: .read(self.verify)])
+        router.route("/v1/auth/check/**", handlers)
+        admin.route("/v1/keys/verify", [.post: .read(self.verify)])
     }
 
     // MARK: Forward auth
