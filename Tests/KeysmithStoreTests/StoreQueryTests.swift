@@ -176,6 +176,8 @@ struct StoreQueryTests {
             #expect(states == (try await store.keyVerificationStates(keyIDs: [key.id])))
             #expect(states.first?.secretHash == "rotated-hash")
             #expect(try await read(SQLStore.KeyVerificationStatesAfter(after: key.id.rawValue, limit: 10)).isEmpty)
+            #expect(try await read(SQLStore.KeyVerificationStateByID(id: key.id)) == states)
+            #expect(try await read(SQLStore.RevokedSecretHashes(keyID: key.id)) == [newKey.secret.hash])
             let revoked = try await read(SQLStore.RevokedSecretByHash(secretHash: newKey.secret.hash))
             #expect(revoked == [RevokedSecret(keyID: key.id, organizationID: organizationID, projectID: project.id, revokedAt: fixture.clock.now)])
             #expect(try await read(SQLStore.ProjectArchived(projectID: archived.id)) == [true])

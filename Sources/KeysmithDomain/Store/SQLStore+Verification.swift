@@ -136,15 +136,30 @@ extension SQLStore {
 
     func keyVerificationState(keyID: APIKeyID) async throws -> KeyVerificationState? {
         try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows(
-                "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id = \(bind: keyID)",
-                decode: { try Self.keyVerificationState(from: $0) }
-            ).first
+            try await database.rows(KeyVerificationStateByID(id: keyID)).first
         }
     }
 
+    /// One key's state: what the change feed reads after most writes, which change one key.
+    struct KeyVerificationStateByID: StoreQuery {
+        static let sql = "\(keyVerificationSelect) WHERE k.id = $1"
+
+        var id: APIKeyID
+
+        var bindings: [any Encodable & Sendable] { [self.id] }
+
+        static func decode(_ row: any StoreRowReader) throws -> KeyVerificationState { try SQLStore.keyVerificationState(from: row) }
+    }
+
+    /// Several keys' states in one read. One key (most writes change one) is a query of its own type, prepared; more
+    /// are an `IN` list, whose text varies with their count.
     func keyVerificationStates(keyIDs: [APIKeyID]) async throws -> [KeyVerificationState] {
         guard !keyIDs.isEmpty else { return [] }
+        if keyIDs.count == 1 {
+            return try await self.engine.unsafeRead(logger: self.logger) { database in
+                try await database.rows(KeyVerificationStateByID(id: keyIDs[0]))
+            }
+        }
         return try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(
                 "\(unsafeRaw: Self.keyVerificationSelect) WHERE k.id IN (" + Self.list(keyIDs) + ")",
@@ -155,6 +170,10 @@ extension SQLStore {
 
     func revokedSecretHashes(keyIDs: [APIKeyID]) async throws -> [APIKeyID: [String]] {
         guard !keyIDs.isEmpty else { return [:] }
+        if keyIDs.count == 1 {
+            let hashes = try await self.revokedSecretHashes(keyID: keyIDs[0])
+            return hashes.isEmpty ? [:] : [keyIDs[0]: hashes]
+        }
         let rows = try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows("SELECT key_id, secret_hash FROM revoked_secrets WHERE key_id IN (" + Self.list(keyIDs) + ")") {
                 (try $0.id(at: 0) as APIKeyID, try $0.string(at: 1))
@@ -173,9 +192,18 @@ extension SQLStore {
     }
 
     func revokedSecretHashes(keyID: APIKeyID) async throws -> [String] {
-        try await self.engine.unsafeRead(logger: self.logger) { database in
-            try await database.rows("SELECT secret_hash FROM revoked_secrets WHERE key_id = \(bind: keyID)") { try $0.string(at: 0) }
-        }
+        try await self.engine.unsafeRead(logger: self.logger) { database in try await database.rows(RevokedSecretHashes(keyID: keyID)) }
+    }
+
+    /// The digests of one key's secrets that no longer verify.
+    struct RevokedSecretHashes: StoreQuery {
+        static let sql = "SELECT secret_hash FROM revoked_secrets WHERE key_id = $1"
+
+        var keyID: APIKeyID
+
+        var bindings: [any Encodable & Sendable] { [self.keyID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> String { try row.string(at: 0) }
     }
 
     func revokedSecret(secretHash: String) async throws -> RevokedSecret? {
