@@ -9,6 +9,22 @@ import Testing
 
 @Suite("SQLite connections and engine")
 struct SQLiteEngineTests {
+    @Test("The change log's read finds its place through the index, whatever the log's length")
+    func changeLogReadUsesItsIndex() async throws {
+        try await StoreFixture.run(.sqlite) { fixture in
+            // The row value `(transaction_id, sequence) > (0, S)` made SQLite range over transaction_id alone, a
+            // constant on SQLite: every catch-up read the whole log.
+            struct Plan: StoreQuery {
+                static let sql = "EXPLAIN QUERY PLAN " + SQLStore.ChangeLogRead.sql
+                static let sqliteSQL = "EXPLAIN QUERY PLAN " + SQLStore.ChangeLogRead.sqliteSQL
+                var bindings: [any Encodable & Sendable] { [0, 5, 1_000] }
+                static func decode(_ row: any StoreRowReader) throws -> String { try row.string(at: 3) }
+            }
+            let plan = try await fixture.store.engine.unsafeRead { database in try await database.rows(Plan()) }
+            #expect(plan.contains("SEARCH keysmith_changes USING INDEX keysmith_changes_by_position (transaction_id=? AND sequence>?)"), "\(plan)")
+        }
+    }
+
     @Test("A statement is prepared once and reused with new binds, its results always the current ones")
     func statementsAreReused() throws {
         let connection = try SQLiteConnection(path: ":memory:")

@@ -329,6 +329,11 @@ extension SQLStore {
     struct ChangeLogRead: StoreQuery {
         static func text(_ dialect: StoreDialect) -> String {
             let postgres = dialect == .postgres
+            // On SQLite every entry's transaction is 0 (one writer commits in sequence order), and the condition says
+            // so: SQLite makes the row value `(transaction_id, sequence) > (0, S)` an index range on transaction_id
+            // alone, which, that column being constant, read the whole log on every catch-up (16.7 ms at 130,000
+            // entries, against 0.01 ms for `transaction_id = 0 AND sequence > S`).
+            let after = postgres ? "(transaction_id, sequence) > ($1, $2)" : "transaction_id = $1 AND sequence > $2"
             return """
                 SELECT bounds.horizon, pruned.transaction_id, pruned.sequence, newest.transaction_id, newest.sequence,
                        entry.transaction_id, entry.sequence, entry.subject, entry.subject_id, entry.related_id
@@ -340,7 +345,7 @@ extension SQLStore {
                 ) AS newest ON \(postgres ? "TRUE" : "1 = 1")
                 LEFT JOIN \(postgres ? "LATERAL" : "") (
                     SELECT transaction_id, sequence, subject, subject_id, related_id FROM keysmith_changes
-                    WHERE (transaction_id, sequence) > ($1, $2)
+                    WHERE \(after)
                     \(postgres ? "AND transaction_id < bounds.horizon" : "")
                     ORDER BY transaction_id, sequence LIMIT $3
                 ) AS entry ON \(postgres ? "TRUE" : "1 = 1")
