@@ -209,7 +209,7 @@ struct StoreQueryTests {
             }
             try await checkList(SQLStore.InviteList(organizationID: organizationID), [invite]) { $0.id.rawValue }
             try await checkList(SQLStore.AdminKeyList(organizationID: organizationID), adminKeys) { $0.id.rawValue }
-            try await checkList(SQLStore.AdminKeyList.NewestFirst(organizationID: organizationID), adminKeys.reversed()) { $0.id.rawValue }
+            try await checkList(NewestFirst(list: SQLStore.AdminKeyList(organizationID: organizationID)), adminKeys.reversed()) { $0.id.rawValue }
         }
     }
 }

@@ -216,12 +216,12 @@ extension SQLStore {
 
     func listAdminKeys(organizationID: OrganizationID, descending: Bool, page: PageRequest) async throws -> Page<AdminKey> {
         if descending {
-            return try await self.fetchPage(AdminKeyList.NewestFirst(organizationID: organizationID), page)
+            return try await self.fetchPage(NewestFirst(list: AdminKeyList(organizationID: organizationID)), page)
         }
         return try await self.fetchPage(AdminKeyList(organizationID: organizationID), page)
     }
 
-    /// An organization's admin keys, oldest first (``NewestFirst`` the other way).
+    /// An organization's admin keys, oldest first (``NewestFirst`` of it the other way).
     struct AdminKeyList: StoreList {
         static let select = "SELECT \(adminKeyColumns) FROM admin_keys WHERE organization_id = $1"
         static let filterCount = 1
@@ -234,21 +234,6 @@ extension SQLStore {
         var filters: [any Encodable & Sendable] { [self.organizationID] }
 
         static func decode(_ row: any StoreRowReader) throws -> AdminKey { try SQLStore.adminKey(from: row) }
-
-        struct NewestFirst: StoreList {
-            static let select = AdminKeyList.select
-            static let filterCount = AdminKeyList.filterCount
-            static let time = AdminKeyList.time
-            static let id = AdminKeyList.id
-            static let cursor = AdminKeyList.cursor
-            static let descending = true
-
-            var organizationID: OrganizationID
-
-            var filters: [any Encodable & Sendable] { [self.organizationID] }
-
-            static func decode(_ row: any StoreRowReader) throws -> AdminKey { try SQLStore.adminKey(from: row) }
-        }
     }
 
     /// Deletes an admin key; an organization keeps at least one, so deleting the last is refused. The

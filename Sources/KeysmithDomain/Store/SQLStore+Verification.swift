@@ -156,9 +156,7 @@ extension SQLStore {
     func keyVerificationStates(keyIDs: [APIKeyID]) async throws -> [KeyVerificationState] {
         guard !keyIDs.isEmpty else { return [] }
         if keyIDs.count == 1 {
-            return try await self.engine.unsafeRead(logger: self.logger) { database in
-                try await database.rows(KeyVerificationStateByID(id: keyIDs[0]))
-            }
+            return try await self.keyVerificationState(keyID: keyIDs[0]).map { [$0] } ?? []
         }
         return try await self.engine.unsafeRead(logger: self.logger) { database in
             try await database.rows(

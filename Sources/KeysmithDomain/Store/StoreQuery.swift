@@ -29,11 +29,7 @@ extension StoreQuery {
 
     /// ``sql`` as SQLite numbers its parameters (`?N`), made once per type.
     static var sqliteSQL: String {
-        let key = ObjectIdentifier(Self.self)
-        if let sql = sqliteTexts.withLock({ $0[key] }) { return sql }
-        let converted = Self.sqliteText(Self.sql)
-        sqliteTexts.withLock { $0[key] = converted }
-        return converted
+        StoreQueryText.cached(Self.self, .sqlite) { Self.sqliteText(Self.sql) }
     }
 
     /// `sql` with SQLite's `?N` for `$N`.
@@ -42,15 +38,19 @@ extension StoreQuery {
     }
 }
 
-private let sqliteTexts = Mutex<[ObjectIdentifier: String]>([:])
-
-/// SQL text made once per type: for the queries whose text is built from another type's parts (``FirstPage``,
-/// ``PageAfter``, ``ListCursor``), which, being generic, cannot hold a `static let`.
+/// SQL text made once per query type and dialect: SQLite's spelling of every query (``StoreQuery/sqliteSQL``), and
+/// the text of the queries built from another type's parts (``FirstPage``, ``PageAfter``, ``ListCursor``, the row
+/// locks), which, being generic, cannot hold a `static let`.
 enum StoreQueryText {
-    private static let texts = Mutex<[ObjectIdentifier: String]>([:])
+    private struct Key: Hashable {
+        var type: ObjectIdentifier
+        var dialect: StoreDialect
+    }
 
-    static func cached(_ type: Any.Type, _ make: () -> String) -> String {
-        let key = ObjectIdentifier(type)
+    private static let texts = Mutex<[Key: String]>([:])
+
+    static func cached(_ type: Any.Type, _ dialect: StoreDialect = .postgres, _ make: () -> String) -> String {
+        let key = Key(type: ObjectIdentifier(type), dialect: dialect)
         if let text = texts.withLock({ $0[key] }) { return text }
         let text = make()
         texts.withLock { $0[key] = text }
@@ -91,6 +91,22 @@ extension StoreList {
     fileprivate static func cursor(at placeholder: Int) -> String {
         self.cursor.replacing("$CURSOR", with: "$\(placeholder)")
     }
+}
+
+/// `List` the other way round: newest first.
+struct NewestFirst<List: StoreList>: StoreList {
+    var list: List
+
+    static var select: String { List.select }
+    static var filterCount: Int { List.filterCount }
+    static var time: String { List.time }
+    static var id: String { List.id }
+    static var cursor: String { List.cursor }
+    static var descending: Bool { !List.descending }
+
+    var filters: [any Encodable & Sendable] { self.list.filters }
+
+    static func decode(_ row: any StoreRowReader) throws -> List.Item { try List.decode(row) }
 }
 
 /// A list's first page: `limit` rows (the caller asks for one more than it shows, to know whether more follow).
