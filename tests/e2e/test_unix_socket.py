@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,10 @@ def test_the_mode_is_configurable_and_a_bad_one_is_refused(tmp_path):
     path = tmp_path / "owner-only.sock"
     server = Server(tmp_path, env={"KEYSMITH_UNIX_SOCKET": str(path), "KEYSMITH_UNIX_SOCKET_MODE": "600"})
     try:
+        # The mode is set once the socket's own listener runs, which logs it; the server's start is the TCP port's.
+        deadline = time.monotonic() + 10
+        while "also listening on the Unix socket" not in server.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     finally:
         server.stop()
