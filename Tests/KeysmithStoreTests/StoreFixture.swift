@@ -16,10 +16,14 @@ struct StoreFixture: Sendable {
     let ids = IDGenerator()
 
     /// Runs `body` with a fresh fixture and closes the database afterwards, whatever happens.
-    static func run(_ engine: TestEngine, _ body: @escaping @Sendable (StoreFixture) async throws -> Void) async throws {
+    static func run(
+        _ engine: TestEngine,
+        observer: SQLStatementObserver? = nil,
+        _ body: @escaping @Sendable (StoreFixture) async throws -> Void
+    ) async throws {
         try await withTestDatabase(engine) { url in
             let clock = ManualClock()
-            let store = try await SQLStore.open(url, clock: clock.clock, logger: Logger(label: "test"))
+            let store = try await SQLStore.open(url, clock: clock.clock, logger: Logger(label: "test"), observer: observer)
             do {
                 try await store.migrate()
                 let organization = Organization(id: IDGenerator.shared.make(.organization), name: "Org", createdAt: clock.now)

@@ -7,7 +7,8 @@ import Testing
 /// Every query of a type of its own (``StoreQuery``) run on each engine, its rows decoded and compared with what
 /// was written: the SQL, its bindings and its decoding live in one type, and this proves that they agree, on
 /// SQLite's text and on PostgreSQL's prepared statement alike. A query added as a type is added here (the change
-/// log's read, ChangeLogRead, is run by ChangeLogTests and ConcurrencyTests).
+/// log's read, ChangeLogRead, is run by ChangeLogTests and ConcurrencyTests; PostgreSQL's one-statement key creation,
+/// CreateAPIKey, by StoreKeyTests).
 @Suite("Store: queries as types")
 struct StoreQueryTests {
     @Test("Each StoreQuery runs and decodes on each engine, the same way", arguments: TestEngine.available)

@@ -2,6 +2,7 @@ import Foundation
 import KeysmithCore
 import KeysmithTestSupport
 import Logging
+import SQLKit
 import Synchronization
 import Testing
 
@@ -313,6 +314,86 @@ struct StoreKeyTests {
             await expectRefusal(.projectArchived(projectID: project.id)) {
                 try await fixture.store.createServiceAccount(account, key: nil)
             }
+        }
+    }
+
+    @Test(
+        "A key's creation is one statement in its transaction on PostgreSQL, with its audit event and change log entry; refusals insert nothing",
+        arguments: TestEngine.available
+    )
+    func keyCreationInOneStatement(engine: TestEngine) async throws {
+        let statements = Mutex(0)
+        let observer = SQLStatementObserver { _, _ in statements.withLock { $0 += 1 } }
+        try await StoreFixture.run(engine, observer: observer) { fixture in
+            let (project, member) = try await fixture.projectWithMember()
+            let account = fixture.newServiceAccount(projectID: project.id)
+            try await fixture.store.createServiceAccount(account, key: nil)
+            for owner in [NewAPIKey.Owner.user(id: member.id), .serviceAccount(id: account.id)] {
+                let before = statements.withLock { $0 }
+                let receipt = ChangeReceipt()
+                let newKey = fixture.newKey(projectID: project.id, owner: owner)
+                let key = try await receipt.collecting { try await fixture.store.createAPIKey(newKey) }
+                if engine == .postgres {
+                    // BEGIN, the statement, COMMIT.
+                    #expect(statements.withLock { $0 } - before == 3)
+                }
+                switch owner {
+                case .user: #expect(key.owner == .user(member, role: .member))
+                case .serviceAccount: #expect(key.owner == .serviceAccount(account))
+                }
+                #expect(receipt.changes == [.apiKey(id: key.id)])
+                let position = try #require(receipt.position)
+                // Read where the receipt says, not through the feed's read, which stops below transactions still in
+                // progress on the whole server (other tests' too).
+                let logged = try await fixture.store.engine.unsafeRead(logger: Logger(label: "test")) { database in
+                    try await database.raw(
+                        """
+                        SELECT subject, subject_id FROM keysmith_changes
+                        WHERE transaction_id = \(bind: Int(position.transaction)) AND sequence = \(bind: Int(position.sequence))
+                        """
+                    ).all()
+                }
+                #expect(try logged.map { [try $0.string(at: 0), try $0.string(at: 1)] } == [["api_key", key.id.rawValue]])
+                let audit = try await fixture.store.listAuditLogs(
+                    organizationID: fixture.organizationID,
+                    filter: AuditLogFilter(),
+                    limit: 1,
+                    after: nil,
+                    before: nil
+                )
+                #expect(audit.items.first?.type == .apiKeyCreated && audit.items.first?.details == SQLStore.keyCreatedEvent(newKey).details)
+                #expect(audit.items.first?.projectName == project.name)
+                #expect(try await fixture.store.apiKey(organizationID: fixture.organizationID, projectID: project.id, id: key.id) == key)
+            }
+
+            let countBefore = try await fixture.store.listAPIKeys(
+                organizationID: fixture.organizationID,
+                projectID: project.id,
+                access: .any,
+                page: PageRequest(limit: 100)
+            )
+            let unknownProject = ProjectID(rawValue: "proj_unknown")
+            await expectRefusal(.notFound(.project, id: unknownProject)) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: unknownProject, owner: .user(id: member.id)))
+            }
+            let unknownAccount = ServiceAccountID(rawValue: "user-unknown")
+            await expectRefusal(.notFound(.serviceAccount, id: unknownAccount)) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: unknownAccount)))
+            }
+            // Another project's account is not this project's.
+            let other = try await fixture.project("Other")
+            let otherAccount = fixture.newServiceAccount(projectID: other.id)
+            try await fixture.store.createServiceAccount(otherAccount, key: nil)
+            await expectRefusal(.notFound(.serviceAccount, id: otherAccount.id)) {
+                _ = try await fixture.store.createAPIKey(fixture.newKey(projectID: project.id, owner: .serviceAccount(id: otherAccount.id)))
+            }
+            let countAfter = try await fixture.store.listAPIKeys(
+                organizationID: fixture.organizationID,
+                projectID: project.id,
+                access: .any,
+                page: PageRequest(limit: 100)
+            )
+            #expect(countAfter.items.map(\.id) == countBefore.items.map(\.id))
         }
     }
 

@@ -4,14 +4,14 @@ import SQLKit
 extension SQLStore {
     static let serviceAccountColumns = "id, organization_id, project_id, name, role, created_at"
 
-    static func serviceAccount(from row: some StoreRowReader) throws -> ServiceAccount {
+    static func serviceAccount(from row: some StoreRowReader, offset: Int = 0) throws -> ServiceAccount {
         ServiceAccount(
-            id: try row.id(at: 0),
-            organizationID: try row.id(at: 1),
-            projectID: try row.id(at: 2),
-            name: try row.string(at: 3),
-            role: try enumValue(ServiceAccountRole.self, row.string(at: 4), column: "role"),
-            createdAt: try row.int(at: 5)
+            id: try row.id(at: offset),
+            organizationID: try row.id(at: offset + 1),
+            projectID: try row.id(at: offset + 2),
+            name: try row.string(at: offset + 3),
+            role: try enumValue(ServiceAccountRole.self, row.string(at: offset + 4), column: "role"),
+            createdAt: try row.int(at: offset + 5)
         )
     }
 
