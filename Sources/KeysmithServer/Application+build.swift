@@ -103,6 +103,8 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         trustedSource: configuration.trustedRequestHeaders
     )
     VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(checksOn: router, adminRoutesOn: admin)
+    let gateway = configuration.gateway.map { Gateway(configuration: $0, forwardAuth: forwardAuth, metrics: metrics, logger: logger) }
+    gateway?.register(on: router)
     if configuration.dashboard {
         try Dashboard(
             keysmith: keysmith,
@@ -118,6 +120,9 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     // metrics listener, the change log's pruning, the change feed, the usage recorder's last flush, and finally the
     // database.
     var services: [any Service] = [DatabaseService(database: database), usage, feed, ChangeLogPruning(keysmith: keysmith, logger: logger)]
+    if let gateway {
+        services.append(gateway.service)
+    }
     if let address = configuration.metricsAddress {
         services.append(try metricsApplication(metrics, index: index, address: address, logger: logger))
     }
@@ -164,6 +169,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
                     "migrations_applied": "\(database.migrationsApplied.isEmpty ? "none" : database.migrationsApplied.joined(separator: ","))",
                     "metrics_address": "\(configuration.metricsAddress.map { "\($0)" } ?? "none")",
                     "unix_socket": "\(configuration.unixSocket?.path ?? "none")",
+                    "upstream": "\(configuration.gateway.map { "\($0.upstream)" } ?? "none")",
                     "maximum_connections": "\(configuration.connectionLimits.maximumConnections)",
                 ]
             )

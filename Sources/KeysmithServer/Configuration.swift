@@ -70,6 +70,8 @@ public struct KeysmithConfiguration: Sendable {
     /// The one source `/v1/auth/check` reads the original request from (`--trusted-request-headers`); nil reads
     /// every source a gateway might use and refuses a check whose descriptions disagree.
     public var trustedRequestHeaders: RequestDescriptionSource?
+    /// Serve the OpenAI model API as a gateway to this upstream (`--upstream`); nil serves forward auth only.
+    public var gateway: GatewayConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -89,7 +91,8 @@ public struct KeysmithConfiguration: Sendable {
         dashboard: Bool = true,
         dashboardSessionIdleTimeout: Duration = .seconds(30 * 60),
         checksOnEventLoop: Bool = true,
-        trustedRequestHeaders: RequestDescriptionSource? = nil
+        trustedRequestHeaders: RequestDescriptionSource? = nil,
+        gateway: GatewayConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -109,6 +112,7 @@ public struct KeysmithConfiguration: Sendable {
         self.dashboardSessionIdleTimeout = dashboardSessionIdleTimeout
         self.checksOnEventLoop = checksOnEventLoop
         self.trustedRequestHeaders = trustedRequestHeaders
+        self.gateway = gateway
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

@@ -143,6 +143,50 @@ struct Serve: AsyncParsableCommand {
     )
     var trustedRequestHeaders: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Also be the gateway: serve the OpenAI model API under /v1/, each request verified from memory and proxied to this OpenAI-compatible server's base URL (vLLM, llama.cpp's server, Ollama), such as http://127.0.0.1:8000/v1. Its own key, if it wants one, comes from KEYSMITH_UPSTREAM_API_KEY. Environment: KEYSMITH_UPSTREAM.",
+            valueName: "url"
+        )
+    )
+    var upstream: String?
+
+    @Option(
+        name: .customLong("upstream-connect-timeout"),
+        help: ArgumentHelp(
+            "Seconds connecting to the upstream may take (default 10). Environment: KEYSMITH_UPSTREAM_CONNECT_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var upstreamConnectTimeout: Double?
+
+    @Option(
+        name: .customLong("upstream-response-timeout"),
+        help: ArgumentHelp(
+            "Seconds the upstream may take to begin its answer (default 600: a whole non-streamed completion). Environment: KEYSMITH_UPSTREAM_RESPONSE_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var upstreamResponseTimeout: Double?
+
+    @Option(
+        name: .customLong("upstream-read-timeout"),
+        help: ArgumentHelp(
+            "Seconds the upstream may go quiet once its answer has begun, between two streamed events (default 120). Environment: KEYSMITH_UPSTREAM_READ_TIMEOUT.",
+            valueName: "seconds"
+        )
+    )
+    var upstreamReadTimeout: Double?
+
+    @Option(
+        name: .customLong("max-request-body-size"),
+        help: ArgumentHelp(
+            "The gateway forwards request bodies up to this many bytes and answers 413 to larger ones (default 33554432, 32 MiB). Environment: KEYSMITH_MAX_REQUEST_BODY_SIZE.",
+            valueName: "bytes"
+        )
+    )
+    var maxRequestBodySize: Int?
+
     @Flag(
         name: .customLong("no-bootstrap-admin-key"),
         help: ArgumentHelp(
@@ -195,6 +239,42 @@ struct Serve: AsyncParsableCommand {
         return seconds
     }
 
+    func gatewayConfiguration() throws -> GatewayConfiguration? {
+        guard let url = self.upstream ?? Environment.value("KEYSMITH_UPSTREAM"), !url.isEmpty else {
+            if self.upstreamConnectTimeout != nil || self.upstreamResponseTimeout != nil || self.upstreamReadTimeout != nil
+                || self.maxRequestBodySize != nil
+            {
+                throw ValidationError("the --upstream-… and --max-request-body-size options need --upstream")
+            }
+            return nil
+        }
+        let upstream: GatewayConfiguration.Upstream
+        do {
+            upstream = try GatewayConfiguration.Upstream(parsing: url, apiKey: Environment.value("KEYSMITH_UPSTREAM_API_KEY"))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        func seconds(_ option: Double?, _ variable: String, default value: Double) throws -> Duration {
+            let seconds = try option ?? Environment.value(variable).map { try Self.parse($0, variable, as: Double.self) } ?? value
+            guard seconds > 0, seconds <= 86_400 else { throw ValidationError("\(variable) must be between 0 and 86400 seconds, not \(seconds)") }
+            return .milliseconds(Int64(seconds * 1000))
+        }
+        let maximumBody =
+            try self.maxRequestBodySize
+            ?? Environment.value("KEYSMITH_MAX_REQUEST_BODY_SIZE").map { try Self.parse($0, "KEYSMITH_MAX_REQUEST_BODY_SIZE", as: Int.self) }
+            ?? 32 * 1024 * 1024
+        guard (1...(1 << 30)).contains(maximumBody) else {
+            throw ValidationError("the maximum request body size must be between 1 byte and 1 GiB, not \(maximumBody)")
+        }
+        return GatewayConfiguration(
+            upstream: upstream,
+            connectTimeout: try seconds(self.upstreamConnectTimeout, "KEYSMITH_UPSTREAM_CONNECT_TIMEOUT", default: 10),
+            responseTimeout: try seconds(self.upstreamResponseTimeout, "KEYSMITH_UPSTREAM_RESPONSE_TIMEOUT", default: 600),
+            readTimeout: try seconds(self.upstreamReadTimeout, "KEYSMITH_UPSTREAM_READ_TIMEOUT", default: 120),
+            maximumRequestBodySize: maximumBody
+        )
+    }
+
     func unixSocketConfiguration() throws -> KeysmithConfiguration.UnixSocket? {
         let mode = try (self.unixSocketMode ?? Environment.value("KEYSMITH_UNIX_SOCKET_MODE"))
             .map { try KeysmithConfiguration.UnixSocket.mode(parsing: $0) }
@@ -227,7 +307,8 @@ struct Serve: AsyncParsableCommand {
                 dashboard: try self.dashboardEnabled(),
                 // Not a flag: a switch for benchmarks and diagnosis (docs/operations.md), off only when asked.
                 checksOnEventLoop: try Self.environmentSwitch("KEYSMITH_CHECKS_ON_EVENT_LOOP") ?? true,
-                trustedRequestHeaders: try self.trustedRequestSource()
+                trustedRequestHeaders: try self.trustedRequestSource(),
+                gateway: try self.gatewayConfiguration()
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {

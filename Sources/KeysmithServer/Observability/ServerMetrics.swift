@@ -46,6 +46,7 @@ public final class ServerMetrics: Sendable {
     let connectionsEvicted: CoreMetrics.Counter
     let connectionsClosedBodyTimeout: CoreMetrics.Counter
     let connectionsClosedWriteStalled: CoreMetrics.Counter
+    private let gatewayOutcomes: [GatewayOutcome: CoreMetrics.Counter]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -107,6 +108,14 @@ public final class ServerMetrics: Sendable {
             dimensions: [("reason", "write_stalled")],
             factory: factory
         )
+        self.gatewayOutcomes = Dictionary(
+            uniqueKeysWithValues: GatewayOutcome.allCases.map { outcome in
+                (
+                    outcome,
+                    CoreMetrics.Counter(label: "keysmith_gateway_requests_total", dimensions: [("outcome", outcome.rawValue)], factory: factory)
+                )
+            }
+        )
         CoreMetrics.Gauge(label: "keysmith_build_info", dimensions: [("version", KeysmithVersion.current)], factory: factory).record(1)
     }
 
@@ -133,6 +142,11 @@ public final class ServerMetrics: Sendable {
         }
         handles.count.increment()
         handles.duration.record(duration)
+    }
+
+    /// Counts a request the gateway proxied, by how it ended.
+    func gatewayRequest(_ outcome: GatewayOutcome) {
+        self.gatewayOutcomes[outcome]?.increment()
     }
 
     func recordVerification(_ code: VerificationCode) {

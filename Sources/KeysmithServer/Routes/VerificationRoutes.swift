@@ -71,12 +71,10 @@ struct ForwardAuth: Sendable {
     }
 
     private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
-        guard let token = headers.bearerToken(allowAPIKeyHeader: true) else {
-            return Answer(OpenAIError.missingKey)
-        }
-        let verification = self.verifier.verify(token)
-        guard verification.isValid, let key = verification.key else {
-            return Answer(Self.refusal(verification.code, token: token))
+        let key: IndexedKey
+        switch self.authenticate(headers) {
+        case .success(let verified): key = verified
+        case .failure(let refusal): return Answer(refusal)
         }
         switch OriginalRequest.described(method: method, headers: headers, suffix: suffix, trusting: self.trustedSource) {
         case .untrustworthy(let reason):
@@ -101,19 +99,49 @@ struct ForwardAuth: Sendable {
                 )
             }
         case .request(let originalMethod, let originalPath):
-            if let missing = ScopeMap.missingScope(scopes: key.scopes, method: originalMethod, path: originalPath) {
-                return Answer(
-                    OpenAIError(
-                        status: .forbidden,
-                        message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
-                            + "Check that your API key has the right scopes.",
-                        code: "missing_scope"
-                    )
-                )
+            if let refusal = Self.scopeRefusal(key, method: originalMethod, path: originalPath) {
+                return Answer(refusal)
             }
         }
         self.usage.recordAPIKeyUse(key.id)
         return Answer(status: .ok, headers: key.identityHeaders, body: nil)
+    }
+
+    /// The gateway's verdict on a request it received itself, so that what it asks for is known without a header
+    /// to trust: the same key verdict as a check's, and the scopes judged on `method` and `path` themselves.
+    func admit(method: String, path: some StringProtocol, headers: HTTPFields) -> Result<IndexedKey, OpenAIError> {
+        switch self.authenticate(headers) {
+        case .success(let key):
+            if let refusal = Self.scopeRefusal(key, method: method, path: path) { return .failure(refusal) }
+            self.usage.recordAPIKeyUse(key.id)
+            return .success(key)
+        case .failure(let refusal):
+            return .failure(refusal)
+        }
+    }
+
+    /// The project or service account key the request's `Authorization` (or `X-Api-Key`) header carries, if it is
+    /// good; otherwise the 401 that says why.
+    private func authenticate(_ headers: HTTPFields) -> Result<IndexedKey, OpenAIError> {
+        guard let token = headers.bearerToken(allowAPIKeyHeader: true) else {
+            return .failure(OpenAIError.missingKey)
+        }
+        let verification = self.verifier.verify(token)
+        guard verification.isValid, let key = verification.key else {
+            return .failure(Self.refusal(verification.code, token: token))
+        }
+        return .success(key)
+    }
+
+    /// The 403 for a key whose scopes do not cover `method path`; nil when they do (or it has none).
+    private static func scopeRefusal(_ key: IndexedKey, method: String, path: some StringProtocol) -> OpenAIError? {
+        guard let missing = ScopeMap.missingScope(scopes: key.scopes, method: method, path: path) else { return nil }
+        return OpenAIError(
+            status: .forbidden,
+            message: "You have insufficient permissions for this operation. Missing scopes: \(missing). "
+                + "Check that your API key has the right scopes.",
+            code: "missing_scope"
+        )
     }
 
     static func refusal(_ code: VerificationCode, token: Substring) -> OpenAIError {

@@ -1,0 +1,337 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeysmithCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+
+/// Keysmith as the gateway: every request under `/v1/` that is not Keysmith's own API is the OpenAI model API,
+/// verified from memory as a check is (the same verdict and codes; scopes judged on the request's own method and
+/// path, so there is no header to forge) and proxied to the upstream model server.
+///
+/// What goes up: the client's method, path below `/v1`, query, body (up to
+/// ``GatewayConfiguration/maximumRequestBodySize``) and headers, less the hop-by-hop ones, its credentials
+/// (`Authorization`, `api-key`), its cookies and any `X-Keysmith-*` it sent; plus the upstream's own credential, the
+/// key's identity headers (as a check answers them) and `X-Request-Id`. What comes back: the upstream's status,
+/// headers (less the hop-by-hop ones) and body, streamed as it arrives, so each server-sent event reaches the client
+/// when the upstream sends it, and a client that does not read slows the read from the upstream.
+final class Gateway: Sendable {
+    let configuration: GatewayConfiguration
+    let forwardAuth: ForwardAuth
+    let client: HTTPClient
+    let metrics: ServerMetrics
+    let models: ModelCatalog
+
+    init(configuration: GatewayConfiguration, forwardAuth: ForwardAuth, metrics: ServerMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.forwardAuth = forwardAuth
+        self.metrics = metrics
+        var clientConfiguration = HTTPClient.Configuration(
+            // A proxy passes redirects on; it does not follow them.
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .init(configuration.connectTimeout), read: .init(configuration.readTimeout)),
+            decompression: .disabled
+        )
+        clientConfiguration.connectionPool.idleTimeout = .seconds(60)
+        clientConfiguration.httpVersion = .http1Only
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration, backgroundActivityLogger: logger)
+        self.models = ModelCatalog(configuration: configuration, client: self.client)
+    }
+
+    /// The model list, and the proxy for every other path under `/v1/` (Keysmith's own routes, registered on the
+    /// same router, are matched first).
+    func register(on router: Router<KeysmithRequestContext>) {
+        router.on("/v1/models", method: .get, use: self.listModels)
+        router.on("/v1/models/**", method: .get, use: self.retrieveModel)
+        for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete, .options] {
+            router.on("/v1/**", method: method, use: self.proxy)
+        }
+    }
+
+    /// Shuts the upstream client down after the server has drained.
+    var service: some Service { GatewayService(client: self.client) }
+
+    // MARK: The model list
+
+    @Sendable func listModels(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
+        _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
+        let models = try await self.models.models(logger: context.logger)
+        return Wire.response { writer in
+            writer.object { writer in
+                writer.field("object", literal: "list")
+                writer.key("data")
+                writer.array { writer in
+                    for model in models { model.write(&writer) }
+                }
+            }
+        }
+    }
+
+    @Sendable func retrieveModel(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
+        _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
+        let id = PercentEncoding.decode(context.parameters.getCatchAll().joined(separator: "/"), plusAsSpace: false)
+        guard let model = try await self.models.models(logger: context.logger).first(where: { $0.id == id }) else {
+            throw OpenAIError(
+                status: .notFound,
+                message: "The model '\(id)' does not exist or you do not have access to it.",
+                param: "model",
+                code: "model_not_found"
+            )
+        }
+        return Wire.response { writer in model.write(&writer) }
+    }
+
+    // MARK: The proxy
+
+    @Sendable func proxy(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
+        let path = request.uri.path
+        guard !Self.isKeysmithPath(path) else {
+            throw OpenAIError(status: .notFound, message: "Invalid URL (\(request.method) \(path))", code: "unknown_url")
+        }
+        guard let relative = Self.forwardablePath(path) else {
+            throw OpenAIError.invalid(
+                "The request path has an empty, '.' or '..' segment, or an encoded '/', '.' or '\\', which Keysmith does not "
+                    + "forward: a model server could resolve it to another route than the one its key was judged for.",
+                param: nil,
+                code: "invalid_path"
+            )
+        }
+        let key = try self.forwardAuth.admit(method: request.method.rawValue, path: path, headers: request.headers).get()
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > self.configuration.maximumRequestBodySize {
+            throw Self.bodyTooLarge(self.configuration.maximumRequestBodySize)
+        }
+        var upstreamRequest = HTTPClientRequest(url: self.configuration.upstream.baseURL + relative + (request.uri.query.map { "?" + $0 } ?? ""))
+        upstreamRequest.method = HTTPMethod(rawValue: request.method.rawValue)
+        upstreamRequest.headers = self.forwardedHeaders(request.headers, key: key, requestID: context.requestID)
+        let started = ContinuousClock.now
+        // Until the upstream answers, a client that goes away cancels the upstream request (a non-streamed
+        // completion can take minutes); once it streams, a failed write to the client ends it.
+        let response: HTTPClientResponse
+        do {
+            response = try await self.forward(upstreamRequest, body: request.body, context: context)
+        } catch is CancellationError {
+            // The client closed its connection; nobody reads this answer.
+            self.metrics.gatewayRequest(.clientGone)
+            context.logger.info("The client went away before the upstream answered")
+            return UpstreamFailure.clientGoneEnvelope.response()
+        }
+        return self.relay(response, started: started, logger: context.logger)
+    }
+
+    /// Sends the request up once its body is read: until the upstream answers, a client that closes its connection
+    /// cancels the upstream request (a non-streamed completion can take minutes).
+    private func forward(_ request: HTTPClientRequest, body: RequestBody, context: KeysmithRequestContext) async throws -> HTTPClientResponse {
+        let maximum = self.configuration.maximumRequestBodySize
+        return try await body.consumeWithCancellationOnInboundClose { body in
+            var upstreamRequest = request
+            let bytes: ByteBuffer
+            do {
+                bytes = try await body.collect(upTo: maximum)
+            } catch is NIOTooManyBytesError {
+                throw Self.bodyTooLarge(maximum)
+            }
+            if bytes.readableBytes > 0 || ["POST", "PUT", "PATCH"].contains(request.method.rawValue) {
+                upstreamRequest.body = .bytes(bytes)
+            }
+            do {
+                return try await self.client.execute(upstreamRequest, timeout: .init(self.configuration.responseTimeout), logger: context.logger)
+            } catch {
+                if Task.isCancelled { throw CancellationError() }
+                let failure = UpstreamFailure(error)
+                self.metrics.gatewayRequest(failure.outcome)
+                context.logger.warning(
+                    "The upstream did not answer",
+                    metadata: ["upstream": "\(self.configuration.upstream)", "error": "\(error)", "outcome": "\(failure.outcome.rawValue)"]
+                )
+                throw failure.envelope
+            }
+        }
+    }
+
+    /// The upstream's answer to the client as it arrives; once its headers are sent, an upstream that fails or goes
+    /// quiet ends the client's stream cleanly (what came, then the end).
+    private func relay(_ response: HTTPClientResponse, started: ContinuousClock.Instant, logger: Logger) -> Response {
+        let headers = Self.returnedHeaders(response.headers)
+        let length = response.headers.first(name: "content-length").flatMap { Int($0) }
+        let upstreamBody = response.body
+        let metrics = self.metrics
+        return Response(
+            status: HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
+            headers: headers,
+            body: ResponseBody(contentLength: length) { writer in
+                var chunks = upstreamBody.makeAsyncIterator()
+                while true {
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await chunks.next()
+                    } catch {
+                        // The headers are gone: the client gets what came, then a clean end of the stream.
+                        let failure = UpstreamFailure(error)
+                        metrics.gatewayRequest(failure.outcome == .timeout ? .timeoutMidStream : .failedMidStream)
+                        logger.warning(
+                            "The upstream failed in the middle of its answer",
+                            metadata: ["error": "\(error)", "after_ms": "\(RequestObservation.milliseconds(ContinuousClock.now - started))"]
+                        )
+                        break
+                    }
+                    guard let chunk else {
+                        metrics.gatewayRequest(.proxied)
+                        break
+                    }
+                    // Throws when the client has gone, which ends the upstream request with the iterator.
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    static func bodyTooLarge(_ maximum: Int) -> OpenAIError {
+        OpenAIError(
+            status: .contentTooLarge,
+            message: "The request body is larger than this gateway forwards (\(maximum) bytes).",
+            code: "request_too_large"
+        )
+    }
+
+    /// Keysmith's own API, never proxied: an unknown path there is Keysmith's 404.
+    static func isKeysmithPath(_ path: String) -> Bool {
+        for prefix in ["/v1/organization", "/v1/auth", "/v1/keys", "/v1/openapi.yaml", "/v1/keysmith"] {
+            if path == prefix || path.hasPrefix(prefix + "/") { return true }
+        }
+        return false
+    }
+
+    /// The path below `/v1` to append to the upstream's base URL, exactly as the client sent it; nil when the
+    /// upstream might resolve it to another route than ``ScopeMap`` judged (its normalized form): dot segments,
+    /// empty segments, encoded slashes, dots or backslashes, or a backslash.
+    static func forwardablePath(_ path: String) -> String? {
+        guard path.hasPrefix("/v1/") else { return nil }
+        let relative = String(path.dropFirst(3))
+        let lowered = relative.lowercased()
+        if lowered.contains("%2f") || lowered.contains("%2e") || lowered.contains("%5c") || relative.contains("\\") {
+            return nil
+        }
+        for segment in relative.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
+            if segment.isEmpty || segment == "." || segment == ".." { return nil }
+        }
+        return relative
+    }
+
+    /// Headers that describe one connection, not the request (RFC 9110, 7.6.1), and those a proxy sets itself.
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authorization", "proxy-authenticate", "host", "content-length", "expect",
+    ]
+
+    func forwardedHeaders(_ incoming: HTTPFields, key: IndexedKey, requestID: String?) -> HTTPHeaders {
+        let named = Self.connectionOptions(incoming[values: .connection])
+        var headers = HTTPHeaders()
+        for field in incoming {
+            let name = field.name.canonicalName
+            if Self.hopByHop.contains(name) || named.contains(name) { continue }
+            // The client's credentials stay here; the upstream gets its own. Cookies are Keysmith's (the dashboard).
+            if name == "authorization" || name == "api-key" || name == "cookie" || name.hasPrefix("x-keysmith-") { continue }
+            // Answers come back uncompressed, so that what they report can be read.
+            if name == "accept-encoding" || name == "x-request-id" { continue }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let apiKey = self.configuration.upstream.apiKey {
+            headers.add(name: "Authorization", value: "Bearer \(apiKey)")
+        }
+        for field in key.identityHeaders {
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let requestID {
+            headers.add(name: "X-Request-Id", value: requestID)
+        }
+        return headers
+    }
+
+    static func returnedHeaders(_ incoming: HTTPHeaders) -> HTTPFields {
+        let named = Self.connectionOptions(incoming["connection"])
+        var headers = HTTPFields()
+        for (name, value) in incoming {
+            let lowered = name.lowercased()
+            if Self.hopByHop.contains(lowered) || named.contains(lowered) || lowered == "x-request-id" { continue }
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            headers.append(HTTPField(name: fieldName, value: value))
+        }
+        return headers
+    }
+
+    /// The header names a `Connection` header lists, lowercased.
+    private static func connectionOptions(_ values: [String]) -> Set<String> {
+        Set(values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    }
+}
+
+/// Why the upstream did not answer, as the client and `/metrics` are told.
+struct UpstreamFailure {
+    var outcome: GatewayOutcome
+    var envelope: OpenAIError
+
+    /// nginx's 499, for the access log: the client closed the connection before the answer.
+    static let clientGoneEnvelope = OpenAIError(
+        status: .init(code: 499, reasonPhrase: "Client Closed Request"),
+        message: "The client closed the connection before the model server answered."
+    )
+
+    init(_ error: any Error) {
+        if let error = error as? HTTPClientError,
+            error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
+        {
+            self.outcome = .timeout
+            self.envelope = OpenAIError(
+                status: .gatewayTimeout,
+                message: "The model server did not answer in time.",
+                type: "server_error",
+                code: "upstream_timeout"
+            )
+            return
+        }
+        self.outcome = .unavailable
+        self.envelope = OpenAIError(
+            status: .badGateway,
+            message: "The model server could not be reached, or closed the connection before answering.",
+            type: "server_error",
+            code: "upstream_unavailable"
+        )
+    }
+}
+
+/// How a proxied request ended, for `keysmith_gateway_requests_total{outcome}`.
+enum GatewayOutcome: String, CaseIterable, Sendable {
+    /// The upstream's whole answer reached the client.
+    case proxied
+    /// The upstream could not be reached, or failed before its answer began (502).
+    case unavailable
+    /// The upstream took too long to connect or to begin its answer (504).
+    case timeout
+    /// The client left before the upstream answered.
+    case clientGone = "client_gone"
+    /// The upstream failed after its answer began; the client got a clean end of stream.
+    case failedMidStream = "failed_mid_stream"
+    /// The upstream went quiet for longer than the read timeout after its answer began.
+    case timeoutMidStream = "timeout_mid_stream"
+}
+
+private struct GatewayService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await self.client.shutdown()
+    }
+}
+
+extension KeysmithRequestContext {
+    /// The id ``RequestObservation`` gave this request (the client's `X-Request-Id`, or one of its own).
+    var requestID: String? {
+        if case .string(let id) = self.logger[metadataKey: "hb.request.id"] { return id }
+        return nil
+    }
+}
