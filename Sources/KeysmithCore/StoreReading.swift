@@ -49,6 +49,12 @@ public protocol KeysmithStoreReader: VerificationStateReader {
         before: String?
     ) async throws -> Page<AuditLogEntry>
 
+    // MARK: Model usage
+
+    /// The usage the gateway recorded in `query`'s range, summed per bucket and group, ordered by bucket; buckets
+    /// with nothing recorded have no totals.
+    func usage(_ query: UsageQuery) async throws -> [UsageTotals]
+
     // MARK: Verification
 
     /// What is known about a secret that is not a current or previous secret of any key: revoked, or never issued.

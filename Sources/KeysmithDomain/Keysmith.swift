@@ -476,6 +476,13 @@ public struct Keysmith: Sendable {
         try await self.store.recordUses(apiKeys: apiKeys, adminKeys: adminKeys)
     }
 
+    /// Adds the gateway's batched usage (its usage recorder's) to what each minute has recorded: counts add up, so
+    /// every replica writes its own batches. Not a change verification cares about: no change log entry, no audit
+    /// event.
+    public func recordModelUsage(_ usage: [ModelUsageKey: ModelUsageCounts]) async throws {
+        try await self.store.recordModelUsage(usage)
+    }
+
     // MARK: Upkeep
 
     /// Deletes change log entries recorded more than `retention` seconds ago; returns how many. A replica cut off for

@@ -103,7 +103,19 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
         trustedSource: configuration.trustedRequestHeaders
     )
     VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(checksOn: router, adminRoutesOn: admin)
-    let gateway = configuration.gateway.map { Gateway(configuration: $0, forwardAuth: forwardAuth, metrics: metrics, logger: logger) }
+    // One registry for every listener of the application: the connection limit is the process's file descriptors.
+    let registry = ConnectionRegistry(limits: configuration.connectionLimits, logger: logger, metrics: metrics)
+    let gateway = configuration.gateway.map {
+        Gateway(
+            configuration: $0,
+            forwardAuth: forwardAuth,
+            usage: usage,
+            clock: configuration.clock,
+            connections: registry,
+            metrics: metrics,
+            logger: logger
+        )
+    }
     gateway?.register(on: router)
     if configuration.dashboard {
         try Dashboard(
@@ -126,8 +138,6 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     if let address = configuration.metricsAddress {
         services.append(try metricsApplication(metrics, index: index, address: address, logger: logger))
     }
-    // One registry for every listener of the application: the connection limit is the process's file descriptors.
-    let registry = ConnectionRegistry(limits: configuration.connectionLimits, logger: logger, metrics: metrics)
     let scheme = tlsConfiguration == nil ? "http" : "https"
     let responder = router.buildResponder()
     if let socket = configuration.unixSocket {

@@ -241,7 +241,7 @@ struct ConcurrencyTests {
                 outcomes.map(\.applied).filter { !$0.isEmpty } == [
                     [
                         "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
-                        "0005_index_audit_log_times", "0006_order_change_log_by_transaction",
+                        "0005_index_audit_log_times", "0006_order_change_log_by_transaction", "0007_record_model_usage",
                     ]
                 ]
             )

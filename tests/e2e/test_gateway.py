@@ -83,14 +83,26 @@ class FakeUpstream:
                             chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
                                      "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                        if (request.get("stream_options") or {}).get("include_usage"):
+                            chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                                     "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+                            self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                         self._chunk(b"data: [DONE]\n\n")
                         self._chunk(b"")
                         return
                     self._json(200, {
                         "id": "chatcmpl-2", "object": "chat.completion", "created": 1, "model": request["model"],
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 2}},
                     }, extra={"X-Upstream": "yes", "Connection": "keep-alive, X-Hop", "X-Hop": "drop me"})
+                elif self.path == "/v1/embeddings":
+                    self._json(200, {"object": "list", "path": self.path, "model": "embedder",
+                                     "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                                     "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+                elif self.path == "/v1/completions":
+                    # An answer that reports no usage.
+                    self._json(200, {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gemma-3-270m",
+                                     "choices": [{"index": 0, "text": "Hi", "finish_reason": "stop"}]})
                 elif self.path == "/v1/slow":
                     # Waits for up to 10 s, watching whether the caller (Keysmith) closes the connection first.
                     deadline = time.time() + 10
@@ -290,6 +302,17 @@ def test_an_upstream_that_does_not_answer_in_time_is_504(gateway):
     assert time.monotonic() - started < 8
 
 
+def test_client_connections_are_kept_alive_across_proxied_requests(gateway):
+    server, _, _, key = gateway
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    for _ in range(3):
+        connection.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m", "messages": []}),
+                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["object"] == "chat.completion"
+    connection.close()
+
+
 def test_a_client_that_leaves_cancels_the_upstream_request(gateway):
     server, upstream, _, key = gateway
     upstream.closed_early.clear()
@@ -348,3 +371,79 @@ def test_a_bad_upstream_url_is_one_clear_error(tmp_path):
 
     result = run_cli("serve", "--port", "0", "--database", f"sqlite:{tmp_path}/k.sqlite", "--upstream", "ftp://example/v1")
     assert_one_clear_line(result, "ftp://example/v1", "is not an upstream URL")
+
+
+def test_each_requests_usage_is_recorded_and_served_by_the_usage_api(tmp_path):
+    upstream = FakeUpstream()
+    server = Server(tmp_path, args=["--upstream", upstream.url])
+    restarted = None
+    try:
+        admin = server.client()
+        project = admin.admin.organization.projects.create(name="metered")
+        account = admin.admin.organization.projects.service_accounts.create(project.id, name="app")
+        key, key_id = account.api_key.value, account.api_key.id
+        client = model_client(server, key)
+        started = int(time.time())
+        client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}])
+        # A stream that did not ask for usage: Keysmith asks for it and leaves its chunk out of what the client gets.
+        chunks = list(client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}], stream=True))
+        assert all(chunk.usage is None and chunk.choices for chunk in chunks), chunks
+        # One that asked gets it.
+        chunks = list(client.chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}], stream=True, stream_options={"include_usage": True}
+        ))
+        assert chunks[-1].usage.prompt_tokens == 7 and chunks[-1].choices == []
+        # An answer without usage: a request whose tokens are unknown, not zero.
+        client.completions.create(model="gemma-3-270m", prompt="Hi")
+        client.embeddings.create(model="embedder", input="Hi")
+        upstream_requests = [r for r in upstream.requests if r["path"] == "/v1/chat/completions"]
+        assert json.loads(upstream_requests[1]["body"])["stream_options"] == {"include_usage": True}
+
+        # Written in batches (every 10 s), not per request.
+        usage_api = admin.admin.organization.usage
+        deadline = time.time() + 20
+        while True:
+            page = usage_api.completions(start_time=started - 60, bucket_width="1d", group_by=["api_key_id", "model", "project_id", "user_id"])
+            results = [result for bucket in page.data for result in bucket.results]
+            if results or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(results) == 1, page
+        result = results[0]
+        assert result.object == "organization.usage.completions.result"
+        assert (result.api_key_id, result.model, result.project_id, result.user_id) == (key_id, "gemma-3-270m", project.id, account.id)
+        assert result.num_model_requests == 4
+        assert result.input_tokens == 5 + 7 + 7 and result.output_tokens == 1 + 3 + 3 and result.input_cached_tokens == 2
+        assert result.model_extra["num_model_requests_without_usage"] == 1
+        embeddings = usage_api.embeddings(start_time=started - 60, group_by=["model"])
+        [embedded] = [result for bucket in embeddings.data for result in bucket.results]
+        assert (embedded.object, embedded.model, embedded.input_tokens, embedded.num_model_requests) == (
+            "organization.usage.embeddings.result", "embedder", 4, 1)
+
+        # Minute buckets from the start, paged; filters that match nothing give empty buckets.
+        minutes = usage_api.completions(start_time=started - 120, end_time=started + 3600, bucket_width="1m", limit=3)
+        assert [b.end_time - b.start_time for b in minutes.data] == [60, 60, 60] and minutes.has_more
+        assert minutes.data[0].start_time == started - 120 and minutes.next_page
+        following = usage_api.completions(start_time=started - 120, end_time=started + 3600, bucket_width="1m", limit=3, page=minutes.next_page)
+        assert following.data[0].start_time == started + 60
+        none = usage_api.completions(start_time=started - 60, project_ids=["proj_other"])
+        assert all(bucket.results == [] for bucket in none.data)
+
+        # Bad parameters are the API's 400s, naming them.
+        for params, param in [({}, "start_time"), ({"start_time": started, "bucket_width": "2h"}, "bucket_width"),
+                              ({"start_time": started, "limit": 32}, "limit"), ({"start_time": started, "group_by": "colour"}, "group_by"),
+                              ({"start_time": started, "end_time": started}, "end_time"), ({"start_time": started, "page": "nope"}, "page")]:
+            query = "&".join(f"{name}={value}" for name, value in params.items())
+            status, _, body = server.request("GET", f"/organization/usage/completions?{query}")
+            assert status == 400 and body["error"]["param"] == param, (params, body)
+
+        # The last request before a shutdown is written by the shutdown's flush.
+        client.embeddings.create(model="embedder", input="Hi")
+        server.stop()
+        restarted = Server(tmp_path, args=["--upstream", upstream.url])
+        embeddings = restarted.client(key=server.admin_key).admin.organization.usage.embeddings(start_time=started - 60)
+        [total] = [result for bucket in embeddings.data for result in bucket.results]
+        assert total.num_model_requests == 2 and total.input_tokens == 8
+    finally:
+        (restarted or server).stop()
+        upstream.stop()

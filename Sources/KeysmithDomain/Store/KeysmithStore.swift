@@ -117,6 +117,8 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
 
     /// Writes batched uses: each key's `last_used_at` becomes the later of its stored value and the given time.
     func recordUses(apiKeys: [APIKeyID: UnixSeconds], adminKeys: [AdminKeyID: UnixSeconds]) async throws
+    /// Adds a batch of the gateway's usage to each minute's counts.
+    func recordModelUsage(_ usage: [ModelUsageKey: ModelUsageCounts]) async throws
 
     // MARK: Upkeep
 

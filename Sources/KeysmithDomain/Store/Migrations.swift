@@ -403,6 +403,49 @@ enum Migrations {
                 "INSERT INTO keysmith_changes_pruned (singleton, transaction_id, sequence) VALUES (1, 0, 0)",
             ]
         ),
+        Migration(
+            name: "0007_record_model_usage",
+            // The gateway's usage: one row per minute, kind, project, owner, key and model, its counts added to by
+            // every replica's batches (an upsert that adds), so that no replica's requests are lost or counted twice.
+            sqlite: [
+                """
+                CREATE TABLE usage_minutes (
+                    organization_id TEXT NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('completions', 'embeddings')),
+                    minute INTEGER NOT NULL,
+                    project_id TEXT NOT NULL,
+                    owner_id TEXT NOT NULL,
+                    api_key_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    requests INTEGER NOT NULL,
+                    requests_without_usage INTEGER NOT NULL,
+                    input_tokens INTEGER NOT NULL,
+                    input_cached_tokens INTEGER NOT NULL,
+                    output_tokens INTEGER NOT NULL,
+                    PRIMARY KEY (organization_id, kind, minute, project_id, owner_id, api_key_id, model)
+                ) STRICT, WITHOUT ROWID
+                """
+            ],
+            postgres: [
+                """
+                CREATE TABLE usage_minutes (
+                    organization_id TEXT COLLATE "C" NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('completions', 'embeddings')),
+                    minute BIGINT NOT NULL,
+                    project_id TEXT COLLATE "C" NOT NULL,
+                    owner_id TEXT COLLATE "C" NOT NULL,
+                    api_key_id TEXT COLLATE "C" NOT NULL,
+                    model TEXT COLLATE "C" NOT NULL,
+                    requests BIGINT NOT NULL,
+                    requests_without_usage BIGINT NOT NULL,
+                    input_tokens BIGINT NOT NULL,
+                    input_cached_tokens BIGINT NOT NULL,
+                    output_tokens BIGINT NOT NULL,
+                    PRIMARY KEY (organization_id, kind, minute, project_id, owner_id, api_key_id, model)
+                )
+                """
+            ]
+        ),
     ]
 }
 

@@ -24,10 +24,25 @@ final class Gateway: Sendable {
     let client: HTTPClient
     let metrics: ServerMetrics
     let models: ModelCatalog
+    let usage: UsageRecorder
+    let clock: KeysmithClock
+    /// The client connections, to notice one closing while its request waits on the upstream; set once built.
+    let connections: ConnectionRegistry?
 
-    init(configuration: GatewayConfiguration, forwardAuth: ForwardAuth, metrics: ServerMetrics, logger: Logger) {
+    init(
+        configuration: GatewayConfiguration,
+        forwardAuth: ForwardAuth,
+        usage: UsageRecorder,
+        clock: KeysmithClock,
+        connections: ConnectionRegistry?,
+        metrics: ServerMetrics,
+        logger: Logger
+    ) {
+        self.connections = connections
         self.configuration = configuration
         self.forwardAuth = forwardAuth
+        self.usage = usage
+        self.clock = clock
         self.metrics = metrics
         var clientConfiguration = HTTPClient.Configuration(
             // A proxy passes redirects on; it does not follow them.
@@ -107,61 +122,122 @@ final class Gateway: Sendable {
         upstreamRequest.method = HTTPMethod(rawValue: request.method.rawValue)
         upstreamRequest.headers = self.forwardedHeaders(request.headers, key: key, requestID: context.requestID)
         let started = ContinuousClock.now
-        // Until the upstream answers, a client that goes away cancels the upstream request (a non-streamed
-        // completion can take minutes); once it streams, a failed write to the client ends it.
-        let response: HTTPClientResponse
+        let kind = MeteredRequest.kind(method: request.method.rawValue, path: path)
+        let forwarded: (response: HTTPClientResponse, metered: MeteredRequest?)
         do {
-            response = try await self.forward(upstreamRequest, body: request.body, context: context)
+            forwarded = try await self.forward(upstreamRequest, body: request.body, kind: kind, path: path, context: context)
         } catch is CancellationError {
             // The client closed its connection; nobody reads this answer.
             self.metrics.gatewayRequest(.clientGone)
             context.logger.info("The client went away before the upstream answered")
             return UpstreamFailure.clientGoneEnvelope.response()
         }
-        return self.relay(response, started: started, logger: context.logger)
+        var record: (@Sendable (ReportedUsage?) -> Void)?
+        if let metered = forwarded.metered, (200..<300).contains(Int(forwarded.response.status.code)) {
+            let usage = self.usage
+            let clock = self.clock
+            record = { reported in
+                let usageKey = ModelUsageKey(
+                    organizationID: key.project.organizationID,
+                    kind: metered.kind,
+                    minute: clock.now(),
+                    projectID: key.project.id,
+                    ownerID: key.owner.id,
+                    apiKeyID: key.id,
+                    model: metered.model
+                )
+                usage.recordModelUsage(usageKey, .request(reported))
+            }
+        }
+        return self.relay(forwarded.response, metered: forwarded.metered, record: record, started: started, logger: context.logger)
     }
 
-    /// Sends the request up once its body is read: until the upstream answers, a client that closes its connection
-    /// cancels the upstream request (a non-streamed completion can take minutes).
-    private func forward(_ request: HTTPClientRequest, body: RequestBody, context: KeysmithRequestContext) async throws -> HTTPClientResponse {
+    /// Sends the request up once its body is read (and, for a metered request, inspected). Until the upstream
+    /// answers, a client that closes its connection cancels the upstream request (a non-streamed completion can take
+    /// minutes): the connection registry runs the cancellation when the connection closes. (Hummingbird's
+    /// `consumeWithCancellationOnInboundClose` would, too, but it reads the connection's next request to notice, so
+    /// the connection could not be kept alive.)
+    private func forward(
+        _ request: HTTPClientRequest,
+        body: RequestBody,
+        kind: ModelUsageKind?,
+        path: String,
+        context: KeysmithRequestContext
+    ) async throws -> (response: HTTPClientResponse, metered: MeteredRequest?) {
         let maximum = self.configuration.maximumRequestBodySize
-        return try await body.consumeWithCancellationOnInboundClose { body in
-            var upstreamRequest = request
-            let bytes: ByteBuffer
-            do {
-                bytes = try await body.collect(upTo: maximum)
-            } catch is NIOTooManyBytesError {
-                throw Self.bodyTooLarge(maximum)
+        var upstreamRequest = request
+        var bytes: ByteBuffer
+        do {
+            bytes = try await body.collect(upTo: maximum)
+        } catch is NIOTooManyBytesError {
+            throw Self.bodyTooLarge(maximum)
+        }
+        var metered: MeteredRequest?
+        if let kind {
+            let inspected = MeteredRequest.inspect(bytes, kind: kind, path: path)
+            metered = inspected.request
+            if let rewritten = inspected.body { bytes = rewritten }
+        }
+        if bytes.readableBytes > 0 || ["POST", "PUT", "PATCH"].contains(request.method.rawValue) {
+            upstreamRequest.body = .bytes(bytes)
+        }
+        let sending = upstreamRequest
+        let exchange = Task {
+            try await self.client.execute(sending, timeout: .init(self.configuration.responseTimeout), logger: context.logger)
+        }
+        let connection = self.connections?.connection(for: context.connectionChannel)
+        connection?.whenClosed { exchange.cancel() }
+        defer { connection?.whenClosed(nil) }
+        do {
+            let response = try await withTaskCancellationHandler {
+                try await exchange.value
+            } onCancel: {
+                exchange.cancel()
             }
-            if bytes.readableBytes > 0 || ["POST", "PUT", "PATCH"].contains(request.method.rawValue) {
-                upstreamRequest.body = .bytes(bytes)
-            }
-            do {
-                return try await self.client.execute(upstreamRequest, timeout: .init(self.configuration.responseTimeout), logger: context.logger)
-            } catch {
-                if Task.isCancelled { throw CancellationError() }
-                let failure = UpstreamFailure(error)
-                self.metrics.gatewayRequest(failure.outcome)
-                context.logger.warning(
-                    "The upstream did not answer",
-                    metadata: ["upstream": "\(self.configuration.upstream)", "error": "\(error)", "outcome": "\(failure.outcome.rawValue)"]
-                )
-                throw failure.envelope
-            }
+            return (response, metered)
+        } catch {
+            if connection?.isClosed ?? false || Task.isCancelled { throw CancellationError() }
+            let failure = UpstreamFailure(error)
+            self.metrics.gatewayRequest(failure.outcome)
+            context.logger.warning(
+                "The upstream did not answer",
+                metadata: ["upstream": "\(self.configuration.upstream)", "error": "\(error)", "outcome": "\(failure.outcome.rawValue)"]
+            )
+            throw failure.envelope
         }
     }
 
     /// The upstream's answer to the client as it arrives; once its headers are sent, an upstream that fails or goes
-    /// quiet ends the client's stream cleanly (what came, then the end).
-    private func relay(_ response: HTTPClientResponse, started: ContinuousClock.Instant, logger: Logger) -> Response {
-        let headers = Self.returnedHeaders(response.headers)
-        let length = response.headers.first(name: "content-length").flatMap { Int($0) }
+    /// quiet ends the client's stream cleanly (what came, then the end). A metered answer's usage is read as it passes
+    /// and recorded when it ends, however it ends (unknown when it carried none).
+    private func relay(
+        _ response: HTTPClientResponse,
+        metered: MeteredRequest?,
+        record: (@Sendable (ReportedUsage?) -> Void)?,
+        started: ContinuousClock.Instant,
+        logger: Logger
+    ) -> Response {
+        var headers = Self.returnedHeaders(response.headers)
+        var length = response.headers.first(name: "content-length").flatMap { Int($0) }
+        let hidesUsageChunk = metered?.hidesUsageChunk ?? false
+        let contentType = response.headers.first(name: "content-type")
+        if hidesUsageChunk && UsageMeter(contentType: contentType, hidesUsageChunk: true).hidesUsageChunk {
+            // The body will be shorter than the upstream's by the chunk left out.
+            length = nil
+            headers[.contentLength] = nil
+        }
         let upstreamBody = response.body
         let metrics = self.metrics
         return Response(
             status: HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
             headers: headers,
             body: ResponseBody(contentLength: length) { writer in
+                var meter = record.map { _ in UsageMeter(contentType: contentType, hidesUsageChunk: hidesUsageChunk) }
+                var recorded = false
+                defer {
+                    // However the answer ended (the client gone included), the request was made.
+                    if !recorded, let record { record(meter?.usage) }
+                }
                 var chunks = upstreamBody.makeAsyncIterator()
                 while true {
                     let chunk: ByteBuffer?
@@ -182,7 +258,18 @@ final class Gateway: Sendable {
                         break
                     }
                     // Throws when the client has gone, which ends the upstream request with the iterator.
-                    try await writer.write(chunk)
+                    if meter == nil {
+                        try await writer.write(chunk)
+                    } else if let passed = meter?.pass(chunk) {
+                        try await writer.write(passed)
+                    }
+                }
+                if let rest = meter?.finish() {
+                    try await writer.write(rest)
+                }
+                if let record {
+                    recorded = true
+                    record(meter?.usage)
                 }
                 try await writer.finish(nil)
             }

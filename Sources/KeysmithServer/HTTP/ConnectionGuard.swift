@@ -75,6 +75,48 @@ final class TrackedConnection: Sendable {
     /// Since when the client has not taken what the server wrote (the channel is not writable).
     let unwritableSince = Atomic<Int64>(0)
 
+    /// Whether the connection has closed, and what to run when it does: set by a handler that waits on something
+    /// other than its client (the gateway, on its upstream), so that a client that leaves cancels that wait.
+    private let closeHandler = Mutex<(isClosed: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+
+    var isClosed: Bool { self.closeHandler.withLock { $0.isClosed } }
+
+    /// Reads from the socket once, below HTTP/1.1's pipelining handler, which holds reads back while a response is
+    /// due: without a read, a client's close is not seen until the response ends. Set by ``ConnectionDeadlines``.
+    private let readProbe = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func setReadProbe(_ probe: (@Sendable () -> Void)?) {
+        self.readProbe.withLock { $0 = probe }
+    }
+
+    /// Runs `action` when the connection closes (at once if it has), in place of any action set before; nil clears it.
+    /// Setting one asks for a read, so that the close is noticed while the request waits (what it reads, a
+    /// pipelined request, waits in the pipeline for its turn).
+    func whenClosed(_ action: (@Sendable () -> Void)?) {
+        let runNow = self.closeHandler.withLock { state -> Bool in
+            if state.isClosed { return action != nil }
+            state.action = action
+            return false
+        }
+        if runNow {
+            action?()
+        } else if action != nil {
+            self.readProbe.withLock { $0 }?()
+        }
+    }
+
+    /// The client closed the connection, or its side of it (Hummingbird allows half-closed connections, so a client's
+    /// close arrives as `inputClosed` first): runs the action set, once. Like nginx, Keysmith takes a client that
+    /// stops sending while its request waits to have left.
+    fileprivate func clientLeft() {
+        let action = self.closeHandler.withLock { state -> (@Sendable () -> Void)? in
+            state.isClosed = true
+            defer { state.action = nil }
+            return state.action
+        }
+        action?()
+    }
+
     init(channel: any Channel, now: Int64) {
         self.channel = channel
         self.lastActive = Atomic(now)
@@ -153,6 +195,7 @@ final class ConnectionRegistry: Sendable {
         }
         self.metrics?.connectionsOpen.increment()
         channel.closeFuture.whenComplete { _ in
+            tracked.clientLeft()
             self.connections.withLock { table in
                 if table[id] === tracked { table[id] = nil }
             }
@@ -246,11 +289,22 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.armIdleTimer(context, at: self.connection.lastActive.load(ordering: .relaxed) + self.idleTimeout)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        self.connection.setReadProbe { eventLoop.execute { bound.value.read() } }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.idleTimer?.cancel()
         self.headTimer?.cancel()
+        self.connection.setReadProbe(nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            self.connection.clientLeft()
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -24,6 +24,9 @@ public struct KeysmithRequestContext: RequestContext {
     var clientAddress: String {
         self.channel.remoteAddress?.ipAddress ?? "unknown"
     }
+
+    /// The client connection this request came on, as the connection registry knows it.
+    var connectionChannel: any Channel { self.channel }
 }
 
 /// The context of an authenticated admin request: the principal is there, not optional, so a handler cannot forget

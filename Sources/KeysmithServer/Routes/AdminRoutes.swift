@@ -26,6 +26,8 @@ struct AdminRoutes: Sendable {
         router.route("\(base)/admin_api_keys/:key_id", [.get: .read(self.retrieveAdminKey), .delete: .write(self.deleteAdminKey)])
 
         router.route("\(base)/projects", [.get: .read(self.listProjects), .post: .write(self.createProject)])
+        router.route("\(base)/usage/completions", [.get: .read(self.usageCompletions)])
+        router.route("\(base)/usage/embeddings", [.get: .read(self.usageEmbeddings)])
         router.route("\(base)/projects/:project_id", [.get: .read(self.retrieveProject), .post: .write(self.modifyProject)])
         router.route("\(base)/projects/:project_id/archive", [.post: .write(self.archiveProject)])
 
