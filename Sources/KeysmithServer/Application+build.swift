@@ -179,7 +179,7 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
                     "migrations_applied": "\(database.migrationsApplied.isEmpty ? "none" : database.migrationsApplied.joined(separator: ","))",
                     "metrics_address": "\(configuration.metricsAddress.map { "\($0)" } ?? "none")",
                     "unix_socket": "\(configuration.unixSocket?.path ?? "none")",
-                    "upstream": "\(configuration.gateway.map { "\($0.upstream)" } ?? "none")",
+                    "upstream": "\(configuration.gateway.map { $0.upstreams.map(\.description).joined(separator: ", ") } ?? "none")",
                     "maximum_connections": "\(configuration.connectionLimits.maximumConnections)",
                 ]
             )

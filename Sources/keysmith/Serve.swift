@@ -152,6 +152,15 @@ struct Serve: AsyncParsableCommand {
     var upstream: String?
 
     @Option(
+        name: .customLong("upstreams-file"),
+        help: ArgumentHelp(
+            "Instead of --upstream, several model servers, each with the models it serves, its credential's environment variable and its timeouts, from this JSON file (docs/gateway.md). Environment: KEYSMITH_UPSTREAMS_FILE.",
+            valueName: "path"
+        )
+    )
+    var upstreamsFile: String?
+
+    @Option(
         name: .customLong("upstream-connect-timeout"),
         help: ArgumentHelp(
             "Seconds connecting to the upstream may take (default 10). Environment: KEYSMITH_UPSTREAM_CONNECT_TIMEOUT.",
@@ -240,24 +249,45 @@ struct Serve: AsyncParsableCommand {
     }
 
     func gatewayConfiguration() throws -> GatewayConfiguration? {
-        guard let url = self.upstream ?? Environment.value("KEYSMITH_UPSTREAM"), !url.isEmpty else {
-            if self.upstreamConnectTimeout != nil || self.upstreamResponseTimeout != nil || self.upstreamReadTimeout != nil
-                || self.maxRequestBodySize != nil
-            {
-                throw ValidationError("the --upstream-… and --max-request-body-size options need --upstream")
+        let url = (self.upstream ?? Environment.value("KEYSMITH_UPSTREAM")).flatMap { $0.isEmpty ? nil : $0 }
+        let file = (self.upstreamsFile ?? Environment.value("KEYSMITH_UPSTREAMS_FILE")).flatMap { $0.isEmpty ? nil : $0 }
+        let tuned =
+            self.upstreamConnectTimeout != nil || self.upstreamResponseTimeout != nil || self.upstreamReadTimeout != nil
+            || self.maxRequestBodySize != nil
+        if let file {
+            guard url == nil else { throw ValidationError("give --upstream or --upstreams-file, not both") }
+            guard !tuned else {
+                throw ValidationError("with --upstreams-file, timeouts and the body size limit are set in the file")
             }
-            return nil
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("the upstreams file \(file) cannot be read")
+            }
+            do {
+                return try GatewayConfiguration.load(contentsOf: data, file: file, environment: Environment.value)
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
-        let upstream: GatewayConfiguration.Upstream
-        do {
-            upstream = try GatewayConfiguration.Upstream(parsing: url, apiKey: Environment.value("KEYSMITH_UPSTREAM_API_KEY"))
-        } catch {
-            throw ValidationError("\(error)")
+        guard let url else {
+            if tuned { throw ValidationError("the --upstream-… and --max-request-body-size options need --upstream") }
+            return nil
         }
         func seconds(_ option: Double?, _ variable: String, default value: Double) throws -> Duration {
             let seconds = try option ?? Environment.value(variable).map { try Self.parse($0, variable, as: Double.self) } ?? value
             guard seconds > 0, seconds <= 86_400 else { throw ValidationError("\(variable) must be between 0 and 86400 seconds, not \(seconds)") }
             return .milliseconds(Int64(seconds * 1000))
+        }
+        let upstream: GatewayConfiguration.Upstream
+        do {
+            upstream = try GatewayConfiguration.Upstream(
+                parsing: url,
+                apiKey: Environment.value("KEYSMITH_UPSTREAM_API_KEY"),
+                connectTimeout: try seconds(self.upstreamConnectTimeout, "KEYSMITH_UPSTREAM_CONNECT_TIMEOUT", default: 10),
+                responseTimeout: try seconds(self.upstreamResponseTimeout, "KEYSMITH_UPSTREAM_RESPONSE_TIMEOUT", default: 600),
+                readTimeout: try seconds(self.upstreamReadTimeout, "KEYSMITH_UPSTREAM_READ_TIMEOUT", default: 120)
+            )
+        } catch let error as InvalidUpstreamError {
+            throw ValidationError("\(error)")
         }
         let maximumBody =
             try self.maxRequestBodySize
@@ -266,13 +296,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...(1 << 30)).contains(maximumBody) else {
             throw ValidationError("the maximum request body size must be between 1 byte and 1 GiB, not \(maximumBody)")
         }
-        return GatewayConfiguration(
-            upstream: upstream,
-            connectTimeout: try seconds(self.upstreamConnectTimeout, "KEYSMITH_UPSTREAM_CONNECT_TIMEOUT", default: 10),
-            responseTimeout: try seconds(self.upstreamResponseTimeout, "KEYSMITH_UPSTREAM_RESPONSE_TIMEOUT", default: 600),
-            readTimeout: try seconds(self.upstreamReadTimeout, "KEYSMITH_UPSTREAM_READ_TIMEOUT", default: 120),
-            maximumRequestBodySize: maximumBody
-        )
+        return GatewayConfiguration(upstream: upstream, maximumRequestBodySize: maximumBody)
     }
 
     func unixSocketConfiguration() throws -> KeysmithConfiguration.UnixSocket? {

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import NIOHTTP1
 import Testing
@@ -44,6 +45,43 @@ struct GatewayTests {
         #expect(returned[.contentType] == "text/event-stream" && returned[HTTPField.Name("X-Kept")!] == "yes")
         for dropped in ["Connection", "X-Hop", "Transfer-Encoding", "Keep-Alive", "X-Request-Id"] {
             #expect(returned[HTTPField.Name(dropped)!] == nil, "\(dropped)")
+        }
+    }
+
+    @Test("An upstreams file names each upstream's models, credential variable and timeouts; a bad one says what is wrong")
+    func upstreamsFile() throws {
+        let file = """
+            {"upstreams": [
+              {"name": "vllm", "base_url": "http://127.0.0.1:8000/v1", "models": ["llama-3*"], "api_key_env": "VLLM_KEY", "read_timeout": 30},
+              {"base_url": "http://127.0.0.1:11434/v1", "models": ["qwen2.5", "*-instruct"]}
+            ], "max_request_body_size": 1000}
+            """
+        let loaded = try GatewayConfiguration.load(contentsOf: Data(file.utf8), file: "u.json") { $0 == "VLLM_KEY" ? "secret" : nil }
+        #expect(loaded.upstreams.map(\.name) == ["vllm", "upstream 2"] && loaded.maximumRequestBodySize == 1000)
+        #expect(loaded.upstreams[0].apiKey == "secret" && loaded.upstreams[1].apiKey == nil)
+        #expect(loaded.upstreams[0].readTimeout == .seconds(30) && loaded.upstreams[1].readTimeout == .seconds(120))
+        #expect(loaded.upstreams[0].serves("llama-3-8b") && !loaded.upstreams[0].serves("qwen2.5"))
+        #expect(loaded.upstreams[1].serves("qwen2.5") && !loaded.upstreams[1].serves("qwen2.5-coder"))
+        // A prefix pattern matches from the start only; "*" ends it.
+        #expect(!loaded.upstreams[1].serves("mistral-instruct"))
+        for (bad, problem) in [
+            ("[]", "not a JSON object"),
+            (#"{"upstreams": []}"#, "non-empty array"),
+            (#"{"upstreams": [{"base_url": "ftp://h/v1", "models": ["m"]}]}"#, "is not an upstream URL"),
+            (#"{"upstreams": [{"base_url": "http://h/v1", "models": []}]}"#, "models must be"),
+            (#"{"upstreams": [{"base_url": "http://h/v1", "models": ["m"], "api_key_env": "UNSET"}]}"#, "UNSET, which is not set"),
+            (#"{"upstreams": [{"base_url": "http://h/v1", "models": ["m"], "read_timeout": 0}]}"#, "read_timeout"),
+            (#"{"upstreams": [{"base_url": "http://h/v1", "models": ["m"], "colour": 1}]}"#, "unknown field 'colour'"),
+            (
+                #"{"upstreams": [{"name": "a", "base_url": "http://h/v1", "models": ["m"]}, {"name": "a", "base_url": "http://h/v1", "models": ["n"]}]}"#,
+                "two upstreams"
+            ),
+        ] {
+            #expect {
+                try GatewayConfiguration.load(contentsOf: Data(bad.utf8), file: "u.json") { _ in nil }
+            } throws: { error in
+                "\(error)".contains(problem) && "\(error)".contains("u.json")
+            }
         }
     }
 }

@@ -1197,6 +1197,172 @@ def run_create(args, servers: dict[str, Server]) -> bool:
     return True
 
 
+
+# The gateway benchmark's upstream: nginx answering a fixed chat completion (with usage) at once, so that the upstream
+# is not what is measured; beside it, nginx's own proxy_pass to it with keepalive, the proxy to compare with.
+GATEWAY_NGINX_CONFIG = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {root}/error.log warn;
+pid {root}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream model {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{upstream};
+        keepalive_requests 1000000;
+        location /v1/chat/completions {{
+            default_type application/json;
+            return 200 '{completion}';
+        }}
+        location /v1/models {{
+            default_type application/json;
+            return 200 '{{"object":"list","data":[{{"id":"bench-model","object":"model","created":1,"owned_by":"bench"}}]}}';
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+GATEWAY_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "bench-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+    },
+    separators=(",", ":"),
+)
+
+GATEWAY_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Hi"}],"max_tokens":8}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def free_ports(count: int) -> list[int]:
+    ports = []
+    for _ in range(count):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    return ports
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str):
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"{what} did not start")
+            time.sleep(0.05)
+
+
+def run_gateway(args, servers: dict[str, Server]) -> bool:
+    """A small non-streamed chat completion from a fast upstream (nginx answering a fixed body with usage): directly,
+    through nginx's proxy_pass, through Keysmith's gateway (each request verified, proxied, its usage metered), and,
+    when LiteLLM's proxy is installed (--litellm: its venv's python), through it with its master key; all in the same
+    interleaved rounds, beside GET /healthz."""
+    engine, server = next(iter(servers.items()))
+    # The gateway runs on the same database, with --upstream; one process at a time on a SQLite file.
+    server.stop()
+    directory = Path(tempfile.mkdtemp(prefix="keysmith-gateway-bench-"))
+    root = directory / "nginx"
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    upstream, proxy, litellm_port = free_ports(3)
+    (root / "nginx.conf").write_text(
+        GATEWAY_NGINX_CONFIG.format(root=root, upstream=upstream, proxy=proxy, completion=GATEWAY_COMPLETION)
+    )
+    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(root), "-c", str(root / "nginx.conf")])
+    script = directory / "completion.lua"
+    script.write_text(GATEWAY_WRK_SCRIPT)
+    processes = [nginx]
+    gateway = None
+    try:
+        wait_for_port(proxy, nginx, "nginx")
+        gateway = Server(
+            server.binary,
+            directory / "gateway",
+            database=server.database,
+            admin_key=server.admin_key,
+            settings={"KEYSMITH_UPSTREAM": f"http://127.0.0.1:{upstream}/v1"},
+        )
+        client = Client(gateway.port, gateway.admin_key)
+        project = client.call("POST", "/organization/projects", {"name": "gateway bench"})["id"]
+        key = client.call("POST", f"/organization/projects/{project}/service_accounts", {"name": "bench"})["api_key"]["value"]
+        scenarios = [
+            ("GET /healthz", f"http://127.0.0.1:{gateway.port}/healthz", {}, None),
+            ("upstream directly", f"http://127.0.0.1:{upstream}/v1/chat/completions", {}, str(script)),
+            ("nginx proxy_pass", f"http://127.0.0.1:{proxy}/v1/chat/completions", {}, str(script)),
+            ("Keysmith gateway", f"http://127.0.0.1:{gateway.port}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, str(script)),
+        ]
+        if args.litellm:
+            config = directory / "litellm.yaml"
+            config.write_text(
+                "model_list:\n  - model_name: bench-model\n    litellm_params:\n      model: openai/bench-model\n"
+                f"      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: upstream\n"
+                "general_settings:\n  master_key: sk-litellm-bench\n"
+            )
+            log = open(directory / "litellm.log", "wb")
+            litellm = subprocess.Popen(
+                [args.litellm, "-m", "litellm", "--config", str(config), "--host", "127.0.0.1", "--port", str(litellm_port), "--num_workers", "1"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LITELLM_LOG": "ERROR"},
+            )
+            processes.append(litellm)
+            wait_for_port(litellm_port, litellm, "LiteLLM's proxy")
+            scenarios.append(
+                ("LiteLLM proxy", f"http://127.0.0.1:{litellm_port}/v1/chat/completions", {"Authorization": "Bearer sk-litellm-bench"}, str(script))
+            )
+        print(f"==> a chat completion through each, {args.connections} connections, {args.rounds} rounds of {args.duration} s")
+        rss_before = gateway.rss_mb()
+        results = measure(scenarios, gateway.port, args.duration, args.connections, args.rounds)
+        print()
+        print(table(results, "nginx proxy_pass"))
+        keysmith, nginx_proxy = results["Keysmith gateway"], results["nginx proxy_pass"]
+        ratio = paired_ratio(results, "Keysmith gateway", "nginx proxy_pass")
+        print(f"Keysmith / nginx proxy_pass throughput, paired by round: {ratio:.0%} (target 80%)")
+        print(f"p99: Keysmith {keysmith['p99']:.3f} ms, nginx proxy_pass {nginx_proxy['p99']:.3f} ms (target: within 2 ms)")
+        if "LiteLLM proxy" in results:
+            print(f"LiteLLM proxy / nginx proxy_pass: {paired_ratio(results, 'LiteLLM proxy', 'nginx proxy_pass'):.0%}")
+        print(f"Keysmith's resident memory: {rss_before:.0f} MiB before, {gateway.rss_mb():.0f} MiB after")
+        return judge(
+            [
+                ("Keysmith at least 80% of nginx proxy_pass's throughput", ratio >= 0.8),
+                ("Keysmith's p99 within 2 ms of nginx proxy_pass's", keysmith["p99"] <= nginx_proxy["p99"] + 2),
+            ]
+        )
+    finally:
+        if gateway:
+            gateway.stop()
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def run_scale(args, binary: str, seeder: str) -> bool:
     """Startup time, resident memory and valid-key throughput at each size, seeded through the domain layer
     (keysmith-bench-seed: one write transaction per key, as the API makes, without HTTP)."""
@@ -1388,7 +1554,7 @@ def run_replicas(args) -> bool:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit", "create"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit", "create", "gateway"])
     parser.add_argument("--bin", required=True)
     parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
     parser.add_argument(
@@ -1410,6 +1576,7 @@ def main():
     parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
     parser.add_argument("--changes", type=int, default=300, help="replicas: keys created and revoked")
     parser.add_argument("--events", type=int, default=10_000, help="audit: events made through the API")
+    parser.add_argument("--litellm", help="gateway: the python of a venv with litellm[proxy], to measure its proxy beside")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
     if args.scenario == "scale":
@@ -1419,7 +1586,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
         servers = start_servers(args, Path(directory))
         try:
-            met = {"list": run_list, "verify": run_verify, "audit": run_audit, "create": run_create}[args.scenario](args, servers)
+            met = {"list": run_list, "verify": run_verify, "audit": run_audit, "create": run_create, "gateway": run_gateway}[
+                args.scenario
+            ](args, servers)
         finally:
             for server in servers.values():
                 server.stop()

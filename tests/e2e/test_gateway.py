@@ -25,8 +25,9 @@ EVENT_GAP = 0.4
 class FakeUpstream:
     """An OpenAI-compatible server on a loopback port that records every request it receives."""
 
-    def __init__(self):
+    def __init__(self, models: list[str] | None = None):
         self.requests: list[dict] = []
+        self.models = models or ["gemma-3-270m", "org/with-slash"]
         self.closed_early = threading.Event()
         upstream = self
 
@@ -58,8 +59,8 @@ class FakeUpstream:
                 self._record()
                 if self.path == "/v1/models":
                     self._json(200, {"object": "list", "data": [
-                        {"id": "gemma-3-270m", "object": "model", "created": 1700000000, "owned_by": "llamacpp"},
-                        {"id": "org/with-slash", "object": "model", "created": 1700000001, "owned_by": "llamacpp"},
+                        {"id": model, "object": "model", "created": 1700000000 + index, "owned_by": "llamacpp"}
+                        for index, model in enumerate(upstream.models)
                     ]})
                 else:
                     self._json(200, {"path": self.path})
@@ -447,3 +448,51 @@ def test_each_requests_usage_is_recorded_and_served_by_the_usage_api(tmp_path):
     finally:
         (restarted or server).stop()
         upstream.stop()
+
+
+def test_several_upstreams_are_routed_by_model_each_with_its_own_credential(tmp_path):
+    vllm = FakeUpstream(models=["llama-3-8b", "shared"])
+    ollama = FakeUpstream(models=["qwen-2", "shared", "llama-3-70b"])
+    config = tmp_path / "upstreams.json"
+    config.write_text(json.dumps({"upstreams": [
+        {"name": "vllm", "base_url": vllm.url, "models": ["llama-3*"], "api_key_env": "VLLM_KEY", "response_timeout": 30},
+        {"name": "ollama", "base_url": ollama.url, "models": ["qwen*", "shared"]},
+    ]}))
+    server = Server(tmp_path, args=["--upstreams-file", str(config)], env={"VLLM_KEY": "vllm-secret"})
+    try:
+        admin = server.client().admin.organization
+        project = admin.projects.create(name="routed")
+        key = admin.projects.service_accounts.create(project.id, name="app").api_key.value
+        client = model_client(server, key)
+        for model, upstream, other in [("llama-3-8b", vllm, ollama), ("qwen-2", ollama, vllm), ("shared", ollama, vllm)]:
+            before = (len(upstream.requests), len(other.requests))
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+            assert (len(upstream.requests), len(other.requests)) == (before[0] + 1, before[1]), model
+        assert vllm.requests[-1]["headers"]["authorization"] == "Bearer vllm-secret"
+        assert "authorization" not in ollama.requests[-1]["headers"]
+        before = (len(vllm.requests), len(ollama.requests))
+        with pytest.raises(openai.NotFoundError) as unknown:
+            client.chat.completions.create(model="mistral-7b", messages=[{"role": "user", "content": "Hi"}])
+        assert unknown.value.code == "model_not_found" and unknown.value.param == "model"
+        assert (len(vllm.requests), len(ollama.requests)) == before
+        # A request that names no model goes to the first upstream.
+        status, _, body = server.request("GET", "/files", key=key)
+        assert status == 200 and vllm.requests[-1]["path"] == "/v1/files", body
+        # The model list: each model once, from the upstream its requests go to.
+        assert [model.id for model in client.models.list().data] == ["llama-3-8b", "qwen-2", "shared"]
+    finally:
+        server.stop()
+        vllm.stop()
+        ollama.stop()
+
+
+def test_an_upstreams_file_that_cannot_be_used_is_one_clear_error(tmp_path):
+    from conftest import run_cli, assert_one_clear_line
+
+    config = tmp_path / "upstreams.json"
+    config.write_text(json.dumps({"upstreams": [{"base_url": "http://127.0.0.1:1/v1", "models": ["x"], "api_key_env": "NOT_SET_ANYWHERE"}]}))
+    result = run_cli("serve", "--port", "0", "--database", f"sqlite:{tmp_path}/k.sqlite", "--upstreams-file", str(config))
+    assert_one_clear_line(result, str(config), "NOT_SET_ANYWHERE", "is not set")
+    config.write_text(json.dumps({"upstreams": [{"base_url": "http://127.0.0.1:1/v1", "modles": ["x"]}]}))
+    result = run_cli("serve", "--port", "0", "--database", f"sqlite:{tmp_path}/k.sqlite", "--upstreams-file", str(config))
+    assert_one_clear_line(result, "unknown field 'modles'")

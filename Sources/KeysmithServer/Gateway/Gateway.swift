@@ -19,14 +19,20 @@ import ServiceLifecycle
 /// headers (less the hop-by-hop ones) and body, streamed as it arrives, so each server-sent event reaches the client
 /// when the upstream sends it, and a client that does not read slows the read from the upstream.
 final class Gateway: Sendable {
+    /// One upstream with its own connection pool (its own connect and read timeouts) and model list.
+    struct Route: Sendable {
+        let upstream: GatewayConfiguration.Upstream
+        let client: HTTPClient
+        let models: ModelCatalog
+    }
+
     let configuration: GatewayConfiguration
     let forwardAuth: ForwardAuth
-    let client: HTTPClient
+    let routes: [Route]
     let metrics: ServerMetrics
-    let models: ModelCatalog
     let usage: UsageRecorder
     let clock: KeysmithClock
-    /// The client connections, to notice one closing while its request waits on the upstream; set once built.
+    /// The client connections, to notice one closing while its request waits on the upstream.
     let connections: ConnectionRegistry?
 
     init(
@@ -44,16 +50,28 @@ final class Gateway: Sendable {
         self.usage = usage
         self.clock = clock
         self.metrics = metrics
-        var clientConfiguration = HTTPClient.Configuration(
-            // A proxy passes redirects on; it does not follow them.
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: .init(configuration.connectTimeout), read: .init(configuration.readTimeout)),
-            decompression: .disabled
-        )
-        clientConfiguration.connectionPool.idleTimeout = .seconds(60)
-        clientConfiguration.httpVersion = .http1Only
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration, backgroundActivityLogger: logger)
-        self.models = ModelCatalog(configuration: configuration, client: self.client)
+        self.routes = configuration.upstreams.map { upstream in
+            var clientConfiguration = HTTPClient.Configuration(
+                // A proxy passes redirects on; it does not follow them.
+                redirectConfiguration: .disallow,
+                timeout: .init(connect: .init(upstream.connectTimeout), read: .init(upstream.readTimeout)),
+                decompression: .disabled
+            )
+            clientConfiguration.connectionPool.idleTimeout = .seconds(60)
+            clientConfiguration.httpVersion = .http1Only
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration, backgroundActivityLogger: logger)
+            return Route(
+                upstream: upstream,
+                client: client,
+                models: ModelCatalog(upstream: upstream, lifetime: configuration.modelListLifetime, client: client)
+            )
+        }
+    }
+
+    /// Where a request for `model` goes: the first upstream that serves it; with no model, the first upstream.
+    func route(for model: String?) -> Route? {
+        guard let model, !model.isEmpty else { return self.routes.first }
+        return self.routes.first { $0.upstream.serves(model) }
     }
 
     /// The model list, and the proxy for every other path under `/v1/` (Keysmith's own routes, registered on the
@@ -66,14 +84,14 @@ final class Gateway: Sendable {
         }
     }
 
-    /// Shuts the upstream client down after the server has drained.
-    var service: some Service { GatewayService(client: self.client) }
+    /// Shuts the upstream clients down after the server has drained.
+    var service: some Service { GatewayService(clients: self.routes.map(\.client)) }
 
     // MARK: The model list
 
     @Sendable func listModels(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
         _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
-        let models = try await self.models.models(logger: context.logger)
+        let models = try await self.models(logger: context.logger)
         return Wire.response { writer in
             writer.object { writer in
                 writer.field("object", literal: "list")
@@ -88,7 +106,7 @@ final class Gateway: Sendable {
     @Sendable func retrieveModel(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
         _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
         let id = PercentEncoding.decode(context.parameters.getCatchAll().joined(separator: "/"), plusAsSpace: false)
-        guard let model = try await self.models.models(logger: context.logger).first(where: { $0.id == id }) else {
+        guard let model = try await self.models(logger: context.logger).first(where: { $0.id == id }) else {
             throw OpenAIError(
                 status: .notFound,
                 message: "The model '\(id)' does not exist or you do not have access to it.",
@@ -97,6 +115,42 @@ final class Gateway: Sendable {
             )
         }
         return Wire.response { writer in model.write(&writer) }
+    }
+
+    /// The union of the upstreams' model lists, each model listed once, by the upstream its requests are routed to
+    /// (a model an upstream lists but is not routed to it is left out). An upstream that cannot be asked (and has no
+    /// list kept) is left out too; when none can be, the client is told so.
+    func models(logger: Logger) async throws -> [UpstreamModel] {
+        var lists: [Int: Result<[UpstreamModel], any Error>] = [:]
+        await withTaskGroup(of: (Int, Result<[UpstreamModel], any Error>).self) { group in
+            for (index, route) in self.routes.enumerated() {
+                group.addTask {
+                    do {
+                        return (index, .success(try await route.models.models(logger: logger)))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            for await (index, result) in group { lists[index] = result }
+        }
+        var models: [UpstreamModel] = []
+        var seen: Set<String> = []
+        var firstFailure: (any Error)?
+        for (index, route) in self.routes.enumerated() {
+            switch lists[index] {
+            case .success(let listed):
+                for model in listed where self.route(for: model.id)?.upstream == route.upstream && seen.insert(model.id).inserted {
+                    models.append(model)
+                }
+            case .failure(let error):
+                firstFailure = firstFailure ?? error
+            case nil:
+                break
+            }
+        }
+        if models.isEmpty, let firstFailure { throw firstFailure }
+        return models
     }
 
     // MARK: The proxy
@@ -118,14 +172,17 @@ final class Gateway: Sendable {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > self.configuration.maximumRequestBodySize {
             throw Self.bodyTooLarge(self.configuration.maximumRequestBodySize)
         }
-        var upstreamRequest = HTTPClientRequest(url: self.configuration.upstream.baseURL + relative + (request.uri.query.map { "?" + $0 } ?? ""))
-        upstreamRequest.method = HTTPMethod(rawValue: request.method.rawValue)
-        upstreamRequest.headers = self.forwardedHeaders(request.headers, key: key, requestID: context.requestID)
         let started = ContinuousClock.now
-        let kind = MeteredRequest.kind(method: request.method.rawValue, path: path)
+        let upstreamRequest = UpstreamRequest(
+            method: HTTPMethod(rawValue: request.method.rawValue),
+            path: path,
+            target: relative + (request.uri.query.map { "?" + $0 } ?? ""),
+            headers: self.forwardedHeaders(request.headers, key: key, requestID: context.requestID),
+            isJSON: request.headers[.contentType].map { $0.lowercased().hasPrefix("application/json") } ?? false
+        )
         let forwarded: (response: HTTPClientResponse, metered: MeteredRequest?)
         do {
-            forwarded = try await self.forward(upstreamRequest, body: request.body, kind: kind, path: path, context: context)
+            forwarded = try await self.forward(upstreamRequest, body: request.body, context: context)
         } catch is CancellationError {
             // The client closed its connection; nobody reads this answer.
             self.metrics.gatewayRequest(.clientGone)
@@ -152,20 +209,28 @@ final class Gateway: Sendable {
         return self.relay(forwarded.response, metered: forwarded.metered, record: record, started: started, logger: context.logger)
     }
 
-    /// Sends the request up once its body is read (and, for a metered request, inspected). Until the upstream
-    /// answers, a client that closes its connection cancels the upstream request (a non-streamed completion can take
-    /// minutes): the connection registry runs the cancellation when the connection closes. (Hummingbird's
-    /// `consumeWithCancellationOnInboundClose` would, too, but it reads the connection's next request to notice, so
-    /// the connection could not be kept alive.)
+    /// What goes up, before the body is read and the upstream chosen.
+    struct UpstreamRequest: Sendable {
+        var method: HTTPMethod
+        /// The client's path (`/v1/chat/completions`), for metering.
+        var path: String
+        /// The path below `/v1` and the query, appended to the upstream's base URL.
+        var target: String
+        var headers: HTTPHeaders
+        var isJSON: Bool
+    }
+
+    /// Reads the body, picks the upstream by the model it names (and, for a metered request, inspects it), then
+    /// sends the request up. Until the upstream answers, a client that closes its connection cancels the upstream
+    /// request (a non-streamed completion can take minutes): the connection registry runs the cancellation when the
+    /// connection closes. (Hummingbird's `consumeWithCancellationOnInboundClose` would, too, but it reads the
+    /// connection's next request to notice, so the connection could not be kept alive.)
     private func forward(
-        _ request: HTTPClientRequest,
+        _ request: UpstreamRequest,
         body: RequestBody,
-        kind: ModelUsageKind?,
-        path: String,
         context: KeysmithRequestContext
     ) async throws -> (response: HTTPClientResponse, metered: MeteredRequest?) {
         let maximum = self.configuration.maximumRequestBodySize
-        var upstreamRequest = request
         var bytes: ByteBuffer
         do {
             bytes = try await body.collect(upTo: maximum)
@@ -173,17 +238,35 @@ final class Gateway: Sendable {
             throw Self.bodyTooLarge(maximum)
         }
         var metered: MeteredRequest?
-        if let kind {
-            let inspected = MeteredRequest.inspect(bytes, kind: kind, path: path)
+        var model: String?
+        if let kind = MeteredRequest.kind(method: request.method.rawValue, path: request.path) {
+            let inspected = MeteredRequest.inspect(bytes, kind: kind, path: request.path)
             metered = inspected.request
+            model = inspected.request.model
             if let rewritten = inspected.body { bytes = rewritten }
+        } else if request.isJSON, self.routes.count > 1 {
+            model = MeteredRequest.model(inJSON: bytes)
         }
-        if bytes.readableBytes > 0 || ["POST", "PUT", "PATCH"].contains(request.method.rawValue) {
+        guard let route = self.route(for: model) else {
+            throw OpenAIError(
+                status: .notFound,
+                message: "The model '\(model ?? "")' does not exist or you do not have access to it.",
+                param: "model",
+                code: "model_not_found"
+            )
+        }
+        var upstreamRequest = HTTPClientRequest(url: route.upstream.baseURL + request.target)
+        upstreamRequest.method = request.method
+        upstreamRequest.headers = request.headers
+        if let apiKey = route.upstream.apiKey {
+            upstreamRequest.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
+        }
+        if bytes.readableBytes > 0 || [.POST, .PUT, .PATCH].contains(request.method) {
             upstreamRequest.body = .bytes(bytes)
         }
         let sending = upstreamRequest
         let exchange = Task {
-            try await self.client.execute(sending, timeout: .init(self.configuration.responseTimeout), logger: context.logger)
+            try await route.client.execute(sending, timeout: .init(route.upstream.responseTimeout), logger: context.logger)
         }
         let connection = self.connections?.connection(for: context.connectionChannel)
         connection?.whenClosed { exchange.cancel() }
@@ -201,7 +284,7 @@ final class Gateway: Sendable {
             self.metrics.gatewayRequest(failure.outcome)
             context.logger.warning(
                 "The upstream did not answer",
-                metadata: ["upstream": "\(self.configuration.upstream)", "error": "\(error)", "outcome": "\(failure.outcome.rawValue)"]
+                metadata: ["upstream": "\(route.upstream)", "error": "\(error)", "outcome": "\(failure.outcome.rawValue)"]
             )
             throw failure.envelope
         }
@@ -326,9 +409,6 @@ final class Gateway: Sendable {
             if name == "accept-encoding" || name == "x-request-id" { continue }
             headers.add(name: field.name.rawName, value: field.value)
         }
-        if let apiKey = self.configuration.upstream.apiKey {
-            headers.add(name: "Authorization", value: "Bearer \(apiKey)")
-        }
         for field in key.identityHeaders {
             headers.add(name: field.name.rawName, value: field.value)
         }
@@ -407,11 +487,13 @@ enum GatewayOutcome: String, CaseIterable, Sendable {
 }
 
 private struct GatewayService: Service {
-    let client: HTTPClient
+    let clients: [HTTPClient]
 
     func run() async throws {
         try? await gracefulShutdown()
-        try await self.client.shutdown()
+        for client in self.clients {
+            try await client.shutdown()
+        }
     }
 }
 

@@ -27,18 +27,20 @@ struct UpstreamModel: Sendable, Equatable {
 /// again only when older: one request at a time, however many clients ask at once. When the upstream cannot be
 /// asked, the last list it gave is served; with none, the client is told so (502 or 504).
 actor ModelCatalog {
-    private let configuration: GatewayConfiguration
+    private let upstream: GatewayConfiguration.Upstream
+    private let lifetime: Duration
     private let client: HTTPClient
     private var cached: (models: [UpstreamModel], at: ContinuousClock.Instant)?
     private var refreshing: Task<[UpstreamModel], any Error>?
 
-    init(configuration: GatewayConfiguration, client: HTTPClient) {
-        self.configuration = configuration
+    init(upstream: GatewayConfiguration.Upstream, lifetime: Duration, client: HTTPClient) {
+        self.upstream = upstream
+        self.lifetime = lifetime
         self.client = client
     }
 
     func models(logger: Logger) async throws -> [UpstreamModel] {
-        if let cached, ContinuousClock.now - cached.at < self.configuration.modelListLifetime {
+        if let cached, ContinuousClock.now - cached.at < self.lifetime {
             return cached.models
         }
         let task: Task<[UpstreamModel], any Error>
@@ -55,19 +57,19 @@ actor ModelCatalog {
             return models
         } catch {
             self.refreshing = nil
-            logger.warning("Could not read the upstream's model list", metadata: ["error": "\(error)"])
+            logger.warning("Could not read the upstream's model list", metadata: ["upstream": "\(self.upstream)", "error": "\(error)"])
             if let cached { return cached.models }
             throw (error as? OpenAIError) ?? UpstreamFailure(error).envelope
         }
     }
 
     private func fetch(logger: Logger) async throws -> [UpstreamModel] {
-        var request = HTTPClientRequest(url: self.configuration.upstream.baseURL + "/models")
+        var request = HTTPClientRequest(url: self.upstream.baseURL + "/models")
         request.method = .GET
-        if let apiKey = self.configuration.upstream.apiKey {
+        if let apiKey = self.upstream.apiKey {
             request.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
         }
-        let response = try await self.client.execute(request, timeout: .init(self.configuration.connectTimeout + .seconds(20)), logger: logger)
+        let response = try await self.client.execute(request, timeout: .init(self.upstream.connectTimeout + .seconds(20)), logger: logger)
         let body = try await response.body.collect(upTo: 8 * 1024 * 1024)
         guard response.status == .ok else {
             throw OpenAIError(

@@ -22,6 +22,12 @@ struct MeteredRequest: Sendable {
         }
     }
 
+    /// The `model` a JSON body names, if it is a JSON object that names one.
+    static func model(inJSON body: ByteBuffer) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else { return nil }
+        return object["model"] as? String
+    }
+
     /// Reads `body` (a JSON object) of a request of `kind`; when it streams a chat completion or a completion without
     /// asking for usage, returns the body with `stream_options.include_usage` set. A body that is not a JSON object is
     /// forwarded as it is and metered under no model.
