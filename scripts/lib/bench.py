@@ -1282,7 +1282,7 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str):
 def run_gateway(args, servers: dict[str, Server]) -> bool:
     """A small non-streamed chat completion from a fast upstream (nginx answering a fixed body with usage): directly,
     through nginx's proxy_pass, through Keysmith's gateway (each request verified, proxied, its usage metered), and,
-    when LiteLLM's proxy is installed (--litellm: its venv's python), through it with its master key; all in the same
+    when LiteLLM's proxy is installed (--litellm: its venv's litellm command), through it with its master key; all in the same
     interleaved rounds, beside GET /healthz."""
     engine, server = next(iter(servers.items()))
     # The gateway runs on the same database, with --upstream; one process at a time on a SQLite file.
@@ -1327,10 +1327,11 @@ def run_gateway(args, servers: dict[str, Server]) -> bool:
             )
             log = open(directory / "litellm.log", "wb")
             litellm = subprocess.Popen(
-                [args.litellm, "-m", "litellm", "--config", str(config), "--host", "127.0.0.1", "--port", str(litellm_port), "--num_workers", "1"],
+                [args.litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(litellm_port), "--num_workers", "1"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "LITELLM_LOG": "ERROR"},
+                # Its prices from the package, not from GitHub (no network here).
+                env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
             )
             processes.append(litellm)
             wait_for_port(litellm_port, litellm, "LiteLLM's proxy")
@@ -1576,7 +1577,7 @@ def main():
     parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
     parser.add_argument("--changes", type=int, default=300, help="replicas: keys created and revoked")
     parser.add_argument("--events", type=int, default=10_000, help="audit: events made through the API")
-    parser.add_argument("--litellm", help="gateway: the python of a venv with litellm[proxy], to measure its proxy beside")
+    parser.add_argument("--litellm", help="gateway: the litellm command of a venv with litellm[proxy], to measure its proxy beside")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
     if args.scenario == "scale":

@@ -29,6 +29,7 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.models = models or ["gemma-3-270m", "org/with-slash"]
         self.closed_early = threading.Event()
+        self.huge_sent = 0
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,6 +105,25 @@ class FakeUpstream:
                     # An answer that reports no usage.
                     self._json(200, {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gemma-3-270m",
                                      "choices": [{"index": 0, "text": "Hi", "finish_reason": "stop"}]})
+                elif self.path == "/v1/audio/transcriptions":
+                    self._json(200, {"text": "heard", "content_type": self.headers.get("Content-Type"), "length": len(body),
+                                     "has_file": b"RIFF-fake-audio" in body})
+                elif self.path == "/v1/fails":
+                    self._json(500, {"error": {"message": "model crashed", "type": "server_error", "param": None, "code": None}})
+                elif self.path == "/v1/huge":
+                    # 256 MiB as fast as the socket takes it.
+                    size = 256 * 1024 * 1024
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(size))
+                    self.end_headers()
+                    block = b"x" * (1024 * 1024)
+                    try:
+                        for _ in range(size // len(block)):
+                            self.wfile.write(block)
+                            upstream.huge_sent += len(block)
+                    except OSError:
+                        pass
                 elif self.path == "/v1/slow":
                     # Waits for up to 10 s, watching whether the caller (Keysmith) closes the connection first.
                     deadline = time.time() + 10
@@ -314,6 +334,51 @@ def test_client_connections_are_kept_alive_across_proxied_requests(gateway):
     connection.close()
 
 
+def test_multipart_bodies_pass_through(gateway):
+    server, upstream, _, key = gateway
+    transcription = model_client(server, key).audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF-fake-audio" * 100))
+    assert transcription.text == "heard"
+    request = upstream.requests[-1]
+    assert request["headers"]["content-type"].startswith("multipart/form-data; boundary=")
+    assert b"RIFF-fake-audio" in request["body"] and b'name="model"' in request["body"]
+
+
+def test_an_upstreams_own_error_reaches_the_client_as_it_sent_it(gateway):
+    server, _, _, key = gateway
+    status, _, body = server.request("POST", "/fails", body={}, key=key)
+    assert status == 500 and body["error"]["message"] == "model crashed", body
+
+
+def test_a_client_that_stops_reading_slows_the_upstream_instead_of_growing_memory(gateway):
+    server, upstream, _, key = gateway
+    rss = lambda: int(next(l for l in open(f"/proc/{server.process.pid}/status") if l.startswith("VmRSS:")).split()[1]) // 1024
+    before = rss()
+    upstream.huge_sent = 0
+    client = socket.create_connection(("127.0.0.1", server.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    client.sendall(b"POST /v1/huge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    time.sleep(3)
+    # The client has read nothing: the upstream got only as far as the buffers between them take.
+    stalled_at = upstream.huge_sent
+    grown = rss() - before
+    client.close()
+    assert stalled_at < 64 * 1024 * 1024, stalled_at
+    assert grown < 64, f"Keysmith grew {grown} MiB while its client read nothing"
+
+
+def test_many_concurrent_streams_each_arrive_whole(gateway):
+    server, _, _, key = gateway
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stream(_):
+        client = model_client(server, key)
+        pieces = client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}], stream=True)
+        return "".join(chunk.choices[0].delta.content or "" for chunk in pieces)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert list(pool.map(stream, range(50))) == ["Hello from upstream"] * 50
+
+
 def test_a_client_that_leaves_cancels_the_upstream_request(gateway):
     server, upstream, _, key = gateway
     upstream.closed_early.clear()
@@ -441,10 +506,11 @@ def test_each_requests_usage_is_recorded_and_served_by_the_usage_api(tmp_path):
         # The last request before a shutdown is written by the shutdown's flush.
         client.embeddings.create(model="embedder", input="Hi")
         server.stop()
+        first_log = "\n".join(line for line in server.stderr().splitlines() if " request " not in line)
         restarted = Server(tmp_path, args=["--upstream", upstream.url])
         embeddings = restarted.client(key=server.admin_key).admin.organization.usage.embeddings(start_time=started - 60)
         [total] = [result for bucket in embeddings.data for result in bucket.results]
-        assert total.num_model_requests == 2 and total.input_tokens == 8
+        assert total.num_model_requests == 2 and total.input_tokens == 8, first_log
     finally:
         (restarted or server).stop()
         upstream.stop()

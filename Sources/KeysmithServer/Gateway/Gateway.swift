@@ -57,7 +57,12 @@ final class Gateway: Sendable {
                 timeout: .init(connect: .init(upstream.connectTimeout), read: .init(upstream.readTimeout)),
                 decompression: .disabled
             )
-            clientConfiguration.connectionPool.idleTimeout = .seconds(60)
+            // A stream holds its connection until it ends, so the pool must hold as many as there are requests at
+            // once (async-http-client's default is 8 a host, past which requests queue for a connection).
+            clientConfiguration.connectionPool = .init(
+                idleTimeout: .seconds(60),
+                concurrentHTTP1ConnectionsPerHostSoftLimit: Self.connectionsPerUpstream
+            )
             clientConfiguration.httpVersion = .http1Only
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration, backgroundActivityLogger: logger)
             return Route(
@@ -67,6 +72,9 @@ final class Gateway: Sendable {
             )
         }
     }
+
+    /// At most this many connections to one upstream stay open (more are opened past it and closed when done).
+    static let connectionsPerUpstream = 1024
 
     /// Where a request for `model` goes: the first upstream that serves it; with no model, the first upstream.
     func route(for model: String?) -> Route? {
