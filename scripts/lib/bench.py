@@ -1279,6 +1279,157 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str):
             time.sleep(0.05)
 
 
+
+# The stream benchmark's upstream: a minimal OpenAI-style server in its own process (asyncio, HTTP/1.1 with
+# keep-alive), streaming `bench_events` chat completion chunks `bench_gap_ms` apart, each its own HTTP chunk.
+STREAM_UPSTREAM = r"""
+import asyncio, json, sys
+
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = json.loads(await reader.readexactly(length)) if length else {}
+            events, gap = body.get("bench_events", 100), body.get("bench_gap_ms", 0) / 1000
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for index in range(events):
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "bench-model",
+                         "choices": [{"index": 0, "delta": {"content": "w%d " % index}, "finish_reason": None}]}
+                data = ("data: " + json.dumps(chunk) + "\n\n").encode()
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+                if gap:
+                    await asyncio.sleep(gap)
+            done = b"data: [DONE]\n\n"
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def stream_once(port: int, key: str | None, events: int) -> tuple[float, float]:
+    """One streamed chat completion over a new connection: seconds to its first event and to its last ([DONE])."""
+    body = json.dumps({"model": "bench-model", "messages": [], "stream": True, "stream_options": {"include_usage": True},
+                       "bench_events": events}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    if key:
+        head += f"Authorization: Bearer {key}\r\n"
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    started = time.perf_counter()
+    connection.sendall(head.encode() + b"\r\n" + body)
+    first = None
+    received = b""
+    while True:
+        data = connection.recv(65536)
+        if not data:
+            break
+        received += data
+        if first is None and b"data: " in received:
+            first = time.perf_counter() - started
+        if b"data: [DONE]" in received:
+            break
+    last = time.perf_counter() - started
+    connection.close()
+    return first, last
+
+
+def run_gateway_streams(args, gateway: Server, key: str, directory: Path) -> list[tuple[str, bool]]:
+    """Streams of 100 events, one at a time, directly from the streaming upstream and through Keysmith, alternately:
+    time to the first event and to the last; then 1,000 streams at once through Keysmith, its memory per stream."""
+    script = directory / "stream_upstream.py"
+    script.write_text(STREAM_UPSTREAM)
+    (port,) = free_ports(1)
+    upstream = subprocess.Popen([sys.executable, str(script), str(port)])
+    streams_gateway = None
+    try:
+        wait_for_port(port, upstream, "the streaming upstream")
+        streams_gateway = Server(
+            gateway.binary,
+            directory / "stream-gateway",
+            database=gateway.database,
+            admin_key=gateway.admin_key,
+            settings={"KEYSMITH_UPSTREAM": f"http://127.0.0.1:{port}/v1"},
+        )
+        timings: dict[str, list[tuple[float, float]]] = {"direct": [], "Keysmith": []}
+        for _ in range(20):  # warm-up
+            stream_once(port, None, 100)
+            stream_once(streams_gateway.port, key, 100)
+        for _ in range(args.streams):
+            timings["direct"].append(stream_once(port, None, 100))
+            timings["Keysmith"].append(stream_once(streams_gateway.port, key, 100))
+
+        def percentile(values: list[float], fraction: float) -> float:
+            ordered = sorted(values)
+            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+        print(f"==> streams of 100 events, one at a time, {args.streams} each (ms)")
+        print("| | first event p50 | first event p99 | last event p50 | last event p99 |")
+        print("|---|---:|---:|---:|---:|")
+        figures = {}
+        for name, values in timings.items():
+            firsts, lasts = [v[0] for v in values], [v[1] for v in values]
+            figures[name] = (percentile(firsts, 0.5), percentile(firsts, 0.99), percentile(lasts, 0.5), percentile(lasts, 0.99))
+            print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in figures[name]) + " |")
+        first_gap = figures["Keysmith"][1] - figures["direct"][1]
+        last_gap = figures["Keysmith"][3] - figures["direct"][3]
+        print(f"Keysmith adds {first_gap:.3f} ms to the first event's p99 and {last_gap:.3f} ms to the last's (target: 1 ms)")
+
+        # 1,000 streams at once, each 30 events a second apart.
+        rss_before = streams_gateway.rss_mb()
+        count = args.concurrent_streams
+        body = json.dumps({"model": "bench-model", "messages": [], "stream": True, "bench_events": 30, "bench_gap_ms": 1000}).encode()
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        connections = []
+        for _ in range(count):
+            connection = socket.create_connection(("127.0.0.1", streams_gateway.port))
+            connection.sendall(request)
+            connections.append(connection)
+        started = 0
+        deadline = time.time() + 60
+        for connection in connections:
+            connection.settimeout(max(0.1, deadline - time.time()))
+            try:
+                if b"data: " in connection.recv(65536):
+                    started += 1
+            except OSError:
+                pass
+        time.sleep(2)
+        rss_during = streams_gateway.rss_mb()
+        for connection in connections:
+            connection.close()
+        per_stream = (rss_during - rss_before) * 1024 / max(started, 1)
+        print(f"==> {started} of {count} streams at once: Keysmith's memory {rss_before:.0f} MiB before, {rss_during:.0f} MiB "
+              f"with them open: {per_stream:.0f} KiB a stream")
+        return [
+            ("Keysmith within 1 ms of direct at p99, to the first event", first_gap <= 1),
+            ("Keysmith within 1 ms of direct at p99, to the last event", last_gap <= 1),
+            (f"all {count} concurrent streams started", started == count),
+        ]
+    finally:
+        if streams_gateway:
+            streams_gateway.stop()
+        upstream.terminate()
+        upstream.wait(timeout=30)
+
+
 def run_gateway(args, servers: dict[str, Server]) -> bool:
     """A small non-streamed chat completion from a fast upstream (nginx answering a fixed body with usage): directly,
     through nginx's proxy_pass, through Keysmith's gateway (each request verified, proxied, its usage metered), and,
@@ -1350,12 +1501,14 @@ def run_gateway(args, servers: dict[str, Server]) -> bool:
         if "LiteLLM proxy" in results:
             print(f"LiteLLM proxy / nginx proxy_pass: {paired_ratio(results, 'LiteLLM proxy', 'nginx proxy_pass'):.0%}")
         print(f"Keysmith's resident memory: {rss_before:.0f} MiB before, {gateway.rss_mb():.0f} MiB after")
-        return judge(
-            [
-                ("Keysmith at least 80% of nginx proxy_pass's throughput", ratio >= 0.8),
-                ("Keysmith's p99 within 2 ms of nginx proxy_pass's", keysmith["p99"] <= nginx_proxy["p99"] + 2),
-            ]
-        )
+        checks = [
+            ("Keysmith at least 80% of nginx proxy_pass's throughput", ratio >= 0.8),
+            ("Keysmith's p99 within 2 ms of nginx proxy_pass's", keysmith["p99"] <= nginx_proxy["p99"] + 2),
+        ]
+        gateway.stop()
+        checks += run_gateway_streams(args, gateway, key, directory)
+        gateway = None
+        return judge(checks)
     finally:
         if gateway:
             gateway.stop()
@@ -1577,6 +1730,8 @@ def main():
     parser.add_argument("--members", type=int, default=1_000, help="scale: project members the keys are spread over")
     parser.add_argument("--changes", type=int, default=300, help="replicas: keys created and revoked")
     parser.add_argument("--events", type=int, default=10_000, help="audit: events made through the API")
+    parser.add_argument("--streams", type=int, default=300, help="gateway: sequential streams through each")
+    parser.add_argument("--concurrent-streams", type=int, default=1000, help="gateway: streams open at once, for memory")
     parser.add_argument("--litellm", help="gateway: the litellm command of a venv with litellm[proxy], to measure its proxy beside")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")

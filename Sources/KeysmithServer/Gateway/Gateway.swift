@@ -438,9 +438,11 @@ final class Gateway: Sendable {
         return headers
     }
 
-    /// The header names a `Connection` header lists, lowercased.
+    /// The header names a `Connection` header lists, lowercased, beyond the hop-by-hop ones (most answers say only
+    /// `keep-alive` or `close`, which need no set).
     private static func connectionOptions(_ values: [String]) -> Set<String> {
-        Set(values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+        if values.allSatisfy({ ["keep-alive", "close"].contains($0.lowercased()) }) { return [] }
+        return Set(values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
 }
 
