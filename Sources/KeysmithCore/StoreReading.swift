@@ -20,6 +20,8 @@ public protocol KeysmithStoreReader: VerificationStateReader {
 
     func project(organizationID: OrganizationID, id: ProjectID) async throws -> Project
     func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
+    /// The project's model permissions; nil when it has none (every model is permitted).
+    func modelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws -> ModelPermissions?
     func user(organizationID: OrganizationID, id: UserID) async throws -> User
     /// Users in added order; with `emails`, only those (compared case-insensitively).
     func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User>
@@ -84,6 +86,10 @@ public protocol VerificationStateReader: Sendable {
     /// Whether the project is archived; nil when it does not exist.
     func isProjectArchived(projectID: ProjectID) async throws -> Bool?
     func isProjectMember(projectID: ProjectID, userID: UserID) async throws -> Bool
+    /// The project's model permissions; nil when it has none (or does not exist).
+    func modelPermissions(projectID: ProjectID) async throws -> ModelPermissions?
+    /// The model permissions of every project that has any.
+    func everyProjectsModelPermissions() async throws -> [ProjectID: ModelPermissions]
     /// Every admin key with its secret's digest.
     func adminKeyCredentials() async throws -> [AdminKeyCredential]
     func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential?

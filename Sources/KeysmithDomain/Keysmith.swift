@@ -205,6 +205,25 @@ public struct Keysmith: Sendable {
         }
     }
 
+    // MARK: Model permissions
+
+    /// Sets the project's model permissions, replacing any it had; the gateway and the checks enforce them once this
+    /// returns.
+    public func setModelPermissions(organizationID: OrganizationID, projectID: ProjectID, _ permissions: ModelPermissions) async throws
+        -> ModelPermissions
+    {
+        try await self.write {
+            try await self.store.setModelPermissions(organizationID: organizationID, projectID: projectID, permissions)
+        }
+    }
+
+    /// Removes the project's model permissions: every model is permitted again.
+    public func deleteModelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws {
+        try await self.write {
+            try await self.store.deleteModelPermissions(organizationID: organizationID, projectID: projectID)
+        }
+    }
+
     // MARK: Users and project members
 
     public func createUser(organizationID: OrganizationID, email: String, name: String?, role: OrganizationRole) async throws -> User {

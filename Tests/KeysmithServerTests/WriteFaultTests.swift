@@ -81,6 +81,14 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.isProjectMember(projectID: projectID, userID: userID)
     }
+    func modelPermissions(projectID: ProjectID) async throws -> ModelPermissions? {
+        try self.check()
+        return try await self.store.modelPermissions(projectID: projectID)
+    }
+    func everyProjectsModelPermissions() async throws -> [ProjectID: ModelPermissions] {
+        try self.check()
+        return try await self.store.everyProjectsModelPermissions()
+    }
     func adminKeyCredentials() async throws -> [AdminKeyCredential] {
         try self.check()
         return try await self.store.adminKeyCredentials()

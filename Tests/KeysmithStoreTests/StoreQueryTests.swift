@@ -211,6 +211,22 @@ struct StoreQueryTests {
             try await checkList(SQLStore.InviteList(organizationID: organizationID), [invite]) { $0.id.rawValue }
             try await checkList(SQLStore.AdminKeyList(organizationID: organizationID), adminKeys) { $0.id.rawValue }
             try await checkList(NewestFirst(list: SQLStore.AdminKeyList(organizationID: organizationID)), adminKeys.reversed()) { $0.id.rawValue }
+
+            // Model permissions: a project without any, one that does not exist, then one with a policy.
+            let projectPermissions = SQLStore.ProjectModelPermissions(projectID: project.id, organizationID: organizationID)
+            #expect(try await read(projectPermissions) == [nil])
+            #expect(try await read(SQLStore.ProjectModelPermissions(projectID: "proj_missing", organizationID: organizationID)).isEmpty)
+            #expect(try await read(SQLStore.ModelPermissionsForVerification(projectID: project.id)).isEmpty)
+            let policy = ModelPermissions(mode: .allowList, modelIDs: ["gemma-3", "meta/llama 3, 8B", "gemma-3"])
+            #expect(policy.modelIDs == ["gemma-3", "meta/llama 3, 8B"])
+            #expect(try await store.setModelPermissions(organizationID: organizationID, projectID: project.id, policy) == policy)
+            #expect(try await read(projectPermissions) == [policy])
+            #expect(try await read(SQLStore.ModelPermissionsForVerification(projectID: project.id)) == [policy])
+            let every = try await read(SQLStore.EveryProjectsModelPermissions())
+            #expect(every.map(\.0) == [project.id] && every.map(\.1) == [policy])
+            let empty = ModelPermissions(mode: .denyList, modelIDs: [])
+            _ = try await store.setModelPermissions(organizationID: organizationID, projectID: project.id, empty)
+            #expect(try await read(projectPermissions) == [empty])
         }
     }
 }

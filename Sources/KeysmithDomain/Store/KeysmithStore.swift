@@ -37,6 +37,11 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
     func createProject(_ project: Project) async throws
     func updateProject(organizationID: OrganizationID, id: ProjectID, name: String?, externalKeyID: String??) async throws -> Project
     func archiveProject(organizationID: OrganizationID, id: ProjectID, at time: UnixSeconds) async throws -> Project
+    /// Sets the model permissions of an active project, replacing any it had; returns them as stored.
+    func setModelPermissions(organizationID: OrganizationID, projectID: ProjectID, _ permissions: ModelPermissions) async throws
+        -> ModelPermissions
+    /// Removes a project's model permissions, if it has any.
+    func deleteModelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws
 
     // MARK: Users and project members
 

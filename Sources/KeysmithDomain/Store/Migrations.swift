@@ -446,6 +446,33 @@ enum Migrations {
                 """
             ]
         ),
+        Migration(
+            name: "0008_project_model_permissions",
+            // A project's model permissions: one row for a project that has any (none: every model). The model ids
+            // are kept one per line (ids hold no control characters).
+            sqlite: [
+                """
+                CREATE TABLE project_model_permissions (
+                    project_id TEXT PRIMARY KEY REFERENCES projects (id),
+                    organization_id TEXT NOT NULL REFERENCES organizations (id),
+                    mode TEXT NOT NULL CHECK (mode IN ('allow_list', 'deny_list')),
+                    model_ids TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT
+                """
+            ],
+            postgres: [
+                """
+                CREATE TABLE project_model_permissions (
+                    project_id TEXT COLLATE "C" PRIMARY KEY REFERENCES projects (id),
+                    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
+                    mode TEXT NOT NULL CHECK (mode IN ('allow_list', 'deny_list')),
+                    model_ids TEXT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """
+            ]
+        ),
     ]
 }
 

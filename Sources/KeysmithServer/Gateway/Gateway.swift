@@ -98,8 +98,11 @@ final class Gateway: Sendable {
     // MARK: The model list
 
     @Sendable func listModels(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
-        _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
-        let models = try await self.models(logger: context.logger)
+        let key = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
+        var models = try await self.models(logger: context.logger)
+        if let permissions = key.project.modelPermissions {
+            models = models.filter { permissions.permits($0.id) }
+        }
         return Wire.response { writer in
             writer.object { writer in
                 writer.field("object", literal: "list")
@@ -112,9 +115,11 @@ final class Gateway: Sendable {
     }
 
     @Sendable func retrieveModel(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
-        _ = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
+        let key = try self.forwardAuth.admit(method: request.method.rawValue, path: request.uri.path, headers: request.headers).get()
         let id = PercentEncoding.decode(context.parameters.getCatchAll().joined(separator: "/"), plusAsSpace: false)
-        guard let model = try await self.models(logger: context.logger).first(where: { $0.id == id }) else {
+        // A model the project may not use is as unknown to it as one no upstream serves, as OpenAI answers.
+        let permitted = key.project.modelPermissions?.permits(id) ?? true
+        guard permitted, let model = try await self.models(logger: context.logger).first(where: { $0.id == id }) else {
             throw OpenAIError(
                 status: .notFound,
                 message: "The model '\(id)' does not exist or you do not have access to it.",
@@ -190,7 +195,7 @@ final class Gateway: Sendable {
         )
         let forwarded: (response: HTTPClientResponse, metered: MeteredRequest?)
         do {
-            forwarded = try await self.forward(upstreamRequest, body: request.body, context: context)
+            forwarded = try await self.forward(upstreamRequest, body: request.body, key: key, context: context)
         } catch is CancellationError {
             // The client closed its connection; nobody reads this answer.
             self.metrics.gatewayRequest(.clientGone)
@@ -236,6 +241,7 @@ final class Gateway: Sendable {
     private func forward(
         _ request: UpstreamRequest,
         body: RequestBody,
+        key: IndexedKey,
         context: KeysmithRequestContext
     ) async throws -> (response: HTTPClientResponse, metered: MeteredRequest?) {
         let maximum = self.configuration.maximumRequestBodySize
@@ -244,6 +250,18 @@ final class Gateway: Sendable {
             bytes = try await body.collect(upTo: maximum)
         } catch is NIOTooManyBytesError {
             throw Self.bodyTooLarge(maximum)
+        }
+        // The project's model permissions, before anything goes up.
+        if let permissions = key.project.modelPermissions,
+            let refusal = ModelAccess.refusal(
+                permissions,
+                projectID: key.project.id,
+                method: request.method.rawValue,
+                path: request.path,
+                body: bytes
+            )
+        {
+            throw refusal
         }
         var metered: MeteredRequest?
         var model: String?

@@ -26,7 +26,8 @@ import NIOHTTPTypes
 /// responses leave in the order requests came (HTTP/1.1 pipelining); otherwise, and for a path this handler does not
 /// recognise as the check's exactly (`/v1/auth/check`, with a query or a suffix after a slash), the route answers it
 /// instead, identically. `Connection: close` closes the connection after the answer, as Hummingbird does. A check's
-/// body is read and dropped, up to ``maximumBodySize``; a larger one is refused (413) and the connection closed.
+/// body (the original request's, when a gateway forwards it) is kept for the answer, up to ``maximumBodySize``; a
+/// larger one is refused (413) and the connection closed.
 ///
 /// When the server shuts down gracefully, the checks already read are answered, a check whose body is still
 /// arriving included, and written out, before Hummingbird's handler behind this one is told to close the connection
@@ -59,7 +60,8 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// Completes once the last answer written is on the socket (answers are written in order).
     private var lastAnswerWritten: EventLoopFuture<Void>?
 
-    /// Gateways send checks without a body; one this large is not a gateway's.
+    /// Gateways send checks without a body, or with the start of the original request's (Envoy's `max_request_bytes`); one
+    /// this large is not a gateway's.
     static let maximumBodySize = 8 * 1024
 
     private struct Check {
@@ -67,6 +69,8 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         var target: (path: Substring, suffix: [Substring])
         var started: ContinuousClock.Instant
         var bodySize = 0
+        /// The body, which a gateway sends when it forwards the original request's (the model it names).
+        var body: ByteBuffer?
     }
 
     init(forwardAuth: ForwardAuth, metrics: ServerMetrics?, logger: Logger) {
@@ -92,6 +96,12 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                     self.isDiscardingBody = true
                     self.answer(check, context: context, refusal: Self.bodyTooLarge)
                     return
+                }
+                if check.body == nil {
+                    check.body = part
+                } else {
+                    var part = part
+                    check.body!.writeBuffer(&part)
                 }
                 self.reading = check
                 return
@@ -217,7 +227,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let request = check.request
         var answer =
             refusal.map(ForwardAuth.Answer.init)
-            ?? self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix)
+            ?? self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix, body: check.body)
         let requestID = RequestObservation.usableID(request.headerFields[.requestID]) ?? RequestID().description
         let length = answer.body?.readableBytes ?? 0
         answer.headers[.contentLength] = String(length)

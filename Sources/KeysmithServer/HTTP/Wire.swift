@@ -70,6 +70,14 @@ enum Wire {
         }
     }
 
+    static func modelPermissions(_ writer: inout JSONWriter, _ permissions: ModelPermissions) {
+        writer.object { writer in
+            writer.field("object", literal: "project.model_permissions")
+            writer.field("mode", permissions.mode.rawValue)
+            writer.field("model_ids", permissions.modelIDs)
+        }
+    }
+
     static func user(_ writer: inout JSONWriter, _ user: User) {
         writer.object { writer in
             writer.field("object", literal: "organization.user")

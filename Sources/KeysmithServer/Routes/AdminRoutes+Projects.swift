@@ -57,6 +57,60 @@ extension AdminRoutes {
         return Wire.response { Wire.project(&$0, project) }
     }
 
+    // MARK: Model permissions
+
+    /// A project without model permissions answers an empty deny list: nothing is denied.
+    @Sendable func retrieveModelPermissions(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let permissions = try await self.reader(context).modelPermissions(
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id")
+        )
+        return Wire.response { Wire.modelPermissions(&$0, permissions ?? .unrestricted) }
+    }
+
+    @Sendable func updateModelPermissions(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let body = try await JSONBody.parse(request)
+        guard let mode = try body.enumeration("mode", as: ModelPermissions.Mode.self) else {
+            throw OpenAIError.missingParameter("mode")
+        }
+        guard let modelIDs = try body.stringArray("model_ids") else { throw OpenAIError.missingParameter("model_ids") }
+        guard modelIDs.count <= ModelPermissions.maximumModelIDs else {
+            throw OpenAIError.invalid(
+                "Invalid 'model_ids': array too long. Expected an array with maximum length \(ModelPermissions.maximumModelIDs), "
+                    + "but got an array with length \(modelIDs.count) instead.",
+                param: "model_ids"
+            )
+        }
+        for (index, id) in modelIDs.enumerated() {
+            if id.isEmpty || id.utf8.count > ModelPermissions.maximumModelIDLength || id.firstControlCharacter != nil {
+                throw OpenAIError.invalid(
+                    "Invalid 'model_ids[\(index)]': a model id is 1 to \(ModelPermissions.maximumModelIDLength) bytes "
+                        + "without control characters.",
+                    param: "model_ids"
+                )
+            }
+        }
+        let permissions = try await self.keysmith(as: context).setModelPermissions(
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
+            ModelPermissions(mode: mode, modelIDs: modelIDs)
+        )
+        return Wire.response { Wire.modelPermissions(&$0, permissions) }
+    }
+
+    @Sendable func deleteModelPermissions(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        try await self.keysmith(as: context).deleteModelPermissions(
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id")
+        )
+        return Wire.response { writer in
+            writer.object { writer in
+                writer.field("object", literal: "project.model_permissions.deleted")
+                writer.field("deleted", true)
+            }
+        }
+    }
+
     // MARK: Organization users
 
     @Sendable func listUsers(_ request: Request, context: AdminRequestContext) async throws -> Response {

@@ -30,6 +30,10 @@ struct AdminRoutes: Sendable {
         router.route("\(base)/usage/embeddings", [.get: .read(self.usageEmbeddings)])
         router.route("\(base)/projects/:project_id", [.get: .read(self.retrieveProject), .post: .write(self.modifyProject)])
         router.route("\(base)/projects/:project_id/archive", [.post: .write(self.archiveProject)])
+        router.route(
+            "\(base)/projects/:project_id/model_permissions",
+            [.get: .read(self.retrieveModelPermissions), .post: .write(self.updateModelPermissions), .delete: .write(self.deleteModelPermissions)]
+        )
 
         router.route("\(base)/projects/:project_id/api_keys", [.get: .read(self.listAPIKeys), .post: .write(self.createAPIKey)])
         router.route(

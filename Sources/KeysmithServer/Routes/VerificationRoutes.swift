@@ -27,13 +27,20 @@ struct VerificationRoutes: Sendable {
     // MARK: Forward auth
 
     @Sendable func check(_ request: Request, context: KeysmithRequestContext) async throws -> Response {
-        // A body is read and dropped, as on the event loop, and refused past the same size.
+        // A body (the original request's, when the gateway forwards it) is read as on the event loop, and refused past
+        // the same size.
+        let body: ByteBuffer
         do {
-            _ = try await request.body.collect(upTo: ForwardAuthChannelHandler.maximumBodySize)
+            body = try await request.body.collect(upTo: ForwardAuthChannelHandler.maximumBodySize)
         } catch is NIOTooManyBytesError {
             throw ForwardAuthChannelHandler.bodyTooLarge
         }
-        let answer = self.forwardAuth.answer(method: request.method, headers: request.headers, suffix: context.parameters.getCatchAll())
+        let answer = self.forwardAuth.answer(
+            method: request.method,
+            headers: request.headers,
+            suffix: context.parameters.getCatchAll(),
+            body: body
+        )
         return Response(status: answer.status, headers: answer.headers, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
     }
 }
@@ -61,16 +68,18 @@ struct ForwardAuth: Sendable {
     /// 403 for a scoped key whose scopes do not cover the original request, or that comes without one, and for any
     /// check whose description of the original request cannot be trusted. Answered from memory, whatever the key;
     /// `X-Keysmith-Stale: true` when that memory may be behind the database (see ``VerificationHealth``). `suffix` is
-    /// what follows `/v1/auth/check/` in the path, split at its slashes (Envoy's original path).
-    func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
-        var answer = self.decide(method: method, headers: headers, suffix: suffix)
+    /// what follows `/v1/auth/check/` in the path, split at its slashes (Envoy's original path). `body` is the
+    /// check's: the original request's when the gateway forwards it (Envoy's `with_request_body`, Traefik's
+    /// `forwardBody`), which is where a project's model permissions find the model (see ``ModelAccess``).
+    func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer? = nil) -> Answer {
+        var answer = self.decide(method: method, headers: headers, suffix: suffix, body: body)
         if self.health.isStale {
             answer.headers[.keysmithStale] = "true"
         }
         return answer
     }
 
-    private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring]) -> Answer {
+    private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer?) -> Answer {
         let key: IndexedKey
         switch self.authenticate(headers) {
         case .success(let verified): key = verified
@@ -98,9 +107,26 @@ struct ForwardAuth: Sendable {
                     )
                 )
             }
+            // Nothing says what the request does, so nor which model it uses.
+            if let permissions = key.project.modelPermissions, permissions.refusesSomeModel {
+                return Answer(ModelAccess.modelUnknown(key.project.id))
+            }
         case .request(let originalMethod, let originalPath):
             if let refusal = Self.scopeRefusal(key, method: originalMethod, path: originalPath) {
                 return Answer(refusal)
+            }
+            if let permissions = key.project.modelPermissions {
+                // Envoy marks a body it cut at its `max_request_bytes`: not one to read a model from.
+                let isPartial = headers[.envoyPartialBody]?.lowercased() == "true"
+                if let refusal = ModelAccess.refusal(
+                    permissions,
+                    projectID: key.project.id,
+                    method: originalMethod,
+                    path: originalPath,
+                    body: isPartial ? nil : body
+                ) {
+                    return Answer(refusal)
+                }
             }
         }
         self.usage.recordAPIKeyUse(key.id)
@@ -249,6 +275,7 @@ extension HTTPField.Name {
     static let keysmithOwnerID = Self("X-Keysmith-Owner-Id")!
     static let keysmithScopes = Self("X-Keysmith-Scopes")!
     static let keysmithStale = Self("X-Keysmith-Stale")!
+    static let envoyPartialBody = Self("X-Envoy-Auth-Partial-Body")!
     static let forwardedMethod = Self("X-Forwarded-Method")!
     static let forwardedURI = Self("X-Forwarded-Uri")!
     static let originalMethod = Self("X-Original-Method")!

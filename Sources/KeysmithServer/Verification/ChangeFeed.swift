@@ -121,6 +121,9 @@ final class ChangeFeed: Service, VerificationChangeApplier {
         for credential in try await self.store.adminKeyCredentials() {
             builder.add(credential)
         }
+        for (projectID, permissions) in try await self.store.everyProjectsModelPermissions() {
+            builder.add(permissions, projectID: projectID)
+        }
         self.index.install(builder)
         self.state.withLock { $0.appliedPosition = position }
         self.metrics?.indexChanged(self.index)
@@ -238,6 +241,8 @@ final class ChangeFeed: Service, VerificationChangeApplier {
             case .apiKey(let id):
                 keys.append(id)
             case .project(let id):
+                // Its permissions first: a project archived meanwhile is refused either way.
+                self.index.setModelPermissions(id, try await self.store.modelPermissions(projectID: id))
                 self.index.setProjectArchived(id, try await self.store.isProjectArchived(projectID: id) ?? false)
             case .membership(let projectID, let userID):
                 let isMember = try await self.store.isProjectMember(projectID: projectID, userID: userID)

@@ -60,6 +60,15 @@ final class VerificationIndex: Sendable {
     struct Registry: Sendable {
         var projects: [ProjectID: ProjectState] = [:]
         var owners: [OwnerState.Key: OwnerState] = [:]
+        /// The model permissions of every project that has any, keys or not, so that a project's first key starts
+        /// with them.
+        var modelPermissions: [ProjectID: ModelPermissions] = [:]
+
+        /// Records a project's model permissions (nil: none) and gives them to its shared state, if it has keys.
+        mutating func setModelPermissions(_ projectID: ProjectID, _ permissions: ModelPermissions?) {
+            self.modelPermissions[projectID] = permissions
+            self.projects[projectID]?.setModelPermissions(permissions)
+        }
 
         /// The key's entry, with its project's and owner's shared state brought up to date from `state` (which was
         /// read no earlier than any state applied before it).
@@ -69,6 +78,7 @@ final class VerificationIndex: Sendable {
                 project = existing
             } else {
                 project = ProjectState(id: state.projectID, organizationID: state.organizationID)
+                project.setModelPermissions(self.modelPermissions[state.projectID])
                 self.projects[state.projectID] = project
             }
             project.setArchived(state.isProjectArchived)
@@ -164,6 +174,10 @@ final class VerificationIndex: Sendable {
         mutating func add(_ credential: AdminKeyCredential) {
             self.admin.insert(credential)
         }
+
+        mutating func add(_ permissions: ModelPermissions, projectID: ProjectID) {
+            self.registry.setModelPermissions(projectID, permissions)
+        }
     }
 
     /// Replaces the whole index with `built`, shard by shard: each check sees the old state or the new one.
@@ -218,6 +232,11 @@ final class VerificationIndex: Sendable {
         self.registry.withLock { $0.projects[projectID] }?.setArchived(isArchived)
     }
 
+    /// A project's model permissions changed: nil, it has none now.
+    func setModelPermissions(_ projectID: ProjectID, _ permissions: ModelPermissions?) {
+        self.registry.withLock { $0.setModelPermissions(projectID, permissions) }
+    }
+
     func setProjectAccess(projectID: ProjectID, userID: UserID, _ hasAccess: Bool) {
         let key = OwnerState.Key(type: .user, projectID: projectID, ownerID: userID.rawValue)
         self.registry.withLock { $0.owners[key] }?.setProjectAccess(hasAccess)
@@ -236,6 +255,7 @@ final class ProjectState: Sendable {
     let id: ProjectID
     let organizationID: OrganizationID
     private let archived = Atomic(false)
+    private let permissions = Mutex<ModelPermissions?>(nil)
 
     init(id: ProjectID, organizationID: OrganizationID) {
         self.id = id
@@ -246,6 +266,13 @@ final class ProjectState: Sendable {
 
     func setArchived(_ value: Bool) {
         self.archived.store(value, ordering: .releasing)
+    }
+
+    /// The models the project's keys may use; nil when it has no model permissions (every model).
+    var modelPermissions: ModelPermissions? { self.permissions.withLock { $0 } }
+
+    func setModelPermissions(_ value: ModelPermissions?) {
+        self.permissions.withLock { $0 = value }
     }
 }
 

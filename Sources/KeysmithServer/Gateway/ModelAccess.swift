@@ -1,0 +1,141 @@
+import Foundation
+import HTTPTypes
+import KeysmithCore
+import NIOCore
+
+/// A project's model permissions applied to one model request, by the gateway (which has the request itself) and
+/// by `/v1/auth/check` (which has what the gateway passes on: the original method and path, and the body when the
+/// gateway forwards it).
+///
+/// The model a request uses is read from its path (`/v1/models/{model}`) or from the `model` of its JSON object
+/// body. A request that carries a body must name its model there, once: a body without one, with two (an upstream
+/// may take either), or that is not a JSON object (a multipart upload, say) cannot be told, and a project whose
+/// permissions refuse any model refuses it, since the model server could answer it with a model the project may not
+/// use. A request without a body (a `GET` of a stored response, a `DELETE` of a file) uses no model and passes.
+enum ModelAccess {
+    /// The methods whose requests carry no body, and so no model, unless they name one in the path.
+    static let bodilessMethods: Set<String> = ["GET", "HEAD", "DELETE", "OPTIONS"]
+
+    /// The refusal for a request of `method` to `path` with `body` by a key of `projectID`, whose permissions are
+    /// `permissions`; nil when it may go ahead.
+    static func refusal(
+        _ permissions: ModelPermissions,
+        projectID: ProjectID,
+        method: String,
+        path: some StringProtocol,
+        body: ByteBuffer?
+    ) -> OpenAIError? {
+        let model: String?
+        if let named = self.modelInPath(path) {
+            model = named
+        } else if let body, body.readableBytes > 0 {
+            model = self.model(inJSON: body)
+        } else if self.bodilessMethods.contains(method) {
+            return nil
+        } else {
+            model = nil
+        }
+        guard let model else {
+            guard permissions.refusesSomeModel else { return nil }
+            return self.modelUnknown(projectID)
+        }
+        return permissions.permits(model) ? nil : self.notPermitted(model, projectID: projectID)
+    }
+
+    /// OpenAI's answer to a project that may not use a model.
+    static func notPermitted(_ model: String, projectID: ProjectID) -> OpenAIError {
+        OpenAIError(
+            status: .forbidden,
+            message: "Project `\(projectID.rawValue)` does not have access to model `\(model)`",
+            code: "model_not_found"
+        )
+    }
+
+    static func modelUnknown(_ projectID: ProjectID) -> OpenAIError {
+        OpenAIError(
+            status: .forbidden,
+            message: "Project `\(projectID.rawValue)` may use only some models, and this request does not say which model it "
+                + "uses: its body must be a JSON object with one string 'model' (see docs/gateway.md).",
+            param: "model",
+            code: "model_required"
+        )
+    }
+
+    /// The model of `/v1/models/{model}`, percent-decoded; nil for other paths.
+    static func modelInPath(_ path: some StringProtocol) -> String? {
+        let prefix = "/v1/models/"
+        guard path.hasPrefix(prefix) else { return nil }
+        let id = path.dropFirst(prefix.count)
+        guard !id.isEmpty else { return nil }
+        return PercentEncoding.decode(String(id), plusAsSpace: false)
+    }
+
+    /// The `model` of a JSON object body: nil when the body is not a JSON object, names no model, names one that is
+    /// not a string, or has more than one `model` member (however spelled: `"mod\u0065l"` is `"model"`).
+    static func model(inJSON body: ByteBuffer) -> String? {
+        let data = Data(body.readableBytesView)
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let model = object["model"] as? String
+        else { return nil }
+        return self.countTopLevelKeys(named: "model", in: body.readableBytesView) == 1 ? model : nil
+    }
+
+    /// How many members of the top-level object of `json` (which must be valid JSON) are named `name`.
+    static func countTopLevelKeys<Bytes: Collection<UInt8>>(named name: String, in json: Bytes) -> Int {
+        let wanted = Array(name.utf8)
+        var count = 0
+        var depth = 0
+        var inString = false
+        var escaped = false
+        var stringStart = json.startIndex
+        var hasEscape = false
+        // A string just closed at depth 1: a key if a ':' follows.
+        var candidate: (range: Range<Bytes.Index>, hasEscape: Bool)?
+        var index = json.startIndex
+        while index != json.endIndex {
+            let byte = json[index]
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                    hasEscape = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                    if depth == 1 { candidate = (stringStart..<index, hasEscape) }
+                }
+            } else {
+                switch byte {
+                case UInt8(ascii: "\""):
+                    inString = true
+                    hasEscape = false
+                    stringStart = json.index(after: index)
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                    candidate = nil
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    candidate = nil
+                case UInt8(ascii: ":"):
+                    if let key = candidate, Self.matches(json[key.range], wanted, name: name, hasEscape: key.hasEscape) {
+                        count += 1
+                    }
+                    candidate = nil
+                case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"):
+                    break
+                default:
+                    candidate = nil
+                }
+            }
+            json.formIndex(after: &index)
+        }
+        return count
+    }
+
+    private static func matches(_ raw: some Collection<UInt8>, _ wanted: [UInt8], name: String, hasEscape: Bool) -> Bool {
+        guard hasEscape else { return raw.elementsEqual(wanted) }
+        // An escaped key: decoded as JSON decodes it.
+        let quoted = Data([UInt8(ascii: "\"")] + raw + [UInt8(ascii: "\"")])
+        return (try? JSONSerialization.jsonObject(with: quoted, options: .fragmentsAllowed) as? String) == name
+    }
+}
