@@ -20,7 +20,7 @@ public struct ModelPermissions: Sendable, Equatable {
     /// What a project without model permissions answers: nothing denied.
     public static let unrestricted = ModelPermissions(mode: .denyList, modelIDs: [])
 
-    /// At most this many model ids in one policy, each at most ``maximumModelIDLength`` bytes.
+    /// At most this many model ids in one policy, each at most ``maximumModelIDLength`` characters (Unicode scalars, as JSON Schema counts them).
     public static let maximumModelIDs = 1000
     public static let maximumModelIDLength = 256
 

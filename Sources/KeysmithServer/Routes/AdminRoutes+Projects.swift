@@ -82,9 +82,9 @@ extension AdminRoutes {
             )
         }
         for (index, id) in modelIDs.enumerated() {
-            if id.isEmpty || id.utf8.count > ModelPermissions.maximumModelIDLength || id.firstControlCharacter != nil {
+            if id.isEmpty || id.unicodeScalars.count > ModelPermissions.maximumModelIDLength || id.firstControlCharacter != nil {
                 throw OpenAIError.invalid(
-                    "Invalid 'model_ids[\(index)]': a model id is 1 to \(ModelPermissions.maximumModelIDLength) bytes "
+                    "Invalid 'model_ids[\(index)]': a model id is 1 to \(ModelPermissions.maximumModelIDLength) characters "
                         + "without control characters.",
                     param: "model_ids"
                 )
