@@ -47,6 +47,7 @@ public enum AuditEventType: String, Sendable, CaseIterable, Codable {
     case projectCreated = "project.created"
     case projectUpdated = "project.updated"
     case projectArchived = "project.archived"
+    case rateLimitUpdated = "rate_limit.updated"
     case serviceAccountCreated = "service_account.created"
     case serviceAccountUpdated = "service_account.updated"
     case serviceAccountDeleted = "service_account.deleted"

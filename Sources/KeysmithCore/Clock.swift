@@ -12,15 +12,33 @@ import Synchronization
 /// grace periods, so that no test sleeps through real minutes.
 public struct KeysmithClock: Sendable {
     private let read: @Sendable () -> UnixSeconds
+    private let readMilliseconds: @Sendable () -> Int
 
+    /// A clock that reads whole seconds (its milliseconds are those seconds').
     public init(_ read: @escaping @Sendable () -> UnixSeconds) {
         self.read = read
+        self.readMilliseconds = { read() * 1000 }
     }
 
     /// Unix seconds now.
     public func now() -> UnixSeconds { self.read() }
 
-    public static let system = KeysmithClock { UnixSeconds(time(nil)) }
+    /// Unix milliseconds now: how far into its window a rate limit is, for the time until it resets.
+    public func nowMilliseconds() -> Int { self.readMilliseconds() }
+
+    public static let system = KeysmithClock(
+        read: { UnixSeconds(time(nil)) },
+        milliseconds: {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
+        }
+    )
+
+    private init(read: @escaping @Sendable () -> UnixSeconds, milliseconds: @escaping @Sendable () -> Int) {
+        self.read = read
+        self.readMilliseconds = milliseconds
+    }
 }
 
 /// A clock that moves only when told to.

@@ -22,6 +22,8 @@ public protocol KeysmithStoreReader: VerificationStateReader {
     func listProjects(organizationID: OrganizationID, includeArchived: Bool, page: PageRequest) async throws -> Page<Project>
     /// The project's model permissions; nil when it has none (every model is permitted).
     func modelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws -> ModelPermissions?
+    /// The project's own rate limit settings, by model (what it changed from the operator's defaults).
+    func rateLimitSettings(organizationID: OrganizationID, projectID: ProjectID) async throws -> [String: RateLimitSettings]
     func user(organizationID: OrganizationID, id: UserID) async throws -> User
     /// Users in added order; with `emails`, only those (compared case-insensitively).
     func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User>
@@ -90,6 +92,10 @@ public protocol VerificationStateReader: Sendable {
     func modelPermissions(projectID: ProjectID) async throws -> ModelPermissions?
     /// The model permissions of every project that has any.
     func everyProjectsModelPermissions() async throws -> [ProjectID: ModelPermissions]
+    /// The project's own rate limit settings, by model; empty when it has none (or does not exist).
+    func rateLimitSettings(projectID: ProjectID) async throws -> [String: RateLimitSettings]
+    /// The rate limit settings of every project that has any.
+    func everyProjectsRateLimitSettings() async throws -> [ProjectID: [String: RateLimitSettings]]
     /// Every admin key with its secret's digest.
     func adminKeyCredentials() async throws -> [AdminKeyCredential]
     func adminKeyCredential(id: AdminKeyID) async throws -> AdminKeyCredential?

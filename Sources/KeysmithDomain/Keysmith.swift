@@ -224,6 +224,28 @@ public struct Keysmith: Sendable {
         }
     }
 
+    // MARK: Rate limits
+
+    /// Changes the project's rate limit settings for `model`: each value `changes` holds replaces the project's own
+    /// (0: no limit; a value left nil keeps what it had). The gateway and the checks enforce them once this returns.
+    public func updateRateLimit(
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        model: String,
+        rateLimitID: String,
+        _ changes: RateLimitSettings
+    ) async throws -> RateLimitSettings {
+        try await self.write {
+            try await self.store.updateRateLimit(
+                organizationID: organizationID,
+                projectID: projectID,
+                model: model,
+                rateLimitID: rateLimitID,
+                changes
+            )
+        }
+    }
+
     // MARK: Users and project members
 
     public func createUser(organizationID: OrganizationID, email: String, name: String?, role: OrganizationRole) async throws -> User {

@@ -71,6 +71,9 @@ public struct KeysmithDatabase: Sendable {
     /// What the change feed reads: the verification state, the change log, and its notifications.
     public var verificationSource: any VerificationSource { self.store }
 
+    /// What the rate limiters of every replica lease their allowance from.
+    public var rateLimitLedger: any RateLimitLedger { self.store }
+
     /// Runs the database's background work (PostgreSQL's connection pool) until the task is cancelled.
     public func run() async {
         await self.store.run()

@@ -95,11 +95,18 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     )
     let admin = AdminRouter(router: router, authenticator: authenticator)
     admin.route("/metrics", [.get: .read(metricsEndpoint(metrics, index: index))])
-    AdminRoutes(keysmith: keysmith).register(on: admin)
+    AdminRoutes(keysmith: keysmith, rateLimits: configuration.rateLimits).register(on: admin)
+    let limiter = RateLimiter(
+        configuration: configuration.rateLimits,
+        ledger: database.rateLimitLedger,
+        clock: configuration.clock,
+        logger: logger
+    )
     let forwardAuth = ForwardAuth(
         verifier: verifier,
         usage: usage,
         health: feed.health,
+        limiter: limiter,
         trustedSource: configuration.trustedRequestHeaders
     )
     VerificationRoutes(forwardAuth: forwardAuth, keysmith: keysmith).register(checksOn: router, adminRoutesOn: admin)
@@ -129,9 +136,13 @@ public func buildApplication(_ configuration: KeysmithConfiguration, logger: Log
     }
 
     // Started in this order, stopped in reverse: the HTTP server (added last by Application) drains first, then the
-    // metrics listener, the change log's pruning, the change feed, the usage recorder's last flush, and finally the
-    // database.
-    var services: [any Service] = [DatabaseService(database: database), usage, feed, ChangeLogPruning(keysmith: keysmith, logger: logger)]
+    // metrics listener, the change log's pruning, the rate limiter (giving back its leases), the change feed, the
+    // usage recorder's last flush, and finally the database.
+    var services: [any Service] = [
+        DatabaseService(database: database), usage, feed,
+        RateLimiterService(limiter: limiter, ledger: database.rateLimitLedger, clock: configuration.clock),
+        ChangeLogPruning(keysmith: keysmith, logger: logger),
+    ]
     if let gateway {
         services.append(gateway.service)
     }

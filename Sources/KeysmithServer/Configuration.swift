@@ -72,6 +72,9 @@ public struct KeysmithConfiguration: Sendable {
     public var trustedRequestHeaders: RequestDescriptionSource?
     /// Serve the OpenAI model API as a gateway to this upstream (`--upstream`); nil serves forward auth only.
     public var gateway: GatewayConfiguration?
+    /// The operator's rate limits: each model's defaults, and what to do when the database cannot be reached
+    /// (`--rate-limits`).
+    public var rateLimits: RateLimitConfiguration
 
     public init(
         host: String = "127.0.0.1",
@@ -92,7 +95,8 @@ public struct KeysmithConfiguration: Sendable {
         dashboardSessionIdleTimeout: Duration = .seconds(30 * 60),
         checksOnEventLoop: Bool = true,
         trustedRequestHeaders: RequestDescriptionSource? = nil,
-        gateway: GatewayConfiguration? = nil
+        gateway: GatewayConfiguration? = nil,
+        rateLimits: RateLimitConfiguration = RateLimitConfiguration()
     ) {
         self.host = host
         self.port = port
@@ -113,6 +117,7 @@ public struct KeysmithConfiguration: Sendable {
         self.checksOnEventLoop = checksOnEventLoop
         self.trustedRequestHeaders = trustedRequestHeaders
         self.gateway = gateway
+        self.rateLimits = rateLimits
     }
 
     /// `KEYSMITH_SECRET` as key material: its UTF-8 bytes, which must number at least 32.

@@ -196,6 +196,15 @@ struct Serve: AsyncParsableCommand {
     )
     var maxRequestBodySize: Int?
 
+    @Option(
+        name: .customLong("rate-limits"),
+        help: ArgumentHelp(
+            "Each model's default rate limits (requests and tokens per minute, requests per day), the token estimate of a request that names no maximum, and whether to refuse or admit when the database cannot be reached, from this JSON file (docs/limits.md). Environment: KEYSMITH_RATE_LIMITS_FILE.",
+            valueName: "path"
+        )
+    )
+    var rateLimitsFile: String?
+
     @Flag(
         name: .customLong("no-bootstrap-admin-key"),
         help: ArgumentHelp(
@@ -299,6 +308,20 @@ struct Serve: AsyncParsableCommand {
         return GatewayConfiguration(upstream: upstream, maximumRequestBodySize: maximumBody)
     }
 
+    func rateLimitConfiguration() throws -> RateLimitConfiguration {
+        guard let file = (self.rateLimitsFile ?? Environment.value("KEYSMITH_RATE_LIMITS_FILE")).flatMap({ $0.isEmpty ? nil : $0 }) else {
+            return RateLimitConfiguration()
+        }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ValidationError("the rate limits file \(file) cannot be read")
+        }
+        do {
+            return try RateLimitConfiguration.load(contentsOf: data, file: file)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
     func unixSocketConfiguration() throws -> KeysmithConfiguration.UnixSocket? {
         let mode = try (self.unixSocketMode ?? Environment.value("KEYSMITH_UNIX_SOCKET_MODE"))
             .map { try KeysmithConfiguration.UnixSocket.mode(parsing: $0) }
@@ -332,7 +355,8 @@ struct Serve: AsyncParsableCommand {
                 // Not a flag: a switch for benchmarks and diagnosis (docs/operations.md), off only when asked.
                 checksOnEventLoop: try Self.environmentSwitch("KEYSMITH_CHECKS_ON_EVENT_LOOP") ?? true,
                 trustedRequestHeaders: try self.trustedRequestSource(),
-                gateway: try self.gatewayConfiguration()
+                gateway: try self.gatewayConfiguration(),
+                rateLimits: try self.rateLimitConfiguration()
             )
             try await Self.checkAddressIsFree(host: host, port: port)
             if let metricsAddress = configuration.metricsAddress {

@@ -26,7 +26,13 @@ struct ForwardAuthChannelHandlerTests {
                     metrics: metrics
                 ),
                 usage: app.usage,
-                health: VerificationHealth()
+                health: VerificationHealth(),
+                limiter: RateLimiter(
+                    configuration: RateLimitConfiguration(),
+                    ledger: MemoryRateLimitLedger(),
+                    clock: app.clock.clock,
+                    logger: Harness.quietLogger
+                )
             )
             let channel = EmbeddedChannel(handler: ForwardAuthChannelHandler(forwardAuth: forwardAuth, metrics: metrics, logger: Harness.quietLogger))
             let reads = ReadCounter()

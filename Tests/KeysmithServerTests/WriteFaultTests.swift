@@ -89,6 +89,14 @@ final class FaultySource: VerificationSource {
         try self.check()
         return try await self.store.everyProjectsModelPermissions()
     }
+    func rateLimitSettings(projectID: ProjectID) async throws -> [String: RateLimitSettings] {
+        try self.check()
+        return try await self.store.rateLimitSettings(projectID: projectID)
+    }
+    func everyProjectsRateLimitSettings() async throws -> [ProjectID: [String: RateLimitSettings]] {
+        try self.check()
+        return try await self.store.everyProjectsRateLimitSettings()
+    }
     func adminKeyCredentials() async throws -> [AdminKeyCredential] {
         try self.check()
         return try await self.store.adminKeyCredentials()

@@ -242,7 +242,7 @@ struct ConcurrencyTests {
                     [
                         "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log",
                         "0005_index_audit_log_times", "0006_order_change_log_by_transaction", "0007_record_model_usage",
-                        "0008_project_model_permissions",
+                        "0008_project_model_permissions", "0009_project_rate_limits",
                     ]
                 ]
             )

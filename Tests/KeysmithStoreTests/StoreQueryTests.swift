@@ -227,6 +227,58 @@ struct StoreQueryTests {
             let empty = ModelPermissions(mode: .denyList, modelIDs: [])
             _ = try await store.setModelPermissions(organizationID: organizationID, projectID: project.id, empty)
             #expect(try await read(projectPermissions) == [empty])
+
+            // Rate limits: a project without settings, one that does not exist, then settings changed twice.
+            let projectLimits = SQLStore.ProjectRateLimitSettings(projectID: project.id, organizationID: organizationID)
+            let noLimits = try await read(projectLimits)
+            #expect(noLimits.count == 1 && noLimits[0] == nil)
+            #expect(try await read(SQLStore.ProjectRateLimitSettings(projectID: "proj_missing", organizationID: organizationID)).isEmpty)
+            let set = RateLimitSettings(requestsPerMinute: 30, requestsPerDay: 0)
+            let model = "meta/llama 3, 8B"
+            #expect(
+                try await store.updateRateLimit(organizationID: organizationID, projectID: project.id, model: model, rateLimitID: "rl-x", set) == set
+            )
+            let more = try await store.updateRateLimit(
+                organizationID: organizationID,
+                projectID: project.id,
+                model: model,
+                rateLimitID: "rl-x",
+                RateLimitSettings(tokensPerMinute: 1000)
+            )
+            let merged = RateLimitSettings(requestsPerMinute: 30, tokensPerMinute: 1000, requestsPerDay: 0)
+            #expect(more == merged)
+            #expect(try await read(projectLimits).compactMap { $0?.1 } == [merged])
+            #expect(try await read(SQLStore.RateLimitSettingsForVerification(projectID: project.id)).map(\.1) == [merged])
+            let everyLimit = try await read(SQLStore.EveryProjectsRateLimitSettings())
+            #expect(everyLimit.map(\.0) == [project.id] && everyLimit.map(\.1) == [model] && everyLimit.map(\.2) == [merged])
+
+            // The ledger: leases never pass the limit, give-backs return allowance, old windows go.
+            let window = RateLimitWindow(projectID: project.id, model: model, measure: .requestsPerMinute, start: 1_750_000_020)
+            let firstLease = try await engine.write { try await $0.rows(SQLStore.LeaseRateLimitWindow(window: window, wanted: 6, limit: 10)) }
+            #expect(firstLease.map(\.granted) == [6] && firstLease.map(\.total) == [6])
+            do {
+                let lease = try await store.lease(window, wanted: 6, limit: 10)
+                #expect(lease.granted == 4 && lease.total == 10)
+            }
+            do {
+                let lease = try await store.lease(window, wanted: 6, limit: 10)
+                #expect(lease.granted == 0 && lease.total == 10)
+            }
+            try await store.giveBack(window, amount: 3)
+            do {
+                let lease = try await store.lease(window, wanted: 6, limit: 10)
+                #expect(lease.granted == 3 && lease.total == 10)
+            }
+            // A lower limit set meanwhile grants nothing more.
+            do {
+                let lease = try await store.lease(window, wanted: 6, limit: 5)
+                #expect(lease.granted == 0 && lease.total == 10)
+            }
+            try await store.pruneRateLimitWindows(endedBefore: 1_750_000_081)
+            do {
+                let lease = try await store.lease(window, wanted: 6, limit: 10)
+                #expect(lease.granted == 6 && lease.total == 6)
+            }
         }
     }
 }

@@ -75,7 +75,7 @@ def test_json_logs_with_start_access_and_stop_lines(tmp_path):
         # The URL without its password.
         password = server.database_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
         assert start["database"].startswith("postgres://keysmith@127.0.0.1:") and password not in start["database"]
-    assert start["migrations_applied"] == "0001_create_schema,0002_add_key_rotation,0003_create_change_log,0004_users_invites_audit_log,0005_index_audit_log_times,0006_order_change_log_by_transaction,0007_record_model_usage,0008_project_model_permissions"
+    assert start["migrations_applied"] == "0001_create_schema,0002_add_key_rotation,0003_create_change_log,0004_users_invites_audit_log,0005_index_audit_log_times,0006_order_change_log_by_transaction,0007_record_model_usage,0008_project_model_permissions,0009_project_rate_limits"
 
     access = [line for line in lines if line["message"] == "request"]
     traced = next(line for line in access if line.get("request_id") == "from-the-gateway-1")
@@ -95,7 +95,7 @@ def test_text_logs_say_when_the_server_starts_and_stops(tmp_path):
     server.stop()
     log = server.stderr()
     assert f"is listening on 127.0.0.1:{server.port} (http)" in log
-    assert "migrations_applied=0001_create_schema,0002_add_key_rotation,0003_create_change_log,0004_users_invites_audit_log,0005_index_audit_log_times,0006_order_change_log_by_transaction,0007_record_model_usage,0008_project_model_permissions" in log
+    assert "migrations_applied=0001_create_schema,0002_add_key_rotation,0003_create_change_log,0004_users_invites_audit_log,0005_index_audit_log_times,0006_order_change_log_by_transaction,0007_record_model_usage,0008_project_model_permissions,0009_project_rate_limits" in log
     assert "Stopping: finishing requests in flight" in log
     assert "Keysmith stopped" in log
 

@@ -234,7 +234,7 @@ def test_migrate_applies_without_serving_and_refuses_a_newer_database(tmp_path):
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == [
         "0001_create_schema", "0002_add_key_rotation", "0003_create_change_log", "0004_users_invites_audit_log", "0005_index_audit_log_times",
-        "0006_order_change_log_by_transaction", "0007_record_model_usage", "0008_project_model_permissions",
+        "0006_order_change_log_by_transaction", "0007_record_model_usage", "0008_project_model_permissions", "0009_project_rate_limits",
     ]
     again = run_cli("migrate", "--database", database)
     assert again.returncode == 0 and again.stdout == ""

@@ -42,6 +42,15 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
         -> ModelPermissions
     /// Removes a project's model permissions, if it has any.
     func deleteModelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws
+    /// Changes an active project's rate limit settings for `model` (each value given replaces the stored one); returns
+    /// the settings as stored. Audited as `rate_limit.updated` of `rateLimitID`.
+    func updateRateLimit(
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        model: String,
+        rateLimitID: String,
+        _ changes: RateLimitSettings
+    ) async throws -> RateLimitSettings
 
     // MARK: Users and project members
 

@@ -473,6 +473,61 @@ enum Migrations {
                 """
             ]
         ),
+        Migration(
+            name: "0009_project_rate_limits",
+            // A project's rate limit settings for a model: a row only where it changed one from the operator's
+            // defaults (NULL: the default; 0: no limit). And every limit's windows: what all replicas have leased
+            // from each, which is what keeps them together inside the limit (last_grant: what the latest lease
+            // took, for the statement that takes it to return).
+            sqlite: [
+                """
+                CREATE TABLE project_rate_limits (
+                    project_id TEXT NOT NULL REFERENCES projects (id),
+                    model TEXT NOT NULL,
+                    max_requests_per_1_minute INTEGER,
+                    max_tokens_per_1_minute INTEGER,
+                    max_requests_per_1_day INTEGER,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (project_id, model)
+                ) STRICT
+                """,
+                """
+                CREATE TABLE rate_limit_windows (
+                    project_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    measure TEXT NOT NULL,
+                    window_start INTEGER NOT NULL,
+                    granted INTEGER NOT NULL CHECK (granted >= 0),
+                    last_grant INTEGER NOT NULL,
+                    PRIMARY KEY (project_id, model, measure, window_start)
+                ) STRICT
+                """,
+            ],
+            postgres: [
+                """
+                CREATE TABLE project_rate_limits (
+                    project_id TEXT COLLATE "C" NOT NULL REFERENCES projects (id),
+                    model TEXT COLLATE "C" NOT NULL,
+                    max_requests_per_1_minute BIGINT,
+                    max_tokens_per_1_minute BIGINT,
+                    max_requests_per_1_day BIGINT,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (project_id, model)
+                )
+                """,
+                """
+                CREATE TABLE rate_limit_windows (
+                    project_id TEXT COLLATE "C" NOT NULL,
+                    model TEXT COLLATE "C" NOT NULL,
+                    measure TEXT COLLATE "C" NOT NULL,
+                    window_start BIGINT NOT NULL,
+                    granted BIGINT NOT NULL CHECK (granted >= 0),
+                    last_grant BIGINT NOT NULL,
+                    PRIMARY KEY (project_id, model, measure, window_start)
+                )
+                """,
+            ]
+        ),
     ]
 }
 

@@ -193,7 +193,7 @@ final class Gateway: Sendable {
             headers: self.forwardedHeaders(request.headers, key: key, requestID: context.requestID),
             isJSON: request.headers[.contentType].map { $0.lowercased().hasPrefix("application/json") } ?? false
         )
-        let forwarded: (response: HTTPClientResponse, metered: MeteredRequest?)
+        let forwarded: Forwarded
         do {
             forwarded = try await self.forward(upstreamRequest, body: request.body, key: key, context: context)
         } catch is CancellationError {
@@ -203,10 +203,13 @@ final class Gateway: Sendable {
             return UpstreamFailure.clientGoneEnvelope.response()
         }
         var record: (@Sendable (ReportedUsage?) -> Void)?
+        let ticket = forwarded.ticket
+        let limiter = self.forwardAuth.limiter
         if let metered = forwarded.metered, (200..<300).contains(Int(forwarded.response.status.code)) {
             let usage = self.usage
             let clock = self.clock
             record = { reported in
+                if let ticket { limiter.settle(ticket, tokensUsed: reported.map { $0.inputTokens + $0.outputTokens }) }
                 let usageKey = ModelUsageKey(
                     organizationID: key.project.organizationID,
                     kind: metered.kind,
@@ -218,8 +221,25 @@ final class Gateway: Sendable {
                 )
                 usage.recordModelUsage(usageKey, .request(reported))
             }
+        } else if let ticket {
+            // The model server refused it, or it is not a request whose usage is reported: no tokens are known used.
+            limiter.settle(ticket, tokensUsed: 0)
         }
-        return self.relay(forwarded.response, metered: forwarded.metered, record: record, started: started, logger: context.logger)
+        return self.relay(
+            forwarded.response,
+            metered: forwarded.metered,
+            limits: ticket?.headers,
+            record: record,
+            started: started,
+            logger: context.logger
+        )
+    }
+
+    /// The upstream's answer, what was learnt of the request on the way, and its admission by the rate limits.
+    struct Forwarded {
+        var response: HTTPClientResponse
+        var metered: MeteredRequest?
+        var ticket: RateLimiter.Ticket?
     }
 
     /// What goes up, before the body is read and the upstream chosen.
@@ -243,7 +263,7 @@ final class Gateway: Sendable {
         body: RequestBody,
         key: IndexedKey,
         context: KeysmithRequestContext
-    ) async throws -> (response: HTTPClientResponse, metered: MeteredRequest?) {
+    ) async throws -> Forwarded {
         let maximum = self.configuration.maximumRequestBodySize
         var bytes: ByteBuffer
         do {
@@ -251,15 +271,10 @@ final class Gateway: Sendable {
         } catch is NIOTooManyBytesError {
             throw Self.bodyTooLarge(maximum)
         }
-        // The project's model permissions, before anything goes up.
+        // The project's model permissions and rate limits, before anything goes up.
+        let requestModel = ModelAccess.requestModel(method: request.method.rawValue, path: request.path, body: bytes)
         if let permissions = key.project.modelPermissions,
-            let refusal = ModelAccess.refusal(
-                permissions,
-                projectID: key.project.id,
-                method: request.method.rawValue,
-                path: request.path,
-                body: bytes
-            )
+            let refusal = ModelAccess.refusal(permissions, projectID: key.project.id, model: requestModel)
         {
             throw refusal
         }
@@ -273,6 +288,7 @@ final class Gateway: Sendable {
         } else if request.isJSON, self.routes.count > 1 {
             model = MeteredRequest.model(inJSON: bytes)
         }
+        let ticket = try await self.admit(key, model: requestModel, metered: metered, bodySize: bytes.readableBytes)
         guard let route = self.route(for: model) else {
             throw OpenAIError(
                 status: .notFound,
@@ -303,8 +319,9 @@ final class Gateway: Sendable {
             } onCancel: {
                 exchange.cancel()
             }
-            return (response, metered)
+            return Forwarded(response: response, metered: metered, ticket: ticket)
         } catch {
+            if let ticket { self.forwardAuth.limiter.settle(ticket, tokensUsed: 0) }
             if connection?.isClosed ?? false || Task.isCancelled { throw CancellationError() }
             let failure = UpstreamFailure(error)
             self.metrics.gatewayRequest(failure.outcome)
@@ -316,17 +333,52 @@ final class Gateway: Sendable {
         }
     }
 
+    /// The request admitted by its project's rate limits for its model (nil when none applies), or the refusal thrown.
+    /// A metered request reserves its tokens: a quarter of its body's bytes for the prompt, and the answer's maximum
+    /// (`max_tokens`, `max_completion_tokens`, `max_output_tokens`, or the configured default) for a completion.
+    private func admit(_ key: IndexedKey, model: ModelAccess.RequestModel, metered: MeteredRequest?, bodySize: Int) async throws
+        -> RateLimiter.Ticket?
+    {
+        let limiter = self.forwardAuth.limiter
+        guard limiter.limitsSomeModel(project: key.project) else { return nil }
+        let name: String
+        switch model {
+        case .unknown: throw ModelAccess.limitedModelUnknown(key.project.id)
+        case .none: return nil
+        case .named(let named): name = named
+        }
+        let limits = limiter.limits(project: key.project, model: name)
+        guard !limits.isUnlimited else { return nil }
+        var tokens = 0
+        if let metered {
+            tokens = max(1, bodySize / 4)
+            if metered.kind == .completions { tokens += metered.maximumTokens ?? limiter.configuration.defaultMaxTokens }
+        }
+        switch await limiter.admit(RateLimiter.Demand(projectID: key.project.id, model: name, limits: limits, tokens: tokens)) {
+        case .admitted(let ticket): return ticket
+        case .refused(let refusal): throw refusal
+        }
+    }
+
     /// The upstream's answer to the client as it arrives; once its headers are sent, an upstream that fails or goes
     /// quiet ends the client's stream cleanly (what came, then the end). A metered answer's usage is read as it passes
     /// and recorded when it ends, however it ends (unknown when it carried none).
     private func relay(
         _ response: HTTPClientResponse,
         metered: MeteredRequest?,
+        limits: HTTPFields?,
         record: (@Sendable (ReportedUsage?) -> Void)?,
         started: ContinuousClock.Instant,
         logger: Logger
     ) -> Response {
         var headers = Self.returnedHeaders(response.headers)
+        if let limits {
+            // Keysmith's limits, not the model server's own.
+            for field in limits {
+                headers[field.name] = nil
+            }
+            headers.append(contentsOf: limits)
+        }
         var length = response.headers.first(name: "content-length").flatMap { Int($0) }
         let hidesUsageChunk = metered?.hidesUsageChunk ?? false
         let contentType = response.headers.first(name: "content-type")

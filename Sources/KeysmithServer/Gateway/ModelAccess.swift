@@ -16,6 +16,23 @@ enum ModelAccess {
     /// The methods whose requests carry no body, and so no model, unless they name one in the path.
     static let bodilessMethods: Set<String> = ["GET", "HEAD", "DELETE", "OPTIONS"]
 
+    /// What a request says of the model it uses.
+    enum RequestModel: Equatable, Sendable {
+        /// It names this one, in its path or its body.
+        case named(String)
+        /// It has no body and names none in its path: it uses no model.
+        case none
+        /// It has a body that does not tell (no `model`, two, not JSON), or nothing describes it.
+        case unknown
+    }
+
+    /// The model a request of `method` to `path` with `body` uses.
+    static func requestModel(method: String, path: some StringProtocol, body: ByteBuffer?) -> RequestModel {
+        if let named = self.modelInPath(path) { return .named(named) }
+        if let body, body.readableBytes > 0 { return self.model(inJSON: body).map(RequestModel.named) ?? .unknown }
+        return self.bodilessMethods.contains(method) ? .none : .unknown
+    }
+
     /// The refusal for a request of `method` to `path` with `body` by a key of `projectID`, whose permissions are
     /// `permissions`; nil when it may go ahead.
     static func refusal(
@@ -25,21 +42,18 @@ enum ModelAccess {
         path: some StringProtocol,
         body: ByteBuffer?
     ) -> OpenAIError? {
-        let model: String?
-        if let named = self.modelInPath(path) {
-            model = named
-        } else if let body, body.readableBytes > 0 {
-            model = self.model(inJSON: body)
-        } else if self.bodilessMethods.contains(method) {
+        self.refusal(permissions, projectID: projectID, model: self.requestModel(method: method, path: path, body: body))
+    }
+
+    static func refusal(_ permissions: ModelPermissions, projectID: ProjectID, model: RequestModel) -> OpenAIError? {
+        switch model {
+        case .none:
             return nil
-        } else {
-            model = nil
+        case .unknown:
+            return permissions.refusesSomeModel ? self.modelUnknown(projectID) : nil
+        case .named(let model):
+            return permissions.permits(model) ? nil : self.notPermitted(model, projectID: projectID)
         }
-        guard let model else {
-            guard permissions.refusesSomeModel else { return nil }
-            return self.modelUnknown(projectID)
-        }
-        return permissions.permits(model) ? nil : self.notPermitted(model, projectID: projectID)
     }
 
     /// OpenAI's answer to a project that may not use a model.
@@ -56,6 +70,18 @@ enum ModelAccess {
             status: .forbidden,
             message: "Project `\(projectID.rawValue)` may use only some models, and this request does not say which model it "
                 + "uses: its body must be a JSON object with one string 'model' (see docs/gateway.md).",
+            param: "model",
+            code: "model_required"
+        )
+    }
+
+    /// A project with rate limits on some model cannot tell which limit a request counts against when it does not
+    /// say which model it uses.
+    static func limitedModelUnknown(_ projectID: ProjectID) -> OpenAIError {
+        OpenAIError(
+            status: .forbidden,
+            message: "Project `\(projectID.rawValue)` has rate limits by model, and this request does not say which model it "
+                + "uses: its body must be a JSON object with one string 'model' (see docs/limits.md).",
             param: "model",
             code: "model_required"
         )

@@ -11,6 +11,9 @@ struct MeteredRequest: Sendable {
     /// The request streams and did not ask for `stream_options.include_usage`: Keysmith asked for it, so the chunk
     /// that carries it (no choices, only usage) is removed from what the client receives.
     var hidesUsageChunk: Bool
+    /// The most tokens the answer may take, as the request says (`max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens`); nil when it does not.
+    var maximumTokens: Int? = nil
 
     /// The kinds the gateway meters, by path: chat completions, completions and the Responses API; embeddings.
     static func kind(method: String, path: String) -> ModelUsageKind? {
@@ -36,20 +39,22 @@ struct MeteredRequest: Sendable {
             return (MeteredRequest(kind: kind, model: "", hidesUsageChunk: false), nil)
         }
         let model = object["model"] as? String ?? ""
+        let maximum = ["max_completion_tokens", "max_tokens", "max_output_tokens"].lazy.compactMap { (object[$0] as? NSNumber)?.intValue }
+            .first { $0 > 0 }
         let streams = (object["stream"] as? Bool) == true
         let asksUsage = ((object["stream_options"] as? [String: Any])?["include_usage"] as? Bool) == true
         // The Responses API's stream always ends with `response.completed`, which carries the usage.
         guard streams, !asksUsage, path != "/v1/responses", kind == .completions else {
-            return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: false), nil)
+            return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: false, maximumTokens: maximum), nil)
         }
         var rewritten = object
         var options = object["stream_options"] as? [String: Any] ?? [:]
         options["include_usage"] = true
         rewritten["stream_options"] = options
         guard let data = try? JSONSerialization.data(withJSONObject: rewritten) else {
-            return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: false), nil)
+            return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: false, maximumTokens: maximum), nil)
         }
-        return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: true), ByteBuffer(bytes: data))
+        return (MeteredRequest(kind: kind, model: model, hidesUsageChunk: true, maximumTokens: maximum), ByteBuffer(bytes: data))
     }
 }
 

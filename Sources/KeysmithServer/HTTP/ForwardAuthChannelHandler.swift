@@ -59,6 +59,10 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var hasPassedOnQuiesce = false
     /// Completes once the last answer written is on the socket (answers are written in order).
     private var lastAnswerWritten: EventLoopFuture<Void>?
+    /// A check's answer waits for a rate limit's lease: what arrives meanwhile is held, and no more is read, so that
+    /// answers leave in order.
+    private var isAwaitingAnswer = false
+    private var held: [HTTPRequestPart] = []
 
     /// Gateways send checks without a body, or with the start of the original request's (Envoy's `max_request_bytes`); one
     /// this large is not a gateway's.
@@ -80,6 +84,10 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.isAwaitingAnswer {
+            self.held.append(self.unwrapInboundIn(data))
+            return
+        }
         switch self.unwrapInboundIn(data) {
         case .head(let request):
             if self.passedOn == 0, self.reading == nil, let target = Self.checkTarget(request) {
@@ -133,7 +141,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             return
         }
         self.isQuiescing = true
-        if self.reading == nil, !self.isDiscardingBody {
+        if self.reading == nil, !self.isDiscardingBody, !self.isAwaitingAnswer {
             self.passOnQuiesce(context)
         }
     }
@@ -156,14 +164,14 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             context.flush()
         }
         // Shutting down: every check this read brought is answered; once they are written, the connection may close.
-        if self.isQuiescing, self.reading == nil, !self.isDiscardingBody {
+        if self.isQuiescing, self.reading == nil, !self.isDiscardingBody, !self.isAwaitingAnswer {
             self.passOnQuiesce(context)
         }
         context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        if context.channel.isWritable, !self.isAwaitingAnswer {
             context.read()
         } else {
             self.readPending = true
@@ -171,7 +179,7 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if self.readPending, context.channel.isWritable {
+        if self.readPending, context.channel.isWritable, !self.isAwaitingAnswer {
             self.readPending = false
             context.read()
         }
@@ -225,9 +233,42 @@ final class ForwardAuthChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private func answer(_ check: Check, context: ChannelHandlerContext, refusal: OpenAIError? = nil) {
         let request = check.request
-        var answer =
-            refusal.map(ForwardAuth.Answer.init)
-            ?? self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix, body: check.body)
+        if let refusal {
+            self.write(ForwardAuth.Answer(refusal), for: check, context: context)
+            return
+        }
+        switch self.forwardAuth.answer(method: request.method, headers: request.headerFields, suffix: check.target.suffix, body: check.body) {
+        case .now(let answer):
+            self.write(answer, for: check, context: context)
+        case .afterLease(let later):
+            self.isAwaitingAnswer = true
+            let promise = context.eventLoop.makePromise(of: ForwardAuth.Answer.self)
+            promise.completeWithTask { await later() }
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { answer in
+                bound.value.handler.finishAwaiting(answer, for: check, context: bound.value.context)
+            }
+        }
+    }
+
+    /// Writes the answer that waited for a lease, then goes on with what arrived meanwhile.
+    private func finishAwaiting(_ answer: ForwardAuth.Answer, for check: Check, context: ChannelHandlerContext) {
+        self.isAwaitingAnswer = false
+        self.write(answer, for: check, context: context)
+        while !self.isAwaitingAnswer, !self.held.isEmpty {
+            let part = self.held.removeFirst()
+            self.channelRead(context: context, data: self.wrapInboundOut(part))
+        }
+        self.channelReadComplete(context: context)
+        if !self.isAwaitingAnswer, self.readPending, context.channel.isWritable {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    private func write(_ answer: ForwardAuth.Answer, for check: Check, context: ChannelHandlerContext) {
+        let request = check.request
+        var answer = answer
         let requestID = RequestObservation.usableID(request.headerFields[.requestID]) ?? RequestID().description
         let length = answer.body?.readableBytes ?? 0
         answer.headers[.contentLength] = String(length)

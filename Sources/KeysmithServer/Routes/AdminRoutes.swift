@@ -8,6 +8,8 @@ import KeysmithDomain
 /// (``keysmith(as:)``), both logging to the request's logger.
 struct AdminRoutes: Sendable {
     let keysmith: Keysmith
+    /// The operator's default rate limits, which every project's list of rate limits starts from.
+    var rateLimits = RateLimitConfiguration()
 
     /// The store's read side, logging to the request's logger.
     func reader(_ context: AdminRequestContext) -> any KeysmithStoreReader {
@@ -30,6 +32,8 @@ struct AdminRoutes: Sendable {
         router.route("\(base)/usage/embeddings", [.get: .read(self.usageEmbeddings)])
         router.route("\(base)/projects/:project_id", [.get: .read(self.retrieveProject), .post: .write(self.modifyProject)])
         router.route("\(base)/projects/:project_id/archive", [.post: .write(self.archiveProject)])
+        router.route("\(base)/projects/:project_id/rate_limits", [.get: .read(self.listRateLimits)])
+        router.route("\(base)/projects/:project_id/rate_limits/:rate_limit_id", [.post: .write(self.updateRateLimit)])
         router.route(
             "\(base)/projects/:project_id/model_permissions",
             [.get: .read(self.retrieveModelPermissions), .post: .write(self.updateModelPermissions), .delete: .write(self.deleteModelPermissions)]

@@ -35,12 +35,11 @@ struct VerificationRoutes: Sendable {
         } catch is NIOTooManyBytesError {
             throw ForwardAuthChannelHandler.bodyTooLarge
         }
-        let answer = self.forwardAuth.answer(
-            method: request.method,
-            headers: request.headers,
-            suffix: context.parameters.getCatchAll(),
-            body: body
-        )
+        let answer: ForwardAuth.Answer
+        switch self.forwardAuth.answer(method: request.method, headers: request.headers, suffix: context.parameters.getCatchAll(), body: body) {
+        case .now(let now): answer = now
+        case .afterLease(let later): answer = await later()
+        }
         return Response(status: answer.status, headers: answer.headers, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
     }
 }
@@ -50,6 +49,7 @@ struct ForwardAuth: Sendable {
     let verifier: KeyVerifier
     let usage: UsageRecorder
     let health: VerificationHealth
+    let limiter: RateLimiter
     /// The one place the original request is read from, when the operator named one; nil reads every place and
     /// refuses a check whose descriptions disagree.
     var trustedSource: RequestDescriptionSource? = nil
@@ -64,6 +64,13 @@ struct ForwardAuth: Sendable {
         var body: ByteBuffer?
     }
 
+    /// An answer now, or once a rate limit's lease has been taken from the database (the first check of a window,
+    /// or one that finds the lease used up).
+    enum Outcome: Sendable {
+        case now(Answer)
+        case afterLease(@Sendable () async -> Answer)
+    }
+
     /// 200 with identity headers for a good project or service account key; 401 in OpenAI's envelope for a bad one;
     /// 403 for a scoped key whose scopes do not cover the original request, or that comes without one, and for any
     /// check whose description of the original request cannot be trusted. Answered from memory, whatever the key;
@@ -71,66 +78,102 @@ struct ForwardAuth: Sendable {
     /// what follows `/v1/auth/check/` in the path, split at its slashes (Envoy's original path). `body` is the
     /// check's: the original request's when the gateway forwards it (Envoy's `with_request_body`, Traefik's
     /// `forwardBody`), which is where a project's model permissions find the model (see ``ModelAccess``).
-    func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer? = nil) -> Answer {
-        var answer = self.decide(method: method, headers: headers, suffix: suffix, body: body)
-        if self.health.isStale {
-            answer.headers[.keysmithStale] = "true"
+    func answer(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer? = nil) -> Outcome {
+        let health = self.health
+        @Sendable func marked(_ answer: Answer) -> Answer {
+            var answer = answer
+            if health.isStale {
+                answer.headers[.keysmithStale] = "true"
+            }
+            return answer
         }
-        return answer
+        switch self.decide(method: method, headers: headers, suffix: suffix, body: body) {
+        case .now(let answer): return .now(marked(answer))
+        case .afterLease(let later): return .afterLease { marked(await later()) }
+        }
     }
 
-    private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer?) -> Answer {
+    private func decide(method: HTTPRequest.Method, headers: HTTPFields, suffix: [Substring], body: ByteBuffer?) -> Outcome {
         let key: IndexedKey
         switch self.authenticate(headers) {
         case .success(let verified): key = verified
-        case .failure(let refusal): return Answer(refusal)
+        case .failure(let refusal): return .now(Answer(refusal))
         }
+        let model: ModelAccess.RequestModel
+        var isModelList = false
         switch OriginalRequest.described(method: method, headers: headers, suffix: suffix, trusting: self.trustedSource) {
         case .untrustworthy(let reason):
-            return Answer(
-                OpenAIError(
-                    status: .forbidden,
-                    message: "The check's description of the original request cannot be trusted: \(reason). "
-                        + "A gateway must send one description of the request it forwards (see docs/gateways.md).",
-                    code: "conflicting_original_request"
+            return .now(
+                Answer(
+                    OpenAIError(
+                        status: .forbidden,
+                        message: "The check's description of the original request cannot be trusted: \(reason). "
+                            + "A gateway must send one description of the request it forwards (see docs/gateways.md).",
+                        code: "conflicting_original_request"
+                    )
                 )
             )
         case .absent:
             guard key.scopes.isEmpty else {
-                return Answer(
-                    OpenAIError(
-                        status: .forbidden,
-                        message: "This key has scopes (\(key.scopes.joined(separator: ", "))), so the request it makes must be "
-                            + "known: the gateway must pass the original method and URI "
-                            + "(\(OriginalRequest.expected(self.trustedSource)); see docs/gateways.md).",
-                        code: "original_request_required"
+                return .now(
+                    Answer(
+                        OpenAIError(
+                            status: .forbidden,
+                            message: "This key has scopes (\(key.scopes.joined(separator: ", "))), so the request it makes must be "
+                                + "known: the gateway must pass the original method and URI "
+                                + "(\(OriginalRequest.expected(self.trustedSource)); see docs/gateways.md).",
+                            code: "original_request_required"
+                        )
                     )
                 )
             }
             // Nothing says what the request does, so nor which model it uses.
-            if let permissions = key.project.modelPermissions, permissions.refusesSomeModel {
-                return Answer(ModelAccess.modelUnknown(key.project.id))
-            }
+            model = .unknown
         case .request(let originalMethod, let originalPath):
             if let refusal = Self.scopeRefusal(key, method: originalMethod, path: originalPath) {
-                return Answer(refusal)
+                return .now(Answer(refusal))
             }
-            if let permissions = key.project.modelPermissions {
-                // Envoy marks a body it cut at its `max_request_bytes`: not one to read a model from.
-                let isPartial = headers[.envoyPartialBody]?.lowercased() == "true"
-                if let refusal = ModelAccess.refusal(
-                    permissions,
-                    projectID: key.project.id,
-                    method: originalMethod,
-                    path: originalPath,
-                    body: isPartial ? nil : body
-                ) {
-                    return Answer(refusal)
-                }
-            }
+            // Envoy marks a body it cut at its `max_request_bytes`: not one to read a model from.
+            let isPartial = headers[.envoyPartialBody]?.lowercased() == "true"
+            model = ModelAccess.requestModel(method: originalMethod, path: originalPath, body: isPartial ? nil : body)
+            // Reading the model list is not a request to a model.
+            isModelList = originalPath.hasPrefix("/v1/models")
         }
+        if let permissions = key.project.modelPermissions, let refusal = ModelAccess.refusal(permissions, projectID: key.project.id, model: model) {
+            return .now(Answer(refusal))
+        }
+        guard !isModelList, self.limiter.limitsSomeModel(project: key.project) else { return .now(self.admitted(key, limits: nil)) }
+        let demand: RateLimiter.Demand
+        switch model {
+        case .unknown:
+            return .now(Answer(ModelAccess.limitedModelUnknown(key.project.id)))
+        case .none:
+            return .now(self.admitted(key, limits: nil))
+        case .named(let name):
+            let limits = self.limiter.limits(project: key.project, model: name)
+            if limits.isUnlimited { return .now(self.admitted(key, limits: nil)) }
+            // A check counts requests; it cannot know the tokens.
+            demand = RateLimiter.Demand(projectID: key.project.id, model: name, limits: limits, tokens: 0)
+        }
+        if let verdict = self.limiter.admitFromLease(demand) { return .now(self.answer(key, verdict)) }
+        let limiter = self.limiter
+        return .afterLease { self.answer(key, await limiter.admit(demand)) }
+    }
+
+    private func answer(_ key: IndexedKey, _ verdict: RateLimiter.Verdict) -> Answer {
+        switch verdict {
+        case .admitted(let ticket): self.admitted(key, limits: ticket.headers)
+        case .refused(let refusal): Answer(refusal)
+        }
+    }
+
+    /// A good check's answer: the key's identity, and its limits' state when it has any.
+    private func admitted(_ key: IndexedKey, limits: HTTPFields?) -> Answer {
         self.usage.recordAPIKeyUse(key.id)
-        return Answer(status: .ok, headers: key.identityHeaders, body: nil)
+        guard let limits, !limits.isEmpty else { return Answer(status: .ok, headers: key.identityHeaders, body: nil) }
+        var headers = key.identityHeaders
+        headers.append(contentsOf: limits)
+        return Answer(status: .ok, headers: headers, body: nil)
     }
 
     /// The gateway's verdict on a request it received itself, so that what it asks for is known without a header

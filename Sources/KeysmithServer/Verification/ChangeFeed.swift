@@ -124,6 +124,9 @@ final class ChangeFeed: Service, VerificationChangeApplier {
         for (projectID, permissions) in try await self.store.everyProjectsModelPermissions() {
             builder.add(permissions, projectID: projectID)
         }
+        for (projectID, settings) in try await self.store.everyProjectsRateLimitSettings() {
+            builder.add(settings, projectID: projectID)
+        }
         self.index.install(builder)
         self.state.withLock { $0.appliedPosition = position }
         self.metrics?.indexChanged(self.index)
@@ -243,6 +246,7 @@ final class ChangeFeed: Service, VerificationChangeApplier {
             case .project(let id):
                 // Its permissions first: a project archived meanwhile is refused either way.
                 self.index.setModelPermissions(id, try await self.store.modelPermissions(projectID: id))
+                self.index.setRateLimitSettings(id, try await self.store.rateLimitSettings(projectID: id))
                 self.index.setProjectArchived(id, try await self.store.isProjectArchived(projectID: id) ?? false)
             case .membership(let projectID, let userID):
                 let isMember = try await self.store.isProjectMember(projectID: projectID, userID: userID)

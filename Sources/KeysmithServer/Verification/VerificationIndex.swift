@@ -63,6 +63,14 @@ final class VerificationIndex: Sendable {
         /// The model permissions of every project that has any, keys or not, so that a project's first key starts
         /// with them.
         var modelPermissions: [ProjectID: ModelPermissions] = [:]
+        /// Likewise the rate limit settings of every project that has any, by model.
+        var rateLimitSettings: [ProjectID: [String: RateLimitSettings]] = [:]
+
+        /// Records a project's own rate limit settings (empty: none) and gives them to its shared state.
+        mutating func setRateLimitSettings(_ projectID: ProjectID, _ settings: [String: RateLimitSettings]) {
+            self.rateLimitSettings[projectID] = settings.isEmpty ? nil : settings
+            self.projects[projectID]?.setRateLimitSettings(settings)
+        }
 
         /// Records a project's model permissions (nil: none) and gives them to its shared state, if it has keys.
         mutating func setModelPermissions(_ projectID: ProjectID, _ permissions: ModelPermissions?) {
@@ -79,6 +87,7 @@ final class VerificationIndex: Sendable {
             } else {
                 project = ProjectState(id: state.projectID, organizationID: state.organizationID)
                 project.setModelPermissions(self.modelPermissions[state.projectID])
+                project.setRateLimitSettings(self.rateLimitSettings[state.projectID] ?? [:])
                 self.projects[state.projectID] = project
             }
             project.setArchived(state.isProjectArchived)
@@ -178,6 +187,10 @@ final class VerificationIndex: Sendable {
         mutating func add(_ permissions: ModelPermissions, projectID: ProjectID) {
             self.registry.setModelPermissions(projectID, permissions)
         }
+
+        mutating func add(_ settings: [String: RateLimitSettings], projectID: ProjectID) {
+            self.registry.setRateLimitSettings(projectID, settings)
+        }
     }
 
     /// Replaces the whole index with `built`, shard by shard: each check sees the old state or the new one.
@@ -237,6 +250,10 @@ final class VerificationIndex: Sendable {
         self.registry.withLock { $0.setModelPermissions(projectID, permissions) }
     }
 
+    func setRateLimitSettings(_ projectID: ProjectID, _ settings: [String: RateLimitSettings]) {
+        self.registry.withLock { $0.setRateLimitSettings(projectID, settings) }
+    }
+
     func setProjectAccess(projectID: ProjectID, userID: UserID, _ hasAccess: Bool) {
         let key = OwnerState.Key(type: .user, projectID: projectID, ownerID: userID.rawValue)
         self.registry.withLock { $0.owners[key] }?.setProjectAccess(hasAccess)
@@ -256,6 +273,7 @@ final class ProjectState: Sendable {
     let organizationID: OrganizationID
     private let archived = Atomic(false)
     private let permissions = Mutex<ModelPermissions?>(nil)
+    private let rateLimits = Mutex<[String: RateLimitSettings]>([:])
 
     init(id: ProjectID, organizationID: OrganizationID) {
         self.id = id
@@ -273,6 +291,13 @@ final class ProjectState: Sendable {
 
     func setModelPermissions(_ value: ModelPermissions?) {
         self.permissions.withLock { $0 = value }
+    }
+
+    /// The project's own rate limit settings by model, over the operator's defaults (``RateLimitSettings/over(_:)``).
+    var rateLimitSettings: [String: RateLimitSettings] { self.rateLimits.withLock { $0 } }
+
+    func setRateLimitSettings(_ value: [String: RateLimitSettings]) {
+        self.rateLimits.withLock { $0 = value }
     }
 }
 

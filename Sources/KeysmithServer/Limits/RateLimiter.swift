@@ -1,0 +1,441 @@
+import HTTPTypes
+import KeysmithCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Projects' rate limits, enforced from memory and exact across replicas (docs/limits.md).
+///
+/// Each limit counts in fixed windows aligned to the clock (a UTC minute, a UTC day). The database holds, for each
+/// window, how much of its allowance all replicas together have taken (``RateLimitLedger``), and never lets that pass
+/// the limit. A replica admits a request only from what it has leased: the first request of a window, or one that
+/// finds the lease short, waits for a lease (one statement); one that finds it running low asks for the next in the
+/// background. So replicas together never admit past a limit, and the database sees one statement a lease, not one
+/// a request. A lease is a tenth of the limit (at least what the request needs): a replica that stops getting
+/// traffic holds at most that much unused until it gives it back, after ``idleBeforeGiveBack``, for the others to take.
+///
+/// Tokens are counted at admission as an estimate (the prompt's size and the answer's maximum) and settled with the
+/// usage the response reports: what was not used goes back to the lease, what was used past it is taken from the next.
+final class RateLimiter: Sendable {
+    /// What one request asks of its project's limits for one model.
+    struct Demand: Sendable {
+        var projectID: ProjectID
+        var model: String
+        var limits: RateLimitSettings
+        /// The tokens to reserve (0 for the check, which does not know them).
+        var tokens: Int
+    }
+
+    /// An admitted request's reservation, to settle its tokens and to describe its limits in the answer's headers.
+    struct Ticket: Sendable {
+        var demand: Demand
+        var tokenWindow: UnixSeconds?
+        var headers: HTTPFields
+    }
+
+    enum Verdict: Sendable {
+        case admitted(Ticket)
+        case refused(OpenAIError)
+    }
+
+    private struct BucketKey: Hashable {
+        var projectID: ProjectID
+        var model: String
+        var measure: RateLimitMeasure
+    }
+
+    /// This replica's part of one window of one limit.
+    private struct Bucket {
+        var window: RateLimitWindow
+        var limit: Int
+        /// Leased and not yet used; below 0 when settled tokens took more than was reserved.
+        var available = 0
+        /// What the window has granted in all (every replica), as of the last lease.
+        var total = 0
+        /// The last lease found the window spent: refuse what the lease cannot cover until ``recheckAt``.
+        var spent = false
+        var recheckAt = 0
+        /// The database could not be asked, until then.
+        var failedUntil = 0
+        var isLeasing = false
+        var lastUse = 0
+    }
+
+    private struct State {
+        var buckets: [BucketKey: Bucket] = [:]
+        var waiters: [BucketKey: [CheckedContinuation<Void, Never>]] = [:]
+    }
+
+    let configuration: RateLimitConfiguration
+    private let ledger: any RateLimitLedger
+    private let clock: KeysmithClock
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    /// A lease not used for this long is given back.
+    static let idleBeforeGiveBack = 2_000
+    /// A window found spent is asked again after this long (another replica may have given some back).
+    static let spentRecheck = 1_000
+    /// After a failed lease, the database is asked again after this long.
+    static let failureBackoff = 1_000
+
+    init(configuration: RateLimitConfiguration, ledger: any RateLimitLedger, clock: KeysmithClock, logger: Logger) {
+        self.configuration = configuration
+        self.ledger = ledger
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The limits of `model` in force for `project`.
+    func limits(project: ProjectState, model: String) -> RateLimitSettings {
+        self.configuration.limits(model: model, settings: project.rateLimitSettings)
+    }
+
+    func limitsSomeModel(project: ProjectState) -> Bool {
+        self.configuration.limitsSomeModel(settings: project.rateLimitSettings)
+    }
+
+    // MARK: Admission
+
+    private enum Attempt {
+        case done(Verdict)
+        /// These buckets need a lease first.
+        case lease([BucketKey])
+    }
+
+    /// Admits or refuses from what is leased; nil when a lease must be asked for first (``admit(_:)`` waits for it).
+    func admitFromLease(_ demand: Demand) -> Verdict? {
+        if case .done(let verdict) = self.attempt(demand, now: self.clock.nowMilliseconds()) { return verdict }
+        return nil
+    }
+
+    /// Admits or refuses `demand`, waiting for leases where the ones held do not cover it.
+    func admit(_ demand: Demand) async -> Verdict {
+        while true {
+            let now = self.clock.nowMilliseconds()
+            switch self.attempt(demand, now: now) {
+            case .done(let verdict):
+                return verdict
+            case .lease(let keys):
+                for key in keys {
+                    await self.lease(key, needing: self.need(demand, key.measure), now: now)
+                }
+            }
+        }
+    }
+
+    private func need(_ demand: Demand, _ measure: RateLimitMeasure) -> Int {
+        measure == .tokensPerMinute ? max(demand.tokens, 1) : 1
+    }
+
+    private func limit(_ limits: RateLimitSettings, _ measure: RateLimitMeasure) -> Int? {
+        switch measure {
+        case .requestsPerMinute: limits.requestsPerMinute
+        case .tokensPerMinute: limits.tokensPerMinute
+        case .requestsPerDay: limits.requestsPerDay
+        }
+    }
+
+    private func attempt(_ demand: Demand, now: Int) -> Attempt {
+        let seconds = now / 1000
+        var refillKeys: [BucketKey] = []
+        let attempt: Attempt = self.state.withLock { state in
+            var keys: [(BucketKey, Int)] = []
+            for measure in RateLimitMeasure.allCases {
+                guard let limit = self.limit(demand.limits, measure), limit > 0 else { continue }
+                // A token demand is counted only where tokens are known (the gateway's).
+                if measure == .tokensPerMinute && demand.tokens == 0 { continue }
+                let key = BucketKey(projectID: demand.projectID, model: demand.model, measure: measure)
+                let start = measure.windowStart(containing: seconds)
+                if state.buckets[key]?.window.start != start {
+                    state.buckets[key] = Bucket(
+                        window: RateLimitWindow(projectID: demand.projectID, model: demand.model, measure: measure, start: start),
+                        limit: limit
+                    )
+                }
+                state.buckets[key]!.limit = limit
+                keys.append((key, limit))
+            }
+            var lacking: [BucketKey] = []
+            for (key, limit) in keys {
+                let bucket = state.buckets[key]!
+                let need = self.need(demand, key.measure)
+                if bucket.available >= need { continue }
+                if need > limit {
+                    return .done(.refused(self.refusal(demand, key.measure, bucket: bucket, requested: need, now: now, state: state)))
+                }
+                if bucket.failedUntil > now {
+                    switch self.configuration.whenDatabaseUnavailable {
+                    case .refuse: return .done(.refused(Self.unavailable))
+                    case .admit: continue
+                    }
+                }
+                if bucket.spent && bucket.recheckAt > now {
+                    return .done(.refused(self.refusal(demand, key.measure, bucket: bucket, requested: need, now: now, state: state)))
+                }
+                lacking.append(key)
+            }
+            if !lacking.isEmpty { return .lease(lacking) }
+            var ticket = Ticket(demand: demand, tokenWindow: nil, headers: [:])
+            for (key, _) in keys {
+                let need = self.need(demand, key.measure)
+                var bucket = state.buckets[key]!
+                // Admitted uncounted while the database is away (when the operator said so) takes nothing.
+                if bucket.available >= need || bucket.failedUntil <= now {
+                    bucket.available -= need
+                }
+                bucket.lastUse = now
+                if key.measure == .tokensPerMinute { ticket.tokenWindow = bucket.window.start }
+                if !bucket.spent, !bucket.isLeasing, bucket.available * 2 < self.chunk(bucket.limit, need: need) {
+                    refillKeys.append(key)
+                }
+                state.buckets[key] = bucket
+            }
+            ticket.headers = self.headers(demand, state: state, now: now)
+            return .done(.admitted(ticket))
+        }
+        for key in refillKeys {
+            let need = self.need(demand, key.measure)
+            Task { await self.lease(key, needing: need, now: now) }
+        }
+        return attempt
+    }
+
+    /// How much a lease asks for: a tenth of the limit, at least what the request needs.
+    private func chunk(_ limit: Int, need: Int) -> Int { max(need, max(1, limit / 10)) }
+
+    /// Takes a lease for `key`'s current window, or waits for the one already being taken.
+    private func lease(_ key: BucketKey, needing need: Int, now: Int) async {
+        enum Step {
+            case wait
+            case ask(RateLimitWindow, wanted: Int, limit: Int)
+            case none
+        }
+        let step: Step = self.state.withLock { state in
+            guard var bucket = state.buckets[key] else { return .none }
+            if bucket.isLeasing { return .wait }
+            if bucket.failedUntil > now || (bucket.spent && bucket.recheckAt > now) { return .none }
+            bucket.isLeasing = true
+            state.buckets[key] = bucket
+            // A debt (tokens used past their reservation) is leased back first.
+            let wanted = self.chunk(bucket.limit, need: need) + max(0, -bucket.available)
+            return .ask(bucket.window, wanted: wanted, limit: bucket.limit)
+        }
+        switch step {
+        case .none:
+            return
+        case .wait:
+            await withCheckedContinuation { continuation in
+                let stillLeasing = self.state.withLock { state in
+                    guard state.buckets[key]?.isLeasing == true else { return false }
+                    state.waiters[key, default: []].append(continuation)
+                    return true
+                }
+                if !stillLeasing { continuation.resume() }
+            }
+        case .ask(let window, let wanted, let limit):
+            let result: Result<(granted: Int, total: Int), any Error>
+            do {
+                result = .success(try await self.ledger.lease(window, wanted: wanted, limit: limit))
+            } catch {
+                result = .failure(error)
+            }
+            let finished = self.clock.nowMilliseconds()
+            var giveBack = 0
+            let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+                let waiting = state.waiters.removeValue(forKey: key) ?? []
+                guard var bucket = state.buckets[key] else { return waiting }
+                bucket.isLeasing = false
+                switch result {
+                case .success(let lease):
+                    if bucket.window == window {
+                        bucket.available += lease.granted
+                        bucket.total = lease.total
+                        bucket.failedUntil = 0
+                        if lease.total >= limit {
+                            bucket.spent = true
+                            bucket.recheckAt = finished + Self.spentRecheck
+                        } else {
+                            bucket.spent = false
+                        }
+                    } else {
+                        // The window ended while the lease was asked for: nothing to use it for.
+                        giveBack = lease.granted
+                    }
+                case .failure:
+                    bucket.failedUntil = finished + Self.failureBackoff
+                }
+                state.buckets[key] = bucket
+                return waiting
+            }
+            if case .failure(let error) = result {
+                self.logger.warning(
+                    "A rate limit's lease could not be taken from the database",
+                    metadata: ["project_id": "\(key.projectID)", "model": "\(key.model)", "error": "\(error)"]
+                )
+            }
+            if giveBack > 0 { try? await self.ledger.giveBack(window, amount: giveBack) }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    // MARK: Settling
+
+    /// Settles an admitted request's tokens with what its response reported (nil: unknown, so the reservation
+    /// stands).
+    func settle(_ ticket: Ticket, tokensUsed: Int?) {
+        guard let used = tokensUsed, let start = ticket.tokenWindow else { return }
+        let key = BucketKey(projectID: ticket.demand.projectID, model: ticket.demand.model, measure: .tokensPerMinute)
+        self.state.withLock { state in
+            // A window that has ended keeps what it counted.
+            guard var bucket = state.buckets[key], bucket.window.start == start else { return }
+            bucket.available += ticket.demand.tokens - used
+            state.buckets[key] = bucket
+        }
+    }
+
+    // MARK: Giving back
+
+    /// Gives back the leases of windows not used for ``idleBeforeGiveBack``, and forgets those of ended windows.
+    func sweep() async {
+        let now = self.clock.nowMilliseconds()
+        let seconds = now / 1000
+        let returns: [(RateLimitWindow, Int)] = self.state.withLock { state in
+            var returns: [(RateLimitWindow, Int)] = []
+            for (key, var bucket) in state.buckets {
+                if bucket.window.start + key.measure.windowSeconds <= seconds, !bucket.isLeasing {
+                    state.buckets[key] = nil
+                    continue
+                }
+                if bucket.available > 0, !bucket.isLeasing, now - bucket.lastUse >= Self.idleBeforeGiveBack {
+                    returns.append((bucket.window, bucket.available))
+                    bucket.available = 0
+                    bucket.spent = false
+                    state.buckets[key] = bucket
+                }
+            }
+            return returns
+        }
+        for (window, amount) in returns {
+            do {
+                try await self.ledger.giveBack(window, amount: amount)
+            } catch {
+                self.logger.warning("A rate limit's unused lease could not be given back", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Gives back every lease held, at shutdown.
+    func giveBackAll() async {
+        let returns: [(RateLimitWindow, Int)] = self.state.withLock { state in
+            var returns: [(RateLimitWindow, Int)] = []
+            for (key, var bucket) in state.buckets where bucket.available > 0 {
+                returns.append((bucket.window, bucket.available))
+                bucket.available = 0
+                state.buckets[key] = bucket
+            }
+            return returns
+        }
+        for (window, amount) in returns { try? await self.ledger.giveBack(window, amount: amount) }
+    }
+
+    // MARK: Answers
+
+    static let unavailable = OpenAIError(
+        status: .serviceUnavailable,
+        message: "Rate limits cannot be checked: the database is unavailable. Try again shortly.",
+        type: "server_error",
+        code: "rate_limits_unavailable",
+        headers: [.retryAfter: "1"]
+    )
+
+    private func refusal(_ demand: Demand, _ measure: RateLimitMeasure, bucket: Bucket, requested: Int, now: Int, state: State) -> OpenAIError {
+        let windowEnd = (bucket.window.start + measure.windowSeconds) * 1000
+        let wait = max(0, windowEnd - now)
+        let used = min(bucket.limit, max(0, bucket.total - max(0, bucket.available)))
+        let name: String
+        switch measure {
+        case .requestsPerMinute: name = "requests per min (RPM)"
+        case .tokensPerMinute: name = "tokens per min (TPM)"
+        case .requestsPerDay: name = "requests per day (RPD)"
+        }
+        var headers = self.headers(demand, state: state, now: now)
+        headers[.retryAfter] = String((wait + 999) / 1000)
+        return OpenAIError(
+            status: .tooManyRequests,
+            message: "Rate limit reached for \(demand.model) in project \(demand.projectID.rawValue) on \(name): "
+                + "Limit \(bucket.limit), Used \(used), Requested \(requested). Please try again in \(Self.duration(milliseconds: wait)).",
+            type: measure == .tokensPerMinute ? "tokens" : "requests",
+            code: "rate_limit_exceeded",
+            headers: headers
+        )
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers: requests by the per-minute limit (the per-day one when only it is set),
+    /// tokens by the per-minute one. Remaining is what the window has left as this replica knows it.
+    private func headers(_ demand: Demand, state: State, now: Int) -> HTTPFields {
+        var headers = HTTPFields()
+        func describe(_ measure: RateLimitMeasure, _ suffix: String) {
+            let key = BucketKey(projectID: demand.projectID, model: demand.model, measure: measure)
+            guard let bucket = state.buckets[key] else { return }
+            let remaining = max(0, bucket.limit - bucket.total + max(0, bucket.available))
+            let reset = max(0, (bucket.window.start + measure.windowSeconds) * 1000 - now)
+            headers[HTTPField.Name("x-ratelimit-limit-\(suffix)")!] = String(bucket.limit)
+            headers[HTTPField.Name("x-ratelimit-remaining-\(suffix)")!] = String(min(bucket.limit, remaining))
+            headers[HTTPField.Name("x-ratelimit-reset-\(suffix)")!] = Self.duration(milliseconds: reset)
+        }
+        if demand.limits.requestsPerMinute != nil {
+            describe(.requestsPerMinute, "requests")
+        } else if demand.limits.requestsPerDay != nil {
+            describe(.requestsPerDay, "requests")
+        }
+        if demand.limits.tokensPerMinute != nil, demand.tokens > 0 { describe(.tokensPerMinute, "tokens") }
+        return headers
+    }
+
+    /// A duration as OpenAI's headers write it (Go's style): `20ms`, `1.5s`, `6m0s`, `1h2m3s`.
+    static func duration(milliseconds: Int) -> String {
+        if milliseconds < 1000 { return "\(milliseconds)ms" }
+        let hours = milliseconds / 3_600_000
+        let minutes = (milliseconds / 60_000) % 60
+        let wholeSeconds = (milliseconds / 1000) % 60
+        let fraction = milliseconds % 1000
+        var seconds = String(wholeSeconds)
+        if fraction > 0 {
+            var digits = String(fraction)
+            digits = String(repeating: "0", count: 3 - digits.count) + digits
+            while digits.hasSuffix("0") { digits.removeLast() }
+            seconds += "." + digits
+        }
+        if hours > 0 { return "\(hours)h\(minutes)m\(seconds)s" }
+        if minutes > 0 { return "\(minutes)m\(seconds)s" }
+        return "\(seconds)s"
+    }
+}
+
+/// Gives back idle leases every second, forgets old windows in the database every minute, and gives back what is
+/// held at shutdown.
+struct RateLimiterService: Service {
+    let limiter: RateLimiter
+    let ledger: any RateLimitLedger
+    let clock: KeysmithClock
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var ticks = 0
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: .seconds(1))
+                } catch {
+                    break
+                }
+                await self.limiter.sweep()
+                ticks += 1
+                if ticks % 60 == 1 {
+                    try? await self.ledger.pruneRateLimitWindows(endedBefore: self.clock.now())
+                }
+            }
+        }
+        await self.limiter.giveBackAll()
+    }
+}
