@@ -15,7 +15,8 @@ ROOTS = [
     "ProjectServiceAccount", "ProjectServiceAccountListResponse", "ProjectServiceAccountCreateResponse",
     "ProjectServiceAccountDeleteResponse", "ProjectUser", "ProjectUserListResponse", "ProjectUserDeleteResponse",
     "User", "UserListResponse", "UserDeleteResponse", "Invite", "InviteListResponse", "InviteDeleteResponse",
-    "AuditLog", "ListAuditLogsResponse", "AdminApiKey", "ApiKeyList",
+    "AuditLog", "ListAuditLogsResponse", "AdminApiKey", "ApiKeyList", "ProjectModelPermissions",
+    "ProjectModelPermissionsDeleteResponse", "ProjectRateLimit", "ProjectRateLimitListResponse",
 ]  # fmt: skip
 
 

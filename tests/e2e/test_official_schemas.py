@@ -64,6 +64,13 @@ def test_every_served_method_against_openais_schemas(shared_server):
     official(raw.admin_api_keys.list(), "ApiKeyList")
     assert admin.admin_api_keys.delete(admin_key["id"]).deleted is True
 
+    official(raw.projects.model_permissions.retrieve(pid), "ProjectModelPermissions")
+    official(raw.projects.model_permissions.update(pid, mode="allow_list", model_ids=["gemma-3-270m"]), "ProjectModelPermissions")
+    official(raw.projects.model_permissions.delete(pid), "ProjectModelPermissionsDeleteResponse")
+    official(raw.projects.rate_limits.update_rate_limit("rl-gemma-3-270m", project_id=pid, max_requests_per_1_minute=30), "ProjectRateLimit")
+    official(raw.projects.rate_limits.update_rate_limit("rl-gemma-3-270m", project_id=pid, max_requests_per_1_day=9), "ProjectRateLimit")
+    official(raw.projects.rate_limits.list_rate_limits(pid), "ProjectRateLimitListResponse")
+
     official(raw.users.delete(user["id"]), "UserDeleteResponse")
     official(raw.projects.archive(pid), "Project")
     logs = official(raw.audit_logs.list(limit=100), "ListAuditLogsResponse")
@@ -72,7 +79,7 @@ def test_every_served_method_against_openais_schemas(shared_server):
         "project.created", "project.updated", "project.archived", "user.added", "user.updated", "user.deleted",
         "api_key.created", "api_key.deleted", "service_account.created", "service_account.updated",
         "service_account.deleted", "invite.sent", "invite.deleted", "tenant.admin_api_key.created",
-        "tenant.admin_api_key.deleted",
+        "tenant.admin_api_key.deleted", "rate_limit.updated",
     }  # fmt: skip
 
 
@@ -103,6 +110,11 @@ def test_every_served_method_raises_its_error(shared_server):
         "invites.delete": lambda: admin.invites.delete("invite-missing"),
         "admin_api_keys.retrieve": lambda: admin.admin_api_keys.retrieve("key_missing"),
         "admin_api_keys.delete": lambda: admin.admin_api_keys.delete("key_missing"),
+        "projects.model_permissions.retrieve": lambda: admin.projects.model_permissions.retrieve("proj_missing"),
+        "projects.rate_limits.list_rate_limits": lambda: admin.projects.rate_limits.list_rate_limits("proj_missing"),
+        "projects.rate_limits.update_rate_limit": lambda: admin.projects.rate_limits.update_rate_limit(
+            "rl-gemma-3-270m", project_id="proj_missing", max_requests_per_1_minute=1
+        ),
     }
     for name, call in missing.items():
         with pytest.raises(openai.NotFoundError):
@@ -118,6 +130,11 @@ def test_every_served_method_raises_its_error(shared_server):
         "admin_api_keys.create": (lambda: admin.admin_api_keys.create(name=""), "name"),
         "admin_api_keys.list": (lambda: admin.admin_api_keys.list(after="key_unknown"), "after"),
         "audit_logs.list": (lambda: admin.audit_logs.list(before="audit_log-unknown"), "before"),
+        "projects.model_permissions.update": (lambda: admin.projects.model_permissions.update(project, mode="block_list", model_ids=[]), "mode"),
+        "projects.rate_limits.update_rate_limit": (
+            lambda: admin.projects.rate_limits.update_rate_limit("rl-gemma-3-270m", project_id=project, max_tokens_per_1_minute=-5),
+            "max_tokens_per_1_minute",
+        ),
     }
     for name, (call, param) in bad.items():
         with pytest.raises(openai.BadRequestError) as error:
