@@ -1463,11 +1463,29 @@ def run_gateway(args, servers: dict[str, Server]) -> bool:
         client = Client(gateway.port, gateway.admin_key)
         project = client.call("POST", "/organization/projects", {"name": "gateway bench"})["id"]
         key = client.call("POST", f"/organization/projects/{project}/service_accounts", {"name": "bench"})["api_key"]["value"]
+        # A second project with an allow list and rate limits too high to refuse: what judging them costs.
+        limited = client.call("POST", "/organization/projects", {"name": "gateway bench, limited"})["id"]
+        limited_key = client.call("POST", f"/organization/projects/{limited}/service_accounts", {"name": "bench"})["api_key"]["value"]
+        client.call("POST", f"/organization/projects/{limited}/model_permissions", {"mode": "allow_list", "model_ids": ["bench-model"]})
+        client.call(
+            "POST",
+            f"/organization/projects/{limited}/rate_limits/rl-bench-model",
+            {"max_requests_per_1_minute": 10**12, "max_tokens_per_1_minute": 10**12, "max_requests_per_1_day": 10**12},
+        )
+        check = f"http://127.0.0.1:{gateway.port}/v1/auth/check/v1/chat/completions"
         scenarios = [
             ("GET /healthz", f"http://127.0.0.1:{gateway.port}/healthz", {}, None),
             ("upstream directly", f"http://127.0.0.1:{upstream}/v1/chat/completions", {}, str(script)),
             ("nginx proxy_pass", f"http://127.0.0.1:{proxy}/v1/chat/completions", {}, str(script)),
             ("Keysmith gateway", f"http://127.0.0.1:{gateway.port}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, str(script)),
+            (
+                "Keysmith gateway, limits and permissions",
+                f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
+                {"Authorization": f"Bearer {limited_key}"},
+                str(script),
+            ),
+            ("check with the body (Envoy)", check, {"Authorization": f"Bearer {key}"}, str(script)),
+            ("check with the body, limits and permissions", check, {"Authorization": f"Bearer {limited_key}"}, str(script)),
         ]
         if args.litellm:
             config = directory / "litellm.yaml"
@@ -1501,9 +1519,14 @@ def run_gateway(args, servers: dict[str, Server]) -> bool:
         if "LiteLLM proxy" in results:
             print(f"LiteLLM proxy / nginx proxy_pass: {paired_ratio(results, 'LiteLLM proxy', 'nginx proxy_pass'):.0%}")
         print(f"Keysmith's resident memory: {rss_before:.0f} MiB before, {gateway.rss_mb():.0f} MiB after")
+        limited_gateway = paired_ratio(results, "Keysmith gateway, limits and permissions", "Keysmith gateway")
+        limited_check = paired_ratio(results, "check with the body, limits and permissions", "check with the body (Envoy)")
+        print(f"with limits and permissions / without, paired by round: gateway {limited_gateway:.0%}, checks {limited_check:.0%} (target 90%)")
         checks = [
             ("Keysmith at least 80% of nginx proxy_pass's throughput", ratio >= 0.8),
             ("Keysmith's p99 within 2 ms of nginx proxy_pass's", keysmith["p99"] <= nginx_proxy["p99"] + 2),
+            ("gateway requests with limits and permissions at least 90% of those without", limited_gateway >= 0.9),
+            ("checks with limits and permissions at least 90% of those without", limited_check >= 0.9),
         ]
         gateway.stop()
         checks += run_gateway_streams(args, gateway, key, directory)
@@ -1706,9 +1729,98 @@ def run_replicas(args) -> bool:
     )
 
 
+def run_limits(args) -> bool:
+    """Two replicas on one PostgreSQL database, one project limited to --limit requests a minute, --minutes of load at
+    --rate requests a minute split 80/20 between them (checks as Envoy sends them, the body naming the model). Each
+    answer's window comes from its x-ratelimit-reset-requests header, so that requests are counted in the window the
+    replica judged them in."""
+    with tempfile.TemporaryDirectory(prefix="keysmith-bench-limits-") as name:
+        directory = Path(name)
+        database = new_postgres_database()
+        first = Server(args.bin, directory / "a", database=database)
+        second = Server(args.bin, directory / "b", database=database, admin_key=first.admin_key)
+        try:
+            client = Client(first.port, first.admin_key)
+            project = client.call("POST", "/organization/projects", {"name": "limits"})["id"]
+            key = client.call("POST", f"/organization/projects/{project}/service_accounts", {"name": "bench"})["api_key"]["value"]
+            client.call("POST", f"/organization/projects/{project}/rate_limits/rl-bench-model", {"max_requests_per_1_minute": args.limit})
+            time.sleep(1)  # the second replica's change feed
+            body = json.dumps({"model": "bench-model", "messages": []})
+            answers: list[tuple[str, int, int]] = []  # replica, status, window
+            lock = threading.Lock()
+
+            def unit(value: str) -> float:
+                total = 0.0
+                for amount, suffix in re.findall(r"([0-9.]+)(ms|h|m|s)", value):
+                    total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[suffix]
+                return total
+
+            def load(server: Server, label: str, per_minute: float, start: float, end: float):
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                interval = 60 / per_minute
+                due = start
+                while due < end:
+                    pause = due - time.time()
+                    if pause > 0:
+                        time.sleep(pause)
+                    connection.request(
+                        "POST", "/v1/auth/check/v1/chat/completions", body=body,
+                        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                    )
+                    response = connection.getresponse()
+                    response.read()
+                    reset = response.getheader("x-ratelimit-reset-requests")
+                    window = round((time.time() + unit(reset)) / 60) - 1 if reset else -1
+                    with lock:
+                        answers.append((label, response.status, window))
+                    due += interval
+
+            # Start on a minute's edge, so that every window measured is a whole one.
+            start = (int(time.time()) // 60 + 1) * 60
+            end = start + 60 * args.minutes
+            print(f"==> {args.rate}/min for {args.minutes} min from {time.strftime('%H:%M:%S', time.gmtime(start))} UTC, 80/20 over two replicas, limit {args.limit}/min", flush=True)
+            # Each replica's share from 4 clients, so that no client's pace is bound by one connection's latency.
+            threads = [threading.Thread(target=load, args=(first, "A", args.rate * 0.8 / 4, start + index * 0.01, end)) for index in range(4)]
+            threads += [threading.Thread(target=load, args=(second, "B", args.rate * 0.2 / 4, start + index * 0.013, end)) for index in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            first.stop()
+            second.stop()
+    windows = sorted({window for _, _, window in answers if window >= 0})
+    print()
+    print("| minute (UTC) | sent | admitted | by A | by B | refused (429) | other |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    admitted_per_window = []
+    for window in windows:
+        rows = [(label, status) for label, status, w in answers if w == window]
+        admitted = sum(status == 200 for _, status in rows)
+        admitted_per_window.append(admitted)
+        print(
+            f"| {time.strftime('%H:%M', time.gmtime(window * 60))} | {len(rows)} | {admitted} | "
+            f"{sum(status == 200 and label == 'A' for label, status in rows)} | {sum(status == 200 and label == 'B' for label, status in rows)} | "
+            f"{sum(status == 429 for _, status in rows)} | {sum(status not in (200, 429) for _, status in rows)} |"
+        )
+    unattributed = sum(window < 0 for _, _, window in answers)
+    if unattributed:
+        print(f"({unattributed} answers without x-ratelimit headers)")
+    return judge(
+        [
+            (f"admitted per minute never above {args.limit} (most {max(admitted_per_window)})", max(admitted_per_window) <= args.limit),
+            (
+                f"admitted per minute at least {int(args.limit * 0.95)} (least {min(admitted_per_window)})",
+                min(admitted_per_window) >= int(args.limit * 0.95),
+            ),
+            ("no answer but 200 and 429", all(status in (200, 429) for _, status, _ in answers)),
+        ]
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit", "create", "gateway"])
+    parser.add_argument("scenario", choices=["list", "verify", "scale", "replicas", "audit", "create", "gateway", "limits"])
     parser.add_argument("--bin", required=True)
     parser.add_argument("--seeder", help="scale: the keysmith-bench-seed binary")
     parser.add_argument(
@@ -1732,6 +1844,9 @@ def main():
     parser.add_argument("--events", type=int, default=10_000, help="audit: events made through the API")
     parser.add_argument("--streams", type=int, default=300, help="gateway: sequential streams through each")
     parser.add_argument("--concurrent-streams", type=int, default=1000, help="gateway: streams open at once, for memory")
+    parser.add_argument("--limit", type=int, default=600, help="limits: the project's requests per minute")
+    parser.add_argument("--rate", type=float, default=2000, help="limits: requests per minute sent, over both replicas")
+    parser.add_argument("--minutes", type=int, default=3, help="limits: minutes of load")
     parser.add_argument("--litellm", help="gateway: the litellm command of a venv with litellm[proxy], to measure its proxy beside")
     args = parser.parse_args()
     print(f"==> {os.cpu_count()} cores; {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}")
@@ -1739,6 +1854,8 @@ def main():
         sys.exit(0 if run_scale(args, args.bin, args.seeder) else 1)
     if args.scenario == "replicas":
         sys.exit(0 if run_replicas(args) else 1)
+    if args.scenario == "limits":
+        sys.exit(0 if run_limits(args) else 1)
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as directory:
         servers = start_servers(args, Path(directory))
         try:

@@ -241,3 +241,52 @@ def test_two_replicas_under_uneven_load_never_pass_the_limit(tmp_path):
         first.stop()
         second.stop()
         upstream.stop()
+
+
+@pytest.mark.postgres_only
+def test_with_postgresql_stopped_a_replica_admits_from_its_lease_then_does_as_configured(tmp_path):
+    from test_postgres_faults import cluster
+    from test_replicas import until
+
+    servers = {}
+    for policy in ("refuse", "admit"):
+        directory = tmp_path / policy
+        directory.mkdir()
+        settings = {"models": {"gemma-3-270m": {"max_requests_per_1_minute": 100}}, "when_database_unavailable": policy}
+        servers[policy] = Server(directory, args=["--rate-limits", limits_file(directory, settings)])
+    try:
+        keys = {}
+        for policy, server in servers.items():
+            admin = server.client().admin.organization
+            keys[policy] = new_project(admin, policy)[1]
+
+        def check(policy):
+            request = urllib.request.Request(
+                servers[policy].base_url + "/auth/check/v1/chat/completions",
+                data=json.dumps({"model": "gemma-3-270m"}).encode(),
+                headers={"Authorization": f"Bearer {keys[policy]}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, None
+            except urllib.error.HTTPError as error:
+                return error.code, json.load(error)["error"]["code"]
+
+        wait_for_room_in_the_minute(40)
+        # Each takes its first lease: a tenth of the limit.
+        assert check("refuse")[0] == 200 and check("admit")[0] == 200
+        cluster("stop")
+        try:
+            # What was leased is admitted from memory; then the operator's choice.
+            refused = [check("refuse") for _ in range(12)]
+            assert [status for status, _ in refused[:9]] == [200] * 9, refused
+            assert refused[9:] == [(503, "rate_limits_unavailable")] * 3, refused
+            assert [check("admit")[0] for _ in range(12)] == [200] * 12
+        finally:
+            cluster("start")
+        # The database back, leases are taken again.
+        until(lambda: check("refuse")[0] == 200, within=15)
+    finally:
+        for server in servers.values():
+            server.stop()
