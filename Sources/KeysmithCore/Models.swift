@@ -330,6 +330,8 @@ public struct KeyVerificationState: Sendable, Equatable {
     /// Whether the owner still belongs to the project: false for a user who left it; always true for a service
     /// account, whose keys go with it.
     public var ownerHasProjectAccess: Bool
+    /// The key's own rate limits (normalized: nil values are no limit); nil when it has none.
+    public var rateLimits: APIKeyRateLimits?
 
     public init(
         keyID: APIKeyID,
@@ -343,7 +345,8 @@ public struct KeyVerificationState: Sendable, Equatable {
         previousSecretHash: String?,
         previousSecretExpiresAt: UnixSeconds?,
         isProjectArchived: Bool,
-        ownerHasProjectAccess: Bool
+        ownerHasProjectAccess: Bool,
+        rateLimits: APIKeyRateLimits? = nil
     ) {
         self.keyID = keyID
         self.organizationID = organizationID
@@ -357,6 +360,7 @@ public struct KeyVerificationState: Sendable, Equatable {
         self.previousSecretExpiresAt = previousSecretExpiresAt
         self.isProjectArchived = isProjectArchived
         self.ownerHasProjectAccess = ownerHasProjectAccess
+        self.rateLimits = rateLimits
     }
 }
 

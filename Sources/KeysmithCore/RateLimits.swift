@@ -33,6 +33,33 @@ public struct RateLimitSettings: Sendable, Equatable, Hashable {
     public static let maximumValue = 1_000_000_000_000
 }
 
+/// A key's own limits (a Keysmith extension), applied beside its project's for the model: the lowest binds. nil is
+/// no limit (0 in the API).
+public struct APIKeyRateLimits: Sendable, Equatable, Hashable {
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    /// Requests of the key's in flight at once through the gateway, on each replica.
+    public var concurrentRequests: Int?
+
+    public init(requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, concurrentRequests: Int? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.concurrentRequests = concurrentRequests
+    }
+
+    /// 0 read as no limit.
+    public var normalized: APIKeyRateLimits {
+        func none(_ value: Int?) -> Int? { value == 0 ? nil : value }
+        return APIKeyRateLimits(
+            requestsPerMinute: none(self.requestsPerMinute),
+            tokensPerMinute: none(self.tokensPerMinute),
+            concurrentRequests: none(self.concurrentRequests)
+        )
+    }
+
+    public var isUnlimited: Bool { self.requestsPerMinute == nil && self.tokensPerMinute == nil && self.concurrentRequests == nil }
+}
+
 /// What Keysmith counts against a limit, each in a window of its own: requests per minute and per day, tokens per
 /// minute.
 public enum RateLimitMeasure: String, Sendable, CaseIterable, Hashable {
@@ -49,15 +76,16 @@ public enum RateLimitMeasure: String, Sendable, CaseIterable, Hashable {
     }
 }
 
-/// One window of one limit, cluster-wide: what every replica leases its allowance from.
+/// One window of one limit, cluster-wide: what every replica leases its allowance from. The subject is a project
+/// (its limits are per model) or a key (its own, over every model: model `*`).
 public struct RateLimitWindow: Sendable, Hashable {
-    public var projectID: ProjectID
+    public var subject: String
     public var model: String
     public var measure: RateLimitMeasure
     public var start: UnixSeconds
 
-    public init(projectID: ProjectID, model: String, measure: RateLimitMeasure, start: UnixSeconds) {
-        self.projectID = projectID
+    public init(subject: String, model: String, measure: RateLimitMeasure, start: UnixSeconds) {
+        self.subject = subject
         self.model = model
         self.measure = measure
         self.start = start

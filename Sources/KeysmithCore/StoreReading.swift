@@ -24,6 +24,8 @@ public protocol KeysmithStoreReader: VerificationStateReader {
     func modelPermissions(organizationID: OrganizationID, projectID: ProjectID) async throws -> ModelPermissions?
     /// The project's own rate limit settings, by model (what it changed from the operator's defaults).
     func rateLimitSettings(organizationID: OrganizationID, projectID: ProjectID) async throws -> [String: RateLimitSettings]
+    /// A key's own rate limits (0 for none); a key not in the project is not found.
+    func apiKeyRateLimits(organizationID: OrganizationID, projectID: ProjectID, keyID: APIKeyID) async throws -> APIKeyRateLimits
     func user(organizationID: OrganizationID, id: UserID) async throws -> User
     /// Users in added order; with `emails`, only those (compared case-insensitively).
     func listUsers(organizationID: OrganizationID, emails: [String], page: PageRequest) async throws -> Page<User>

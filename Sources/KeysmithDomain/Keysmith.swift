@@ -246,6 +246,18 @@ public struct Keysmith: Sendable {
         }
     }
 
+    /// Changes a key's own rate limits (a Keysmith extension): each value `changes` holds replaces the key's (0: none).
+    public func updateAPIKeyRateLimits(
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        keyID: APIKeyID,
+        _ changes: APIKeyRateLimits
+    ) async throws -> APIKeyRateLimits {
+        try await self.write {
+            try await self.store.updateAPIKeyRateLimits(organizationID: organizationID, projectID: projectID, keyID: keyID, changes)
+        }
+    }
+
     // MARK: Users and project members
 
     public func createUser(organizationID: OrganizationID, email: String, name: String?, role: OrganizationRole) async throws -> User {

@@ -89,7 +89,7 @@ struct RateLimitTests {
             for await admitted in group where admitted { count += 1 }
             return count
         }
-        let window = RateLimitWindow(projectID: Self.project, model: "gemma-3", measure: .requestsPerMinute, start: 1_750_000_020)
+        let window = RateLimitWindow(subject: Self.project.rawValue, model: "gemma-3", measure: .requestsPerMinute, start: 1_750_000_020)
         #expect(admitted == 600)
         #expect(ledger.total(window) == 600)
         // Leases, not a statement a request: a tenth of the limit each, and a few that found the window spent.
@@ -166,7 +166,7 @@ struct RateLimitTests {
         let demand = Self.demand(requestsPerMinute: 100)
         // The first leases a tenth (10) and uses 1.
         #expect(Self.admitted(await first.admit(demand)) != nil)
-        let window = RateLimitWindow(projectID: Self.project, model: "gemma-3", measure: .requestsPerMinute, start: 1_750_000_020)
+        let window = RateLimitWindow(subject: Self.project.rawValue, model: "gemma-3", measure: .requestsPerMinute, start: 1_750_000_020)
         #expect(ledger.total(window) >= 10)
         clock.advance(by: 3)
         await first.sweep()
@@ -339,6 +339,56 @@ struct RateLimitAPITests {
                 let reply = try await check(chat, body: #"{"model":"gemma-3"}"#)
                 #expect(reply.status == .ok && reply.headers[HTTPField.Name("x-ratelimit-limit-requests")!] == nil)
             }
+        }
+    }
+
+    @Test(
+        "A key's own limits: set through the extension, counted over every model beside the project's; the lowest binds",
+        arguments: TestEngine.available,
+        Transport.checkPaths
+    )
+    func keyLimits(engine: TestEngine, transport: Transport) async throws {
+        try await Harness.run(engine, transport: transport) { app in
+            let project = try await app.project()
+            let account = try await app.serviceAccount(projectID: project)
+            let other = try await app.serviceAccount(projectID: project, name: "other")
+            let path = "/projects/\(project)/api_keys/\(account.keyID)/rate_limits"
+            let none = try await app.get(path)
+            #expect(
+                none.text
+                    == #"{"object":"organization.project.api_key.rate_limits","api_key_id":"\#(account.keyID)","max_requests_per_1_minute":0,"max_tokens_per_1_minute":0,"max_concurrent_requests":0}"#
+            )
+            try await app.post(path, #"{"max_requests_per_1_minute":-1}"#).expectError(.badRequest, param: "max_requests_per_1_minute")
+            try await app.post(path, #"{"max_concurrent_requests":"2"}"#).expectError(.badRequest, param: "max_concurrent_requests")
+            try await app.get("/projects/\(try await app.project("Elsewhere"))/api_keys/\(account.keyID)/rate_limits").expectError(.notFound)
+            #expect(try await app.get(path).text == none.text)
+
+            let set = try await app.post(path, #"{"max_requests_per_1_minute":2}"#)
+            #expect(set["max_requests_per_1_minute"] as? Int == 2 && set["max_concurrent_requests"] as? Int == 0)
+            let chat: HTTPFields = [.originalMethod: "POST", .originalURI: "/v1/chat/completions"]
+            func check(_ key: String, _ model: String) async throws -> Reply {
+                try await app.request(.post, "/v1/auth/check", key: key, body: #"{"model":"\#(model)"}"#, headers: chat)
+            }
+            // Two a minute, whatever the model; the project's other key is not touched.
+            #expect(try await check(account.value, "gemma-3").status == .ok)
+            let second = try await check(account.value, "o3")
+            #expect(second.status == .ok && second.headers[HTTPField.Name("x-ratelimit-remaining-requests")!] == "0")
+            let refused = try await check(account.value, "qwen")
+            refused.expectError(.tooManyRequests, code: "rate_limit_exceeded")
+            #expect((refused.error["message"] as? String)?.hasPrefix("Rate limit reached for API key \(account.keyID) in project \(project)") == true)
+            #expect(try await check(other.value, "gemma-3").status == .ok)
+
+            // Beside a project limit: the lower binds, and the headers show it.
+            app.clock.advance(by: 60)
+            _ = try await app.post(path, #"{"max_requests_per_1_minute":5}"#)
+            _ = try await app.post("/projects/\(project)/rate_limits/rl-gemma-3", #"{"max_requests_per_1_minute":1}"#)
+            let first = try await check(account.value, "gemma-3")
+            #expect(first.status == .ok && first.headers[HTTPField.Name("x-ratelimit-limit-requests")!] == "1")
+            #expect((try await check(account.value, "gemma-3").error["message"] as? String)?.contains("gemma-3 in project") == true)
+            #expect(try await check(account.value, "o3").headers[HTTPField.Name("x-ratelimit-limit-requests")!] == "5")
+            // Lifted: no limit, no headers.
+            _ = try await app.post(path, #"{"max_requests_per_1_minute":0}"#)
+            #expect(try await check(account.value, "o3").headers[HTTPField.Name("x-ratelimit-limit-requests")!] == nil)
         }
     }
 }

@@ -178,6 +178,22 @@ struct StoreQueryTests {
             #expect(states.first?.secretHash == "rotated-hash")
             #expect(try await read(SQLStore.KeyVerificationStatesAfter(after: key.id.rawValue, limit: 10)).isEmpty)
             #expect(try await read(SQLStore.KeyVerificationStateByID(id: key.id)) == states)
+            #expect(states.first?.rateLimits == nil)
+            // A key's own limits: none (0), then set, and carried by its verification state (0 read as none).
+            let keyLimits = SQLStore.APIKeyRateLimitsInProject(keyID: key.id, projectID: project.id, organizationID: organizationID)
+            #expect(try await read(keyLimits) == [APIKeyRateLimits(requestsPerMinute: 0, tokensPerMinute: 0, concurrentRequests: 0)])
+            #expect(try await read(SQLStore.APIKeyRateLimitsInProject(keyID: key.id, projectID: archived.id, organizationID: organizationID)).isEmpty)
+            let setLimits = try await store.updateAPIKeyRateLimits(
+                organizationID: organizationID,
+                projectID: project.id,
+                keyID: key.id,
+                APIKeyRateLimits(requestsPerMinute: 5, tokensPerMinute: 0, concurrentRequests: 2)
+            )
+            #expect(setLimits == APIKeyRateLimits(requestsPerMinute: 5, tokensPerMinute: 0, concurrentRequests: 2))
+            #expect(try await read(keyLimits) == [setLimits])
+            let limitedState = try await read(SQLStore.KeyVerificationStateByID(id: key.id)).first
+            #expect(limitedState?.rateLimits == APIKeyRateLimits(requestsPerMinute: 5, concurrentRequests: 2))
+            #expect(try await read(SQLStore.KeyVerificationStatesAfter(after: "", limit: 10)).first?.rateLimits == limitedState?.rateLimits)
             #expect(try await read(SQLStore.RevokedSecretHashes(keyID: key.id)) == [newKey.secret.hash])
             let revoked = try await read(SQLStore.RevokedSecretByHash(secretHash: newKey.secret.hash))
             #expect(revoked == [RevokedSecret(keyID: key.id, organizationID: organizationID, projectID: project.id, revokedAt: fixture.clock.now)])
@@ -253,7 +269,7 @@ struct StoreQueryTests {
             #expect(everyLimit.map(\.0) == [project.id] && everyLimit.map(\.1) == [model] && everyLimit.map(\.2) == [merged])
 
             // The ledger: leases never pass the limit, give-backs return allowance, old windows go.
-            let window = RateLimitWindow(projectID: project.id, model: model, measure: .requestsPerMinute, start: 1_750_000_020)
+            let window = RateLimitWindow(subject: project.id.rawValue, model: model, measure: .requestsPerMinute, start: 1_750_000_020)
             let firstLease = try await engine.write { try await $0.rows(SQLStore.LeaseRateLimitWindow(window: window, wanted: 6, limit: 10)) }
             #expect(firstLease.map(\.granted) == [6] && firstLease.map(\.total) == [6])
             do {

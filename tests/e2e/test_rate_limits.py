@@ -290,3 +290,38 @@ def test_with_postgresql_stopped_a_replica_admits_from_its_lease_then_does_as_co
     finally:
         for server in servers.values():
             server.stop()
+
+
+def test_a_keys_own_limits_bind_beside_its_projects_and_hold_its_concurrent_requests(limited):
+    server, upstream, admin = limited
+    project, key = new_project(admin, "per key")
+    key_id = admin.projects.api_keys.list(project.id).data[0].id
+    path = f"/organization/projects/{project.id}/api_keys/{key_id}/rate_limits"
+    status, _, body = server.request("POST", path, {"max_concurrent_requests": 1, "max_requests_per_1_minute": 100})
+    assert status == 200 and body["object"] == "organization.project.api_key.rate_limits" and body["max_concurrent_requests"] == 1
+    client = model_client(server, key)
+    wait_for_room_in_the_minute()
+
+    # A stream holds the key's one slot until it ends (the fake upstream takes 0.8 s over it).
+    streamed = []
+    stream = threading.Thread(
+        target=lambda: streamed.extend(
+            client.chat.completions.create(model="gemma-3-270m", messages=[], stream=True)
+        )
+    )
+    stream.start()
+    time.sleep(0.3)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="qwen-2.5", messages=[])
+    assert "on concurrent requests: Limit 1" in refused.value.body["message"]
+    stream.join()
+    assert len(streamed) >= 3
+    # Over: the slot is free again, and the key's own per-minute limit is the binding one in the headers.
+    raw = client.chat.completions.with_raw_response.create(model="qwen-2.5", messages=[])
+    assert raw.headers["x-ratelimit-limit-requests"] == "60"  # qwen's 60 a minute binds before the key's 100
+    status, _, body = server.request("POST", path, {"max_requests_per_1_minute": 2, "max_concurrent_requests": 0})
+    assert body["max_requests_per_1_minute"] == 2
+    # The key has used 2 of its 2 this minute (the stream and the request above; the refused one took nothing).
+    with pytest.raises(openai.RateLimitError) as spent:
+        client.chat.completions.create(model="gemma-3-270m", messages=[])
+    assert spent.value.body["message"].startswith(f"Rate limit reached for API key {key_id} in project {project.id} on requests per min")

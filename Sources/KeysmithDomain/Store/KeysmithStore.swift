@@ -51,6 +51,9 @@ protocol KeysmithStore: KeysmithStoreReader, VerificationSource {
         rateLimitID: String,
         _ changes: RateLimitSettings
     ) async throws -> RateLimitSettings
+    /// Changes a key's own rate limits (each value given replaces the stored one; 0: none); returns them as stored.
+    func updateAPIKeyRateLimits(organizationID: OrganizationID, projectID: ProjectID, keyID: APIKeyID, _ changes: APIKeyRateLimits)
+        async throws -> APIKeyRateLimits
 
     // MARK: Users and project members
 

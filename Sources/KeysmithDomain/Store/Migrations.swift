@@ -476,9 +476,10 @@ enum Migrations {
         Migration(
             name: "0009_project_rate_limits",
             // A project's rate limit settings for a model: a row only where it changed one from the operator's
-            // defaults (NULL: the default; 0: no limit). And every limit's windows: what all replicas have leased
-            // from each, which is what keeps them together inside the limit (last_grant: what the latest lease
-            // took, for the statement that takes it to return).
+            // defaults (NULL: the default; 0: no limit); a key's own limits (an extension; NULL or 0: none). And every
+            // limit's windows, by subject (a project or a key): what all replicas have leased from each, which is
+            // what keeps them together inside the limit (last_grant: what the latest lease took, for the statement
+            // that takes it to return).
             sqlite: [
                 """
                 CREATE TABLE project_rate_limits (
@@ -492,14 +493,23 @@ enum Migrations {
                 ) STRICT
                 """,
                 """
+                CREATE TABLE api_key_rate_limits (
+                    api_key_id TEXT PRIMARY KEY,
+                    max_requests_per_1_minute INTEGER,
+                    max_tokens_per_1_minute INTEGER,
+                    max_concurrent_requests INTEGER,
+                    updated_at INTEGER NOT NULL
+                ) STRICT
+                """,
+                """
                 CREATE TABLE rate_limit_windows (
-                    project_id TEXT NOT NULL,
+                    subject TEXT NOT NULL,
                     model TEXT NOT NULL,
                     measure TEXT NOT NULL,
                     window_start INTEGER NOT NULL,
                     granted INTEGER NOT NULL CHECK (granted >= 0),
                     last_grant INTEGER NOT NULL,
-                    PRIMARY KEY (project_id, model, measure, window_start)
+                    PRIMARY KEY (subject, model, measure, window_start)
                 ) STRICT
                 """,
             ],
@@ -516,14 +526,23 @@ enum Migrations {
                 )
                 """,
                 """
+                CREATE TABLE api_key_rate_limits (
+                    api_key_id TEXT COLLATE "C" PRIMARY KEY,
+                    max_requests_per_1_minute BIGINT,
+                    max_tokens_per_1_minute BIGINT,
+                    max_concurrent_requests BIGINT,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                """
                 CREATE TABLE rate_limit_windows (
-                    project_id TEXT COLLATE "C" NOT NULL,
+                    subject TEXT COLLATE "C" NOT NULL,
                     model TEXT COLLATE "C" NOT NULL,
                     measure TEXT COLLATE "C" NOT NULL,
                     window_start BIGINT NOT NULL,
                     granted BIGINT NOT NULL CHECK (granted >= 0),
                     last_grant BIGINT NOT NULL,
-                    PRIMARY KEY (project_id, model, measure, window_start)
+                    PRIMARY KEY (subject, model, measure, window_start)
                 )
                 """,
             ]

@@ -61,6 +61,93 @@ extension SQLStore {
         }
     }
 
+    // MARK: A key's own limits
+
+    /// The key's own limits (0 for none). Throws ``KeysmithError/notFound(_:id:)`` for a key not in the project.
+    func apiKeyRateLimits(organizationID: OrganizationID, projectID: ProjectID, keyID: APIKeyID) async throws -> APIKeyRateLimits {
+        try await self.engine.unsafeRead(logger: self.logger) { database in
+            guard
+                let row = try await database.rows(APIKeyRateLimitsInProject(keyID: keyID, projectID: projectID, organizationID: organizationID)).first
+            else {
+                throw KeysmithError.notFound(.apiKey, id: keyID)
+            }
+            return row
+        }
+    }
+
+    /// Sets the values `changes` holds (0: none), keeping the others; the key's verification state changes with it.
+    func updateAPIKeyRateLimits(
+        organizationID: OrganizationID,
+        projectID: ProjectID,
+        keyID: APIKeyID,
+        _ changes: APIKeyRateLimits
+    ) async throws -> APIKeyRateLimits {
+        let now = self.clock.now()
+        return try await self.engine.write(logger: self.logger) { database in
+            _ = try await Self.activeProject(database, organizationID: organizationID, id: projectID)
+            guard try await !database.rows(APIKeyRateLimitsInProject(keyID: keyID, projectID: projectID, organizationID: organizationID)).isEmpty
+            else {
+                throw KeysmithError.notFound(.apiKey, id: keyID)
+            }
+            guard let stored = try await database.rows(UpsertAPIKeyRateLimits(keyID: keyID, limits: changes, updatedAt: now)).first else {
+                throw StoreRowError(column: "api_key_rate_limits", problem: "returned no row from its upsert")
+            }
+            try await Self.recordChanges(database, [.apiKey(id: keyID)], at: now)
+            return stored
+        }
+    }
+
+    struct APIKeyRateLimitsInProject: StoreQuery {
+        static let sql = """
+            SELECT l.max_requests_per_1_minute, l.max_tokens_per_1_minute, l.max_concurrent_requests FROM api_keys k
+            LEFT JOIN api_key_rate_limits l ON l.api_key_id = k.id
+            WHERE k.id = $1 AND k.project_id = $2 AND k.organization_id = $3
+            """
+
+        var keyID: APIKeyID
+        var projectID: ProjectID
+        var organizationID: OrganizationID
+
+        var bindings: [any Encodable & Sendable] { [self.keyID, self.projectID, self.organizationID] }
+
+        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits {
+            APIKeyRateLimits(
+                requestsPerMinute: try row.optionalInt(at: 0) ?? 0,
+                tokensPerMinute: try row.optionalInt(at: 1) ?? 0,
+                concurrentRequests: try row.optionalInt(at: 2) ?? 0
+            )
+        }
+    }
+
+    struct UpsertAPIKeyRateLimits: StoreQuery {
+        static let sql = """
+            INSERT INTO api_key_rate_limits (api_key_id, max_requests_per_1_minute, max_tokens_per_1_minute, max_concurrent_requests, updated_at)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (api_key_id) DO UPDATE SET
+                max_requests_per_1_minute = COALESCE(excluded.max_requests_per_1_minute, api_key_rate_limits.max_requests_per_1_minute),
+                max_tokens_per_1_minute = COALESCE(excluded.max_tokens_per_1_minute, api_key_rate_limits.max_tokens_per_1_minute),
+                max_concurrent_requests = COALESCE(excluded.max_concurrent_requests, api_key_rate_limits.max_concurrent_requests),
+                updated_at = excluded.updated_at
+            RETURNING max_requests_per_1_minute, max_tokens_per_1_minute, max_concurrent_requests
+            """
+
+        var keyID: APIKeyID
+        var limits: APIKeyRateLimits
+        var updatedAt: UnixSeconds
+
+        var bindings: [any Encodable & Sendable] {
+            [self.keyID, self.limits.requestsPerMinute, self.limits.tokensPerMinute, self.limits.concurrentRequests, self.updatedAt]
+        }
+
+        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits {
+            APIKeyRateLimits(
+                requestsPerMinute: try row.optionalInt(at: 0) ?? 0,
+                tokensPerMinute: try row.optionalInt(at: 1) ?? 0,
+                concurrentRequests: try row.optionalInt(at: 2) ?? 0
+            )
+        }
+    }
+
     // MARK: The ledger of leases
 
     func lease(_ window: RateLimitWindow, wanted: Int, limit: Int) async throws -> (granted: Int, total: Int) {
@@ -175,9 +262,9 @@ extension SQLStore {
     /// Returns what this lease took and the window's total.
     struct LeaseRateLimitWindow: StoreQuery {
         static let sql = """
-            INSERT INTO rate_limit_windows (project_id, model, measure, window_start, granted, last_grant)
+            INSERT INTO rate_limit_windows (subject, model, measure, window_start, granted, last_grant)
             VALUES ($1, $2, $3, $4, $7, $7)
-            ON CONFLICT (project_id, model, measure, window_start) DO UPDATE SET
+            ON CONFLICT (subject, model, measure, window_start) DO UPDATE SET
                 last_grant = CASE
                     WHEN rate_limit_windows.granted >= $6 THEN 0
                     WHEN $6 - rate_limit_windows.granted < $5 THEN $6 - rate_limit_windows.granted
@@ -195,7 +282,7 @@ extension SQLStore {
 
         var bindings: [any Encodable & Sendable] {
             [
-                self.window.projectID, self.window.model, self.window.measure.rawValue, self.window.start, self.wanted, self.limit,
+                self.window.subject, self.window.model, self.window.measure.rawValue, self.window.start, self.wanted, self.limit,
                 min(self.wanted, self.limit),
             ]
         }
@@ -209,14 +296,14 @@ extension SQLStore {
         static let sql = """
             UPDATE rate_limit_windows
             SET granted = CASE WHEN granted > $5 THEN granted - $5 ELSE 0 END
-            WHERE project_id = $1 AND model = $2 AND measure = $3 AND window_start = $4
+            WHERE subject = $1 AND model = $2 AND measure = $3 AND window_start = $4
             """
 
         var window: RateLimitWindow
         var amount: Int
 
         var bindings: [any Encodable & Sendable] {
-            [self.window.projectID, self.window.model, self.window.measure.rawValue, self.window.start, self.amount]
+            [self.window.subject, self.window.model, self.window.measure.rawValue, self.window.start, self.amount]
         }
 
         static func decode(_ row: any StoreRowReader) throws {}

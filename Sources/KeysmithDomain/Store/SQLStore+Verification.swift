@@ -89,16 +89,23 @@ extension SQLStore {
     static let keyVerificationSelect = """
         SELECT k.id, k.organization_id, k.project_id, k.owner_type, COALESCE(k.user_id, k.service_account_id) AS owner_id,
                k.scopes, k.expires_at, k.secret_hash, k.previous_secret_hash, k.previous_secret_expires_at,
-               p.archived_at AS project_archived_at, m.user_id AS member_user_id
+               p.archived_at AS project_archived_at, m.user_id AS member_user_id,
+               l.max_requests_per_1_minute, l.max_tokens_per_1_minute, l.max_concurrent_requests
         FROM api_keys k
         JOIN projects p ON p.id = k.project_id
         LEFT JOIN project_members m ON m.project_id = k.project_id AND m.user_id = k.user_id
+        LEFT JOIN api_key_rate_limits l ON l.api_key_id = k.id
         """
 
     static func keyVerificationState(from row: some StoreRowReader) throws -> KeyVerificationState {
         let ownerType = try enumValue(APIKeyOwnerType.self, row.string(at: 3), column: "owner_type")
         let previousSecretHash = try row.optionalString(at: 8)
         let isMember = try row.optionalString(at: 11) != nil
+        let limits = APIKeyRateLimits(
+            requestsPerMinute: try row.optionalInt(at: 12),
+            tokensPerMinute: try row.optionalInt(at: 13),
+            concurrentRequests: try row.optionalInt(at: 14)
+        ).normalized
         return KeyVerificationState(
             keyID: try row.id(at: 0),
             organizationID: try row.id(at: 1),
@@ -112,7 +119,8 @@ extension SQLStore {
             // A previous secret without an end would be a bug; treat it as already ended.
             previousSecretExpiresAt: previousSecretHash == nil ? nil : (try row.optionalInt(at: 9) ?? 0),
             isProjectArchived: try row.optionalInt(at: 10) != nil,
-            ownerHasProjectAccess: ownerType == .serviceAccount || isMember
+            ownerHasProjectAccess: ownerType == .serviceAccount || isMember,
+            rateLimits: limits.isUnlimited ? nil : limits
         )
     }
 

@@ -229,6 +229,7 @@ final class Gateway: Sendable {
             forwarded.response,
             metered: forwarded.metered,
             limits: ticket?.headers,
+            slot: forwarded.slot,
             record: record,
             started: started,
             logger: context.logger
@@ -240,6 +241,8 @@ final class Gateway: Sendable {
         var response: HTTPClientResponse
         var metered: MeteredRequest?
         var ticket: RateLimiter.Ticket?
+        /// Held until the answer has been relayed.
+        var slot: RateLimiter.Slot?
     }
 
     /// What goes up, before the body is read and the upstream chosen.
@@ -288,6 +291,11 @@ final class Gateway: Sendable {
         } else if request.isJSON, self.routes.count > 1 {
             model = MeteredRequest.model(inJSON: bytes)
         }
+        // The key's concurrent requests first: a request refused for it takes nothing from the windows.
+        var slot: RateLimiter.Slot?
+        if let concurrent = key.rateLimits?.limits.concurrentRequests {
+            slot = try self.forwardAuth.limiter.occupy(key, limit: concurrent).get()
+        }
         let ticket = try await self.admit(key, model: requestModel, metered: metered, bodySize: bytes.readableBytes)
         guard let route = self.route(for: model) else {
             throw OpenAIError(
@@ -319,7 +327,7 @@ final class Gateway: Sendable {
             } onCancel: {
                 exchange.cancel()
             }
-            return Forwarded(response: response, metered: metered, ticket: ticket)
+            return Forwarded(response: response, metered: metered, ticket: ticket, slot: slot)
         } catch {
             if let ticket { self.forwardAuth.limiter.settle(ticket, tokensUsed: 0) }
             if connection?.isClosed ?? false || Task.isCancelled { throw CancellationError() }
@@ -340,21 +348,13 @@ final class Gateway: Sendable {
         -> RateLimiter.Ticket?
     {
         let limiter = self.forwardAuth.limiter
-        guard limiter.limitsSomeModel(project: key.project) else { return nil }
-        let name: String
-        switch model {
-        case .unknown: throw ModelAccess.limitedModelUnknown(key.project.id)
-        case .none: return nil
-        case .named(let named): name = named
-        }
-        let limits = limiter.limits(project: key.project, model: name)
-        guard !limits.isUnlimited else { return nil }
         var tokens = 0
         if let metered {
             tokens = max(1, bodySize / 4)
             if metered.kind == .completions { tokens += metered.maximumTokens ?? limiter.configuration.defaultMaxTokens }
         }
-        switch await limiter.admit(RateLimiter.Demand(projectID: key.project.id, model: name, limits: limits, tokens: tokens)) {
+        guard let demand = try limiter.demand(key, model: model, tokens: tokens).get() else { return nil }
+        switch await limiter.admit(demand) {
         case .admitted(let ticket): return ticket
         case .refused(let refusal): throw refusal
         }
@@ -367,6 +367,7 @@ final class Gateway: Sendable {
         _ response: HTTPClientResponse,
         metered: MeteredRequest?,
         limits: HTTPFields?,
+        slot: RateLimiter.Slot?,
         record: (@Sendable (ReportedUsage?) -> Void)?,
         started: ContinuousClock.Instant,
         logger: Logger
@@ -396,8 +397,9 @@ final class Gateway: Sendable {
                 var meter = record.map { _ in UsageMeter(contentType: contentType, hidesUsageChunk: hidesUsageChunk) }
                 var recorded = false
                 defer {
-                    // However the answer ended (the client gone included), the request was made.
+                    // However the answer ended (the client gone included), the request was made, and is over.
                     if !recorded, let record { record(meter?.usage) }
+                    withExtendedLifetime(slot) {}
                 }
                 var chunks = upstreamBody.makeAsyncIterator()
                 while true {

@@ -17,19 +17,50 @@ import Synchronization
 /// Tokens are counted at admission as an estimate (the prompt's size and the answer's maximum) and settled with the
 /// usage the response reports: what was not used goes back to the lease, what was used past it is taken from the next.
 final class RateLimiter: Sendable {
-    /// What one request asks of its project's limits for one model.
+    /// What one request asks of the limits it falls under: its project's for its model, and its key's own.
     struct Demand: Sendable {
-        var projectID: ProjectID
-        var model: String
-        var limits: RateLimitSettings
+        /// One set of limits and what they count: a project's for a model, or a key's for every model (`*`).
+        struct Subject: Sendable {
+            var id: String
+            var model: String
+            var limits: RateLimitSettings
+            /// How a refusal names it: `gemma-3 in project proj_…`, `API key key_… in project proj_…`.
+            var description: String
+
+            static func project(_ projectID: ProjectID, model: String, limits: RateLimitSettings) -> Subject {
+                Subject(id: projectID.rawValue, model: model, limits: limits, description: "\(model) in project \(projectID.rawValue)")
+            }
+
+            static func key(_ keyID: APIKeyID, projectID: ProjectID, limits: APIKeyRateLimits) -> Subject {
+                Subject(
+                    id: keyID.rawValue,
+                    model: "*",
+                    limits: RateLimitSettings(requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute),
+                    description: "API key \(keyID.rawValue) in project \(projectID.rawValue)"
+                )
+            }
+        }
+
+        var subjects: [Subject]
         /// The tokens to reserve (0 for the check, which does not know them).
         var tokens: Int
+
+        init(subjects: [Subject], tokens: Int) {
+            self.subjects = subjects
+            self.tokens = tokens
+        }
+
+        /// A project's limits for a model alone.
+        init(projectID: ProjectID, model: String, limits: RateLimitSettings, tokens: Int) {
+            self.init(subjects: [.project(projectID, model: model, limits: limits)], tokens: tokens)
+        }
     }
 
     /// An admitted request's reservation, to settle its tokens and to describe its limits in the answer's headers.
     struct Ticket: Sendable {
         var demand: Demand
-        var tokenWindow: UnixSeconds?
+        /// The window each subject's tokens were reserved in, by subject.
+        var tokenWindows: [String: UnixSeconds] = [:]
         var headers: HTTPFields
     }
 
@@ -39,7 +70,7 @@ final class RateLimiter: Sendable {
     }
 
     private struct BucketKey: Hashable {
-        var projectID: ProjectID
+        var subject: String
         var model: String
         var measure: RateLimitMeasure
     }
@@ -95,6 +126,77 @@ final class RateLimiter: Sendable {
         self.configuration.limitsSomeModel(settings: project.rateLimitSettings)
     }
 
+    /// What a request of `key` for `model` asks of the limits: its project's for the model, its key's own; nil when
+    /// no limit applies; the refusal when the project limits some model and the request does not say which it uses.
+    func demand(_ key: IndexedKey, model: ModelAccess.RequestModel, tokens: Int) -> Result<Demand?, OpenAIError> {
+        var subjects: [Demand.Subject] = []
+        if let own = key.rateLimits?.limits, own.requestsPerMinute != nil || own.tokensPerMinute != nil {
+            subjects.append(.key(key.id, projectID: key.project.id, limits: own))
+        }
+        if self.limitsSomeModel(project: key.project) {
+            switch model {
+            case .unknown:
+                return .failure(ModelAccess.limitedModelUnknown(key.project.id))
+            case .none:
+                break
+            case .named(let name):
+                let limits = self.limits(project: key.project, model: name)
+                if !limits.isUnlimited { subjects.append(.project(key.project.id, model: name, limits: limits)) }
+            }
+        }
+        return .success(subjects.isEmpty ? nil : Demand(subjects: subjects, tokens: tokens))
+    }
+
+    // MARK: Concurrency
+
+    /// A request in flight, counted against its key's `max_concurrent_requests` on this replica until it is
+    /// released (when the last reference to it goes: the answer's end, however it ends).
+    final class Slot: Sendable {
+        private let release: @Sendable () -> Void
+
+        fileprivate init(release: @escaping @Sendable () -> Void) {
+            self.release = release
+        }
+
+        deinit { self.release() }
+    }
+
+    private let inFlight = Mutex<[APIKeyID: Int]>([:])
+
+    /// A slot for one more request of `key`, or the 429 when it has `limit` in flight already.
+    func occupy(_ key: IndexedKey, limit: Int) -> Result<Slot, OpenAIError> {
+        let taken = self.inFlight.withLock { counts -> Bool in
+            let count = counts[key.id, default: 0]
+            guard count < limit else { return false }
+            counts[key.id] = count + 1
+            return true
+        }
+        guard taken else {
+            return .failure(
+                OpenAIError(
+                    status: .tooManyRequests,
+                    message: "Rate limit reached for API key \(key.id.rawValue) in project \(key.project.id.rawValue) on concurrent "
+                        + "requests: Limit \(limit), Used \(limit), Requested 1. Please try again when a request has finished.",
+                    type: "requests",
+                    code: "rate_limit_exceeded",
+                    headers: [.retryAfter: "1"]
+                )
+            )
+        }
+        let id = key.id
+        return .success(
+            Slot { [self] in
+                self.inFlight.withLock { counts in
+                    let count = (counts[id] ?? 1) - 1
+                    counts[id] = count > 0 ? count : nil
+                }
+            }
+        )
+    }
+
+    /// Requests of `key` in flight on this replica.
+    func inFlight(_ keyID: APIKeyID) -> Int { self.inFlight.withLock { $0[keyID, default: 0] } }
+
     // MARK: Admission
 
     private enum Attempt {
@@ -138,31 +240,43 @@ final class RateLimiter: Sendable {
 
     private func attempt(_ demand: Demand, now: Int) -> Attempt {
         let seconds = now / 1000
-        var refillKeys: [BucketKey] = []
+        var refillKeys: [(BucketKey, Int)] = []
         let attempt: Attempt = self.state.withLock { state in
-            var keys: [(BucketKey, Int)] = []
-            for measure in RateLimitMeasure.allCases {
-                guard let limit = self.limit(demand.limits, measure), limit > 0 else { continue }
-                // A token demand is counted only where tokens are known (the gateway's).
-                if measure == .tokensPerMinute && demand.tokens == 0 { continue }
-                let key = BucketKey(projectID: demand.projectID, model: demand.model, measure: measure)
-                let start = measure.windowStart(containing: seconds)
-                if state.buckets[key]?.window.start != start {
-                    state.buckets[key] = Bucket(
-                        window: RateLimitWindow(projectID: demand.projectID, model: demand.model, measure: measure, start: start),
-                        limit: limit
-                    )
+            var keys: [(key: BucketKey, subject: Demand.Subject, limit: Int)] = []
+            for subject in demand.subjects {
+                for measure in RateLimitMeasure.allCases {
+                    guard let limit = self.limit(subject.limits, measure), limit > 0 else { continue }
+                    // A token demand is counted only where tokens are known (the gateway's).
+                    if measure == .tokensPerMinute && demand.tokens == 0 { continue }
+                    let key = BucketKey(subject: subject.id, model: subject.model, measure: measure)
+                    let start = measure.windowStart(containing: seconds)
+                    if state.buckets[key]?.window.start != start {
+                        state.buckets[key] = Bucket(
+                            window: RateLimitWindow(subject: subject.id, model: subject.model, measure: measure, start: start),
+                            limit: limit
+                        )
+                    }
+                    if state.buckets[key]!.limit != limit {
+                        // Changed in the window: a lower limit leaves this replica only what the window has left
+                        // under it; a higher one may lease again at once.
+                        var bucket = state.buckets[key]!
+                        if limit < bucket.limit {
+                            bucket.available = max(0, min(bucket.available, limit - (bucket.total - bucket.available)))
+                        }
+                        bucket.limit = limit
+                        bucket.spent = false
+                        state.buckets[key] = bucket
+                    }
+                    keys.append((key, subject, limit))
                 }
-                state.buckets[key]!.limit = limit
-                keys.append((key, limit))
             }
             var lacking: [BucketKey] = []
-            for (key, limit) in keys {
+            for (key, subject, limit) in keys {
                 let bucket = state.buckets[key]!
                 let need = self.need(demand, key.measure)
                 if bucket.available >= need { continue }
                 if need > limit {
-                    return .done(.refused(self.refusal(demand, key.measure, bucket: bucket, requested: need, now: now, state: state)))
+                    return .done(.refused(self.refusal(demand, subject, key.measure, bucket: bucket, requested: need, now: now, state: state)))
                 }
                 if bucket.failedUntil > now {
                     switch self.configuration.whenDatabaseUnavailable {
@@ -171,31 +285,30 @@ final class RateLimiter: Sendable {
                     }
                 }
                 if bucket.spent && bucket.recheckAt > now {
-                    return .done(.refused(self.refusal(demand, key.measure, bucket: bucket, requested: need, now: now, state: state)))
+                    return .done(.refused(self.refusal(demand, subject, key.measure, bucket: bucket, requested: need, now: now, state: state)))
                 }
                 lacking.append(key)
             }
             if !lacking.isEmpty { return .lease(lacking) }
-            var ticket = Ticket(demand: demand, tokenWindow: nil, headers: [:])
-            for (key, _) in keys {
+            var ticket = Ticket(demand: demand, headers: [:])
+            for (key, _, _) in keys {
                 let need = self.need(demand, key.measure)
                 var bucket = state.buckets[key]!
                 // Admitted uncounted while the database is away (when the operator said so) takes nothing.
                 if bucket.available >= need || bucket.failedUntil <= now {
                     bucket.available -= need
+                    if key.measure == .tokensPerMinute { ticket.tokenWindows[key.subject] = bucket.window.start }
                 }
                 bucket.lastUse = now
-                if key.measure == .tokensPerMinute { ticket.tokenWindow = bucket.window.start }
                 if !bucket.spent, !bucket.isLeasing, bucket.available * 2 < self.chunk(bucket.limit, need: need) {
-                    refillKeys.append(key)
+                    refillKeys.append((key, need))
                 }
                 state.buckets[key] = bucket
             }
             ticket.headers = self.headers(demand, state: state, now: now)
             return .done(.admitted(ticket))
         }
-        for key in refillKeys {
-            let need = self.need(demand, key.measure)
+        for (key, need) in refillKeys {
             Task { await self.lease(key, needing: need, now: now) }
         }
         return attempt
@@ -271,7 +384,7 @@ final class RateLimiter: Sendable {
             if case .failure(let error) = result {
                 self.logger.warning(
                     "A rate limit's lease could not be taken from the database",
-                    metadata: ["project_id": "\(key.projectID)", "model": "\(key.model)", "error": "\(error)"]
+                    metadata: ["subject": "\(key.subject)", "model": "\(key.model)", "error": "\(error)"]
                 )
             }
             if giveBack > 0 { try? await self.ledger.giveBack(window, amount: giveBack) }
@@ -284,13 +397,16 @@ final class RateLimiter: Sendable {
     /// Settles an admitted request's tokens with what its response reported (nil: unknown, so the reservation
     /// stands).
     func settle(_ ticket: Ticket, tokensUsed: Int?) {
-        guard let used = tokensUsed, let start = ticket.tokenWindow else { return }
-        let key = BucketKey(projectID: ticket.demand.projectID, model: ticket.demand.model, measure: .tokensPerMinute)
+        guard let used = tokensUsed, !ticket.tokenWindows.isEmpty else { return }
         self.state.withLock { state in
-            // A window that has ended keeps what it counted.
-            guard var bucket = state.buckets[key], bucket.window.start == start else { return }
-            bucket.available += ticket.demand.tokens - used
-            state.buckets[key] = bucket
+            for subject in ticket.demand.subjects {
+                guard let start = ticket.tokenWindows[subject.id] else { continue }
+                let key = BucketKey(subject: subject.id, model: subject.model, measure: .tokensPerMinute)
+                // A window that has ended keeps what it counted.
+                guard var bucket = state.buckets[key], bucket.window.start == start else { continue }
+                bucket.available += ticket.demand.tokens - used
+                state.buckets[key] = bucket
+            }
         }
     }
 
@@ -349,7 +465,15 @@ final class RateLimiter: Sendable {
         headers: [.retryAfter: "1"]
     )
 
-    private func refusal(_ demand: Demand, _ measure: RateLimitMeasure, bucket: Bucket, requested: Int, now: Int, state: State) -> OpenAIError {
+    private func refusal(
+        _ demand: Demand,
+        _ subject: Demand.Subject,
+        _ measure: RateLimitMeasure,
+        bucket: Bucket,
+        requested: Int,
+        now: Int,
+        state: State
+    ) -> OpenAIError {
         let windowEnd = (bucket.window.start + measure.windowSeconds) * 1000
         let wait = max(0, windowEnd - now)
         let used = min(bucket.limit, max(0, bucket.total - max(0, bucket.available)))
@@ -363,7 +487,7 @@ final class RateLimiter: Sendable {
         headers[.retryAfter] = String((wait + 999) / 1000)
         return OpenAIError(
             status: .tooManyRequests,
-            message: "Rate limit reached for \(demand.model) in project \(demand.projectID.rawValue) on \(name): "
+            message: "Rate limit reached for \(subject.description) on \(name): "
                 + "Limit \(bucket.limit), Used \(used), Requested \(requested). Please try again in \(Self.duration(milliseconds: wait)).",
             type: measure == .tokensPerMinute ? "tokens" : "requests",
             code: "rate_limit_exceeded",
@@ -371,25 +495,38 @@ final class RateLimiter: Sendable {
         )
     }
 
-    /// OpenAI's `x-ratelimit-*` headers: requests by the per-minute limit (the per-day one when only it is set),
-    /// tokens by the per-minute one. Remaining is what the window has left as this replica knows it.
+    /// OpenAI's `x-ratelimit-*` headers, of the limit that binds (least remaining) among the request's subjects:
+    /// requests by the per-minute limit (the per-day one when a subject has only it), tokens by the per-minute one.
+    /// Remaining is what the window has left as this replica knows it.
     private func headers(_ demand: Demand, state: State, now: Int) -> HTTPFields {
         var headers = HTTPFields()
-        func describe(_ measure: RateLimitMeasure, _ suffix: String) {
-            let key = BucketKey(projectID: demand.projectID, model: demand.model, measure: measure)
-            guard let bucket = state.buckets[key] else { return }
-            let remaining = max(0, bucket.limit - bucket.total + max(0, bucket.available))
-            let reset = max(0, (bucket.window.start + measure.windowSeconds) * 1000 - now)
-            headers[HTTPField.Name("x-ratelimit-limit-\(suffix)")!] = String(bucket.limit)
-            headers[HTTPField.Name("x-ratelimit-remaining-\(suffix)")!] = String(min(bucket.limit, remaining))
-            headers[HTTPField.Name("x-ratelimit-reset-\(suffix)")!] = Self.duration(milliseconds: reset)
+        func binding(_ measures: (Demand.Subject) -> RateLimitMeasure?) -> (limit: Int, remaining: Int, reset: Int)? {
+            var best: (limit: Int, remaining: Int, reset: Int)?
+            for subject in demand.subjects {
+                guard let measure = measures(subject) else { continue }
+                let key = BucketKey(subject: subject.id, model: subject.model, measure: measure)
+                guard let bucket = state.buckets[key] else { continue }
+                let remaining = min(bucket.limit, max(0, bucket.limit - bucket.total + max(0, bucket.available)))
+                let reset = max(0, (bucket.window.start + measure.windowSeconds) * 1000 - now)
+                if best == nil || remaining < best!.remaining { best = (bucket.limit, remaining, reset) }
+            }
+            return best
         }
-        if demand.limits.requestsPerMinute != nil {
-            describe(.requestsPerMinute, "requests")
-        } else if demand.limits.requestsPerDay != nil {
-            describe(.requestsPerDay, "requests")
+        func describe(_ suffix: String, _ figures: (limit: Int, remaining: Int, reset: Int)?) {
+            guard let figures else { return }
+            headers[HTTPField.Name("x-ratelimit-limit-\(suffix)")!] = String(figures.limit)
+            headers[HTTPField.Name("x-ratelimit-remaining-\(suffix)")!] = String(figures.remaining)
+            headers[HTTPField.Name("x-ratelimit-reset-\(suffix)")!] = Self.duration(milliseconds: figures.reset)
         }
-        if demand.limits.tokensPerMinute != nil, demand.tokens > 0 { describe(.tokensPerMinute, "tokens") }
+        describe(
+            "requests",
+            binding { subject in
+                subject.limits.requestsPerMinute != nil ? .requestsPerMinute : subject.limits.requestsPerDay != nil ? .requestsPerDay : nil
+            }
+        )
+        if demand.tokens > 0 {
+            describe("tokens", binding { $0.limits.tokensPerMinute != nil ? .tokensPerMinute : nil })
+        }
         return headers
     }
 

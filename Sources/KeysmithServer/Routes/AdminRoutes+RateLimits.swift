@@ -86,6 +86,47 @@ extension AdminRoutes {
         return Wire.response { Self.write(&$0, entry) }
     }
 
+    // MARK: A key's own limits (an extension)
+
+    @Sendable func retrieveAPIKeyRateLimits(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let keyID: APIKeyID = try context.parameters.requireID("api_key_id")
+        let limits = try await self.reader(context).apiKeyRateLimits(
+            organizationID: context.principal.organizationID,
+            projectID: try context.parameters.requireID("project_id"),
+            keyID: keyID
+        )
+        return Wire.response { Self.write(&$0, keyID: keyID, limits) }
+    }
+
+    @Sendable func updateAPIKeyRateLimits(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let keyID: APIKeyID = try context.parameters.requireID("api_key_id")
+        let projectID: ProjectID = try context.parameters.requireID("project_id")
+        let body = try await JSONBody.parse(request)
+        let range = 0...RateLimitSettings.maximumValue
+        let changes = APIKeyRateLimits(
+            requestsPerMinute: try body.integer("max_requests_per_1_minute", in: range),
+            tokensPerMinute: try body.integer("max_tokens_per_1_minute", in: range),
+            concurrentRequests: try body.integer("max_concurrent_requests", in: 0...1_000_000)
+        )
+        let stored = try await self.keysmith(as: context).updateAPIKeyRateLimits(
+            organizationID: context.principal.organizationID,
+            projectID: projectID,
+            keyID: keyID,
+            changes
+        )
+        return Wire.response { Self.write(&$0, keyID: keyID, stored) }
+    }
+
+    static func write(_ writer: inout JSONWriter, keyID: APIKeyID, _ limits: APIKeyRateLimits) {
+        writer.object { writer in
+            writer.field("object", literal: "organization.project.api_key.rate_limits")
+            writer.field("api_key_id", keyID)
+            writer.field("max_requests_per_1_minute", limits.requestsPerMinute ?? 0)
+            writer.field("max_tokens_per_1_minute", limits.tokensPerMinute ?? 0)
+            writer.field("max_concurrent_requests", limits.concurrentRequests ?? 0)
+        }
+    }
+
     static func write(_ writer: inout JSONWriter, _ entry: RateLimitEntry) {
         writer.object { writer in
             writer.field("object", literal: "project.rate_limit")

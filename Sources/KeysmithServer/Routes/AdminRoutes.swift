@@ -45,6 +45,10 @@ struct AdminRoutes: Sendable {
             [.get: .read(self.retrieveAPIKey), .post: .write(self.updateAPIKey), .delete: .write(self.deleteAPIKey)]
         )
         router.route("\(base)/projects/:project_id/api_keys/:api_key_id/rotate", [.post: .write(self.rotateAPIKey)])
+        router.route(
+            "\(base)/projects/:project_id/api_keys/:api_key_id/rate_limits",
+            [.get: .read(self.retrieveAPIKeyRateLimits), .post: .write(self.updateAPIKeyRateLimits)]
+        )
 
         router.route(
             "\(base)/projects/:project_id/service_accounts",

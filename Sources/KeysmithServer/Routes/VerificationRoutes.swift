@@ -142,18 +142,12 @@ struct ForwardAuth: Sendable {
         if let permissions = key.project.modelPermissions, let refusal = ModelAccess.refusal(permissions, projectID: key.project.id, model: model) {
             return .now(Answer(refusal))
         }
-        guard !isModelList, self.limiter.limitsSomeModel(project: key.project) else { return .now(self.admitted(key, limits: nil)) }
+        if isModelList { return .now(self.admitted(key, limits: nil)) }
         let demand: RateLimiter.Demand
-        switch model {
-        case .unknown:
-            return .now(Answer(ModelAccess.limitedModelUnknown(key.project.id)))
-        case .none:
-            return .now(self.admitted(key, limits: nil))
-        case .named(let name):
-            let limits = self.limiter.limits(project: key.project, model: name)
-            if limits.isUnlimited { return .now(self.admitted(key, limits: nil)) }
-            // A check counts requests; it cannot know the tokens.
-            demand = RateLimiter.Demand(projectID: key.project.id, model: name, limits: limits, tokens: 0)
+        switch self.limiter.demand(key, model: model, tokens: 0) {
+        case .failure(let refusal): return .now(Answer(refusal))
+        case .success(nil): return .now(self.admitted(key, limits: nil))
+        case .success(let made?): demand = made
         }
         if let verdict = self.limiter.admitFromLease(demand) { return .now(self.answer(key, verdict)) }
         let limiter = self.limiter

@@ -100,7 +100,14 @@ final class VerificationIndex: Sendable {
                 self.owners[ownerKey] = owner
             }
             owner.setProjectAccess(state.ownerHasProjectAccess)
-            return IndexedKey(id: state.keyID, project: project, owner: owner, scopes: state.scopes, expiresAt: state.expiresAt)
+            return IndexedKey(
+                id: state.keyID,
+                project: project,
+                owner: owner,
+                scopes: state.scopes,
+                expiresAt: state.expiresAt,
+                rateLimits: state.rateLimits.map(KeyRateLimits.init)
+            )
         }
     }
 
@@ -335,16 +342,20 @@ final class IndexedKey: Sendable {
     /// Empty means unrestricted.
     let scopes: [String]
     let expiresAt: UnixSeconds?
+    /// The key's own rate limits; nil (one pointer, for the many keys without) when it has none. A change to them
+    /// replaces the key in the index.
+    let rateLimits: KeyRateLimits?
     /// The identity headers a good check answers with, made on the key's first good check and kept: most keys in a
     /// large index are rarely used, so making them all up front would cost memory for nothing.
     private let headers = Mutex<HTTPFields?>(nil)
 
-    init(id: APIKeyID, project: ProjectState, owner: OwnerState, scopes: [String], expiresAt: UnixSeconds?) {
+    init(id: APIKeyID, project: ProjectState, owner: OwnerState, scopes: [String], expiresAt: UnixSeconds?, rateLimits: KeyRateLimits? = nil) {
         self.id = id
         self.project = project
         self.owner = owner
         self.scopes = scopes
         self.expiresAt = expiresAt
+        self.rateLimits = rateLimits
     }
 
     var identityHeaders: HTTPFields {
@@ -361,5 +372,14 @@ final class IndexedKey: Sendable {
             headers = made
             return made
         }
+    }
+}
+
+/// A key's own rate limits, held by reference so that a key without any costs one pointer.
+final class KeyRateLimits: Sendable {
+    let limits: APIKeyRateLimits
+
+    init(_ limits: APIKeyRateLimits) {
+        self.limits = limits
     }
 }
