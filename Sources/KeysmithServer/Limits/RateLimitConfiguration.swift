@@ -23,7 +23,10 @@ public struct RateLimitConfiguration: Sendable, Equatable {
     }
 
     /// Each model's default limits (nil or 0: none). These models are listed by every project's rate limits.
-    public var models: [String: RateLimitSettings]
+    public var models: [String: RateLimitSettings] {
+        didSet { self.hasLimitedDefault = self.models.values.contains { !$0.over(RateLimitSettings()).isUnlimited } }
+    }
+    private var hasLimitedDefault = false
     /// The tokens a model request is counted for at admission when it names no `max_tokens`,
     /// `max_completion_tokens` or `max_output_tokens`, on top of its prompt's estimate; settled with what the
     /// response reports.
@@ -32,6 +35,7 @@ public struct RateLimitConfiguration: Sendable, Equatable {
 
     public init(models: [String: RateLimitSettings] = [:], defaultMaxTokens: Int = 1024, whenDatabaseUnavailable: OutagePolicy = .refuse) {
         self.models = models
+        self.hasLimitedDefault = models.values.contains { !$0.over(RateLimitSettings()).isUnlimited }
         self.defaultMaxTokens = defaultMaxTokens
         self.whenDatabaseUnavailable = whenDatabaseUnavailable
     }
@@ -45,9 +49,14 @@ public struct RateLimitConfiguration: Sendable, Equatable {
     /// Whether a project with `settings` has a limit on some model: then a request whose model cannot be told is
     /// refused, since the model it uses might be limited.
     func limitsSomeModel(settings: [String: RateLimitSettings]) -> Bool {
-        self.models.keys.contains { !self.limits(model: $0, settings: settings).isUnlimited }
+        // Most projects keep the defaults: answered without looking at each model.
+        if settings.isEmpty { return self.defaultsLimitSomeModel }
+        return self.models.keys.contains { !self.limits(model: $0, settings: settings).isUnlimited }
             || settings.keys.contains { !self.limits(model: $0, settings: settings).isUnlimited }
     }
+
+    /// Whether a default limits some model.
+    private var defaultsLimitSomeModel: Bool { self.hasLimitedDefault }
 
     public struct InvalidFileError: Error, CustomStringConvertible {
         public var file: String

@@ -512,23 +512,37 @@ final class RateLimiter: Sendable {
             }
             return best
         }
-        func describe(_ suffix: String, _ figures: (limit: Int, remaining: Int, reset: Int)?) {
+        func describe(
+            _ names: (limit: HTTPField.Name, remaining: HTTPField.Name, reset: HTTPField.Name),
+            _ figures: (limit: Int, remaining: Int, reset: Int)?
+        ) {
             guard let figures else { return }
-            headers[HTTPField.Name("x-ratelimit-limit-\(suffix)")!] = String(figures.limit)
-            headers[HTTPField.Name("x-ratelimit-remaining-\(suffix)")!] = String(figures.remaining)
-            headers[HTTPField.Name("x-ratelimit-reset-\(suffix)")!] = Self.duration(milliseconds: figures.reset)
+            headers.append(HTTPField(name: names.limit, value: String(figures.limit)))
+            headers.append(HTTPField(name: names.remaining, value: String(figures.remaining)))
+            headers.append(HTTPField(name: names.reset, value: Self.duration(milliseconds: figures.reset)))
         }
         describe(
-            "requests",
+            Self.requestHeaders,
             binding { subject in
                 subject.limits.requestsPerMinute != nil ? .requestsPerMinute : subject.limits.requestsPerDay != nil ? .requestsPerDay : nil
             }
         )
         if demand.tokens > 0 {
-            describe("tokens", binding { $0.limits.tokensPerMinute != nil ? .tokensPerMinute : nil })
+            describe(Self.tokenHeaders, binding { $0.limits.tokensPerMinute != nil ? .tokensPerMinute : nil })
         }
         return headers
     }
+
+    static let requestHeaders = (
+        limit: HTTPField.Name("x-ratelimit-limit-requests")!,
+        remaining: HTTPField.Name("x-ratelimit-remaining-requests")!,
+        reset: HTTPField.Name("x-ratelimit-reset-requests")!
+    )
+    static let tokenHeaders = (
+        limit: HTTPField.Name("x-ratelimit-limit-tokens")!,
+        remaining: HTTPField.Name("x-ratelimit-remaining-tokens")!,
+        reset: HTTPField.Name("x-ratelimit-reset-tokens")!
+    )
 
     /// A duration as OpenAI's headers write it (Go's style): `20ms`, `1.5s`, `6m0s`, `1h2m3s`.
     static func duration(milliseconds: Int) -> String {

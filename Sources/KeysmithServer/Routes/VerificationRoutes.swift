@@ -135,7 +135,9 @@ struct ForwardAuth: Sendable {
             }
             // Envoy marks a body it cut at its `max_request_bytes`: not one to read a model from.
             let isPartial = headers[.envoyPartialBody]?.lowercased() == "true"
-            model = ModelAccess.requestModel(method: originalMethod, path: originalPath, body: isPartial ? nil : body)
+            // Read from the body only when the project's permissions or limits need it.
+            let needsModel = key.project.modelPermissions != nil || self.limiter.limitsSomeModel(project: key.project)
+            model = needsModel ? ModelAccess.requestModel(method: originalMethod, path: originalPath, body: isPartial ? nil : body) : .none
             // Reading the model list is not a request to a model.
             isModelList = originalPath.hasPrefix("/v1/models")
         }
