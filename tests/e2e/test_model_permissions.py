@@ -166,7 +166,8 @@ def test_a_policy_set_on_one_replica_holds_on_the_other(tmp_path):
             except urllib.error.HTTPError as error:
                 return error.code
 
-        assert check(second, "qwen-2.5") == 200
+        # The new key reaches the second replica through its change feed: a push, applied within milliseconds.
+        until(lambda: check(second, "qwen-2.5") == 200, within=5)
         admin.projects.model_permissions.update(project.id, mode="allow_list", model_ids=["gemma-3-270m"])
         # The write's replica enforces it when the write returns; the other as soon as its change feed hears of it.
         assert check(first, "qwen-2.5") == 403
