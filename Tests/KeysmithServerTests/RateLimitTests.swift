@@ -377,6 +377,11 @@ struct RateLimitAPITests {
             refused.expectError(.tooManyRequests, code: "rate_limit_exceeded")
             #expect((refused.error["message"] as? String)?.hasPrefix("Rate limit reached for API key \(account.keyID) in project \(project)") == true)
             #expect(try await check(other.value, "gemma-3").status == .ok)
+            // Counted without a model too: a check as nginx sends it, with no body, is the key's third this minute.
+            try await app.request(.post, "/v1/auth/check", key: account.value, headers: chat).expectError(
+                .tooManyRequests,
+                code: "rate_limit_exceeded"
+            )
 
             // Beside a project limit: the lower binds, and the headers show it.
             app.clock.advance(by: 60)

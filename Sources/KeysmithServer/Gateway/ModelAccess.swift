@@ -99,11 +99,15 @@ enum ModelAccess {
     /// The `model` of a JSON object body: nil when the body is not a JSON object, names no model, names one that is
     /// not a string, or has more than one `model` member (however spelled: `"mod\u0065l"` is `"model"`).
     static func model(inJSON body: ByteBuffer) -> String? {
-        let data = Data(body.readableBytesView)
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let model = object["model"] as? String
+        // A validating parse of the whole body that makes only the one value it is asked for (JSONSerialization would
+        // make an object of every member): a body that is not a JSON object, or whose model is not a string, throws.
+        guard let decoded = try? JSONDecoder().decode(ModelMember.self, from: Data(body.readableBytesView)), let model = decoded.model
         else { return nil }
         return self.countTopLevelKeys(named: "model", in: body.readableBytesView) == 1 ? model : nil
+    }
+
+    private struct ModelMember: Decodable {
+        var model: String?
     }
 
     /// How many members of the top-level object of `json` (which must be valid JSON) are named `name`.

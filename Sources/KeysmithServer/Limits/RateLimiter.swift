@@ -194,9 +194,6 @@ final class RateLimiter: Sendable {
         )
     }
 
-    /// Requests of `key` in flight on this replica.
-    func inFlight(_ keyID: APIKeyID) -> Int { self.inFlight.withLock { $0[keyID, default: 0] } }
-
     // MARK: Admission
 
     private enum Attempt {
