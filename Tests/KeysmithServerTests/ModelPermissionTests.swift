@@ -123,6 +123,13 @@ struct ModelPermissionTests {
             #expect(try await check(account.value, chat, body: #"{"model":"o3"}"#).code == "model_not_found")
             #expect(try await check(account.value, chat, body: #"{"model":"gemma-3"}"#).status == .ok)
             #expect(try await check(account.value, chat).code == "model_required")
+            // The path is judged as the upstream resolves it: a dot segment does not make a completion a model lookup.
+            for uri in ["/v1/models/../chat/completions", "/v1/models/%2e%2e/chat/completions", "/v1/models/x/../../chat/completions"] {
+                let dotted: HTTPFields = [.originalMethod: "POST", .originalURI: uri]
+                #expect(try await check(account.value, dotted, body: #"{"model":"o3"}"#).code == "model_not_found", "\(uri)")
+            }
+            #expect(try await check(account.value, [.originalMethod: "GET", .originalURI: "/v1/models/o3?x=1"]).code == "model_not_found")
+            #expect(try await check(account.value, [.originalMethod: "GET", .originalURI: "/v1/models/org%2Fo3"]).status == .ok)
             // An empty deny list refuses nothing.
             _ = try await app.post("/projects/\(project)/model_permissions", #"{"mode":"deny_list","model_ids":[]}"#)
             #expect(try await check(account.value, chat).status == .ok)

@@ -321,6 +321,9 @@ struct RateLimitAPITests {
             refused.expectError(.tooManyRequests, code: "rate_limit_exceeded")
             #expect(refused.error["type"] as? String == "requests")
             #expect(refused.headers[.retryAfter] != nil)
+            // A dot segment does not make a completion a read of the model list.
+            let dotted: HTTPFields = [.originalMethod: "POST", .originalURI: "/v1/models/../chat/completions"]
+            try await check(dotted, body: #"{"model":"gemma-3"}"#).expectError(.tooManyRequests, code: "rate_limit_exceeded")
             // Another model is not limited; nor is reading the model list.
             #expect(try await check(chat, body: #"{"model":"o3"}"#).status == .ok)
             #expect(try await check([.originalMethod: "GET", .originalURI: "/v1/models/gemma-3"]).status == .ok)

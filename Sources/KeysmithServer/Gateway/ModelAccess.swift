@@ -26,9 +26,11 @@ enum ModelAccess {
         case unknown
     }
 
-    /// The model a request of `method` to `path` with `body` uses.
-    static func requestModel(method: String, path: some StringProtocol, body: ByteBuffer?) -> RequestModel {
-        if let named = self.modelInPath(path) { return .named(named) }
+    /// The model a request of `method` to `path` with `body` uses. `path` is the request's own (percent-encoded, as the
+    /// gateway received it) unless `isResolved` says it is already as the upstream resolves it (``ScopeMap/normalize(_:)``:
+    /// decoded, dot segments resolved, no query), as a check must judge a path a gateway passes on.
+    static func requestModel(method: String, path: some StringProtocol, body: ByteBuffer?, isResolved: Bool = false) -> RequestModel {
+        if let named = isResolved ? self.modelInResolvedPath(path) : self.modelInPath(path) { return .named(named) }
         if let body, body.readableBytes > 0 { return self.model(inJSON: body).map(RequestModel.named) ?? .unknown }
         return self.bodilessMethods.contains(method) ? .none : .unknown
     }
@@ -85,6 +87,13 @@ enum ModelAccess {
             param: "model",
             code: "model_required"
         )
+    }
+
+    /// The model of a resolved `/v1/models/{model}` (already decoded); nil for other paths.
+    static func modelInResolvedPath(_ path: some StringProtocol) -> String? {
+        let prefix = "/v1/models/"
+        guard path.hasPrefix(prefix), path.count > prefix.count else { return nil }
+        return String(path.dropFirst(prefix.count))
     }
 
     /// The model of `/v1/models/{model}`, percent-decoded; nil for other paths.

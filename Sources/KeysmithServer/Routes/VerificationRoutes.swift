@@ -135,11 +135,16 @@ struct ForwardAuth: Sendable {
             }
             // Envoy marks a body it cut at its `max_request_bytes`: not one to read a model from.
             let isPartial = headers[.envoyPartialBody]?.lowercased() == "true"
+            // The path as the upstream resolves it, as the scopes judge it: `/v1/models/../chat/completions` is a
+            // completion, not a model's lookup.
+            let resolved = ScopeMap.normalize(originalPath)
             // Read from the body only when the project's permissions or limits need it.
             let needsModel = key.project.modelPermissions != nil || self.limiter.limitsSomeModel(project: key.project)
-            model = needsModel ? ModelAccess.requestModel(method: originalMethod, path: originalPath, body: isPartial ? nil : body) : .none
+            model =
+                needsModel
+                ? ModelAccess.requestModel(method: originalMethod, path: resolved, body: isPartial ? nil : body, isResolved: true) : .none
             // Reading the model list is not a request to a model.
-            isModelList = originalPath.hasPrefix("/v1/models")
+            isModelList = resolved == "/v1/models" || resolved.hasPrefix("/v1/models/")
         }
         if let permissions = key.project.modelPermissions, let refusal = ModelAccess.refusal(permissions, projectID: key.project.id, model: model) {
             return .now(Answer(refusal))
