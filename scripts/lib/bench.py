@@ -1405,12 +1405,19 @@ def run_gateway_streams(args, gateway: Server, key: str, directory: Path) -> lis
         started = 0
         deadline = time.time() + 60
         for connection in connections:
-            connection.settimeout(max(0.1, deadline - time.time()))
+            # The answer's head and its first event may come in separate reads: read until the event (or the deadline).
+            received = b""
             try:
-                if b"data: " in connection.recv(65536):
-                    started += 1
+                while b"data: " not in received:
+                    connection.settimeout(max(0.1, deadline - time.time()))
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
             except OSError:
                 pass
+            if b"data: " in received:
+                started += 1
         time.sleep(2)
         rss_during = streams_gateway.rss_mb()
         for connection in connections:
