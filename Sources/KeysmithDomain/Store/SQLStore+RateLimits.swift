@@ -97,6 +97,17 @@ extension SQLStore {
         }
     }
 
+    /// A key's limits as the API shows them, from ``apiKeyRateLimitColumns`` (NULL, no row: 0, none).
+    static func apiKeyRateLimits(from row: any StoreRowReader) throws -> APIKeyRateLimits {
+        APIKeyRateLimits(
+            requestsPerMinute: try row.optionalInt(at: 0) ?? 0,
+            tokensPerMinute: try row.optionalInt(at: 1) ?? 0,
+            concurrentRequests: try row.optionalInt(at: 2) ?? 0
+        )
+    }
+
+    static let apiKeyRateLimitColumns = "max_requests_per_1_minute, max_tokens_per_1_minute, max_concurrent_requests"
+
     struct APIKeyRateLimitsInProject: StoreQuery {
         static let sql = """
             SELECT l.max_requests_per_1_minute, l.max_tokens_per_1_minute, l.max_concurrent_requests FROM api_keys k
@@ -110,13 +121,7 @@ extension SQLStore {
 
         var bindings: [any Encodable & Sendable] { [self.keyID, self.projectID, self.organizationID] }
 
-        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits {
-            APIKeyRateLimits(
-                requestsPerMinute: try row.optionalInt(at: 0) ?? 0,
-                tokensPerMinute: try row.optionalInt(at: 1) ?? 0,
-                concurrentRequests: try row.optionalInt(at: 2) ?? 0
-            )
-        }
+        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits { try SQLStore.apiKeyRateLimits(from: row) }
     }
 
     struct UpsertAPIKeyRateLimits: StoreQuery {
@@ -128,7 +133,7 @@ extension SQLStore {
                 max_tokens_per_1_minute = COALESCE(excluded.max_tokens_per_1_minute, api_key_rate_limits.max_tokens_per_1_minute),
                 max_concurrent_requests = COALESCE(excluded.max_concurrent_requests, api_key_rate_limits.max_concurrent_requests),
                 updated_at = excluded.updated_at
-            RETURNING max_requests_per_1_minute, max_tokens_per_1_minute, max_concurrent_requests
+            RETURNING \(apiKeyRateLimitColumns)
             """
 
         var keyID: APIKeyID
@@ -139,13 +144,7 @@ extension SQLStore {
             [self.keyID, self.limits.requestsPerMinute, self.limits.tokensPerMinute, self.limits.concurrentRequests, self.updatedAt]
         }
 
-        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits {
-            APIKeyRateLimits(
-                requestsPerMinute: try row.optionalInt(at: 0) ?? 0,
-                tokensPerMinute: try row.optionalInt(at: 1) ?? 0,
-                concurrentRequests: try row.optionalInt(at: 2) ?? 0
-            )
-        }
+        static func decode(_ row: any StoreRowReader) throws -> APIKeyRateLimits { try SQLStore.apiKeyRateLimits(from: row) }
     }
 
     // MARK: The ledger of leases

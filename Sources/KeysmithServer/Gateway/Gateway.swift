@@ -276,9 +276,8 @@ final class Gateway: Sendable {
         }
         // The project's model permissions and rate limits, before anything goes up. The model is read from the body
         // only when one of them needs it.
-        let needsModel = key.project.modelPermissions != nil || self.forwardAuth.limiter.limitsSomeModel(project: key.project)
         let requestModel: ModelAccess.RequestModel =
-            needsModel ? ModelAccess.requestModel(method: request.method.rawValue, path: request.path, body: bytes) : .none
+            self.forwardAuth.needsModel(key) ? ModelAccess.requestModel(method: request.method.rawValue, path: request.path, body: bytes) : .none
         if let permissions = key.project.modelPermissions,
             let refusal = ModelAccess.refusal(permissions, projectID: key.project.id, model: requestModel)
         {

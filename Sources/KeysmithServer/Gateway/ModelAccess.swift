@@ -35,18 +35,8 @@ enum ModelAccess {
         return self.bodilessMethods.contains(method) ? .none : .unknown
     }
 
-    /// The refusal for a request of `method` to `path` with `body` by a key of `projectID`, whose permissions are
-    /// `permissions`; nil when it may go ahead.
-    static func refusal(
-        _ permissions: ModelPermissions,
-        projectID: ProjectID,
-        method: String,
-        path: some StringProtocol,
-        body: ByteBuffer?
-    ) -> OpenAIError? {
-        self.refusal(permissions, projectID: projectID, model: self.requestModel(method: method, path: path, body: body))
-    }
-
+    /// The refusal of a request for `model` by a key of `projectID`, whose permissions are `permissions`; nil when it
+    /// may go ahead.
     static func refusal(_ permissions: ModelPermissions, projectID: ProjectID, model: RequestModel) -> OpenAIError? {
         switch model {
         case .none:

@@ -24,9 +24,10 @@ public struct RateLimitConfiguration: Sendable, Equatable {
 
     /// Each model's default limits (nil or 0: none). These models are listed by every project's rate limits.
     public var models: [String: RateLimitSettings] {
-        didSet { self.hasLimitedDefault = self.models.values.contains { !$0.over(RateLimitSettings()).isUnlimited } }
+        didSet { self.defaultsLimitSomeModel = Self.limitSomeModel(self.models) }
     }
-    private var hasLimitedDefault = false
+    /// Whether a default limits some model: kept, since every check of a project without settings of its own asks.
+    private var defaultsLimitSomeModel = false
     /// The tokens a model request is counted for at admission when it names no `max_tokens`,
     /// `max_completion_tokens` or `max_output_tokens`, on top of its prompt's estimate; settled with what the
     /// response reports.
@@ -35,7 +36,7 @@ public struct RateLimitConfiguration: Sendable, Equatable {
 
     public init(models: [String: RateLimitSettings] = [:], defaultMaxTokens: Int = 1024, whenDatabaseUnavailable: OutagePolicy = .refuse) {
         self.models = models
-        self.hasLimitedDefault = models.values.contains { !$0.over(RateLimitSettings()).isUnlimited }
+        self.defaultsLimitSomeModel = Self.limitSomeModel(models)
         self.defaultMaxTokens = defaultMaxTokens
         self.whenDatabaseUnavailable = whenDatabaseUnavailable
     }
@@ -55,8 +56,9 @@ public struct RateLimitConfiguration: Sendable, Equatable {
             || settings.keys.contains { !self.limits(model: $0, settings: settings).isUnlimited }
     }
 
-    /// Whether a default limits some model.
-    private var defaultsLimitSomeModel: Bool { self.hasLimitedDefault }
+    private static func limitSomeModel(_ models: [String: RateLimitSettings]) -> Bool {
+        models.values.contains { !$0.over(RateLimitSettings()).isUnlimited }
+    }
 
     public struct InvalidFileError: Error, CustomStringConvertible {
         public var file: String

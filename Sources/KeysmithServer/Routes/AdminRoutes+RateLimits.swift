@@ -82,7 +82,7 @@ extension AdminRoutes {
             rateLimitID: id,
             changes
         )
-        let entry = RateLimitEntry(model: model, limits: stored.over(self.rateLimits.models[model] ?? RateLimitSettings()))
+        let entry = RateLimitEntry(model: model, limits: self.rateLimits.limits(model: model, settings: [model: stored]))
         return Wire.response { Self.write(&$0, entry) }
     }
 

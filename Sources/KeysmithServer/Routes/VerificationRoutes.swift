@@ -138,10 +138,8 @@ struct ForwardAuth: Sendable {
             // The path as the upstream resolves it, as the scopes judge it: `/v1/models/../chat/completions` is a
             // completion, not a model's lookup.
             let resolved = ScopeMap.normalize(originalPath)
-            // Read from the body only when the project's permissions or limits need it.
-            let needsModel = key.project.modelPermissions != nil || self.limiter.limitsSomeModel(project: key.project)
             model =
-                needsModel
+                self.needsModel(key)
                 ? ModelAccess.requestModel(method: originalMethod, path: resolved, body: isPartial ? nil : body, isResolved: true) : .none
             // Reading the model list is not a request to a model.
             isModelList = resolved == "/v1/models" || resolved.hasPrefix("/v1/models/")
@@ -159,6 +157,12 @@ struct ForwardAuth: Sendable {
         if let verdict = self.limiter.admitFromLease(demand) { return .now(self.answer(key, verdict)) }
         let limiter = self.limiter
         return .afterLease { self.answer(key, await limiter.admit(demand)) }
+    }
+
+    /// Whether the model a request of `key` uses must be read (from its path or body): only when its project's model
+    /// permissions or rate limits depend on it, since reading a body is most of a check's cost.
+    func needsModel(_ key: IndexedKey) -> Bool {
+        key.project.modelPermissions != nil || self.limiter.limitsSomeModel(project: key.project)
     }
 
     private func answer(_ key: IndexedKey, _ verdict: RateLimiter.Verdict) -> Answer {
